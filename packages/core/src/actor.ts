@@ -1,0 +1,129 @@
+/**
+ * Actor definitions: `defineActor(name, { state, handlers })` and the types that make
+ * `ref.method(args)` typed end to end from the handler signatures.
+ *
+ * A handler is `method(state, ...args)`; it mutates `state` in place and returns the reply (or a
+ * promise of it). Inside a handler `this` is the actor's context (its id, refs to other actors,
+ * timers), so the declared signature stays exactly `(state, ...args)`.
+ */
+import { InvalidArgument } from './errors.js';
+
+export const ACTOR_DEF = Symbol.for('wadi.actorDefinition');
+
+/** Names a ref uses for itself, so they cannot be handler names. */
+export const RESERVED_HANDLER_NAMES: ReadonlySet<string> = new Set(['then', 'tell', 'constructor', '__proto__']);
+const ACTOR_NAME = /^[A-Za-z_][\w.:-]{0,127}$/;
+
+export interface Timers {
+  /** Tells this actor `method(...args)` once after `ms`. Dies with the activation. */
+  after(ms: number, method: string, ...args: unknown[]): TimerId;
+  /** Tells this actor `method(...args)` every `ms` until cancelled or deactivated. */
+  every(ms: number, method: string, ...args: unknown[]): TimerId;
+  cancel(timer: TimerId): void;
+}
+export type TimerId = number;
+
+/** What `this` is inside a handler. */
+export interface ActorContext {
+  readonly type: string;
+  readonly id: string;
+  /** A ref to any actor in the system (or cluster), usable from inside a turn. */
+  ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D>;
+  readonly timers: Timers;
+  /** Asks for this activation to be deactivated (state parked) once the current turn ends. */
+  deactivate(): void;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Handler<S> = (this: ActorContext, state: S, ...args: any[]) => unknown;
+export type Handlers<S> = Record<string, Handler<S>>;
+
+export interface ActorOptions<S, H extends Handlers<S>> {
+  /** Fresh state for a new activation. Must return plain data the codec can carry (an object). */
+  state?: () => S;
+  handlers: H & ThisType<ActorContext>;
+  /**
+   * A stateless type has no state and no mailbox: calls run concurrently on a pool of
+   * threads separate from session workers, so CPU-heavy work never blocks a session.
+   */
+  stateless?: boolean;
+  /** Most messages waiting in one activation's mailbox; past it callers get `Overloaded`. */
+  mailboxCapacity?: number;
+  /** Deactivate (park state) after this long without a message. Default: never. */
+  idleTimeoutMs?: number;
+}
+
+export interface ActorDef<N extends string = string, S = unknown, H extends Handlers<S> = Handlers<S>> {
+  readonly [ACTOR_DEF]: true;
+  readonly name: N;
+  readonly stateless: boolean;
+  readonly state: () => S;
+  readonly handlers: H;
+  readonly mailboxCapacity: number | undefined;
+  readonly idleTimeoutMs: number | undefined;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyActorDef = ActorDef<string, any, any>;
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type ArgsOf<F> = F extends (state: any, ...args: infer A) => any ? A : never;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type ResultOf<F> = F extends (...args: any[]) => infer R ? Awaited<R> : never;
+
+export interface RefOptions {
+  /** Per-ask deadline in milliseconds (default: the system's, 30 s). */
+  timeoutMs?: number;
+}
+
+/** `ref.method(...args)` asks; `ref.tell.method(...args)` sends without waiting. */
+export type Ref<H> = {
+  readonly [K in keyof H]: (...args: ArgsOf<H[K]>) => Promise<ResultOf<H[K]>>;
+} & {
+  readonly tell: { readonly [K in keyof H]: (...args: ArgsOf<H[K]>) => void };
+};
+
+export type RefOf<D> = D extends ActorDef<string, infer _S, infer H> ? Ref<H> : never;
+
+export function defineActor<N extends string, S, H extends Handlers<S>>(
+  name: N,
+  options: ActorOptions<S, H>,
+): ActorDef<N, S, H> {
+  if (typeof name !== 'string' || !ACTOR_NAME.test(name)) {
+    throw new InvalidArgument(`actor name must match ${ACTOR_NAME} (letters, digits, '_.:-'), got ${JSON.stringify(name)}`);
+  }
+  if (!options || typeof options.handlers !== 'object' || options.handlers === null) {
+    throw new InvalidArgument(`actor '${name}' needs a handlers object`);
+  }
+  for (const [method, handler] of Object.entries(options.handlers)) {
+    if (typeof handler !== 'function') throw new InvalidArgument(`actor '${name}': handler '${method}' is not a function`);
+    if (RESERVED_HANDLER_NAMES.has(method)) {
+      throw new InvalidArgument(`actor '${name}': '${method}' is reserved and cannot be a handler name`);
+    }
+  }
+  const stateless = options.stateless === true;
+  if (!stateless && typeof options.state !== 'function') {
+    throw new InvalidArgument(`actor '${name}' needs a state factory: state: () => ({ ... })`);
+  }
+  checkPositive(name, 'mailboxCapacity', options.mailboxCapacity);
+  checkPositive(name, 'idleTimeoutMs', options.idleTimeoutMs);
+  return Object.freeze({
+    [ACTOR_DEF]: true as const,
+    name,
+    stateless,
+    state: stateless ? (() => undefined as S) : options.state!,
+    handlers: Object.freeze({ ...options.handlers }) as H,
+    mailboxCapacity: options.mailboxCapacity,
+    idleTimeoutMs: options.idleTimeoutMs,
+  });
+}
+
+export function isActorDef(value: unknown): value is AnyActorDef {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[ACTOR_DEF] === true;
+}
+
+function checkPositive(name: string, option: string, value: unknown): void {
+  if (value !== undefined && !(typeof value === 'number' && value > 0 && Number.isFinite(value))) {
+    throw new InvalidArgument(`actor '${name}': ${option} must be a positive number, got ${String(value)}`);
+  }
+}

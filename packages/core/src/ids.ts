@@ -1,0 +1,82 @@
+/**
+ * Session ids, groups and buckets: the placement rule every process must compute identically.
+ *
+ * Group rule: the group of an id is the text before its first '/', or the whole id when it has
+ * none. `alice/cart` and `alice/profile` share group `alice`, so they share a bucket and a node
+ * (WADI's ApplicationSession); `alice` alone is group `alice` too.
+ *
+ * Hash: MurmurHash3 x86 32-bit, seed 0, over the UTF-8 bytes of the group. It is fixed by this
+ * module, not by the JavaScript engine, so it is stable across processes, machines and versions;
+ * changing it would move every session, so it is part of the wire protocol.
+ */
+import { InvalidArgument } from './errors.js';
+
+export const DEFAULT_BUCKETS = 1024;
+export const MAX_ID_LENGTH = 1024;
+export const GROUP_SEPARATOR = '/';
+
+const utf8 = new TextEncoder();
+
+export function groupOf(id: string): string {
+  const separator = id.indexOf(GROUP_SEPARATOR);
+  return separator === -1 ? id : id.slice(0, separator);
+}
+
+export function bucketOf(id: string, buckets: number): number {
+  return murmur3(utf8.encode(groupOf(id))) % buckets;
+}
+
+export function validateId(id: unknown): string {
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new InvalidArgument(`an actor id must be a non-empty string, got ${typeof id === 'string' ? 'an empty string' : typeof id}`);
+  }
+  if (id.length > MAX_ID_LENGTH) {
+    throw new InvalidArgument(`an actor id must be at most ${MAX_ID_LENGTH} characters, got ${id.length}`);
+  }
+  if (id.startsWith(GROUP_SEPARATOR)) {
+    throw new InvalidArgument(`actor id '${id}' has an empty group: it must not start with '${GROUP_SEPARATOR}'`);
+  }
+  return id;
+}
+
+export function validateBucketCount(buckets: unknown): number {
+  if (!Number.isInteger(buckets) || (buckets as number) < 1 || (buckets as number) > 1 << 20) {
+    throw new InvalidArgument(`the bucket count must be an integer from 1 to ${1 << 20}, got ${String(buckets)}`);
+  }
+  return buckets as number;
+}
+
+/** MurmurHash3, x86 32-bit variant, as published by Austin Appleby (public domain algorithm). */
+export function murmur3(bytes: Uint8Array, seed = 0): number {
+  const c1 = 0xcc9e2d51;
+  const c2 = 0x1b873593;
+  let h = seed >>> 0;
+  const blocks = bytes.length & ~3;
+  for (let i = 0; i < blocks; i += 4) {
+    let k = (bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24)) >>> 0;
+    k = Math.imul(k, c1);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, c2);
+    h ^= k;
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) >>> 0;
+  }
+  const tail = bytes.length & 3;
+  if (tail > 0) {
+    let k = 0;
+    if (tail === 3) k ^= bytes[blocks + 2]! << 16;
+    if (tail >= 2) k ^= bytes[blocks + 1]! << 8;
+    k ^= bytes[blocks]!;
+    k = Math.imul(k, c1);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, c2);
+    h ^= k;
+  }
+  h ^= bytes.length;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}

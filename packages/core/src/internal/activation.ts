@@ -1,0 +1,214 @@
+/**
+ * One live actor: its state, its bounded mailbox and its turns.
+ *
+ * Turns never overlap: a message starts only after the previous handler (sync or async) finished.
+ * Before each turn the state is copied; a handler that throws (or rejects) puts the copy back, so
+ * the actor continues from its last committed state. The activation is also the `this` of its
+ * handlers (typed as `ActorContext`), which keeps the per-actor footprint to one object.
+ */
+import type { ActorContext, AnyActorDef, RefOf, RefOptions, TimerId, Timers } from '../actor.js';
+import { InvalidArgument, UnknownMethod } from '../errors.js';
+import type { TimerHandle } from '../scheduler.js';
+import { cloneValue } from './clone.js';
+import type { PendingAsk } from './pending.js';
+
+/** What an activation needs from the system that hosts it. */
+export interface ActivationHost {
+  turnFinished(activation: Activation, message: Message, ok: boolean, value: unknown): void;
+  scheduleTurns(activation: Activation, afterIo: boolean): void;
+  refFor<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D>;
+  setTimer(ms: number, callback: () => void): TimerHandle;
+  clearTimer(handle: TimerHandle): void;
+  deliverTimer(activation: Activation, method: string, args: unknown[]): void;
+  requestDeactivation(activation: Activation): void;
+}
+
+export interface Message {
+  method: string;
+  args: unknown[];
+  /** The local caller waiting for this turn's result, if any. */
+  pending: PendingAsk | undefined;
+  /** For a remote ask: the requester's destination index and request id (0 for a tell). */
+  from: number;
+  requestId: number;
+}
+
+/** Consecutive synchronous turns before yielding to I/O, so one busy actor cannot starve a thread. */
+const TURNS_PER_SLICE = 256;
+
+export class Activation implements ActorContext {
+  state: unknown;
+  /** Waiting messages from `head` on; null while empty, to keep idle actors small. */
+  queue: (Message | undefined)[] | null = null;
+  head = 0;
+  /** A turn (or a drain of the queue) is scheduled or running. */
+  active = false;
+  /** The state is being loaded; messages wait. */
+  loading = false;
+  lastUsed = 0;
+  deactivateRequested = false;
+  #timers: ActivationTimers | undefined;
+
+  constructor(
+    readonly host: ActivationHost,
+    readonly def: AnyActorDef,
+    readonly id: string,
+    readonly key: string,
+    readonly capacity: number,
+  ) {}
+
+  get type(): string {
+    return this.def.name;
+  }
+
+  get queued(): number {
+    return this.queue === null ? 0 : this.queue.length - this.head;
+  }
+
+  /** Adds a message; false when the mailbox is full (the caller reports `Overloaded`). */
+  enqueue(message: Message): boolean {
+    let queue = this.queue;
+    if (queue === null) queue = this.queue = [];
+    else if (queue.length - this.head >= this.capacity) return false;
+    queue.push(message);
+    if (!this.active && !this.loading) {
+      this.active = true;
+      this.host.scheduleTurns(this, false);
+    }
+    return true;
+  }
+
+  /** Runs waiting turns until the mailbox is empty, a handler goes async, or the slice ends. */
+  runTurns(): void {
+    let budget = TURNS_PER_SLICE;
+    const handlers = this.def.handlers as Record<string, (this: ActorContext, state: unknown, ...args: unknown[]) => unknown>;
+    while (this.queue !== null && this.head < this.queue.length) {
+      if (budget-- === 0) {
+        this.host.scheduleTurns(this, true);
+        return;
+      }
+      const message = this.queue[this.head]!;
+      this.queue[this.head++] = undefined;
+      const handler = Object.hasOwn(handlers, message.method) ? handlers[message.method] : undefined;
+      if (handler === undefined) {
+        this.host.turnFinished(this, message, false, new UnknownMethod(this.def.name, message.method));
+        continue;
+      }
+      const committed = cloneValue(this.state);
+      let result: unknown;
+      try {
+        result = invoke(handler, this, this.state, message.args);
+      } catch (error) {
+        this.state = committed;
+        this.host.turnFinished(this, message, false, error);
+        continue;
+      }
+      if (isThenable(result)) {
+        result.then(
+          (value) => this.#asyncTurnEnded(message, true, value, committed),
+          (error) => this.#asyncTurnEnded(message, false, error, committed),
+        );
+        return;
+      }
+      this.host.turnFinished(this, message, true, result);
+    }
+    this.#idle();
+  }
+
+  #asyncTurnEnded(message: Message, ok: boolean, value: unknown, committed: unknown): void {
+    if (!ok) this.state = committed;
+    this.host.turnFinished(this, message, ok, value);
+    this.runTurns();
+  }
+
+  #idle(): void {
+    this.active = false;
+    this.queue = null;
+    this.head = 0;
+    if (this.deactivateRequested) this.host.requestDeactivation(this);
+  }
+
+  // ActorContext
+
+  ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
+    return this.host.refFor(def, id, options);
+  }
+
+  get timers(): Timers {
+    return (this.#timers ??= new ActivationTimers(this));
+  }
+
+  deactivate(): void {
+    this.deactivateRequested = true;
+  }
+
+  /** Cancels every timer; called when the activation goes away. */
+  stopTimers(): void {
+    this.#timers?.cancelAll();
+  }
+}
+
+class ActivationTimers implements Timers {
+  readonly #activation: Activation;
+  readonly #handles = new Map<TimerId, TimerHandle>();
+  #next = 1;
+
+  constructor(activation: Activation) {
+    this.#activation = activation;
+  }
+
+  after(ms: number, method: string, ...args: unknown[]): TimerId {
+    return this.#start(ms, method, args, false);
+  }
+
+  every(ms: number, method: string, ...args: unknown[]): TimerId {
+    return this.#start(ms, method, args, true);
+  }
+
+  cancel(timer: TimerId): void {
+    const handle = this.#handles.get(timer);
+    if (handle === undefined) return;
+    this.#activation.host.clearTimer(handle);
+    this.#handles.delete(timer);
+  }
+
+  cancelAll(): void {
+    for (const handle of this.#handles.values()) this.#activation.host.clearTimer(handle);
+    this.#handles.clear();
+  }
+
+  #start(ms: number, method: string, args: unknown[], repeat: boolean): TimerId {
+    if (!(ms >= 0 && Number.isFinite(ms))) throw new InvalidArgument(`a timer needs a finite delay >= 0 ms, got ${ms}`);
+    if (!Object.hasOwn(this.#activation.def.handlers, method)) throw new UnknownMethod(this.#activation.type, method);
+    const id = this.#next++;
+    const fire = (): void => {
+      if (repeat) this.#handles.set(id, this.#activation.host.setTimer(ms, fire));
+      else this.#handles.delete(id);
+      this.#activation.host.deliverTimer(this.#activation, method, cloneValue(args));
+    };
+    this.#handles.set(id, this.#activation.host.setTimer(ms, fire));
+    return id;
+  }
+}
+
+function invoke(
+  handler: (this: ActorContext, state: unknown, ...args: unknown[]) => unknown,
+  context: ActorContext,
+  state: unknown,
+  args: unknown[],
+): unknown {
+  switch (args.length) {
+    case 0:
+      return handler.call(context, state);
+    case 1:
+      return handler.call(context, state, args[0]);
+    case 2:
+      return handler.call(context, state, args[0], args[1]);
+    default:
+      return handler.call(context, state, ...args);
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function';
+}

@@ -1,0 +1,449 @@
+/**
+ * The actor system of one thread: it hosts the activations placed on this thread, sends asks and
+ * tells to actors elsewhere through a `Transport`, and matches replies to waiting callers.
+ *
+ * It does no I/O of its own. Where an actor lives is the `Router`'s answer (a destination index or
+ * LOCAL); how envelopes reach a destination is the `Transport`'s job (MessagePorts in a node,
+ * the simulated network in the testkit). Time comes from the injected `Scheduler`.
+ */
+import type { AnyActorDef, RefOf, RefOptions } from './actor.js';
+import { Kind, type Envelope } from './envelope.js';
+import {
+  InvalidArgument,
+  Overloaded,
+  Stopped,
+  Unavailable,
+  UnknownActorType,
+  UnknownMethod,
+  errorToShape,
+  shapeToError,
+  type ErrorShape,
+} from './errors.js';
+import { validateId } from './ids.js';
+import { Activation, type ActivationHost, type Message } from './internal/activation.js';
+import { cloneArgs, cloneValue } from './internal/clone.js';
+import { PendingAsks, type PendingAsk } from './internal/pending.js';
+import { createRef } from './internal/ref.js';
+import { Registry } from './registry.js';
+import { realTimeScheduler, type Scheduler, type TimerHandle } from './scheduler.js';
+import { decode, encode } from './codec.js';
+
+/** The destination index that means "this thread". */
+export const LOCAL = -1;
+
+export interface Router {
+  /** Where actor (`def`, `id`) lives: LOCAL or a destination index the transport knows. */
+  route(def: AnyActorDef, id: string): number;
+}
+
+export interface Transport {
+  /**
+   * Queues an envelope for a destination. Throws synchronously when it cannot be accepted
+   * (`NotSerializable`, `Overloaded`, `Unavailable`), so the caller's ask fails at once.
+   */
+  send(destination: number, envelope: Envelope): void;
+}
+
+/** Runs calls to stateless actor types (a thread pool in a node; inline by default). */
+export interface StatelessExecutor {
+  run(def: AnyActorDef, method: string, args: unknown[]): Promise<unknown>;
+}
+
+/** Where deactivated actors' state is parked, and where activation looks first. */
+export interface ParkedStateStore {
+  load(type: string, id: string): Uint8Array | undefined;
+  save(type: string, id: string, state: Uint8Array): void;
+  readonly size: number;
+}
+
+export class MemoryParkedStateStore implements ParkedStateStore {
+  readonly #states = new Map<string, Uint8Array>();
+  load(type: string, id: string): Uint8Array | undefined {
+    const key = `${type}\u0000${id}`;
+    const state = this.#states.get(key);
+    this.#states.delete(key);
+    return state;
+  }
+  save(type: string, id: string, state: Uint8Array): void {
+    this.#states.set(`${type}\u0000${id}`, state);
+  }
+  get size(): number {
+    return this.#states.size;
+  }
+}
+
+export interface ActorSystemOptions {
+  registry?: Registry;
+  scheduler?: Scheduler;
+  router?: Router;
+  transport?: Transport;
+  /** This thread's own destination index, written into asks so replies find their way back. */
+  selfIndex?: number;
+  /** Default ask deadline (ms). */
+  askTimeoutMs?: number;
+  /** Default mailbox capacity for types that set none. */
+  mailboxCapacity?: number;
+  statelessExecutor?: StatelessExecutor;
+  parkedStates?: ParkedStateStore;
+  /** How often idle activations are looked for (ms). */
+  idleSweepMs?: number;
+  /** Called when a tell's handler fails: nobody waits for it, but it must not vanish. */
+  onTellFailure?: (type: string, id: string, method: string, error: unknown) => void;
+}
+
+export interface SystemStats {
+  activations: number;
+  parked: number;
+  queued: number;
+  pendingAsks: number;
+  turns: number;
+  failedTurns: number;
+  activated: number;
+  deactivated: number;
+}
+
+export const DEFAULT_ASK_TIMEOUT_MS = 30_000;
+export const DEFAULT_MAILBOX_CAPACITY = 10_000;
+
+export class ActorSystem implements ActivationHost {
+  readonly registry: Registry;
+  readonly scheduler: Scheduler;
+  readonly selfIndex: number;
+  readonly #router: Router | undefined;
+  readonly #transport: Transport | undefined;
+  readonly #askTimeoutMs: number;
+  readonly #mailboxCapacity: number;
+  readonly #statelessExecutor: StatelessExecutor;
+  readonly #parked: ParkedStateStore;
+  readonly #onTellFailure: NonNullable<ActorSystemOptions['onTellFailure']>;
+  readonly #activations = new Map<string, Activation>();
+  readonly #pending: PendingAsks;
+  readonly #idleSweepMs: number;
+  #idleTimer: TimerHandle | undefined;
+  #stopped = false;
+  #turns = 0;
+  #failedTurns = 0;
+  #activated = 0;
+  #deactivated = 0;
+  /** Activations with turns to run, drained in one microtask (no closure per schedule). */
+  #ready: Activation[] = [];
+  readonly #runReady = (): void => {
+    const ready = this.#ready;
+    this.#ready = [];
+    for (let i = 0; i < ready.length; i++) ready[i]!.runTurns();
+  };
+
+  constructor(options: ActorSystemOptions = {}) {
+    this.registry = options.registry ?? new Registry();
+    this.scheduler = options.scheduler ?? realTimeScheduler;
+    this.selfIndex = options.selfIndex ?? LOCAL;
+    this.#router = options.router;
+    this.#transport = options.transport;
+    this.#askTimeoutMs = options.askTimeoutMs ?? DEFAULT_ASK_TIMEOUT_MS;
+    this.#mailboxCapacity = options.mailboxCapacity ?? DEFAULT_MAILBOX_CAPACITY;
+    this.#statelessExecutor = options.statelessExecutor ?? inlineStatelessExecutor;
+    this.#parked = options.parkedStates ?? new MemoryParkedStateStore();
+    this.#idleSweepMs = options.idleSweepMs ?? 1000;
+    this.#onTellFailure = options.onTellFailure ?? defaultTellFailure;
+    this.#pending = new PendingAsks(this.scheduler);
+  }
+
+  /** A typed ref: `ref.method(...args)` asks, `ref.tell.method(...args)` tells. */
+  ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
+    return this.refFor(def, id, options);
+  }
+
+  refFor<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
+    validateId(id);
+    if (options?.timeoutMs !== undefined && !(options.timeoutMs > 0)) {
+      throw new InvalidArgument(`timeoutMs must be a positive number, got ${options.timeoutMs}`);
+    }
+    return createRef(this, def, id, options?.timeoutMs ?? this.#askTimeoutMs) as RefOf<D>;
+  }
+
+  /** Sends `method(...args)` to (`def`, `id`) and resolves with the handler's result. */
+  ask(def: AnyActorDef, id: string, method: string, args: unknown[], timeoutMs: number, key?: string): Promise<unknown> {
+    if (this.#stopped) return Promise.reject(new Stopped(`the actor system is stopped: ${def.name}.${method} was not sent`));
+    if (!Object.hasOwn(def.handlers, method)) return Promise.reject(new UnknownMethod(def.name, method));
+    const destination = this.#router === undefined ? LOCAL : this.#router.route(def, id);
+    const remote = destination !== LOCAL;
+    const ask = this.#pending.create(destination, remote, def.name, id, method, timeoutMs);
+    try {
+      if (remote) {
+        this.#transportFor(destination).send(destination, [Kind.Ask, ask.requestId, this.selfIndex, def.name, id, method, args]);
+      } else {
+        this.#deliverLocal(def.name, id, method, cloneArgs(args), ask, LOCAL, 0, key);
+      }
+    } catch (error) {
+      this.#pending.settle(ask, false, error);
+    }
+    return ask.promise;
+  }
+
+  /** Fire-and-forget. Throws only when the message cannot be accepted at all. */
+  tell(def: AnyActorDef, id: string, method: string, args: unknown[]): void {
+    if (this.#stopped) throw new Stopped(`the actor system is stopped: ${def.name}.${method} was not sent`);
+    if (!Object.hasOwn(def.handlers, method)) throw new UnknownMethod(def.name, method);
+    const destination = this.#router === undefined ? LOCAL : this.#router.route(def, id);
+    if (destination !== LOCAL) {
+      this.#transportFor(destination).send(destination, [Kind.Tell, def.name, id, method, args]);
+    } else {
+      this.#deliverLocal(def.name, id, method, cloneArgs(args), undefined, LOCAL, 0);
+    }
+  }
+
+  /** Handles one envelope that arrived from another thread or node. */
+  receive(envelope: Envelope): void {
+    switch (envelope[0]) {
+      case Kind.Ask: {
+        const [, requestId, from, type, id, method, args] = envelope;
+        try {
+          this.#deliverLocal(type, id, method, args, undefined, from, requestId);
+        } catch (error) {
+          this.#replyRemote(from, requestId, false, error);
+        }
+        return;
+      }
+      case Kind.Tell: {
+        const [, type, id, method, args] = envelope;
+        try {
+          this.#deliverLocal(type, id, method, args, undefined, LOCAL, 0);
+        } catch (error) {
+          this.#onTellFailure(type, id, method, error);
+        }
+        return;
+      }
+      case Kind.Reply:
+      case Kind.Failure: {
+        // An ask that timed out or failed already is gone: its late reply is dropped.
+        if (envelope[0] === Kind.Reply) this.#pending.settleRemote(envelope[1], true, envelope[2]);
+        else this.#pending.settleRemote(envelope[1], false, asError(envelope[2]));
+        return;
+      }
+    }
+  }
+
+  /** Rejects every ask waiting on `destination` (its thread or node is gone). */
+  failPendingTo(destination: number, error: () => Error): number {
+    return this.#pending.failWhere((ask) => ask.destination === destination, error);
+  }
+
+  stats(): SystemStats {
+    let queued = 0;
+    for (const activation of this.#activations.values()) queued += activation.queued;
+    return {
+      activations: this.#activations.size,
+      parked: this.#parked.size,
+      queued,
+      pendingAsks: this.#pending.size,
+      turns: this.#turns,
+      failedTurns: this.#failedTurns,
+      activated: this.#activated,
+      deactivated: this.#deactivated,
+    };
+  }
+
+  /** True when no turn is queued or running here and no ask from here awaits a reply. */
+  isQuiet(): boolean {
+    if (this.#pending.size > 0) return false;
+    for (const activation of this.#activations.values()) if (activation.active || activation.queued > 0) return false;
+    return true;
+  }
+
+  /** Waits (bounded) until this thread is quiet: every accepted message has been processed. */
+  async drain(timeoutMs = 10_000, pollMs = 5): Promise<boolean> {
+    const deadline = this.scheduler.now() + timeoutMs;
+    while (!this.isQuiet()) {
+      if (this.scheduler.now() >= deadline) return false;
+      await new Promise<void>((resolve) => this.scheduler.setTimer(pollMs, resolve));
+    }
+    return true;
+  }
+
+  /** Refuses new messages, fails waiting asks, and stops every timer. */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#pending.close();
+    if (this.#idleTimer !== undefined) this.scheduler.clearTimer(this.#idleTimer);
+    for (const activation of this.#activations.values()) activation.stopTimers();
+    this.#pending.failWhere(() => true, () => new Stopped('the actor system stopped before the reply arrived'));
+  }
+
+  /** Deactivates one actor now if it is idle: its state is parked, its timers stop. */
+  deactivate(type: string, id: string): boolean {
+    const activation = this.#activations.get(activationKey(type, id));
+    if (activation === undefined || activation.active || activation.loading) return false;
+    this.#deactivate(activation);
+    return true;
+  }
+
+  // ActivationHost
+
+  turnFinished(activation: Activation, message: Message, ok: boolean, value: unknown): void {
+    this.#turns++;
+    if (activation.def.idleTimeoutMs !== undefined) activation.lastUsed = this.scheduler.now();
+    if (!ok) this.#failedTurns++;
+    if (message.pending !== undefined) {
+      let result = value;
+      try {
+        result = cloneValue(value);
+      } catch (error) {
+        ok = false;
+        result = error;
+      }
+      this.#pending.settle(message.pending, ok, result);
+    } else if (message.requestId !== 0) {
+      this.#replyRemote(message.from, message.requestId, ok, value);
+    } else if (!ok) {
+      this.#onTellFailure(activation.type, activation.id, message.method, value);
+    }
+  }
+
+  scheduleTurns(activation: Activation, afterIo: boolean): void {
+    if (afterIo) this.scheduler.defer(() => activation.runTurns());
+    // A resolved promise's then() is a bare microtask; queueMicrotask adds async-context bookkeeping.
+    else if (this.#ready.push(activation) === 1) void resolved.then(this.#runReady);
+  }
+
+  setTimer(ms: number, callback: () => void): TimerHandle {
+    return this.scheduler.setTimer(ms, callback);
+  }
+
+  clearTimer(handle: TimerHandle): void {
+    this.scheduler.clearTimer(handle);
+  }
+
+  deliverTimer(activation: Activation, method: string, args: unknown[]): void {
+    if (this.#stopped || this.#activations.get(activation.key) !== activation) return;
+    const message: Message = { method, args, pending: undefined, from: LOCAL, requestId: 0 };
+    if (!activation.enqueue(message)) {
+      this.#onTellFailure(activation.type, activation.id, method, new Overloaded(`mailbox of ${activation.type} '${activation.id}' is full; timer message dropped`));
+    }
+  }
+
+  requestDeactivation(activation: Activation): void {
+    // After the current microtask, so a reply being resolved is not held up by encoding.
+    this.scheduler.defer(() => {
+      if (this.#activations.get(activation.key) === activation && !activation.active && !activation.loading) {
+        this.#deactivate(activation);
+      }
+    });
+  }
+
+  // internals
+
+  #transportFor(destination: number): Transport {
+    if (this.#transport === undefined) throw new Unavailable(`no transport to reach destination ${destination}`);
+    return this.#transport;
+  }
+
+  #deliverLocal(
+    type: string,
+    id: string,
+    method: string,
+    args: unknown[],
+    pending: PendingAsk | undefined,
+    from: number,
+    requestId: number,
+    key = activationKey(type, id),
+  ): void {
+    const def = this.registry.find(type);
+    if (def === undefined) throw new UnknownActorType(type);
+    if (!Object.hasOwn(def.handlers, method)) throw new UnknownMethod(type, method);
+    if (!Array.isArray(args)) throw new InvalidArgument(`arguments to ${type}.${method} must be an array`);
+    if (def.stateless) {
+      this.#runStateless(def, method, args, pending, from, requestId);
+      return;
+    }
+    const activation = this.#activations.get(key) ?? this.#activate(def, id, key);
+    const message: Message = { method, args, pending, from, requestId };
+    if (!activation.enqueue(message)) {
+      throw new Overloaded(`mailbox of ${type} '${id}' is full (${activation.capacity} messages waiting)`);
+    }
+  }
+
+  #runStateless(def: AnyActorDef, method: string, args: unknown[], pending: PendingAsk | undefined, from: number, requestId: number): void {
+    this.#statelessExecutor.run(def, method, args).then(
+      (value) => this.#statelessDone(def, method, pending, from, requestId, true, value),
+      (error) => this.#statelessDone(def, method, pending, from, requestId, false, error),
+    );
+  }
+
+  #statelessDone(def: AnyActorDef, method: string, pending: PendingAsk | undefined, from: number, requestId: number, ok: boolean, value: unknown): void {
+    this.#turns++;
+    if (pending !== undefined) this.#pending.settle(pending, ok, value);
+    else if (requestId !== 0) this.#replyRemote(from, requestId, ok, value);
+    else if (!ok) this.#onTellFailure(def.name, '', method, value);
+  }
+
+  #activate(def: AnyActorDef, id: string, key: string): Activation {
+    validateId(id);
+    const activation = new Activation(this, def, id, key, def.mailboxCapacity ?? this.#mailboxCapacity);
+    const parked = this.#parked.load(def.name, id);
+    activation.state = parked === undefined ? def.state() : decode(parked);
+    activation.lastUsed = this.scheduler.now();
+    this.#activations.set(key, activation);
+    this.#activated++;
+    if (def.idleTimeoutMs !== undefined) this.#armIdleSweep();
+    return activation;
+  }
+
+  #deactivate(activation: Activation): void {
+    activation.stopTimers();
+    this.#activations.delete(activation.key);
+    this.#parked.save(activation.type, activation.id, encode(activation.state));
+    this.#deactivated++;
+  }
+
+  #armIdleSweep(): void {
+    if (this.#idleTimer !== undefined || this.#stopped) return;
+    this.#idleTimer = this.scheduler.setTimer(this.#idleSweepMs, () => {
+      this.#idleTimer = undefined;
+      const now = this.scheduler.now();
+      let watching = false;
+      for (const activation of [...this.#activations.values()]) {
+        const idleMs = activation.def.idleTimeoutMs;
+        if (idleMs === undefined) continue;
+        if (!activation.active && !activation.loading && now - activation.lastUsed >= idleMs) this.#deactivate(activation);
+        else watching = true;
+      }
+      if (watching) this.#armIdleSweep();
+    });
+  }
+
+  #replyRemote(from: number, requestId: number, ok: boolean, value: unknown): void {
+    const transport = this.#transportFor(from);
+    try {
+      transport.send(from, ok ? [Kind.Reply, requestId, value] : [Kind.Failure, requestId, errorToShape(value)]);
+    } catch (error) {
+      // The reply itself could not be sent (e.g. not serializable): tell the caller why instead.
+      try {
+        transport.send(from, [Kind.Failure, requestId, errorToShape(error)]);
+      } catch {
+        // The destination is gone; its pending asks are failed by whoever noticed it went.
+      }
+    }
+  }
+}
+
+const resolved = Promise.resolve();
+
+function asError(failure: Error | ErrorShape): Error {
+  return failure instanceof Error ? failure : shapeToError(failure);
+}
+
+export function activationKey(type: string, id: string): string {
+  return `${type}\u0000${id}`;
+}
+
+const inlineStatelessExecutor: StatelessExecutor = {
+  async run(def, method, args) {
+    const handler = def.handlers[method] as (state: undefined, ...args: unknown[]) => unknown;
+    return cloneValue(await handler.call(undefined as never, undefined, ...cloneArgs(args)));
+  },
+};
+
+function defaultTellFailure(type: string, id: string, method: string, error: unknown): void {
+  console.warn(`wadi: tell ${type}.${method} to '${id}' failed:`, error);
+}

@@ -121,6 +121,8 @@ export class ActorSystem implements ActivationHost {
   readonly #idleSweepMs: number;
   #idleTimer: TimerHandle | undefined;
   #stopped = false;
+  /** Set by close(): new asks and tells from this thread are refused; accepted work finishes. */
+  #closedReason: string | undefined;
   #turns = 0;
   #failedTurns = 0;
   #activated = 0;
@@ -163,7 +165,7 @@ export class ActorSystem implements ActivationHost {
 
   /** Sends `method(...args)` to (`def`, `id`) and resolves with the handler's result. */
   ask(def: AnyActorDef, id: string, method: string, args: unknown[], timeoutMs: number, key?: string): Promise<unknown> {
-    if (this.#stopped) return Promise.reject(new Stopped(`the actor system is stopped: ${def.name}.${method} was not sent`));
+    if (this.#closedReason !== undefined) return Promise.reject(new Stopped(`${this.#closedReason}: ${def.name}.${method} was not sent`));
     if (!Object.hasOwn(def.handlers, method)) return Promise.reject(new UnknownMethod(def.name, method));
     const destination = this.#router === undefined ? LOCAL : this.#router.route(def, id);
     const remote = destination !== LOCAL;
@@ -182,7 +184,7 @@ export class ActorSystem implements ActivationHost {
 
   /** Fire-and-forget. Throws only when the message cannot be accepted at all. */
   tell(def: AnyActorDef, id: string, method: string, args: unknown[]): void {
-    if (this.#stopped) throw new Stopped(`the actor system is stopped: ${def.name}.${method} was not sent`);
+    if (this.#closedReason !== undefined) throw new Stopped(`${this.#closedReason}: ${def.name}.${method} was not sent`);
     if (!Object.hasOwn(def.handlers, method)) throw new UnknownMethod(def.name, method);
     const destination = this.#router === undefined ? LOCAL : this.#router.route(def, id);
     if (destination !== LOCAL) {
@@ -260,10 +262,19 @@ export class ActorSystem implements ActivationHost {
     return true;
   }
 
+  /**
+   * Refuses new asks and tells sent from this thread (with `Stopped`), while messages already
+   * accepted, and replies to asks already sent, are still processed: the first step of a drain.
+   */
+  close(reason = 'the actor system is closing'): void {
+    this.#closedReason ??= reason;
+  }
+
   /** Refuses new messages, fails waiting asks, and stops every timer. */
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
+    this.close('the actor system is stopped');
     this.#pending.close();
     if (this.#idleTimer !== undefined) this.scheduler.clearTimer(this.#idleTimer);
     for (const activation of this.#activations.values()) activation.stopTimers();

@@ -1,1 +1,6 @@
-export {};
+/**
+ * @wadi/node: a wadi node in one process, with worker threads hosting actors, batched
+ * cross-thread messaging, a control plane over comlink and a pool for stateless work.
+ */
+export { startNode, type NodeOptions, type NodeStats, type WadiNode, type WorkerState, type WorkerStats } from './node.js';
+export { MAIN_THREAD } from './internal/protocol.js';

@@ -1,0 +1,118 @@
+/**
+ * A link carries envelopes from this thread to one other thread over a MessagePort.
+ *
+ * Envelopes are encoded one by one as they are sent (so an unencodable argument fails its own
+ * ask, at once) and appended to a batch; the batch goes out as one transferred buffer when the
+ * current microtask queue drains, or sooner when it is large. While the far thread is being
+ * replaced the link holds batches, up to a byte budget past which sends fail with `Overloaded`.
+ */
+import type { MessagePort, Worker } from 'node:worker_threads';
+import { Overloaded, Unavailable, decodeMany, encodeView, type Envelope } from '@wadi/core';
+
+export type PortLike = Pick<MessagePort, 'postMessage'> | Pick<Worker, 'postMessage'>;
+
+const INITIAL_BATCH_BYTES = 16 * 1024;
+/** A batch this large is sent at once instead of waiting for the end of the tick. */
+const FLUSH_AT_BYTES = 1024 * 1024;
+
+const resolved = Promise.resolve();
+
+export class PortLink {
+  #port: PortLike | undefined;
+  #batch = new Uint8Array(INITIAL_BATCH_BYTES);
+  #offset = 0;
+  #scheduled = false;
+  #held: Uint8Array[] = [];
+  #heldBytes = 0;
+  #closed = false;
+  sentBatches = 0;
+  sentEnvelopes = 0;
+  #batchEnvelopes = 0;
+
+  constructor(
+    readonly name: string,
+    port: PortLike | undefined,
+    private readonly maxHeldBytes: number,
+  ) {
+    this.#port = port;
+  }
+
+  get up(): boolean {
+    return this.#port !== undefined;
+  }
+
+  send(envelope: Envelope): void {
+    if (this.#closed) throw new Unavailable(`${this.name} is closed`);
+    if (this.#port === undefined && this.#heldBytes + this.#offset > this.maxHeldBytes) {
+      throw new Overloaded(`${this.name} is restarting and already holds ${this.#heldBytes} bytes`);
+    }
+    const bytes = encodeView(envelope);
+    const end = this.#offset + bytes.length;
+    if (end > this.#batch.length) this.#grow(end);
+    this.#batch.set(bytes, this.#offset);
+    this.#offset = end;
+    this.#batchEnvelopes++;
+    if (end >= FLUSH_AT_BYTES) this.flush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      void resolved.then(this.flush);
+    }
+  }
+
+  readonly flush = (): void => {
+    this.#scheduled = false;
+    if (this.#offset === 0) return;
+    const batch = this.#batch.slice(0, this.#offset);
+    this.#offset = 0;
+    this.sentEnvelopes += this.#batchEnvelopes;
+    this.#batchEnvelopes = 0;
+    if (this.#port === undefined) {
+      this.#held.push(batch);
+      this.#heldBytes += batch.byteLength;
+      return;
+    }
+    this.sentBatches++;
+    this.#port.postMessage(batch, [batch.buffer as ArrayBuffer]);
+  };
+
+  /** The far thread is gone: hold what is sent until `attach`. */
+  detach(): void {
+    this.flush();
+    this.#port = undefined;
+  }
+
+  /** The far thread is (back) up: deliver what was held, in order. */
+  attach(port: PortLike): void {
+    this.#port = port;
+    for (const batch of this.#held) port.postMessage(batch, [batch.buffer as ArrayBuffer]);
+    this.#held = [];
+    this.#heldBytes = 0;
+  }
+
+  close(): void {
+    this.flush();
+    this.#closed = true;
+    this.#port = undefined;
+    this.#held = [];
+  }
+
+  #grow(needed: number): void {
+    let size = this.#batch.length * 2;
+    while (size < needed) size *= 2;
+    const bigger = new Uint8Array(size);
+    bigger.set(this.#batch.subarray(0, this.#offset));
+    this.#batch = bigger;
+  }
+}
+
+/** Decodes one received batch into envelopes; a batch that does not decode is reported, not thrown. */
+export function receiveBatch(batch: unknown, deliver: (envelope: Envelope) => void, onError: (error: unknown) => void): void {
+  let envelopes: unknown[];
+  try {
+    envelopes = decodeMany(batch as Uint8Array);
+  } catch (error) {
+    onError(error);
+    return;
+  }
+  for (let i = 0; i < envelopes.length; i++) deliver(envelopes[i] as Envelope);
+}

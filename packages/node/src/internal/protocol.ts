@@ -1,0 +1,49 @@
+/**
+ * The contract between a node's main thread and its worker threads, declared once and used by
+ * both sides: what a worker is started with, and the control-plane calls (comlink) it answers.
+ * The message hot path does not go through here: it is batched envelopes over MessagePorts.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { SystemStats } from '@wadi/core';
+
+/** The destination index of a node's main thread; workers are 0..W-1. */
+export const MAIN_THREAD = -2;
+
+export interface WorkerData {
+  index: number;
+  workers: number;
+  buckets: number;
+  /** Actor modules to import, as URLs. */
+  modules: string[];
+  askTimeoutMs: number;
+  mailboxCapacity: number;
+  /** Bytes a link may hold for a destination that is restarting before sends fail. */
+  maxHeldBytes: number;
+  /** The comlink control port. */
+  controlPort: MessagePort;
+}
+
+export interface WorkerControl {
+  /** Imports the actor modules; resolves with the actor type names they define. */
+  start(): Promise<string[]>;
+  /** A direct channel to worker `peer`, replacing any earlier one. */
+  connectPeer(peer: number, port: MessagePort): void;
+  /** Worker `peer` died: fail what waits on it and hold new messages until it is back. */
+  peerDown(peer: number): number;
+  stats(): SystemStats;
+  /** Resolves true once every accepted message has been processed (false on timeout). */
+  drain(timeoutMs: number): Promise<boolean>;
+  stop(): void;
+}
+
+/** The task a stateless actor call becomes in the piscina pool. */
+export interface StatelessTask {
+  type: string;
+  method: string;
+  /** msgpack-encoded argument list. */
+  args: Uint8Array;
+}
+
+export interface StatelessPoolData {
+  modules: string[];
+}

@@ -1,0 +1,345 @@
+/**
+ * One wadi node (one OS process): W worker threads hosting actors by bucket, a pool for stateless
+ * work, and the main thread's own actor system through which `node.ref()` calls go.
+ *
+ * Responsibilities here: starting and meshing the workers (every pair gets a direct
+ * MessageChannel), replacing a worker that dies (waiting asks fail with `WorkerCrashed`; its
+ * actors reactivate on next use), and a graceful stop that refuses new calls, drains what was
+ * accepted, then shuts every thread down.
+ */
+import { EventEmitter } from 'node:events';
+import { availableParallelism } from 'node:os';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import { Piscina } from 'piscina';
+import {
+  ActorSystem,
+  DEFAULT_ASK_TIMEOUT_MS,
+  DEFAULT_BUCKETS,
+  DEFAULT_MAILBOX_CAPACITY,
+  InvalidArgument,
+  LOCAL,
+  Registry,
+  Unavailable,
+  WorkerCrashed,
+  decode,
+  encode,
+  shapeToError,
+  validateBucketCount,
+  type AnyActorDef,
+  type Envelope,
+  type ErrorShape,
+  type RefOf,
+  type RefOptions,
+  type StatelessExecutor,
+  type SystemStats,
+} from '@wadi/core';
+import { PortLink, receiveBatch } from './internal/link.js';
+import { loadActorModules, toModuleUrl } from './internal/modules.js';
+import { MAIN_THREAD, type StatelessPoolData, type StatelessTask, type WorkerControl, type WorkerData } from './internal/protocol.js';
+import { BucketRouter, roundRobinTable } from './internal/router.js';
+
+export interface NodeOptions {
+  /** Actor modules (paths or URLs): every export that is an actor definition is loaded. */
+  actors?: readonly (string | URL)[];
+  /** Worker threads hosting actors (default: the number of CPUs). */
+  workers?: number;
+  /** Buckets of the id space (default 1024). */
+  buckets?: number;
+  /** Default ask deadline in ms (default 30 s). */
+  askTimeoutMs?: number;
+  /** Default mailbox capacity per activation (default 10,000). */
+  mailboxCapacity?: number;
+  /** Threads of the pool that runs stateless actor types (default: half the CPUs, at least 1). */
+  statelessThreads?: number;
+  /** Bytes held for a worker that is being replaced before sends fail (default 64 MiB). */
+  maxHeldBytes?: number;
+  /** Worker restarts allowed per minute before a worker is given up for good (default 5). */
+  maxRestartsPerMinute?: number;
+}
+
+export interface WorkerStats extends SystemStats {
+  index: number;
+  state: WorkerState;
+  restarts: number;
+}
+
+export interface NodeStats {
+  workers: WorkerStats[];
+  main: SystemStats;
+}
+
+export type WorkerState = 'starting' | 'up' | 'restarting' | 'failed' | 'stopped';
+
+/** Events: 'worker-crashed' ({ index, exitCode, failedAsks }), 'worker-restarted' ({ index }), 'worker-failed' ({ index, error }). */
+export interface WadiNode {
+  readonly workers: number;
+  readonly buckets: number;
+  /** Actor type names this node can host. */
+  readonly actorTypes: readonly string[];
+  readonly events: EventEmitter;
+  ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D>;
+  /** Which worker hosts (`def`, `id`), or 'main' for stateless types. */
+  locate(def: AnyActorDef, id: string): number | 'main';
+  stats(): Promise<NodeStats>;
+  /** Graceful stop: refuse new calls, finish accepted ones (bounded by `timeoutMs`), end all threads. */
+  stop(options?: { timeoutMs?: number }): Promise<void>;
+}
+
+type TransferList = Parameters<typeof Comlink.transfer>[1];
+
+const WORKER_URL = new URL('./worker.js', import.meta.url);
+const STATELESS_WORKER_URL = new URL('./stateless-worker.js', import.meta.url);
+const DEFAULT_MAX_HELD_BYTES = 64 * 1024 * 1024;
+const CONTROL_TIMEOUT_MS = 30_000;
+
+export async function startNode(options: NodeOptions = {}): Promise<WadiNode> {
+  const node = new LocalNode(options);
+  try {
+    await node.start();
+  } catch (error) {
+    await node.stop({ timeoutMs: 0 }).catch(() => undefined);
+    throw error;
+  }
+  return node;
+}
+
+class WorkerSlot {
+  state: WorkerState = 'starting';
+  worker: Worker | undefined;
+  control: Comlink.Remote<WorkerControl> | undefined;
+  restartTimes: number[] = [];
+  restarts = 0;
+  /** Rejects when the current worker exits, so control calls to a dead worker never hang. */
+  exited: Promise<never> = new Promise(() => undefined);
+
+  constructor(
+    readonly index: number,
+    readonly link: PortLink,
+  ) {}
+}
+
+class LocalNode implements WadiNode {
+  readonly workers: number;
+  readonly buckets: number;
+  readonly events = new EventEmitter();
+  actorTypes: readonly string[] = [];
+  readonly #modules: string[];
+  readonly #options: Required<Omit<NodeOptions, 'actors' | 'workers' | 'buckets'>>;
+  readonly #registry = new Registry();
+  readonly #slots: WorkerSlot[] = [];
+  readonly #system: ActorSystem;
+  readonly #router: BucketRouter;
+  #pool: Piscina<StatelessTask, Uint8Array> | undefined;
+  #stopping: Promise<void> | undefined;
+
+  constructor(options: NodeOptions) {
+    this.workers = options.workers ?? availableParallelism();
+    if (!Number.isInteger(this.workers) || this.workers < 1 || this.workers > 256) {
+      throw new InvalidArgument(`workers must be an integer from 1 to 256, got ${String(options.workers)}`);
+    }
+    this.buckets = validateBucketCount(options.buckets ?? DEFAULT_BUCKETS);
+    this.#modules = (options.actors ?? []).map(toModuleUrl);
+    this.#options = {
+      askTimeoutMs: positive('askTimeoutMs', options.askTimeoutMs ?? DEFAULT_ASK_TIMEOUT_MS),
+      mailboxCapacity: positive('mailboxCapacity', options.mailboxCapacity ?? DEFAULT_MAILBOX_CAPACITY),
+      statelessThreads: positive('statelessThreads', options.statelessThreads ?? Math.max(1, Math.floor(availableParallelism() / 2))),
+      maxHeldBytes: positive('maxHeldBytes', options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES),
+      maxRestartsPerMinute: positive('maxRestartsPerMinute', options.maxRestartsPerMinute ?? 5),
+    };
+    this.#router = new BucketRouter(this.buckets, roundRobinTable(this.buckets, this.workers), MAIN_THREAD, LOCAL);
+    const statelessExecutor: StatelessExecutor = { run: (def, method, args) => this.#runStateless(def, method, args) };
+    this.#system = new ActorSystem({
+      registry: this.#registry,
+      router: this.#router,
+      selfIndex: MAIN_THREAD,
+      askTimeoutMs: this.#options.askTimeoutMs,
+      mailboxCapacity: this.#options.mailboxCapacity,
+      statelessExecutor,
+      transport: { send: (destination, envelope) => this.#linkTo(destination).send(envelope) },
+    });
+  }
+
+  async start(): Promise<void> {
+    this.actorTypes = await loadActorModules(this.#registry, this.#modules);
+    for (let index = 0; index < this.workers; index++) {
+      this.#slots.push(new WorkerSlot(index, new PortLink(`link from main to worker ${index}`, undefined, this.#options.maxHeldBytes)));
+    }
+    await Promise.all(this.#slots.map((slot) => this.#spawn(slot)));
+    for (let a = 0; a < this.workers; a++) {
+      for (let b = a + 1; b < this.workers; b++) await this.#connect(this.#slots[a]!, this.#slots[b]!);
+    }
+    for (const slot of this.#slots) slot.state = 'up';
+  }
+
+  ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
+    return this.#system.ref(def, id, options);
+  }
+
+  locate(def: AnyActorDef, id: string): number | 'main' {
+    return def.stateless ? 'main' : this.#router.table[this.#router.bucketOf(id)]!;
+  }
+
+  async stats(): Promise<NodeStats> {
+    const workers = await Promise.all(
+      this.#slots.map(async (slot): Promise<WorkerStats> => {
+        const base = { index: slot.index, state: slot.state, restarts: slot.restarts };
+        const stats = slot.state === 'up' ? await this.#control(slot, (c) => c.stats()).catch(() => undefined) : undefined;
+        return { ...emptyStats(), ...stats, ...base };
+      }),
+    );
+    return { workers, main: this.#system.stats() };
+  }
+
+  stop(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.#stopping ??= this.#stop(options.timeoutMs ?? 10_000);
+    return this.#stopping;
+  }
+
+  async #stop(timeoutMs: number): Promise<void> {
+    this.#system.close('the node is stopping');
+    const deadline = performance.now() + timeoutMs;
+    await this.#system.drain(timeoutMs);
+    const remaining = (): number => Math.max(0, deadline - performance.now());
+    await Promise.all(
+      this.#slots.filter((slot) => slot.state === 'up').map((slot) => this.#control(slot, (c) => c.drain(remaining())).catch(() => false)),
+    );
+    await Promise.all(
+      this.#slots.map(async (slot) => {
+        const worker = slot.worker;
+        const wasUp = slot.state === 'up';
+        slot.state = 'stopped';
+        slot.link.close();
+        if (worker === undefined) return;
+        if (wasUp) await this.#control(slot, (c) => c.stop(), 1000).catch(() => undefined);
+        slot.control?.[Comlink.releaseProxy]();
+        await worker.terminate();
+      }),
+    );
+    await this.#pool?.destroy();
+    this.#system.stop();
+  }
+
+  // workers
+
+  #linkTo(destination: number): PortLink {
+    const slot = this.#slots[destination];
+    if (slot === undefined) throw new Unavailable(`no worker ${destination} on this node`);
+    return slot.link;
+  }
+
+  async #spawn(slot: WorkerSlot): Promise<void> {
+    const { port1, port2 } = new MessageChannel();
+    const data: WorkerData = {
+      index: slot.index,
+      workers: this.workers,
+      buckets: this.buckets,
+      modules: this.#modules,
+      askTimeoutMs: this.#options.askTimeoutMs,
+      mailboxCapacity: this.#options.mailboxCapacity,
+      maxHeldBytes: this.#options.maxHeldBytes,
+      controlPort: port2,
+    };
+    const worker = new Worker(WORKER_URL, { workerData: data, transferList: [port2], name: `wadi-worker-${slot.index}` });
+    slot.worker = worker;
+    slot.control = Comlink.wrap<WorkerControl>(port1 as unknown as Comlink.Endpoint);
+    let signalExit!: (error: Error) => void;
+    slot.exited = new Promise<never>((_, reject) => (signalExit = reject));
+    slot.exited.catch(() => undefined);
+    const deliver = (envelope: Envelope): void => this.#system.receive(envelope);
+    worker.on('message', (batch) => receiveBatch(batch, deliver, (error) => console.error(`wadi: undecodable batch from worker ${slot.index}:`, error)));
+    worker.on('error', (error) => console.error(`wadi: worker ${slot.index} threw:`, error));
+    worker.once('exit', (exitCode) => {
+      signalExit(new WorkerCrashed(`worker ${slot.index} exited with code ${exitCode}`));
+      port1.close();
+      if (slot.worker === worker) void this.#onWorkerExit(slot, exitCode);
+    });
+    await this.#control(slot, (c) => c.start());
+    slot.link.attach(worker);
+  }
+
+  async #connect(a: WorkerSlot, b: WorkerSlot): Promise<void> {
+    const { port1, port2 } = new MessageChannel();
+    await Promise.all([
+      this.#control(a, (c) => c.connectPeer(b.index, Comlink.transfer(port1, [port1] as unknown as TransferList))),
+      this.#control(b, (c) => c.connectPeer(a.index, Comlink.transfer(port2, [port2] as unknown as TransferList))),
+    ]);
+  }
+
+  async #onWorkerExit(slot: WorkerSlot, exitCode: number): Promise<void> {
+    if (slot.state === 'stopped' || slot.state === 'starting' || this.#stopping) return;
+    slot.state = 'restarting';
+    slot.link.detach();
+    let failedAsks = this.#system.failPendingTo(slot.index, () => new WorkerCrashed(`worker ${slot.index} died before replying`));
+    const others = this.#slots.filter((other) => other !== slot && other.state === 'up');
+    const counts = await Promise.all(others.map((other) => this.#control(other, (c) => c.peerDown(slot.index)).catch(() => 0)));
+    failedAsks += counts.reduce((sum, count) => sum + count, 0);
+    this.events.emit('worker-crashed', { index: slot.index, exitCode, failedAsks });
+
+    const now = performance.now();
+    slot.restartTimes = slot.restartTimes.filter((time) => now - time < 60_000);
+    if (slot.restartTimes.length >= this.#options.maxRestartsPerMinute) {
+      this.#giveUp(slot, new Unavailable(`worker ${slot.index} crashed ${slot.restartTimes.length + 1} times within a minute`));
+      return;
+    }
+    slot.restartTimes.push(now);
+    try {
+      await this.#spawn(slot);
+      for (const other of this.#slots) {
+        if (other !== slot && other.state === 'up') await this.#connect(slot, other);
+      }
+      if (this.#stopping) return;
+      slot.restarts++;
+      slot.state = 'up';
+      this.events.emit('worker-restarted', { index: slot.index });
+    } catch (error) {
+      this.#giveUp(slot, error);
+    }
+  }
+
+  #giveUp(slot: WorkerSlot, error: unknown): void {
+    slot.state = 'failed';
+    slot.link.close();
+    console.error(`wadi: worker ${slot.index} is not restarted again:`, error);
+    this.events.emit('worker-failed', { index: slot.index, error });
+  }
+
+  /** A control-plane call that fails (instead of hanging) if the worker exits or stalls. */
+  #control<T>(slot: WorkerSlot, call: (control: Comlink.Remote<WorkerControl>) => Promise<T> | T, timeoutMs = CONTROL_TIMEOUT_MS): Promise<T> {
+    const control = slot.control;
+    if (control === undefined) return Promise.reject(new Unavailable(`worker ${slot.index} is not running`));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Unavailable(`worker ${slot.index} did not answer a control call in ${timeoutMs} ms`)), timeoutMs);
+    });
+    return Promise.race([Promise.resolve(call(control)), slot.exited, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  // stateless pool
+
+  async #runStateless(def: AnyActorDef, method: string, args: unknown[]): Promise<unknown> {
+    this.#pool ??= new Piscina<StatelessTask, Uint8Array>({
+      filename: STATELESS_WORKER_URL.href,
+      workerData: { modules: this.#modules } satisfies StatelessPoolData,
+      minThreads: 0,
+      maxThreads: this.#options.statelessThreads,
+      idleTimeout: 30_000,
+    });
+    const result = await this.#pool.run({ type: def.name, method, args: encode(args) });
+    const [ok, value] = decode(result) as [boolean, unknown];
+    if (!ok) throw shapeToError(value as ErrorShape);
+    return value;
+  }
+}
+
+function positive(name: string, value: number): number {
+  if (!(typeof value === 'number' && value > 0 && Number.isFinite(value))) {
+    throw new InvalidArgument(`${name} must be a positive number, got ${String(value)}`);
+  }
+  return value;
+}
+
+function emptyStats(): SystemStats {
+  return { activations: 0, parked: 0, queued: 0, pendingAsks: 0, turns: 0, failedTurns: 0, activated: 0, deactivated: 0 };
+}
+

@@ -1,0 +1,70 @@
+/**
+ * The entry of a worker thread: an actor system hosting the buckets assigned to this worker,
+ * linked to the main thread and directly to every other worker. Controlled over comlink.
+ */
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import { ActorSystem, Registry, Unavailable, WorkerCrashed, type Envelope } from '@wadi/core';
+import { PortLink, receiveBatch } from './internal/link.js';
+import { loadActorModules } from './internal/modules.js';
+import { MAIN_THREAD, type WorkerControl, type WorkerData } from './internal/protocol.js';
+import { BucketRouter, roundRobinTable } from './internal/router.js';
+
+const data = workerData as WorkerData;
+if (parentPort === null) throw new Error('wadi worker entry must run in a worker thread');
+const toMain = parentPort;
+
+const registry = new Registry();
+const links = new Map<number, PortLink>();
+const router = new BucketRouter(data.buckets, roundRobinTable(data.buckets, data.workers), data.index, MAIN_THREAD);
+
+const system = new ActorSystem({
+  registry,
+  router,
+  selfIndex: data.index,
+  askTimeoutMs: data.askTimeoutMs,
+  mailboxCapacity: data.mailboxCapacity,
+  transport: {
+    send(destination: number, envelope: Envelope) {
+      const link = links.get(destination);
+      if (link === undefined) throw new Unavailable(`worker ${data.index} has no link to destination ${destination}`);
+      link.send(envelope);
+    },
+  },
+});
+
+const deliver = (envelope: Envelope): void => system.receive(envelope);
+const reportBadBatch = (error: unknown): void => console.error(`wadi worker ${data.index}: dropped an undecodable batch:`, error);
+
+links.set(MAIN_THREAD, new PortLink(`link from worker ${data.index} to main`, toMain, data.maxHeldBytes));
+toMain.on('message', (batch) => receiveBatch(batch, deliver, reportBadBatch));
+
+const peerPorts = new Map<number, MessagePort>();
+
+const control: WorkerControl = {
+  start: () => loadActorModules(registry, data.modules),
+  connectPeer(peer, port) {
+    peerPorts.get(peer)?.close();
+    peerPorts.set(peer, port);
+    port.on('message', (batch) => receiveBatch(batch, deliver, reportBadBatch));
+    const link = links.get(peer);
+    if (link === undefined) links.set(peer, new PortLink(`link from worker ${data.index} to worker ${peer}`, port, data.maxHeldBytes));
+    else link.attach(port);
+  },
+  peerDown(peer) {
+    links.get(peer)?.detach();
+    peerPorts.get(peer)?.close();
+    peerPorts.delete(peer);
+    return system.failPendingTo(peer, () => new WorkerCrashed(`worker ${peer} died before replying`));
+  },
+  stats: () => system.stats(),
+  drain: (timeoutMs) => system.drain(timeoutMs),
+  stop() {
+    system.stop();
+    for (const link of links.values()) link.close();
+    for (const port of peerPorts.values()) port.close();
+    toMain.close();
+  },
+};
+
+Comlink.expose(control, data.controlPort as unknown as Comlink.Endpoint);

@@ -34,8 +34,15 @@ export interface ActorContext {
   deactivate(): void;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Handler<S> = (this: ActorContext, state: S, ...args: any[]) => unknown;
+/**
+ * Declared as a method so its parameters are checked bivariantly: a stateless type's handler
+ * `(state: undefined, ...)` and a typed `(state: Cart, ...)` both fit wherever S is inferred.
+ */
+interface HandlerShape<S> {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  handle(this: ActorContext, state: S, ...args: any[]): unknown;
+}
+export type Handler<S> = HandlerShape<S>['handle'];
 export type Handlers<S> = Record<string, Handler<S>>;
 
 export interface ActorOptions<S, H extends Handlers<S>> {

@@ -39,7 +39,8 @@ export const DEFAULT_MAX_DECODE_BYTES = 64 * 1024 * 1024;
 
 export function encode(value: unknown): Uint8Array {
   // pack() returns a view into a buffer msgpackr reuses: copy so the result can be kept or transferred.
-  return encodeView(value).slice();
+  // (In Node that view is a Buffer, whose slice() is another view, not a copy: copy explicitly.)
+  return new Uint8Array(encodeView(value));
 }
 
 /**

@@ -1,0 +1,162 @@
+/**
+ * Raw baselines: what the same work costs without wadi, measured in the same run as the figure
+ * compared to it. Each is an `Op` (see harness.ts), so a benchmark can time it side by side with
+ * its figure: `measureAll({ figure, baseline: echo.pipelined() })`.
+ *
+ * - `awaitedAsyncCalls`: `await f(x)` in a loop, the floor for an in-thread ask.
+ * - `EchoWorker`: a worker thread that posts every message straight back, for the floors of
+ *   cross-thread asks: `pipelined(window)` (throughput, unbatched, a window of messages in
+ *   flight) and `roundTrips()` (one message at a time, awaited: latency).
+ */
+import { Worker } from 'node:worker_threads';
+import { measure, type MeasureOptions, type Op, type Timing } from './harness.js';
+
+/** Names of the raw figures, as they appear in `baseline` fields and rows. */
+export const RAW_AWAITED_CALL = 'raw.awaitedAsyncCall';
+export const RAW_POSTMESSAGE_PIPELINED = 'raw.postMessage.pipelined';
+export const RAW_POSTMESSAGE_LATENCY = 'raw.postMessage.latency';
+
+/** Messages in flight for the pipelined echo unless told otherwise. */
+export const DEFAULT_ECHO_WINDOW = 1000;
+
+/** Results are stored here so the optimiser cannot drop the work that produced them. */
+export let sink: unknown;
+
+const cell = { count: 0 };
+
+/** The same work as the bench's counter actor `add(state, x)`, as a plain async function. */
+async function add(x: number): Promise<number> {
+  cell.count += x;
+  return cell.count;
+}
+
+/** `n` sequential awaited async function calls: `await f(x)` in a loop. */
+export const awaitedAsyncCalls: Op = async (n) => {
+  let last = 0;
+  for (let i = 0; i < n; i++) last = await add(1);
+  sink = last;
+};
+
+/** A small message like an ask's payload. */
+export interface EchoMessage {
+  id: number;
+  x: number;
+}
+
+/** A worker thread that echoes each message back individually. Start it, use its ops, close it. */
+export class EchoWorker {
+  readonly #worker: Worker;
+  /** Receives each echoed message while an op runs. */
+  #onReply: ((message: EchoMessage) => void) | undefined;
+  #onFailure: ((error: Error) => void) | undefined;
+  #closing = false;
+
+  private constructor(worker: Worker) {
+    this.#worker = worker;
+    worker.on('message', (message: EchoMessage) => {
+      const onReply = this.#onReply;
+      if (onReply === undefined) this.#fail(new Error(`echo worker: unexpected message ${JSON.stringify(message)}`));
+      else onReply(message);
+    });
+    worker.on('error', (error) => this.#fail(error));
+    worker.on('exit', (code) => {
+      if (!this.#closing) this.#fail(new Error(`echo worker exited unexpectedly with code ${code}`));
+    });
+  }
+
+  static async start(): Promise<EchoWorker> {
+    const worker = new Worker(new URL('./workers/echo-worker.js', import.meta.url));
+    const echo = new EchoWorker(worker);
+    await new Promise<void>((resolve, reject) => {
+      worker.once('online', resolve);
+      worker.once('error', reject);
+    });
+    // One round trip, so the worker's listener is installed before anything is timed.
+    await echo.roundTrips()(1);
+    return echo;
+  }
+
+  /**
+   * `n` messages posted one `postMessage` each, keeping `window` in flight: a new one goes out as
+   * each echo comes back. Resolves when all `n` echoes have arrived.
+   */
+  pipelined(window = DEFAULT_ECHO_WINDOW): Op {
+    return (n) =>
+      new Promise<void>((resolve, reject) => {
+        if (n <= 0) return resolve();
+        const worker = this.#worker;
+        let sent = 0;
+        let received = 0;
+        this.#onFailure = reject;
+        this.#onReply = (message) => {
+          received++;
+          if (sent < n) {
+            worker.postMessage({ id: sent, x: sent } satisfies EchoMessage);
+            sent++;
+          } else if (received === n) {
+            sink = message;
+            this.#onReply = undefined;
+            this.#onFailure = undefined;
+            resolve();
+          }
+        };
+        const first = Math.min(window, n);
+        for (; sent < first; sent++) worker.postMessage({ id: sent, x: sent } satisfies EchoMessage);
+      });
+  }
+
+  /** `n` round trips one at a time: post, await the echo, repeat. */
+  roundTrips(): Op {
+    return async (n) => {
+      let last: EchoMessage | undefined;
+      for (let i = 0; i < n; i++) last = await this.echo({ id: i, x: i });
+      sink = last;
+    };
+  }
+
+  /** One round trip. */
+  echo(message: EchoMessage): Promise<EchoMessage> {
+    return new Promise<EchoMessage>((resolve, reject) => {
+      this.#onFailure = reject;
+      this.#onReply = (reply) => {
+        this.#onReply = undefined;
+        this.#onFailure = undefined;
+        resolve(reply);
+      };
+      this.#worker.postMessage(message);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closing = true;
+    await this.#worker.terminate();
+  }
+
+  #fail(error: Error): void {
+    const onFailure = this.#onFailure;
+    this.#onReply = undefined;
+    this.#onFailure = undefined;
+    if (onFailure !== undefined) onFailure(error);
+    else console.error(error);
+  }
+}
+
+/** Runs `use` with a started echo worker and closes it afterwards. */
+export async function withEchoWorker<T>(use: (echo: EchoWorker) => Promise<T>): Promise<T> {
+  const echo = await EchoWorker.start();
+  try {
+    return await use(echo);
+  } finally {
+    await echo.close();
+  }
+}
+
+/** Raw pipelined echo throughput on its own (messages/s is `opsPerSec`). */
+export function measurePostMessagePipelined(options: MeasureOptions & { window?: number } = {}): Promise<Timing> {
+  return withEchoWorker((echo) => measure(echo.pipelined(options.window), options));
+}
+
+/** Raw one-at-a-time round trip on its own (microseconds per round trip is `usPerOp`). */
+export function measurePostMessageLatency(options: MeasureOptions = {}): Promise<Timing> {
+  return withEchoWorker((echo) => measure(echo.roundTrips(), options));
+}

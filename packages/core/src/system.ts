@@ -285,8 +285,7 @@ export class ActorSystem implements ActivationHost {
   deactivate(type: string, id: string): boolean {
     const activation = this.#activations.get(activationKey(type, id));
     if (activation === undefined || activation.active || activation.loading) return false;
-    this.#deactivate(activation);
-    return true;
+    return this.#deactivate(activation);
   }
 
   // ActivationHost
@@ -400,11 +399,19 @@ export class ActorSystem implements ActivationHost {
     return activation;
   }
 
-  #deactivate(activation: Activation): void {
+  /** False when the state cannot be encoded: the actor then stays active, its state intact. */
+  #deactivate(activation: Activation): boolean {
+    let parked: Uint8Array;
+    try {
+      parked = encode(activation.state);
+    } catch {
+      return false;
+    }
     activation.stopTimers();
     this.#activations.delete(activation.key);
-    this.#parked.save(activation.type, activation.id, encode(activation.state));
+    this.#parked.save(activation.type, activation.id, parked);
     this.#deactivated++;
+    return true;
   }
 
   #armIdleSweep(): void {
@@ -416,8 +423,8 @@ export class ActorSystem implements ActivationHost {
       for (const activation of [...this.#activations.values()]) {
         const idleMs = activation.def.idleTimeoutMs;
         if (idleMs === undefined) continue;
-        if (!activation.active && !activation.loading && now - activation.lastUsed >= idleMs) this.#deactivate(activation);
-        else watching = true;
+        const idle = !activation.active && !activation.loading && now - activation.lastUsed >= idleMs;
+        if (!idle || !this.#deactivate(activation)) watching = true;
       }
       if (watching) this.#armIdleSweep();
     });

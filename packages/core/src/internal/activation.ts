@@ -94,7 +94,15 @@ export class Activation implements ActorContext {
         this.host.turnFinished(this, message, false, new UnknownMethod(this.def.name, message.method));
         continue;
       }
-      const committed = cloneValue(this.state);
+      let committed: unknown;
+      try {
+        committed = cloneValue(this.state);
+      } catch (error) {
+        // The state can no longer be copied (a handler stored a function or a cycle in it): refuse
+        // the turn here rather than throw out of the drain and stall every actor scheduled with us.
+        this.host.turnFinished(this, message, false, error);
+        continue;
+      }
       let result: unknown;
       try {
         result = invoke(handler, this, this.state, message.args);
@@ -180,11 +188,14 @@ class ActivationTimers implements Timers {
   #start(ms: number, method: string, args: unknown[], repeat: boolean): TimerId {
     if (!(ms >= 0 && Number.isFinite(ms))) throw new InvalidArgument(`a timer needs a finite delay >= 0 ms, got ${ms}`);
     if (!Object.hasOwn(this.#activation.def.handlers, method)) throw new UnknownMethod(this.#activation.type, method);
+    // Copied now, like any message's arguments: a value that cannot be sent is refused here, in the
+    // turn that set the timer, not thrown from the timer callback; and later changes do not leak in.
+    const sent = cloneValue(args);
     const id = this.#next++;
     const fire = (): void => {
       if (repeat) this.#handles.set(id, this.#activation.host.setTimer(ms, fire));
       else this.#handles.delete(id);
-      this.#activation.host.deliverTimer(this.#activation, method, cloneValue(args));
+      this.#activation.host.deliverTimer(this.#activation, method, cloneValue(sent));
     };
     this.#handles.set(id, this.#activation.host.setTimer(ms, fire));
     return id;

@@ -3,10 +3,14 @@
  *
  * One timer per ask would cost more than the ask itself, so deadlines are kept in a hashed wheel
  * of slots (`resolutionMs` wide, each an array with a live count, emptied whenever the count
- * reaches zero so settled asks are not retained) swept by a single timer that runs only while asks are pending
- * (it stops itself at a sweep that finds none, so back-to-back asks do not re-arm it). Slots are
- * computed from a clock read at each sweep, not per ask; one spare slot covers that staleness, so
- * a deadline fires between its time and two slots later, never early.
+ * reaches zero so settled asks are not retained), swept by a single timer that runs only while
+ * asks are pending (it stops itself at a sweep that finds none, so back-to-back asks do not
+ * re-arm it).
+ *
+ * The clock is read once per sweep, not once per ask: a new ask goes into the "fresh" slot, and
+ * the next sweep gives it a deadline slot counted from that sweep's reading, which is never
+ * earlier than the ask's creation. So a deadline fires at or after its time (at most about two
+ * slots late, more if the event loop was blocked), never early.
  */
 import { Timeout } from '../errors.js';
 import type { Scheduler, TimerHandle } from '../scheduler.js';
@@ -26,6 +30,7 @@ export class PendingAsk {
     readonly resolve: (value: unknown) => void,
     readonly reject: (error: unknown) => void,
     readonly promise: Promise<unknown>,
+    readonly timeoutMs: number,
   ) {}
 
   describe(): string {
@@ -34,9 +39,14 @@ export class PendingAsk {
 }
 
 interface Slot {
+  /** The wheel position; -1 for the fresh slot, whose asks have no deadline slot yet. */
   readonly number: number;
   asks: PendingAsk[];
   live: number;
+}
+
+function newSlot(number: number): Slot {
+  return { number, asks: [], live: 0 };
 }
 
 export class PendingAsks {
@@ -44,13 +54,11 @@ export class PendingAsks {
   readonly #resolutionMs: number;
   readonly #remote = new Map<number, PendingAsk>();
   readonly #slots = new Map<number, Slot>();
-  /** The slot most recently added to: consecutive asks nearly always share it. */
-  #lastSlot: Slot | undefined;
+  /** Asks created since the last sweep. */
+  #fresh = newSlot(-1);
   #count = 0;
   #nextRequestId = 1;
   #timer: TimerHandle | undefined;
-  /** The scheduler's time at the last sweep or arm: read once per sweep, not once per ask. */
-  #coarseNow = 0;
 
   constructor(scheduler: Scheduler, resolutionMs = 50) {
     this.#scheduler = scheduler;
@@ -70,19 +78,10 @@ export class PendingAsks {
       reject = rej;
     });
     const requestId = remote ? this.#nextRequestId++ : 0;
-    const ask = new PendingAsk(requestId, destination, type, id, method, resolve, reject, promise);
+    const ask = new PendingAsk(requestId, destination, type, id, method, resolve, reject, promise, timeoutMs);
     if (remote) this.#remote.set(requestId, ask);
     if (this.#timer === undefined) this.#arm();
-    const number = Math.ceil((this.#coarseNow + timeoutMs) / this.#resolutionMs) + 1;
-    let slot = this.#lastSlot;
-    if (slot === undefined || slot.number !== number) {
-      slot = this.#slots.get(number);
-      if (slot === undefined) this.#slots.set(number, (slot = { number, asks: [], live: 0 }));
-      this.#lastSlot = slot;
-    }
-    slot.asks.push(ask);
-    slot.live++;
-    ask.slot = slot;
+    place(ask, this.#fresh);
     this.#count++;
     return ask;
   }
@@ -103,7 +102,7 @@ export class PendingAsks {
   /** Rejects every waiting ask that `matches` (e.g. all sent to a thread that died). */
   failWhere(matches: (ask: PendingAsk) => boolean, error: () => Error): number {
     let failed = 0;
-    for (const slot of [...this.#slots.values()]) {
+    for (const slot of [this.#fresh, ...this.#slots.values()]) {
       for (const ask of [...slot.asks]) {
         if (!ask.done && matches(ask)) {
           this.settle(ask, false, error());
@@ -130,22 +129,35 @@ export class PendingAsks {
   }
 
   #arm(): void {
-    this.#coarseNow = this.#scheduler.now();
     this.#timer = this.#scheduler.setTimer(this.#resolutionMs, this.#sweep);
   }
 
   readonly #sweep = (): void => {
     this.#timer = undefined;
-    this.#coarseNow = this.#scheduler.now();
-    const current = Math.floor(this.#coarseNow / this.#resolutionMs);
+    const now = this.#scheduler.now();
+    const fresh = this.#fresh;
+    this.#fresh = newSlot(-1);
+    for (const ask of fresh.asks) {
+      if (ask.done) continue;
+      const number = Math.ceil((now + ask.timeoutMs) / this.#resolutionMs);
+      let slot = this.#slots.get(number);
+      if (slot === undefined) this.#slots.set(number, (slot = newSlot(number)));
+      place(ask, slot);
+    }
+    const current = Math.floor(now / this.#resolutionMs);
     for (const [number, slot] of [...this.#slots]) {
       if (number > current) continue;
       this.#slots.delete(number);
-      if (this.#lastSlot === slot) this.#lastSlot = undefined;
       for (const ask of slot.asks.slice()) {
         if (!ask.done) this.settle(ask, false, new Timeout(`no reply to ${ask.describe()} before its deadline`));
       }
     }
     if (this.#count > 0 && this.#timer === undefined) this.#arm();
   };
+}
+
+function place(ask: PendingAsk, slot: Slot): void {
+  slot.asks.push(ask);
+  slot.live++;
+  ask.slot = slot;
 }

@@ -81,6 +81,11 @@ export interface ActorSystemOptions {
   selfIndex?: number;
   /** Default ask deadline (ms). */
   askTimeoutMs?: number;
+  /**
+   * The first request id of asks sent from here (default 1). A thread replacing a dead one
+   * passes a range of its own, so replies meant for its predecessor match nothing.
+   */
+  firstRequestId?: number;
   /** Default mailbox capacity for types that set none. */
   mailboxCapacity?: number;
   statelessExecutor?: StatelessExecutor;
@@ -147,7 +152,7 @@ export class ActorSystem implements ActivationHost {
     this.#parked = options.parkedStates ?? new MemoryParkedStateStore();
     this.#idleSweepMs = options.idleSweepMs ?? 1000;
     this.#onTellFailure = options.onTellFailure ?? defaultTellFailure;
-    this.#pending = new PendingAsks(this.scheduler);
+    this.#pending = new PendingAsks(this.scheduler, undefined, options.firstRequestId ?? 1);
   }
 
   /** A typed ref: `ref.method(...args)` asks, `ref.tell.method(...args)` tells. */

@@ -106,6 +106,7 @@ export async function startNode(options: NodeOptions = {}): Promise<WadiNode> {
 
 class WorkerSlot {
   state: WorkerState = 'starting';
+  incarnation = 0;
   worker: Worker | undefined;
   control: Comlink.Remote<WorkerControl> | undefined;
   restartTimes: number[] = [];
@@ -169,7 +170,10 @@ class LocalNode implements WadiNode {
     for (let a = 0; a < this.workers; a++) {
       for (let b = a + 1; b < this.workers; b++) await this.#connect(this.#slots[a]!, this.#slots[b]!);
     }
-    for (const slot of this.#slots) slot.state = 'up';
+    for (const slot of this.#slots) {
+      this.#attach(slot);
+      slot.state = 'up';
+    }
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
@@ -232,6 +236,7 @@ class LocalNode implements WadiNode {
     const { port1, port2 } = new MessageChannel();
     const data: WorkerData = {
       index: slot.index,
+      incarnation: slot.incarnation++,
       workers: this.workers,
       buckets: this.buckets,
       modules: this.#modules,
@@ -255,7 +260,11 @@ class LocalNode implements WadiNode {
       if (slot.worker === worker) void this.#onWorkerExit(slot, exitCode);
     });
     await this.#control(slot, (c) => c.start());
-    slot.link.attach(worker);
+  }
+
+  /** Lets the main thread's messages (held meanwhile) reach a worker once it is meshed with its peers. */
+  #attach(slot: WorkerSlot): void {
+    if (slot.worker !== undefined) slot.link.attach(slot.worker);
   }
 
   async #connect(a: WorkerSlot, b: WorkerSlot): Promise<void> {
@@ -275,6 +284,7 @@ class LocalNode implements WadiNode {
     const counts = await Promise.all(others.map((other) => this.#control(other, (c) => c.peerDown(slot.index)).catch(() => 0)));
     failedAsks += counts.reduce((sum, count) => sum + count, 0);
     this.events.emit('worker-crashed', { index: slot.index, exitCode, failedAsks });
+    if (this.#stopping) return;
 
     const now = performance.now();
     slot.restartTimes = slot.restartTimes.filter((time) => now - time < 60_000);
@@ -288,11 +298,17 @@ class LocalNode implements WadiNode {
       for (const other of this.#slots) {
         if (other !== slot && other.state === 'up') await this.#connect(slot, other);
       }
-      if (this.#stopping) return;
+      if (this.#stopping) {
+        // stop() may have passed this slot while it was restarting: end the new worker here.
+        await slot.worker?.terminate();
+        return;
+      }
+      this.#attach(slot);
       slot.restarts++;
       slot.state = 'up';
       this.events.emit('worker-restarted', { index: slot.index });
     } catch (error) {
+      if (this.#stopping) return;
       this.#giveUp(slot, error);
     }
   }

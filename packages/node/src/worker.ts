@@ -7,7 +7,7 @@ import * as Comlink from 'comlink';
 import { ActorSystem, Registry, Unavailable, WorkerCrashed, type Envelope } from '@wadi/core';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { loadActorModules } from './internal/modules.js';
-import { MAIN_THREAD, type WorkerControl, type WorkerData } from './internal/protocol.js';
+import { MAIN_THREAD, REQUEST_ID_SPAN, type WorkerControl, type WorkerData } from './internal/protocol.js';
 import { BucketRouter, roundRobinTable } from './internal/router.js';
 
 const data = workerData as WorkerData;
@@ -22,6 +22,7 @@ const system = new ActorSystem({
   registry,
   router,
   selfIndex: data.index,
+  firstRequestId: data.incarnation * REQUEST_ID_SPAN + 1,
   askTimeoutMs: data.askTimeoutMs,
   mailboxCapacity: data.mailboxCapacity,
   transport: {

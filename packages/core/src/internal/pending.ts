@@ -60,9 +60,14 @@ export class PendingAsks {
   #nextRequestId = 1;
   #timer: TimerHandle | undefined;
 
-  constructor(scheduler: Scheduler, resolutionMs = 50) {
+  /**
+   * `firstRequestId` lets a thread that replaces a dead one number its asks apart from its
+   * predecessor's, so a late reply to the dead thread can never settle a new ask.
+   */
+  constructor(scheduler: Scheduler, resolutionMs = 50, firstRequestId = 1) {
     this.#scheduler = scheduler;
     this.#resolutionMs = resolutionMs;
+    this.#nextRequestId = firstRequestId;
   }
 
   get size(): number {

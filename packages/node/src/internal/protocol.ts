@@ -11,6 +11,8 @@ export const MAIN_THREAD = -2;
 
 export interface WorkerData {
   index: number;
+  /** Counts up each time worker `index` is (re)started; its asks get ids of their own range. */
+  incarnation: number;
   workers: number;
   buckets: number;
   /** Actor modules to import, as URLs. */
@@ -35,6 +37,9 @@ export interface WorkerControl {
   drain(timeoutMs: number): Promise<boolean>;
   stop(): void;
 }
+
+/** Request ids of one worker incarnation: [incarnation * span + 1, (incarnation + 1) * span). */
+export const REQUEST_ID_SPAN = 2 ** 32;
 
 /** The task a stateless actor call becomes in the piscina pool. */
 export interface StatelessTask {

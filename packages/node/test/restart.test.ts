@@ -1,3 +1,8 @@
+/**
+ * Replacing a crashed worker: late replies to the dead worker never settle its replacement's asks,
+ * messages held during the restart reach actors that call other workers, and a stop that begins
+ * during a restart ends with every worker stopped (regressions found by these tests).
+ */
 import { afterEach, expect, test } from 'vitest';
 import { once } from 'node:events';
 import { startNode, type WadiNode } from '@wadi/node';
@@ -54,6 +59,8 @@ test('a stop that begins while a worker is being replaced leaves every worker st
   await n.ref(Crash, idOn(n, Crash, 0, 'c')).exitSoon(1);
   await crashed;
   await stopping;
+  // The aborted restart finishes after stop() resolved: give it a moment to show.
+  await new Promise((resolve) => setTimeout(resolve, 300));
   expect(events).toEqual(['worker-crashed']);
   expect((await n.stats()).workers.map((w) => w.state)).toEqual(['stopped', 'stopped']);
 });

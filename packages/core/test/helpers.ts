@@ -109,6 +109,17 @@ export function thrownBy(fn: () => unknown): unknown {
  * prototype (Object or null), errors by name, message and code. Type must match: a bigint never
  * equals a number, a Map never equals an object.
  */
+/** The encodings laid end to end, as a batch of envelopes is. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  const joined = new Uint8Array(parts.reduce((total, part) => total + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    joined.set(part, offset);
+    offset += part.length;
+  }
+  return joined;
+}
+
 export function sameValue(a: unknown, b: unknown): boolean {
   if (typeof a !== typeof b) return false;
   switch (typeof a) {

@@ -1,0 +1,712 @@
+/**
+ * One node's view of the cluster, as a deterministic state machine: membership (join through
+ * seeds, gossip, graceful leave), failure detection with indirect confirmation, election of the
+ * coordinator, and the commit of layouts by a majority of the previous layout's members.
+ *
+ * It does no I/O and reads no clock: the driver (a real node, or the simulator) calls `connected`,
+ * `disconnected`, `receive` and `tick` with the current time, and carries out what the state
+ * machine asks for through `ClusterIO`. The same code therefore runs over WebSockets and inside a
+ * simulated network.
+ *
+ * Safety rests on three rules, not on the election:
+ * - a member accepts at most one proposal per epoch and never one at or below what it committed;
+ * - a layout is committed only when a majority of the previous layout's members accepted it;
+ * - a new coordinator first learns the highest epoch a majority holds, and proposes above it.
+ */
+import { bucketsOf, ownedCounts, type Layout, type LayoutMember } from './layout.js';
+import { oldestMember, type ElectionPolicy } from './election.js';
+import { MemberTable, type MemberEntry, type ObservedState } from './membership.js';
+import type { ClusterMessage } from './messages.js';
+import { planLayout } from './planner.js';
+
+export interface ClusterTimings {
+  /** Gossip (which doubles as the heartbeat) to every member this often. */
+  heartbeatMs: number;
+  /** A member not heard from for this long becomes suspect. */
+  suspectAfterMs: number;
+  /** While a member is suspect, ask others whether they can reach it this often. */
+  probeIntervalMs: number;
+  /** A suspect is declared down after this long, if enough others confirm they cannot reach it. */
+  downAfterMs: number;
+  /** Resend a proposal or a state request to members that have not answered after this long. */
+  retryMs: number;
+  /** Abandon a proposal that no majority accepted within this long, and plan again. */
+  proposalTimeoutMs: number;
+  /** The first seed forms a new cluster if no other seed answers within this long. */
+  formAfterMs: number;
+  /** Wait this long after a change before planning, so that a burst of joins makes one layout. */
+  settleMs: number;
+  /** A graceful leave gives up waiting for its handoffs after this long. */
+  leaveTimeoutMs: number;
+}
+
+export const DEFAULT_TIMINGS: ClusterTimings = {
+  heartbeatMs: 500,
+  suspectAfterMs: 2000,
+  probeIntervalMs: 500,
+  downAfterMs: 1000,
+  retryMs: 500,
+  proposalTimeoutMs: 5000,
+  formAfterMs: 3000,
+  settleMs: 100,
+  leaveTimeoutMs: 60_000,
+};
+
+/** What a member keeps in its data directory, so a restart (or a new coordinator) resumes from it. */
+export interface PersistedClusterState {
+  committed: Layout | null;
+  accepted: Layout | null;
+}
+
+/** What the state machine asks its driver to do. None of these may throw into the state machine. */
+export interface ClusterIO {
+  /** Sends to a connected member (best effort: lost messages are retried by timers). */
+  send(to: string, message: ClusterMessage): void;
+  /** Keeps a connection to `url` (redialled by the transport until `forget`). */
+  dial(url: string): void;
+  forget(url: string): void;
+  /** Must be durable before the call returns: an accept is only sent after it. */
+  persist(state: PersistedClusterState): void;
+  /** A layout was committed (or learned); `previous` is the one it replaces. */
+  committed(layout: Layout, previous: Layout | null): void;
+  /** This incarnation was declared down by the others: it must stop serving. */
+  removed(reason: string): void;
+  /** A graceful leave completed: the process may exit. */
+  left(): void;
+  log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface ClusterMemberOptions {
+  self: { id: string; incarnation: number; url: string; workers: number };
+  buckets: number;
+  /** URLs of nodes to join through. Empty, or this node's own URL first, lets it form a cluster. */
+  seeds: readonly string[];
+  timings?: Partial<ClusterTimings>;
+  election?: ElectionPolicy;
+  persisted?: PersistedClusterState;
+  /** Bucket moves per layout (default: all at once; the handoffs themselves are rate limited). */
+  maxMovesPerLayout?: number;
+  /** Whether this node finished handing off what it owned (a leave waits for it). Default: yes. */
+  handoffsDone?: () => boolean;
+}
+
+export interface MemberStatus {
+  id: string;
+  url: string;
+  incarnation: number;
+  state: ObservedState;
+}
+
+export interface ClusterStatus {
+  coordinator: string | undefined;
+  epoch: number;
+  members: MemberStatus[];
+  layout: Layout | null;
+}
+
+interface Suspicion {
+  since: number;
+  round: number;
+  lastProbeAt: number;
+  /** Members that said, in this suspicion, that they cannot reach the suspect either. */
+  confirmed: Set<string>;
+  /** When a member last said it can reach the suspect. */
+  refutedAt: number;
+}
+
+interface Proposal {
+  layout: Layout;
+  /** Ids whose accept counts: the previous layout's members. */
+  voters: Set<string>;
+  accepted: Set<string>;
+  startedAt: number;
+  sentAt: number;
+}
+
+interface Recovery {
+  round: number;
+  replies: Map<string, { committed: Layout | null; accepted: Layout | null }>;
+  sentAt: number;
+}
+
+type Phase = 'joining' | 'member' | 'leaving' | 'left' | 'removed';
+
+export class ClusterMember {
+  readonly id: string;
+  readonly incarnation: number;
+  readonly url: string;
+  readonly timings: ClusterTimings;
+  readonly #options: ClusterMemberOptions;
+  readonly #io: ClusterIO;
+  readonly #election: ElectionPolicy;
+  readonly #table: MemberTable;
+  #phase: Phase = 'joining';
+  #committed: Layout | null;
+  #accepted: Layout | null;
+  /** The highest epoch this node has seen anywhere: proposals go above it. */
+  #epochFloor: number;
+  readonly #connected = new Set<string>();
+  readonly #lastHeard = new Map<string, number>();
+  readonly #suspects = new Map<string, Suspicion>();
+  #coordinator: string | undefined;
+  #recovery: Recovery | undefined;
+  /** The layout that planning starts from, learned by recovery (the highest a majority holds). */
+  #base: Layout | null = null;
+  #recovered = false;
+  #proposal: Proposal | undefined;
+  #round = 0;
+  #startedAt = 0;
+  #lastGossipAt = -Infinity;
+  #planAfter = 0;
+  #leaveStartedAt = 0;
+  #now = 0;
+
+  constructor(options: ClusterMemberOptions, io: ClusterIO) {
+    this.#options = options;
+    this.#io = io;
+    this.id = options.self.id;
+    this.incarnation = options.self.incarnation;
+    this.url = options.self.url;
+    this.timings = { ...DEFAULT_TIMINGS, ...options.timings };
+    this.#election = options.election ?? oldestMember;
+    this.#table = new MemberTable({ ...options.self, state: 'joining', upNumber: 0 });
+    this.#committed = options.persisted?.committed ?? null;
+    this.#accepted = options.persisted?.accepted ?? null;
+    this.#epochFloor = Math.max(this.#committed?.epoch ?? 0, this.#accepted?.epoch ?? 0);
+  }
+
+  // events from the driver
+
+  start(now: number): void {
+    this.#now = this.#startedAt = now;
+    const others = this.#options.seeds.filter((url) => url !== this.url);
+    for (const url of new Set([...others, ...(this.#committed?.members.map((member) => member.url) ?? [])])) {
+      if (url !== this.url) this.#io.dial(url);
+    }
+    if (others.length === 0) this.#form('no seeds to join');
+  }
+
+  connected(peer: { id: string; incarnation: number }, now: number): void {
+    this.#now = now;
+    this.#connected.add(peer.id);
+    this.#heard(peer.id);
+    this.#sendGossip(peer.id);
+  }
+
+  disconnected(id: string, now: number): void {
+    this.#now = now;
+    this.#connected.delete(id);
+    // A closed connection is a strong hint: start confirming at once instead of waiting for silence.
+    if (this.#isWatched(id)) this.#suspect(id);
+  }
+
+  receive(from: string, message: ClusterMessage, now: number): void {
+    this.#now = now;
+    if (this.#phase === 'removed' || this.#phase === 'left') return;
+    this.#heard(from);
+    switch (message.t) {
+      case 'gossip':
+        return this.#onGossip(from, message.members, message.epoch, message.buckets);
+      case 'probe': {
+        const reachable = this.#connected.has(message.target) && now - (this.#lastHeard.get(message.target) ?? -Infinity) < this.timings.suspectAfterMs;
+        return this.#io.send(from, { t: 'probe-reply', target: message.target, round: message.round, reachable });
+      }
+      case 'probe-reply':
+        return this.#onProbeReply(from, message.target, message.round, message.reachable);
+      case 'propose':
+        return this.#onPropose(from, message.layout);
+      case 'accept':
+        return this.#onAccept(from, message.epoch);
+      case 'reject':
+        return this.#onReject(from, message.epoch, message.highest);
+      case 'commit':
+        return this.#learn(message.layout);
+      case 'layout-request':
+        if (this.#committed !== null) this.#io.send(from, { t: 'commit', layout: this.#committed });
+        return;
+      case 'state-request':
+        return this.#io.send(from, { t: 'state-reply', round: message.round, committed: this.#committed, accepted: this.#accepted });
+      case 'state-reply':
+        return this.#onStateReply(from, message.round, message.committed, message.accepted);
+    }
+  }
+
+  tick(now: number): void {
+    this.#now = now;
+    if (this.#phase === 'removed' || this.#phase === 'left') return;
+    if (now - this.#lastGossipAt >= this.timings.heartbeatMs) this.#gossipAll();
+    this.#detectFailures();
+    if (this.#phase === 'joining') {
+      const firstSeed = this.#options.seeds[0] === this.url;
+      if (firstSeed && now - this.#startedAt >= this.timings.formAfterMs && !this.#knowsAnUpMember()) this.#form('no other seed answered');
+      return;
+    }
+    this.#elect();
+    if (this.#coordinator === this.id) this.#coordinate();
+    if (this.#phase === 'leaving') this.#continueLeave();
+  }
+
+  /** Begins a graceful leave: announced at once; done when a committed layout no longer has this node. */
+  leave(now: number): void {
+    this.#now = now;
+    if (this.#phase === 'left' || this.#phase === 'removed' || this.#phase === 'leaving') return;
+    this.#leaveStartedAt = now;
+    if (this.#phase === 'joining' || this.#table.live().every((member) => member.id === this.id)) {
+      this.#finishLeave('no other member to hand off to');
+      return;
+    }
+    this.#phase = 'leaving';
+    this.#table.advance(this.id, 'leaving');
+    this.#io.log('info', 'leaving the cluster', { id: this.id });
+    this.#gossipAll();
+    this.#elect();
+  }
+
+  // views
+
+  get committed(): Layout | null {
+    return this.#committed;
+  }
+
+  get coordinator(): string | undefined {
+    return this.#coordinator;
+  }
+
+  get phase(): Phase {
+    return this.#phase;
+  }
+
+  status(): ClusterStatus {
+    const members = this.#table.all().map((entry) => ({
+      id: entry.id,
+      url: entry.url,
+      incarnation: entry.incarnation,
+      state: (entry.state !== 'down' && this.#suspects.has(entry.id) ? 'suspect' : entry.state) as ObservedState,
+    }));
+    members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return { coordinator: this.#coordinator, epoch: this.#committed?.epoch ?? 0, members, layout: this.#committed };
+  }
+
+  // membership
+
+  #form(reason: string): void {
+    if (this.#phase !== 'joining') return;
+    this.#table.advance(this.id, 'up', this.#table.nextUpNumber());
+    this.#phase = 'member';
+    this.#io.log('info', `forming a cluster (${reason})`, { id: this.id, epoch: this.#committed?.epoch ?? 0 });
+    this.#elect();
+  }
+
+  #knowsAnUpMember(): boolean {
+    return this.#table.all().some((member) => member.id !== this.id && member.state === 'up');
+  }
+
+  #onGossip(from: string, members: MemberEntry[], epoch: number, buckets: number): void {
+    if (buckets !== this.#options.buckets) {
+      this.#io.log('error', `member ${from} has ${buckets} buckets, this node ${this.#options.buckets}: ignoring it`, { from });
+      return;
+    }
+    let changed = false;
+    for (const incoming of members) {
+      if (incoming.id === this.id) {
+        const declaredDown = incoming.incarnation === this.incarnation && incoming.state === 'down';
+        if (declaredDown && this.#phase === 'leaving') {
+          this.#finishLeave('declared down while leaving');
+          return;
+        }
+        if (declaredDown || incoming.incarnation > this.incarnation) {
+          this.#remove(`the cluster declared ${this.id} (incarnation ${this.incarnation}) down`);
+          return;
+        }
+        continue;
+      }
+      const before = this.#table.get(incoming.id);
+      const merged = this.#table.merge(incoming);
+      if (merged === undefined) continue;
+      changed = true;
+      if (merged.state === 'down') {
+        this.#suspects.delete(merged.id);
+        this.#io.forget(merged.url);
+      } else if (before === undefined || before.incarnation !== merged.incarnation || before.url !== merged.url) {
+        if (before !== undefined && before.url !== merged.url) this.#io.forget(before.url);
+        // Watch a newcomer from when we learn of it, not from when this node started.
+        this.#lastHeard.set(merged.id, this.#now);
+        this.#suspects.delete(merged.id);
+        this.#io.dial(merged.url);
+      }
+    }
+    if (this.#phase === 'joining' && this.#table.get(this.id)!.state === 'joining') {
+      // Admitted by the coordinator: our own entry came back as up.
+      const self = members.find((entry) => entry.id === this.id && entry.incarnation === this.incarnation);
+      if (self !== undefined && self.state === 'up') {
+        this.#table.merge(self);
+        this.#phase = 'member';
+        this.#io.log('info', 'joined the cluster', { id: this.id, upNumber: self.upNumber });
+        changed = true;
+      }
+    }
+    if (epoch > (this.#committed?.epoch ?? 0)) this.#io.send(from, { t: 'layout-request' });
+    if (changed) {
+      this.#planAfter = this.#now + this.timings.settleMs;
+      this.#elect();
+    }
+  }
+
+  #sendGossip(to: string): void {
+    this.#io.send(to, { t: 'gossip', members: this.#table.all(), epoch: this.#committed?.epoch ?? 0, buckets: this.#options.buckets });
+  }
+
+  #gossipAll(): void {
+    this.#lastGossipAt = this.#now;
+    for (const id of this.#connected) this.#sendGossip(id);
+  }
+
+  #remove(reason: string): void {
+    if (this.#phase === 'removed') return;
+    this.#phase = 'removed';
+    this.#proposal = undefined;
+    this.#io.log('error', reason, { id: this.id });
+    this.#io.removed(reason);
+  }
+
+  #continueLeave(): void {
+    const layout = this.#committed;
+    const stillOwns = layout !== null && layout.members.some((member) => member.id === this.id);
+    const timedOut = this.#now - this.#leaveStartedAt >= this.timings.leaveTimeoutMs;
+    if (timedOut) {
+      this.#io.log('warn', 'leaving without a completed handoff: timed out', { id: this.id });
+      this.#finishLeave('timed out');
+    } else if (!stillOwns && (this.#options.handoffsDone?.() ?? true)) {
+      this.#finishLeave('handed off');
+    }
+  }
+
+  #finishLeave(reason: string): void {
+    this.#table.advance(this.id, 'down');
+    this.#gossipAll();
+    this.#phase = 'left';
+    this.#io.log('info', `left the cluster (${reason})`, { id: this.id });
+    this.#io.left();
+  }
+
+  // failure detection
+
+  #heard(id: string): void {
+    this.#lastHeard.set(id, this.#now);
+    const suspicion = this.#suspects.get(id);
+    if (suspicion !== undefined && this.#connected.has(id)) {
+      this.#suspects.delete(id);
+      this.#io.log('info', `member ${id} is reachable again`, { id });
+    }
+  }
+
+  #isWatched(id: string): boolean {
+    const entry = this.#table.get(id);
+    return entry !== undefined && id !== this.id && entry.state !== 'down';
+  }
+
+  #suspect(id: string): void {
+    if (this.#suspects.has(id)) return;
+    this.#suspects.set(id, { since: this.#now, round: 0, lastProbeAt: -Infinity, confirmed: new Set(), refutedAt: -Infinity });
+    this.#io.log('warn', `member ${id} is suspect`, { id });
+  }
+
+  #detectFailures(): void {
+    for (const entry of this.#table.all()) {
+      if (!this.#isWatched(entry.id)) continue;
+      const silentFor = this.#now - (this.#lastHeard.get(entry.id) ?? this.#startedAt);
+      if (silentFor >= this.timings.suspectAfterMs) this.#suspect(entry.id);
+    }
+    for (const [id, suspicion] of this.#suspects) {
+      if (!this.#isWatched(id)) {
+        this.#suspects.delete(id);
+        continue;
+      }
+      if (this.#now - suspicion.lastProbeAt >= this.timings.probeIntervalMs) this.#probe(id, suspicion);
+      if (this.#shouldDeclareDown(suspicion)) this.#declareDown(id);
+    }
+  }
+
+  /** Helpers for an indirect probe: members this node reaches that are not themselves suspect. */
+  #probeHelpers(target: string): string[] {
+    return this.#table
+      .live()
+      .map((entry) => entry.id)
+      .filter((id) => id !== this.id && id !== target && this.#connected.has(id) && !this.#suspects.has(id))
+      .sort();
+  }
+
+  #probe(target: string, suspicion: Suspicion): void {
+    suspicion.round = ++this.#round;
+    suspicion.lastProbeAt = this.#now;
+    for (const helper of this.#probeHelpers(target)) this.#io.send(helper, { t: 'probe', target, round: suspicion.round });
+  }
+
+  #onProbeReply(from: string, target: string, round: number, reachable: boolean): void {
+    const suspicion = this.#suspects.get(target);
+    if (suspicion === undefined || round !== suspicion.round) return;
+    if (reachable) {
+      suspicion.refutedAt = this.#now;
+      suspicion.confirmed.delete(from);
+    } else {
+      suspicion.confirmed.add(from);
+    }
+  }
+
+  /**
+   * Down needs this node plus confirmations to make a majority of the live members, so one slow
+   * link (or a minority side of a partition) evicts nobody; and nobody may have reached the
+   * suspect recently.
+   */
+  #shouldDeclareDown(suspicion: Suspicion): boolean {
+    if (this.#phase === 'joining') return false;
+    if (this.#now - suspicion.since < this.timings.downAfterMs) return false;
+    if (this.#now - suspicion.refutedAt < 2 * this.timings.probeIntervalMs) return false;
+    const live = this.#table.live().length;
+    return suspicion.confirmed.size + 1 >= majority(live);
+  }
+
+  #declareDown(id: string): void {
+    const entry = this.#table.advance(id, 'down');
+    this.#suspects.delete(id);
+    if (entry === undefined) return;
+    this.#io.log('warn', `member ${id} (incarnation ${entry.incarnation}) declared down`, { id });
+    this.#io.forget(entry.url);
+    this.#gossipAll();
+    this.#planAfter = this.#now;
+    this.#elect();
+  }
+
+  // election and coordination
+
+  #elect(): void {
+    const coordinator = this.#phase === 'joining' ? undefined : this.#election.elect(this.#table.all());
+    if (coordinator === this.#coordinator) return;
+    this.#coordinator = coordinator;
+    this.#recovery = undefined;
+    this.#proposal = undefined;
+    this.#recovered = false;
+    if (coordinator === this.id) {
+      this.#io.log('info', 'elected coordinator', { id: this.id, epoch: this.#epochFloor });
+      this.#startRecovery();
+    }
+  }
+
+  #coordinate(): void {
+    this.#admitJoiners();
+    if (!this.#recovered) {
+      this.#continueRecovery();
+      return;
+    }
+    if (this.#proposal !== undefined) {
+      this.#continueProposal(this.#proposal);
+      return;
+    }
+    if (this.#now >= this.#planAfter) this.#planNext();
+  }
+
+  /** Joiners this coordinator can reach become up, in order of admission. */
+  #admitJoiners(): void {
+    let admitted = false;
+    for (const entry of this.#table.all()) {
+      if (entry.state !== 'joining' || !this.#connected.has(entry.id) || this.#suspects.has(entry.id)) continue;
+      this.#table.advance(entry.id, 'up', this.#table.nextUpNumber());
+      this.#io.log('info', `admitted member ${entry.id}`, { id: entry.id, incarnation: entry.incarnation });
+      admitted = true;
+    }
+    if (admitted) {
+      this.#gossipAll();
+      this.#planAfter = Math.max(this.#planAfter, this.#now + this.timings.settleMs);
+    }
+  }
+
+  #startRecovery(): void {
+    this.#recovery = { round: ++this.#round, replies: new Map(), sentAt: -Infinity };
+    this.#recovery.replies.set(this.id, { committed: this.#committed, accepted: this.#accepted });
+    this.#continueRecovery();
+  }
+
+  /**
+   * A new coordinator first collects committed and accepted layouts from a majority of the
+   * highest committed layout's members it hears of: majorities intersect, so it learns every
+   * layout that could have been committed, and proposes above it.
+   */
+  #continueRecovery(): void {
+    const recovery = this.#recovery;
+    if (recovery === undefined) return;
+    let highest: Layout | null = null;
+    for (const reply of recovery.replies.values()) {
+      if (reply.committed !== null && (highest === null || reply.committed.epoch > highest.epoch)) highest = reply.committed;
+    }
+    const voters = highest?.members.map((member) => member.id) ?? [];
+    const answered = voters.filter((id) => recovery.replies.has(id)).length;
+    if (answered >= quorum(voters.length)) {
+      let base = highest;
+      for (const reply of recovery.replies.values()) {
+        this.#epochFloor = Math.max(this.#epochFloor, reply.committed?.epoch ?? 0, reply.accepted?.epoch ?? 0);
+        // An accepted layout above every committed one may have been committed by a coordinator
+        // that then died: plan from it, so nothing it moved is moved back.
+        if (reply.accepted !== null && (base === null || reply.accepted.epoch > base.epoch)) base = reply.accepted;
+      }
+      this.#base = base;
+      this.#recovered = true;
+      this.#recovery = undefined;
+      this.#planAfter = this.#now;
+      this.#io.log('info', 'coordinator resumes', { epoch: this.#epochFloor, from: answered, of: voters.length });
+      return;
+    }
+    if (this.#now - recovery.sentAt >= this.timings.retryMs) {
+      recovery.sentAt = this.#now;
+      for (const id of this.#connected) {
+        if (!recovery.replies.has(id)) this.#io.send(id, { t: 'state-request', round: recovery.round });
+      }
+    }
+  }
+
+  #onStateReply(from: string, round: number, committed: Layout | null, accepted: Layout | null): void {
+    const recovery = this.#recovery;
+    if (recovery === undefined || recovery.round !== round) return;
+    recovery.replies.set(from, { committed, accepted });
+    this.#continueRecovery();
+  }
+
+  /** Plans from the recovered base and proposes a layout if it differs from it. */
+  #planNext(): void {
+    const base = this.#highestKnown();
+    const eligible = this.#table.all().filter((entry) => entry.state === 'up');
+    const leaving = this.#table.all().filter((entry) => entry.state === 'leaving');
+    if (eligible.length === 0) return;
+    const key = (member: { id: string; incarnation: number }): string => `${member.id}@${member.incarnation}`;
+    const owners = base === null ? new Array<string | null>(this.#options.buckets).fill(null) : base.owners.map((owner) => key(base.members[owner]!));
+    const plan = planLayout({
+      buckets: this.#options.buckets,
+      owners,
+      members: [...eligible, ...leaving].map(key),
+      draining: leaving.map(key),
+      ...(this.#options.maxMovesPerLayout === undefined ? {} : { maxMoves: this.#options.maxMovesPerLayout }),
+    });
+    // Keep the previous order of members so indexes stay readable across epochs; newcomers append.
+    const byKey = new Map<string, MemberEntry>([...eligible, ...leaving].map((entry) => [key(entry), entry]));
+    const order: LayoutMember[] = [];
+    const seen = new Set<string>();
+    const add = (k: string): void => {
+      if (seen.has(k)) return;
+      const entry = byKey.get(k);
+      if (entry === undefined) return;
+      seen.add(k);
+      order.push({ id: entry.id, incarnation: entry.incarnation, url: entry.url, workers: entry.workers });
+    };
+    for (const member of base?.members ?? []) if (plan.owners.includes(key(member))) add(key(member));
+    for (const owner of plan.owners) add(owner);
+    const index = new Map(order.map((member, i) => [key(member), i]));
+    const layout: Layout = {
+      epoch: this.#epochFloor + 1,
+      buckets: this.#options.buckets,
+      members: order,
+      owners: plan.owners.map((owner) => index.get(owner)!),
+      coordinator: this.id,
+    };
+    if (base !== null && base.epoch === this.#committed?.epoch && sameAssignment(base, layout)) return;
+    const voters = new Set(base?.members.map((member) => member.id) ?? []);
+    this.#proposal = { layout, voters, accepted: new Set(), startedAt: this.#now, sentAt: -Infinity };
+    this.#io.log('info', 'proposing layout', { epoch: layout.epoch, moves: plan.moves.length, members: order.map((member) => member.id) });
+    this.#onPropose(this.id, layout);
+  }
+
+  /** The newest layout this coordinator knows of: what it committed or what recovery found. */
+  #highestKnown(): Layout | null {
+    const base = this.#base;
+    const committed = this.#committed;
+    if (base === null) return committed;
+    if (committed === null) return base;
+    return committed.epoch >= base.epoch ? committed : base;
+  }
+
+  #continueProposal(proposal: Proposal): void {
+    if (this.#now - proposal.startedAt >= this.timings.proposalTimeoutMs) {
+      this.#io.log('warn', 'proposal not accepted by a majority in time; planning again', { epoch: proposal.layout.epoch, accepted: [...proposal.accepted] });
+      this.#proposal = undefined;
+      this.#epochFloor = Math.max(this.#epochFloor, proposal.layout.epoch);
+      this.#startRecovery();
+      return;
+    }
+    if (this.#now - proposal.sentAt < this.timings.retryMs) return;
+    proposal.sentAt = this.#now;
+    for (const id of this.#connected) {
+      const entry = this.#table.get(id);
+      if (entry !== undefined && entry.state !== 'down' && !proposal.accepted.has(id)) this.#io.send(id, { t: 'propose', layout: proposal.layout });
+    }
+  }
+
+  #onPropose(from: string, layout: Layout): void {
+    const committedEpoch = this.#committed?.epoch ?? 0;
+    const acceptedSame = this.#accepted !== null && this.#accepted.epoch === layout.epoch && this.#accepted.coordinator === layout.coordinator;
+    if (!acceptedSame && (layout.epoch <= committedEpoch || layout.epoch <= (this.#accepted?.epoch ?? 0))) {
+      const highest = Math.max(committedEpoch, this.#accepted?.epoch ?? 0);
+      if (from === this.id) return;
+      this.#io.send(from, { t: 'reject', epoch: layout.epoch, highest });
+      return;
+    }
+    if (!acceptedSame) {
+      this.#accepted = layout;
+      this.#epochFloor = Math.max(this.#epochFloor, layout.epoch);
+      this.#io.persist({ committed: this.#committed, accepted: this.#accepted });
+    }
+    if (from === this.id) this.#onAccept(this.id, layout.epoch);
+    else this.#io.send(from, { t: 'accept', epoch: layout.epoch });
+  }
+
+  #onAccept(from: string, epoch: number): void {
+    const proposal = this.#proposal;
+    if (proposal === undefined || proposal.layout.epoch !== epoch) return;
+    proposal.accepted.add(from);
+    const votes = [...proposal.voters].filter((id) => proposal.accepted.has(id)).length;
+    if (votes >= quorum(proposal.voters.size) && proposal.accepted.has(this.id)) {
+      this.#proposal = undefined;
+      this.#learn(proposal.layout);
+      for (const id of this.#connected) this.#io.send(id, { t: 'commit', layout: proposal.layout });
+    }
+  }
+
+  #onReject(from: string, epoch: number, highest: number): void {
+    const proposal = this.#proposal;
+    if (proposal === undefined || proposal.layout.epoch !== epoch) return;
+    this.#io.log('info', `proposal refused by ${from}: it holds epoch ${highest}`, { epoch });
+    this.#proposal = undefined;
+    this.#epochFloor = Math.max(this.#epochFloor, highest);
+    this.#startRecovery();
+  }
+
+  /** Adopts a committed layout if it is newer than the one held; older ones are refused (fencing). */
+  #learn(layout: Layout): void {
+    const previous = this.#committed;
+    if (previous !== null && layout.epoch <= previous.epoch) return;
+    this.#committed = layout;
+    this.#epochFloor = Math.max(this.#epochFloor, layout.epoch);
+    this.#io.persist({ committed: layout, accepted: this.#accepted });
+    const counts = Object.fromEntries(ownedCounts(layout));
+    this.#io.log('info', 'layout committed', { epoch: layout.epoch, coordinator: layout.coordinator, owned: counts });
+    this.#io.committed(layout, previous);
+    if (this.#phase === 'leaving') this.#continueLeave();
+  }
+
+  /** Buckets this node owns in the committed layout. */
+  ownedBuckets(): number[] {
+    return this.#committed === null ? [] : bucketsOf(this.#committed, this.id);
+  }
+}
+
+export function majority(voters: number): number {
+  return Math.floor(voters / 2) + 1;
+}
+
+function sameAssignment(a: Layout, b: Layout): boolean {
+  const key = (member: LayoutMember): string => `${member.id}@${member.incarnation}`;
+  if (a.members.length !== b.members.length || !a.members.every((member, i) => key(member) === key(b.members[i]!))) return false;
+  return a.owners.every((owner, bucket) => owner === b.owners[bucket]);
+}
+
+/** Votes needed from the previous layout's members; with none (a new cluster) the proposer's own suffices. */
+export function quorum(voters: number): number {
+  return voters === 0 ? 0 : majority(voters);
+}

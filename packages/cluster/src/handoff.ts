@@ -1,0 +1,195 @@
+/**
+ * The receiving side of bucket handoffs, as a state machine: when a committed layout gives this
+ * node buckets, it fetches each one's directory, at most `maxInFlight` at a time.
+ *
+ * - From a live previous owner: `handoff-request`, answered by `handoff-data` once that owner has
+ *   frozen the bucket (so no update is lost between snapshot and transfer).
+ * - From the survivors, when the previous owner is gone (crashed, or refused): `report-request`
+ *   to every live member, each answering with what it hosts in the bucket.
+ *
+ * Every phase has a timeout and an idempotent retry, and a pull that keeps failing falls back to
+ * a rebuild, so a handoff never waits forever on a dead node. Requests carry the epoch of the
+ * layout that moved the bucket; a transfer for an epoch that a newer layout superseded is dropped.
+ */
+import type { Layout } from './layout.js';
+import type { ClusterMessage, DirectoryEntry } from './messages.js';
+
+export interface HandoffIO {
+  send(to: string, message: ClusterMessage): void;
+  /** Installs a bucket's directory on this node; messages held for the bucket can then flow. */
+  install(bucket: number, epoch: number, entries: DirectoryEntry[], source: 'handoff' | 'rebuild' | 'new'): void;
+  log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface HandoffOptions {
+  self: string;
+  /** Transfers in flight at once (K). */
+  maxInFlight?: number;
+  /** A phase that gets no answer in this long is retried (ms). */
+  timeoutMs?: number;
+  /** Pull attempts from the previous owner before rebuilding from the survivors. */
+  attempts?: number;
+}
+
+interface Transfer {
+  bucket: number;
+  epoch: number;
+  /** The previous owner to pull from, or undefined to rebuild from reports. */
+  from: string | undefined;
+  attempts: number;
+  sentAt: number | undefined;
+  /** Rebuild: members asked, and the entries each reported. */
+  asked: Set<string>;
+  reports: Map<string, DirectoryEntry[]>;
+}
+
+export class HandoffTracker {
+  readonly #self: string;
+  readonly #io: HandoffIO;
+  readonly #maxInFlight: number;
+  readonly #timeoutMs: number;
+  readonly #attempts: number;
+  /** bucket -> transfer, in the order they were queued. */
+  readonly #transfers = new Map<number, Transfer>();
+  #live: readonly string[] = [];
+  completed = 0;
+  rebuilt = 0;
+
+  constructor(options: HandoffOptions, io: HandoffIO) {
+    this.#self = options.self;
+    this.#io = io;
+    this.#maxInFlight = options.maxInFlight ?? 8;
+    this.#timeoutMs = options.timeoutMs ?? 2000;
+    this.#attempts = options.attempts ?? 3;
+  }
+
+  /** Buckets still waiting for their directory. */
+  get pending(): number {
+    return this.#transfers.size;
+  }
+
+  isPending(bucket: number): boolean {
+    return this.#transfers.has(bucket);
+  }
+
+  /**
+   * A new layout was committed. `live` are the members that can answer (not down). Buckets this
+   * node gained are queued; transfers for buckets it no longer owns are dropped.
+   */
+  layoutCommitted(layout: Layout, previous: Layout | null, live: readonly string[]): void {
+    this.#live = live;
+    const self = layout.members.findIndex((member) => member.id === this.#self);
+    for (const [bucket, transfer] of this.#transfers) {
+      if (layout.owners[bucket] !== self) this.#transfers.delete(bucket);
+      else transfer.epoch = layout.epoch;
+    }
+    if (self < 0) return;
+    for (let bucket = 0; bucket < layout.owners.length; bucket++) {
+      if (layout.owners[bucket] !== self || this.#transfers.has(bucket)) continue;
+      const before = previous === null ? undefined : previous.members[previous.owners[bucket]!];
+      if (before?.id === this.#self) continue;
+      if (before === undefined) {
+        // A bucket nobody owned before (a new cluster): it starts empty.
+        this.#io.install(bucket, layout.epoch, [], 'new');
+        continue;
+      }
+      const pullable = live.includes(before.id);
+      this.#transfers.set(bucket, { bucket, epoch: layout.epoch, from: pullable ? before.id : undefined, attempts: 0, sentAt: undefined, asked: new Set(), reports: new Map() });
+    }
+  }
+
+  /** Membership changed without a new layout: a member that went down cannot answer any more. */
+  membersChanged(live: readonly string[]): void {
+    this.#live = live;
+    for (const transfer of this.#transfers.values()) {
+      if (transfer.from !== undefined && !live.includes(transfer.from)) this.#fallBackToRebuild(transfer, `${transfer.from} is down`);
+      for (const asked of transfer.asked) if (!live.includes(asked)) transfer.asked.delete(asked);
+      if (transfer.from === undefined) this.#maybeFinishRebuild(transfer);
+    }
+  }
+
+  tick(now: number): void {
+    let inFlight = 0;
+    for (const transfer of this.#transfers.values()) {
+      if (transfer.sentAt === undefined) continue;
+      if (now - transfer.sentAt >= this.#timeoutMs) this.#retry(transfer, now);
+      inFlight++;
+    }
+    for (const transfer of this.#transfers.values()) {
+      if (inFlight >= this.#maxInFlight) break;
+      if (transfer.sentAt !== undefined) continue;
+      this.#send(transfer, now);
+      inFlight++;
+    }
+  }
+
+  receive(from: string, message: ClusterMessage): void {
+    switch (message.t) {
+      case 'handoff-data': {
+        const transfer = this.#transfers.get(message.bucket);
+        if (transfer === undefined || transfer.epoch !== message.epoch || transfer.from !== from) return;
+        this.#finish(transfer, message.entries, 'handoff');
+        return;
+      }
+      case 'handoff-refused': {
+        const transfer = this.#transfers.get(message.bucket);
+        if (transfer === undefined || transfer.epoch !== message.epoch || transfer.from !== from) return;
+        this.#fallBackToRebuild(transfer, `${from} refused: ${message.reason}`);
+        return;
+      }
+      case 'report': {
+        const transfer = this.#transfers.get(message.bucket);
+        if (transfer === undefined || transfer.epoch !== message.epoch || transfer.from !== undefined) return;
+        transfer.reports.set(from, message.entries);
+        this.#maybeFinishRebuild(transfer);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  #send(transfer: Transfer, now: number): void {
+    transfer.sentAt = now;
+    if (transfer.from !== undefined) {
+      transfer.attempts++;
+      this.#io.send(transfer.from, { t: 'handoff-request', bucket: transfer.bucket, epoch: transfer.epoch });
+      return;
+    }
+    for (const member of this.#live) {
+      if (member === this.#self || transfer.reports.has(member)) continue;
+      transfer.asked.add(member);
+      this.#io.send(member, { t: 'report-request', bucket: transfer.bucket, epoch: transfer.epoch });
+    }
+    this.#maybeFinishRebuild(transfer);
+  }
+
+  #retry(transfer: Transfer, now: number): void {
+    if (transfer.from !== undefined && transfer.attempts >= this.#attempts) {
+      this.#fallBackToRebuild(transfer, `${transfer.from} did not answer ${transfer.attempts} requests`);
+    }
+    this.#send(transfer, now);
+  }
+
+  #fallBackToRebuild(transfer: Transfer, why: string): void {
+    this.#io.log('warn', `bucket ${transfer.bucket}: rebuilding its directory from the members (${why})`, { bucket: transfer.bucket, epoch: transfer.epoch });
+    transfer.from = undefined;
+    transfer.sentAt = undefined;
+  }
+
+  /** A rebuild is complete when every live member asked has reported (this node reports locally). */
+  #maybeFinishRebuild(transfer: Transfer): void {
+    if (transfer.from !== undefined || transfer.sentAt === undefined) return;
+    for (const member of transfer.asked) if (!transfer.reports.has(member)) return;
+    const entries: DirectoryEntry[] = [];
+    for (const report of transfer.reports.values()) entries.push(...report);
+    this.rebuilt++;
+    this.#finish(transfer, entries, 'rebuild');
+  }
+
+  #finish(transfer: Transfer, entries: DirectoryEntry[], source: 'handoff' | 'rebuild'): void {
+    this.#transfers.delete(transfer.bucket);
+    this.completed++;
+    this.#io.install(transfer.bucket, transfer.epoch, entries, source);
+  }
+}

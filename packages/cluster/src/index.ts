@@ -1,0 +1,12 @@
+/**
+ * @wadi/cluster: the protocol logic of a wadi cluster as state machines with no I/O: the layout
+ * planner, membership and failure detection, election, and the majority commit of layouts. A real
+ * node and the simulator drive the same code.
+ */
+export * from './cluster-member.js';
+export * from './election.js';
+export * from './handoff.js';
+export * from './layout.js';
+export * from './membership.js';
+export * from './messages.js';
+export * from './planner.js';

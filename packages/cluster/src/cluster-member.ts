@@ -73,6 +73,8 @@ export interface ClusterIO {
   removed(reason: string): void;
   /** A graceful leave completed: the process may exit. */
   left(): void;
+  /** A member was declared down (or left): its sessions are gone from directories. */
+  memberDown?(id: string): void;
   log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
 }
 
@@ -327,6 +329,7 @@ export class ClusterMember {
       if (merged.state === 'down') {
         this.#suspects.delete(merged.id);
         this.#io.forget(merged.url);
+        this.#io.memberDown?.(merged.id);
       } else if (before === undefined || before.incarnation !== merged.incarnation || before.url !== merged.url) {
         if (before !== undefined && before.url !== merged.url) this.#io.forget(before.url);
         // Watch a newcomer from when we learn of it, not from when this node started.
@@ -472,6 +475,7 @@ export class ClusterMember {
     if (entry === undefined) return;
     this.#io.log('warn', `member ${id} (incarnation ${entry.incarnation}) declared down`, { id });
     this.#io.forget(entry.url);
+    this.#io.memberDown?.(id);
     this.#gossipAll();
     this.#planAfter = this.#now;
     this.#elect();
@@ -688,6 +692,11 @@ export class ClusterMember {
     this.#io.log('info', 'layout committed', { epoch: layout.epoch, coordinator: layout.coordinator, owned: counts });
     this.#io.committed(layout, previous);
     if (this.#phase === 'leaving') this.#continueLeave();
+  }
+
+  /** Ids of the members that are not down (this node included). */
+  liveMembers(): string[] {
+    return this.#table.live().map((entry) => entry.id);
   }
 
   /** Buckets this node owns in the committed layout. */

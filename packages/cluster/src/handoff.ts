@@ -52,6 +52,8 @@ export class HandoffTracker {
   /** bucket -> transfer, in the order they were queued. */
   readonly #transfers = new Map<number, Transfer>();
   #live: readonly string[] = [];
+  #now = 0;
+  #filling = false;
   completed = 0;
   rebuilt = 0;
 
@@ -98,6 +100,15 @@ export class HandoffTracker {
     }
   }
 
+  /** Rebuilds these owned buckets from the members (e.g. the worker holding them was replaced). */
+  rebuild(buckets: readonly number[], epoch: number): void {
+    for (const bucket of buckets) {
+      const transfer = this.#transfers.get(bucket);
+      if (transfer !== undefined) this.#fallBackToRebuild(transfer, 'asked to rebuild');
+      else this.#transfers.set(bucket, { bucket, epoch, from: undefined, attempts: 0, sentAt: undefined, asked: new Set(), reports: new Map() });
+    }
+  }
+
   /** Membership changed without a new layout: a member that went down cannot answer any more. */
   membersChanged(live: readonly string[]): void {
     this.#live = live;
@@ -109,18 +120,37 @@ export class HandoffTracker {
   }
 
   tick(now: number): void {
+    this.#now = now;
     let inFlight = 0;
     for (const transfer of this.#transfers.values()) {
       if (transfer.sentAt === undefined) continue;
       if (now - transfer.sentAt >= this.#timeoutMs) this.#retry(transfer, now);
       inFlight++;
     }
-    for (const transfer of this.#transfers.values()) {
-      if (inFlight >= this.#maxInFlight) break;
-      if (transfer.sentAt !== undefined) continue;
-      this.#send(transfer, now);
-      inFlight++;
+    this.#fill(now, inFlight);
+  }
+
+  /** Starts queued transfers while fewer than `maxInFlight` are under way. */
+  #fill(now: number, inFlight = this.#inFlight()): void {
+    // A transfer can finish inside #send (a rebuild with nobody to ask): the loop below goes on.
+    if (this.#filling) return;
+    this.#filling = true;
+    try {
+      for (const transfer of this.#transfers.values()) {
+        if (inFlight >= this.#maxInFlight) break;
+        if (transfer.sentAt !== undefined) continue;
+        this.#send(transfer, now);
+        if (this.#transfers.has(transfer.bucket)) inFlight++;
+      }
+    } finally {
+      this.#filling = false;
     }
+  }
+
+  #inFlight(): number {
+    let inFlight = 0;
+    for (const transfer of this.#transfers.values()) if (transfer.sentAt !== undefined) inFlight++;
+    return inFlight;
   }
 
   receive(from: string, message: ClusterMessage): void {
@@ -191,5 +221,7 @@ export class HandoffTracker {
     this.#transfers.delete(transfer.bucket);
     this.completed++;
     this.#io.install(transfer.bucket, transfer.epoch, entries, source);
+    // The next transfer starts now rather than at the next tick: a join moves hundreds of buckets.
+    this.#fill(this.#now);
   }
 }

@@ -4,6 +4,7 @@
  * node and the simulator drive the same code.
  */
 export * from './cluster-member.js';
+export * from './directory.js';
 export * from './election.js';
 export * from './handoff.js';
 export * from './layout.js';

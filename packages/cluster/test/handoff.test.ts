@@ -42,6 +42,18 @@ describe('HandoffTracker', () => {
     expect(t.pending).toBe(2);
   });
 
+  it('starts the next transfer as soon as one completes, without waiting for a tick', () => {
+    const { t, sent, installed } = tracker({ maxInFlight: 2 });
+    t.layoutCommitted(layout(2, Array(10).fill('d')), layout(1, Array(10).fill('a')), ['a', 'd']);
+    t.tick(0);
+    for (let bucket = 0; bucket < 10; bucket++) {
+      expect(sent.filter((s) => s.message.t === 'handoff-request').length).toBe(Math.min(10, bucket + 2));
+      t.receive('a', { t: 'handoff-data', bucket, epoch: 2, entries: [] });
+    }
+    expect(installed.length).toBe(10);
+    expect(t.pending).toBe(0);
+  });
+
   it('ignores data for another epoch or from another node, and duplicates', () => {
     const { t, installed } = tracker();
     t.layoutCommitted(layout(5, ['d']), layout(4, ['a']), ['a', 'd']);

@@ -53,6 +53,8 @@ export interface StatelessExecutor {
 export interface ParkedStateStore {
   load(type: string, id: string): Uint8Array | undefined;
   save(type: string, id: string, state: Uint8Array): void;
+  /** The (type, id) pairs parked here. */
+  keys(): Iterable<[type: string, id: string]>;
   readonly size: number;
 }
 
@@ -66,6 +68,12 @@ export class MemoryParkedStateStore implements ParkedStateStore {
   }
   save(type: string, id: string, state: Uint8Array): void {
     this.#states.set(`${type}\u0000${id}`, state);
+  }
+  *keys(): Iterable<[type: string, id: string]> {
+    for (const key of this.#states.keys()) {
+      const split = key.indexOf('\u0000');
+      yield [key.slice(0, split), key.slice(split + 1)];
+    }
   }
   get size(): number {
     return this.#states.size;
@@ -94,6 +102,8 @@ export interface ActorSystemOptions {
   idleSweepMs?: number;
   /** Called when a tell's handler fails: nobody waits for it, but it must not vanish. */
   onTellFailure?: (type: string, id: string, method: string, error: unknown) => void;
+  /** Called when an actor is activated here (fresh or from parked state), before its first turn. */
+  onActivated?: (type: string, id: string) => void;
 }
 
 export interface SystemStats {
@@ -121,6 +131,7 @@ export class ActorSystem implements ActivationHost {
   readonly #statelessExecutor: StatelessExecutor;
   readonly #parked: ParkedStateStore;
   readonly #onTellFailure: NonNullable<ActorSystemOptions['onTellFailure']>;
+  readonly #onActivated: ActorSystemOptions['onActivated'];
   readonly #activations = new Map<string, Activation>();
   readonly #pending: PendingAsks;
   readonly #idleSweepMs: number;
@@ -152,6 +163,7 @@ export class ActorSystem implements ActivationHost {
     this.#parked = options.parkedStates ?? new MemoryParkedStateStore();
     this.#idleSweepMs = options.idleSweepMs ?? 1000;
     this.#onTellFailure = options.onTellFailure ?? defaultTellFailure;
+    this.#onActivated = options.onActivated;
     this.#pending = new PendingAsks(this.scheduler, undefined, options.firstRequestId ?? 1);
   }
 
@@ -248,6 +260,14 @@ export class ActorSystem implements ActivationHost {
       activated: this.#activated,
       deactivated: this.#deactivated,
     };
+  }
+
+  /** Every (type, id) this thread hosts: active, or parked after deactivation. */
+  hostedIds(): [type: string, id: string][] {
+    const ids: [string, string][] = [];
+    for (const activation of this.#activations.values()) ids.push([activation.type, activation.id]);
+    for (const key of this.#parked.keys()) ids.push(key);
+    return ids;
   }
 
   /** True when no turn is queued or running here and no ask from here awaits a reply. */
@@ -401,6 +421,7 @@ export class ActorSystem implements ActivationHost {
     this.#activations.set(key, activation);
     this.#activated++;
     if (def.idleTimeoutMs !== undefined) this.#armIdleSweep();
+    this.#onActivated?.(def.name, id);
     return activation;
   }
 

@@ -819,3 +819,22 @@ describe('an actor whose state can no longer be copied', () => {
     expect(await system.ref(Poison, 'fine').inc()).toBe(2);
   });
 });
+
+describe('what a thread hosts', () => {
+  it('reports activations before their first turn, and lists active and parked actors', async () => {
+    const activated: string[] = [];
+    const system = new ActorSystem({ onActivated: (type, id) => activated.push(`${type}/${id}`) });
+    system.registry.add(Counter);
+    const a = system.ref(Counter, 'a');
+    const b = system.ref(Counter, 'b');
+    await a.add(1);
+    await b.add(2);
+    expect(activated).toEqual(['Counter/a', 'Counter/b']);
+    expect(system.deactivate('Counter', 'a')).toBe(true);
+    expect(system.hostedIds().map(([type, id]) => `${type}/${id}`).sort()).toEqual(['Counter/a', 'Counter/b']);
+    expect(await a.add(1)).toBe(2);
+    expect(activated).toEqual(['Counter/a', 'Counter/b', 'Counter/a']);
+    expect(system.hostedIds().length).toBe(2);
+    system.stop();
+  });
+});

@@ -18,6 +18,7 @@ import {
   DEFAULT_BUCKETS,
   DEFAULT_MAILBOX_CAPACITY,
   InvalidArgument,
+  Kind,
   LOCAL,
   Registry,
   Unavailable,
@@ -33,7 +34,11 @@ import {
   type RefOptions,
   type StatelessExecutor,
   type SystemStats,
+  type TellEnvelope,
 } from '@wadi/core';
+import { startCluster, type ClusterHandle, type ClusterHost, type ClusterOptions } from './cluster-node.js';
+import type { DirectoryEntry } from '@wadi/cluster';
+import { BUCKET_ACTOR, type DirectoryStats } from './internal/bucket-host.js';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { loadActorModules, toModuleUrl } from './internal/modules.js';
 import { MAIN_THREAD, type StatelessPoolData, type StatelessTask, type WorkerControl, type WorkerData } from './internal/protocol.js';
@@ -56,6 +61,8 @@ export interface NodeOptions {
   maxHeldBytes?: number;
   /** Worker restarts allowed per minute before a worker is given up for good (default 5). */
   maxRestartsPerMinute?: number;
+  /** Makes this node a cluster member: listen for other nodes, join through seeds. */
+  cluster?: ClusterOptions;
 }
 
 export interface WorkerStats extends SystemStats {
@@ -78,11 +85,16 @@ export interface WadiNode {
   /** Actor type names this node can host. */
   readonly actorTypes: readonly string[];
   readonly events: EventEmitter;
+  /** Membership, layout and status when the node is a cluster member. */
+  readonly cluster: ClusterHandle | undefined;
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D>;
   /** Which worker hosts (`def`, `id`), or 'main' for stateless types. */
   locate(def: AnyActorDef, id: string): number | 'main';
   stats(): Promise<NodeStats>;
-  /** Graceful stop: refuse new calls, finish accepted ones (bounded by `timeoutMs`), end all threads. */
+  /**
+   * Graceful stop: a cluster member first leaves (hands its buckets off); then new calls are
+   * refused, accepted ones finish (bounded by `timeoutMs`), and every thread ends.
+   */
   stop(options?: { timeoutMs?: number }): Promise<void>;
 }
 
@@ -125,8 +137,10 @@ class LocalNode implements WadiNode {
   readonly buckets: number;
   readonly events = new EventEmitter();
   actorTypes: readonly string[] = [];
+  cluster: ClusterHandle | undefined;
   readonly #modules: string[];
-  readonly #options: Required<Omit<NodeOptions, 'actors' | 'workers' | 'buckets'>>;
+  readonly #options: Required<Omit<NodeOptions, 'actors' | 'workers' | 'buckets' | 'cluster'>>;
+  readonly #clusterOptions: ClusterOptions | undefined;
   readonly #registry = new Registry();
   readonly #slots: WorkerSlot[] = [];
   readonly #system: ActorSystem;
@@ -141,6 +155,7 @@ class LocalNode implements WadiNode {
     }
     this.buckets = validateBucketCount(options.buckets ?? DEFAULT_BUCKETS);
     this.#modules = (options.actors ?? []).map(toModuleUrl);
+    this.#clusterOptions = options.cluster;
     this.#options = {
       askTimeoutMs: positive('askTimeoutMs', options.askTimeoutMs ?? DEFAULT_ASK_TIMEOUT_MS),
       mailboxCapacity: positive('mailboxCapacity', options.mailboxCapacity ?? DEFAULT_MAILBOX_CAPACITY),
@@ -174,6 +189,57 @@ class LocalNode implements WadiNode {
       this.#attach(slot);
       slot.state = 'up';
     }
+    if (this.#clusterOptions !== undefined) {
+      this.cluster = await startCluster(this.#clusterHost(), this.#clusterOptions);
+      this.events.on('worker-restarted', ({ index }: { index: number }) => this.cluster?.workerRestarted(index));
+    }
+  }
+
+  /** What the cluster side may ask of this node's workers. */
+  #clusterHost(): ClusterHost {
+    const upSlots = (): WorkerSlot[] => this.#slots.filter((slot) => slot.state === 'up');
+    const slotOf = (bucket: number): WorkerSlot => this.#slots[bucket % this.workers]!;
+    return {
+      workers: this.workers,
+      buckets: this.buckets,
+      sessionCounts: () => this.#sessionCounts(),
+      applyLayout: async (self, epoch, owners) => {
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.setLayout(self, epoch, owners))));
+      },
+      deliverToBucket: (envelope) => {
+        try {
+          slotOf(Number(envelope[2])).link.send(envelope);
+        } catch (error) {
+          console.warn(`wadi: directory update for bucket ${envelope[2]} not delivered: ${(error as Error).message}`);
+        }
+      },
+      installBucket: (bucket, epoch, entries) => this.#control(slotOf(bucket), (c) => c.installBucket(bucket, epoch, entries)),
+      exportBucket: (bucket) => this.#control(slotOf(bucket), (c) => c.exportBucket(bucket)),
+      reportBucket: async (bucket) => {
+        const reports = await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.reportBucket(bucket)).catch((): DirectoryEntry[] => [])));
+        return reports.flat();
+      },
+      forgetNode: async (node) => {
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node)).catch(() => 0)));
+      },
+      lookupSession: (bucket, key) => this.#control(slotOf(bucket), (c) => c.lookupSession(bucket, key)),
+      directoryStats: async () => {
+        const all = await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.directoryStats()).catch((): DirectoryStats => ({ buckets: 0, entries: 0 }))));
+        return all.reduce((sum, stats) => ({ buckets: sum.buckets + stats.buckets, entries: sum.entries + stats.entries }), { buckets: 0, entries: 0 });
+      },
+    };
+  }
+
+  async #sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number> }> {
+    const { workers } = await this.stats();
+    let memory = 0;
+    let calls = 0;
+    for (const worker of workers) {
+      memory += worker.activations;
+      calls += worker.turns;
+    }
+    // Sessions are still hosted where their bucket's worker is, so every call so far took 0 hops.
+    return { memory, disk: 0, hops: calls === 0 ? {} : { '0': calls } };
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
@@ -201,6 +267,10 @@ class LocalNode implements WadiNode {
   }
 
   async #stop(timeoutMs: number): Promise<void> {
+    if (this.cluster !== undefined) {
+      await this.cluster.leave();
+      await this.cluster.close();
+    }
     this.#system.close('the node is stopping');
     const deadline = performance.now() + timeoutMs;
     await this.#system.drain(timeoutMs);
@@ -251,7 +321,11 @@ class LocalNode implements WadiNode {
     let signalExit!: (error: Error) => void;
     slot.exited = new Promise<never>((_, reject) => (signalExit = reject));
     slot.exited.catch(() => undefined);
-    const deliver = (envelope: Envelope): void => this.#system.receive(envelope);
+    const deliver = (envelope: Envelope): void => {
+      // Directory updates for buckets another node owns pass through here on their way out.
+      if (envelope[0] === Kind.Tell && envelope[1] === BUCKET_ACTOR) this.cluster?.forwardDirectoryUpdate(envelope as TellEnvelope);
+      else this.#system.receive(envelope);
+    };
     worker.on('message', (batch) => receiveBatch(batch, deliver, (error) => console.error(`wadi: undecodable batch from worker ${slot.index}:`, error)));
     worker.on('error', (error) => console.error(`wadi: worker ${slot.index} threw:`, error));
     worker.once('exit', (exitCode) => {

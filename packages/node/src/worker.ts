@@ -5,6 +5,7 @@
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { ActorSystem, Registry, Unavailable, WorkerCrashed, type Envelope } from '@wadi/core';
+import { BucketHost } from './internal/bucket-host.js';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { loadActorModules } from './internal/modules.js';
 import { MAIN_THREAD, REQUEST_ID_SPAN, type WorkerControl, type WorkerData } from './internal/protocol.js';
@@ -18,6 +19,21 @@ const registry = new Registry();
 const links = new Map<number, PortLink>();
 const router = new BucketRouter(data.buckets, roundRobinTable(data.buckets, data.workers), data.index, MAIN_THREAD);
 
+const send = (destination: number, envelope: Envelope): void => {
+  const link = links.get(destination);
+  if (link === undefined) throw new Unavailable(`worker ${data.index} has no link to destination ${destination}`);
+  link.send(envelope);
+};
+
+const buckets = new BucketHost(
+  data.index,
+  data.workers,
+  data.buckets,
+  send,
+  () => system.hostedIds(),
+  (message) => console.warn(`wadi worker ${data.index}: ${message}`),
+);
+
 const system = new ActorSystem({
   registry,
   router,
@@ -25,16 +41,13 @@ const system = new ActorSystem({
   firstRequestId: data.incarnation * REQUEST_ID_SPAN + 1,
   askTimeoutMs: data.askTimeoutMs,
   mailboxCapacity: data.mailboxCapacity,
-  transport: {
-    send(destination: number, envelope: Envelope) {
-      const link = links.get(destination);
-      if (link === undefined) throw new Unavailable(`worker ${data.index} has no link to destination ${destination}`);
-      link.send(envelope);
-    },
-  },
+  transport: { send },
+  onActivated: (type, id) => buckets.sessionActivated(type, id),
 });
 
-const deliver = (envelope: Envelope): void => system.receive(envelope);
+const deliver = (envelope: Envelope): void => {
+  if (!buckets.receive(envelope)) system.receive(envelope);
+};
 const reportBadBatch = (error: unknown): void => console.error(`wadi worker ${data.index}: dropped an undecodable batch:`, error);
 
 links.set(MAIN_THREAD, new PortLink(`link from worker ${data.index} to main`, toMain, data.maxHeldBytes));
@@ -59,6 +72,13 @@ const control: WorkerControl = {
     return system.failPendingTo(peer, () => new WorkerCrashed(`worker ${peer} died before replying`));
   },
   stats: () => system.stats(),
+  setLayout: (self, epoch, owners) => buckets.setLayout(self, epoch, owners),
+  installBucket: (bucket, epoch, entries) => buckets.install(bucket, epoch, entries),
+  exportBucket: (bucket) => buckets.export(bucket),
+  reportBucket: (bucket) => buckets.report(bucket),
+  forgetNode: (node) => buckets.forgetNode(node),
+  directoryStats: () => buckets.stats(),
+  lookupSession: (bucket, key) => buckets.lookup(bucket, key),
   drain: (timeoutMs) => system.drain(timeoutMs),
   stop() {
     system.stop();

@@ -4,7 +4,9 @@
  * The message hot path does not go through here: it is batched envelopes over MessagePorts.
  */
 import type { MessagePort } from 'node:worker_threads';
+import type { DirectoryEntry } from '@wadi/cluster';
 import type { SystemStats } from '@wadi/core';
+import type { DirectoryStats } from './bucket-host.js';
 
 /** The destination index of a node's main thread; workers are 0..W-1. */
 export const MAIN_THREAD = -2;
@@ -33,6 +35,19 @@ export interface WorkerControl {
   /** Worker `peer` died: fail what waits on it and hold new messages until it is back. */
   peerDown(peer: number): number;
   stats(): SystemStats;
+  /** A committed layout: `owners[b]` is the node id owning bucket b; `self` is this node's id. */
+  setLayout(self: string, epoch: number, owners: string[]): void;
+  /** Installs the directory of a bucket this worker gained (merged beneath updates already applied). */
+  installBucket(bucket: number, epoch: number, entries: DirectoryEntry[]): void;
+  /** Hands off a bucket this worker lost: its entries, or null if it holds no installed directory. */
+  exportBucket(bucket: number): DirectoryEntry[] | null;
+  /** The sessions this worker hosts in `bucket`. */
+  reportBucket(bucket: number): DirectoryEntry[];
+  /** Drops directory entries that point at a node that is down; returns how many. */
+  forgetNode(node: string): number;
+  directoryStats(): DirectoryStats;
+  /** Where the directory of `bucket` (if this worker holds it) says session `key` lives. */
+  lookupSession(bucket: number, key: string): { node: string; worker: number } | undefined;
   /** Resolves true once every accepted message has been processed (false on timeout). */
   drain(timeoutMs: number): Promise<boolean>;
   stop(): void;

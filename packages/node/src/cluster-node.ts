@@ -1,0 +1,575 @@
+/**
+ * Membership of a node in a cluster: drives the sans-IO `ClusterMember` state machine with real
+ * I/O. It owns the WebSocket transport to the other nodes, the clock (a tick every
+ * `tickMs`), the node's data directory (identity, incarnation, committed layout) and the HTTP
+ * status endpoint.
+ *
+ * The state machine decides; this module only carries out what it asks (send, dial, persist) and
+ * reports what happened (connections, messages, time).
+ */
+import { EventEmitter } from 'node:events';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { join } from 'node:path';
+import {
+  ClusterMember,
+  HandoffTracker,
+  bucketsOf,
+  ownedCounts,
+  parseClusterMessage,
+  validateLayout,
+  type ClusterIO,
+  type ClusterMessage,
+  type ClusterStatus,
+  type ClusterTimings,
+  type DirectoryEntry,
+  type ElectionPolicy,
+  type Layout,
+  type PersistedClusterState,
+} from '@wadi/cluster';
+import { InvalidArgument, Kind, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
+import { BUCKET_ACTOR, type DirectoryStats } from './internal/bucket-host.js';
+import { ClusterTransport, type PeerIdentity } from './internal/cluster-transport.js';
+
+export interface ClusterOptions {
+  /** This node's id (default `host:port`); stable across restarts. */
+  id?: string;
+  /** Address to listen on for other nodes (default 127.0.0.1). */
+  host?: string;
+  /** WebSocket port (default 7101; 0 picks a free one). */
+  port?: number;
+  /** URL other nodes dial, when it differs from ws://host:port (e.g. behind NAT). */
+  advertisedUrl?: string;
+  /** HTTP port for `GET /status` (none if undefined; 0 picks a free one). */
+  httpPort?: number;
+  /** URLs of nodes to join through. Empty: this node forms a new cluster. */
+  seeds?: readonly string[];
+  /** Directory for this node's durable state (identity, incarnation, committed layout). */
+  dataDir?: string;
+  /** The cluster secret every member proves it holds (default: the WADI_SECRET environment variable). */
+  secret?: string;
+  /** Nodes with another cluster name are refused (default 'wadi'). */
+  clusterName?: string;
+  /** Serve and dial `wss://` with this key and certificate (PEM files). */
+  tls?: { keyFile: string; certFile: string; caFile?: string };
+  timings?: Partial<ClusterTimings>;
+  election?: ElectionPolicy;
+  /** Largest WebSocket frame accepted from a peer (default 16 MiB). */
+  maxPayloadBytes?: number;
+  /** Bytes queued to one peer past which sends fail with `Overloaded` (default 8 MiB), until below the low mark (1 MiB). */
+  highWaterMarkBytes?: number;
+  lowWaterMarkBytes?: number;
+  /** How often the state machine's clock ticks (default 100 ms). */
+  tickMs?: number;
+  /** Bucket moves per committed layout (default: all; handoffs are rate limited separately). */
+  maxMovesPerLayout?: number;
+  /** Bucket handoffs in flight at once (default 8). */
+  maxHandoffs?: number;
+  /** A handoff phase with no answer in this long is retried (default 2000 ms); after 3 tries the bucket is rebuilt. */
+  handoffTimeoutMs?: number;
+  log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+}
+
+/** What the cluster side needs from the node that hosts the actors. */
+export interface ClusterHost {
+  readonly workers: number;
+  readonly buckets: number;
+  sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number> }>;
+  /** Gives every worker the committed layout (`owners[b]` = owner node id). */
+  applyLayout(self: string, epoch: number, owners: string[]): Promise<void>;
+  /** Delivers a directory update to the worker holding its bucket here. */
+  deliverToBucket(envelope: TellEnvelope): void;
+  installBucket(bucket: number, epoch: number, entries: DirectoryEntry[]): Promise<void>;
+  exportBucket(bucket: number): Promise<DirectoryEntry[] | null>;
+  reportBucket(bucket: number): Promise<DirectoryEntry[]>;
+  forgetNode(node: string): Promise<void>;
+  directoryStats(): Promise<DirectoryStats>;
+  lookupSession(bucket: number, key: string): Promise<{ node: string; worker: number } | undefined>;
+}
+
+export interface NodeStatus {
+  id: string;
+  incarnation: number;
+  url: string;
+  coordinator: string | null;
+  epoch: number;
+  members: { id: string; url: string; state: string; incarnation: number }[];
+  buckets: { total: number; owned: number; byMember: Record<string, number>; handoffsPending: number; handoffsCompleted: number; rebuilt: number };
+  directory: DirectoryStats & { droppedUpdates: number };
+  sessions: { memory: number; disk: number };
+  routing: { hops: Record<string, number> };
+}
+
+/** Events: 'layout' (layout, previous), 'left', 'removed' (reason). */
+export interface ClusterHandle {
+  readonly id: string;
+  readonly incarnation: number;
+  readonly url: string;
+  /** `http://host:port` of the status endpoint, if one was asked for. */
+  readonly httpUrl: string | undefined;
+  readonly events: EventEmitter;
+  layout(): Layout | null;
+  status(): Promise<NodeStatus>;
+  /** Graceful leave: announce it, hand off every bucket, resolve once the cluster no longer needs this node. */
+  leave(): Promise<void>;
+  /** Closes connections and servers at once (after `leave`, or to simulate a crash in tests). */
+  close(): Promise<void>;
+  /**
+   * What this node's bucket directory says about session (`type`, `id`): its location, undefined
+   * if the directory has no entry, or 'not-owner' when another node owns the bucket.
+   */
+  lookup(type: string, id: string): Promise<{ node: string; worker: number } | undefined | 'not-owner'>;
+  /** Sends a directory update from a worker here to the node owning its bucket. */
+  forwardDirectoryUpdate(envelope: TellEnvelope): void;
+  /** A worker was replaced: give it the layout and rebuild the directories it held. */
+  workerRestarted(index: number): void;
+}
+
+const DEFAULT_PORT = 7101;
+
+export async function startCluster(host: ClusterHost, options: ClusterOptions): Promise<ClusterHandle> {
+  const membership = new Membership(host, options);
+  try {
+    await membership.start();
+  } catch (error) {
+    await membership.close();
+    throw error;
+  }
+  return membership;
+}
+
+class Membership implements ClusterHandle {
+  readonly events = new EventEmitter();
+  id: string;
+  incarnation = 0;
+  httpUrl: string | undefined;
+  readonly #host: ClusterHost;
+  readonly #options: ClusterOptions;
+  readonly #log: NonNullable<ClusterOptions['log']>;
+  #transport: ClusterTransport | undefined;
+  #member: ClusterMember | undefined;
+  #http: Server | undefined;
+  #ticker: NodeJS.Timeout | undefined;
+  #left: Promise<void> | undefined;
+  #signalLeft: (() => void) | undefined;
+  #closed = false;
+  #handoffs: HandoffTracker | undefined;
+  /** Buckets this node lost and has not handed off yet: a leave waits for them. */
+  readonly #toHandOff = new Set<number>();
+  /** Applying the latest layout to the workers; handoff requests wait for it. */
+  #layoutApplied: Promise<void> = Promise.resolve();
+  #droppedUpdates = 0;
+
+  constructor(host: ClusterHost, options: ClusterOptions) {
+    this.#host = host;
+    this.#options = options;
+    this.#log = options.log ?? defaultLog;
+    const secret = options.secret ?? process.env['WADI_SECRET'];
+    if (secret === undefined || secret.length === 0) {
+      throw new InvalidArgument('a cluster needs a secret: set WADI_SECRET (or the `secret` option)');
+    }
+    this.id = options.id ?? `${options.host ?? '127.0.0.1'}:${options.port ?? DEFAULT_PORT}`;
+    if (!/^[\w.:@-]{1,128}$/.test(this.id)) throw new InvalidArgument(`node id '${this.id}' must be 1-128 characters of letters, digits, '.', ':', '@', '_' or '-'`);
+  }
+
+  get url(): string {
+    return this.#transport?.url ?? '';
+  }
+
+  async start(): Promise<void> {
+    const options = this.#options;
+    let port = options.port ?? DEFAULT_PORT;
+    if (port === 0) {
+      // The default id names the port, so pick a free one now rather than let the server choose.
+      port = await freePort(options.host ?? '127.0.0.1');
+      if (options.id === undefined) this.id = `${options.host ?? '127.0.0.1'}:${port}`;
+    }
+    const persisted = this.#readDataDir();
+    this.#transport = new ClusterTransport({
+      host: options.host ?? '127.0.0.1',
+      port,
+      clusterName: options.clusterName ?? 'wadi',
+      secret: options.secret ?? process.env['WADI_SECRET'] ?? '',
+      self: { id: this.id, incarnation: this.incarnation },
+      ...(options.advertisedUrl === undefined ? {} : { advertisedUrl: options.advertisedUrl }),
+      ...(options.tls === undefined ? {} : { tls: options.tls }),
+      ...(options.maxPayloadBytes === undefined ? {} : { maxPayloadBytes: options.maxPayloadBytes }),
+      ...(options.highWaterMarkBytes === undefined ? {} : { highWaterMarkBytes: options.highWaterMarkBytes }),
+      ...(options.lowWaterMarkBytes === undefined ? {} : { lowWaterMarkBytes: options.lowWaterMarkBytes }),
+      log: this.#log,
+    });
+    await this.#transport.start();
+    const member = new ClusterMember(
+      {
+        self: { id: this.id, incarnation: this.incarnation, url: this.#transport.url, workers: this.#host.workers },
+        buckets: this.#host.buckets,
+        seeds: options.seeds ?? [],
+        ...(options.timings === undefined ? {} : { timings: options.timings }),
+        ...(options.election === undefined ? {} : { election: options.election }),
+        ...(options.maxMovesPerLayout === undefined ? {} : { maxMovesPerLayout: options.maxMovesPerLayout }),
+        ...(persisted === undefined ? {} : { persisted }),
+        handoffsDone: () => this.#toHandOff.size === 0 && (this.#handoffs?.pending ?? 0) === 0,
+      },
+      this.#io(),
+    );
+    this.#member = member;
+    this.#handoffs = new HandoffTracker(
+      {
+        self: this.id,
+        ...(options.maxHandoffs === undefined ? {} : { maxInFlight: options.maxHandoffs }),
+        ...(options.handoffTimeoutMs === undefined ? {} : { timeoutMs: options.handoffTimeoutMs }),
+      },
+      {
+        send: (to, message) => this.#send(to, message),
+        install: (bucket, epoch, entries, source) => void this.#install(bucket, epoch, entries, source),
+        log: this.#log,
+      },
+    );
+    const transport = this.#transport;
+    transport.on('peer-up', (peer: PeerIdentity) => member.connected(peer, now()));
+    transport.on('peer-down', (peer: PeerIdentity) => member.disconnected(peer.id, now()));
+    transport.on('message', (peer: PeerIdentity, value: unknown) => this.#receive(peer, value));
+    if (options.httpPort !== undefined) await this.#startHttp(options.httpPort);
+    member.start(now());
+    this.#ticker = setInterval(() => {
+      const time = now();
+      member.tick(time);
+      this.#handoffs?.tick(time);
+    }, options.tickMs ?? 100);
+  }
+
+  layout(): Layout | null {
+    return this.#member?.committed ?? null;
+  }
+
+  async status(): Promise<NodeStatus> {
+    const cluster: ClusterStatus = this.#member!.status();
+    const layout = cluster.layout;
+    const [sessions, directory] = await Promise.all([this.#host.sessionCounts(), this.#host.directoryStats()]);
+    const handoffs = this.#handoffs!;
+    return {
+      id: this.id,
+      incarnation: this.incarnation,
+      url: this.url,
+      coordinator: cluster.coordinator ?? null,
+      epoch: cluster.epoch,
+      members: cluster.members,
+      buckets: {
+        total: this.#host.buckets,
+        owned: layout === null ? 0 : bucketsOf(layout, this.id).length,
+        byMember: layout === null ? {} : Object.fromEntries(ownedCounts(layout)),
+        handoffsPending: handoffs.pending + this.#toHandOff.size,
+        handoffsCompleted: handoffs.completed,
+        rebuilt: handoffs.rebuilt,
+      },
+      directory: { ...directory, droppedUpdates: this.#droppedUpdates },
+      sessions: { memory: sessions.memory, disk: sessions.disk },
+      routing: { hops: sessions.hops },
+    };
+  }
+
+  leave(): Promise<void> {
+    this.#left ??= new Promise<void>((resolve) => {
+      const phase = this.#member?.phase;
+      // Closed (a crash in tests, or a stop after close) or never a member: nothing to hand off.
+      if (this.#closed || phase === undefined || phase === 'removed' || phase === 'left') return resolve();
+      this.#signalLeft = resolve;
+      this.#member!.leave(now());
+    });
+    return this.#left;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#ticker !== undefined) clearInterval(this.#ticker);
+    await this.#transport?.close();
+    await new Promise<void>((resolve) => (this.#http === undefined ? resolve() : this.#http.close(() => resolve())));
+    this.#http?.closeAllConnections();
+  }
+
+  forwardDirectoryUpdate(envelope: TellEnvelope): void {
+    const layout = this.layout();
+    const bucket = Number(envelope[2]);
+    const owner = layout === null ? undefined : layout.members[layout.owners[bucket]!]?.id;
+    if (owner === undefined) {
+      this.#droppedUpdates++;
+      return;
+    }
+    if (owner === this.id) {
+      this.#host.deliverToBucket(envelope);
+      return;
+    }
+    try {
+      this.#transport!.send(owner, envelope);
+    } catch (error) {
+      // The owner is unreachable or overloaded: the rebuild of its buckets after a failure, which
+      // asks every member what it hosts, repairs what is lost here.
+      this.#droppedUpdates++;
+      this.#log('warn', `directory update for bucket ${bucket} not sent to ${owner}: ${(error as Error).message}`);
+    }
+  }
+
+  async lookup(type: string, id: string): Promise<{ node: string; worker: number } | undefined | 'not-owner'> {
+    const layout = this.layout();
+    const bucket = bucketOf(id, this.#host.buckets);
+    if (layout === null || layout.members[layout.owners[bucket]!]?.id !== this.id) return 'not-owner';
+    await this.#layoutApplied;
+    return this.#host.lookupSession(bucket, activationKey(type, id));
+  }
+
+  workerRestarted(index: number): void {
+    const layout = this.layout();
+    if (layout === null) return;
+    const owners = layout.owners.map((owner) => layout.members[owner]!.id);
+    const lost = bucketsOf(layout, this.id).filter((bucket) => bucket % this.#host.workers === index);
+    void this.#applyLayout(layout, owners).then(() => this.#handoffs?.rebuild(lost, layout.epoch));
+  }
+
+  #receive(peer: PeerIdentity, value: unknown): void {
+    if (Array.isArray(value)) {
+      this.#receiveEnvelope(peer, value as Envelope);
+      return;
+    }
+    let message: ClusterMessage;
+    try {
+      message = parseClusterMessage(value, this.#host.buckets);
+    } catch (error) {
+      this.#log('warn', `refused a cluster message from ${peer.id}: ${(error as Error).message}`, { peer: peer.id });
+      return;
+    }
+    switch (message.t) {
+      case 'handoff-request':
+        void this.#handOff(peer.id, message.bucket, message.epoch);
+        return;
+      case 'report-request':
+        void this.#report(peer.id, message.bucket, message.epoch);
+        return;
+      case 'handoff-data':
+      case 'handoff-refused':
+      case 'report':
+        this.#handoffs?.receive(peer.id, message);
+        return;
+      default:
+        this.#member?.receive(peer.id, message, now());
+    }
+  }
+
+  /** Envelopes from other nodes: for now only directory updates cross nodes. */
+  #receiveEnvelope(peer: PeerIdentity, envelope: Envelope): void {
+    const valid =
+      envelope[0] === Kind.Tell &&
+      envelope[1] === BUCKET_ACTOR &&
+      typeof envelope[2] === 'string' &&
+      Number.isInteger(Number(envelope[2])) &&
+      Number(envelope[2]) >= 0 &&
+      Number(envelope[2]) < this.#host.buckets &&
+      (envelope[3] === 'register' || envelope[3] === 'unregister') &&
+      Array.isArray(envelope[4]) &&
+      typeof envelope[4][0] === 'string' &&
+      typeof envelope[4][1] === 'string' &&
+      Number.isInteger(envelope[4][2]);
+    if (!valid) {
+      this.#log('warn', `refused an envelope from ${peer.id}: not a directory update`, { peer: peer.id });
+      return;
+    }
+    this.#host.deliverToBucket(envelope as TellEnvelope);
+  }
+
+  #send(to: string, message: ClusterMessage): void {
+    try {
+      this.#transport?.send(to, message);
+    } catch {
+      // Not connected or overloaded: the state machines retry on their own timers.
+    }
+  }
+
+  async #applyLayout(layout: Layout, owners: string[]): Promise<void> {
+    this.#layoutApplied = this.#layoutApplied.then(() => this.#host.applyLayout(this.id, layout.epoch, owners)).catch((error: unknown) => {
+      this.#log('error', `could not give the workers layout ${layout.epoch}: ${String(error)}`);
+    });
+    return this.#layoutApplied;
+  }
+
+  #onLayout(layout: Layout, previous: Layout | null): void {
+    const owners = layout.owners.map((owner) => layout.members[owner]!.id);
+    if (previous !== null) {
+      for (let bucket = 0; bucket < previous.owners.length; bucket++) {
+        if (previous.members[previous.owners[bucket]!]!.id === this.id && owners[bucket] !== this.id) this.#toHandOff.add(bucket);
+      }
+    }
+    for (const bucket of this.#toHandOff) if (owners[bucket] === this.id) this.#toHandOff.delete(bucket);
+    void this.#applyLayout(layout, owners);
+    this.#handoffs?.layoutCommitted(layout, previous, this.#member?.liveMembers() ?? []);
+    this.events.emit('layout', layout, previous);
+  }
+
+  /** The previous owner's side of a handoff: freeze and ship the bucket's directory. */
+  async #handOff(requester: string, bucket: number, epoch: number): Promise<void> {
+    await this.#layoutApplied;
+    const layout = this.layout();
+    const refuse = (reason: string): void => this.#send(requester, { t: 'handoff-refused', bucket, epoch, reason });
+    if (layout === null || layout.epoch < epoch) return; // not there yet: the requester retries.
+    if (layout.epoch > epoch) return refuse(`this node holds epoch ${layout.epoch}`);
+    if (layout.members[layout.owners[bucket]!]?.id !== requester) return refuse(`${requester} does not own bucket ${bucket} in epoch ${epoch}`);
+    const entries = await this.#host.exportBucket(bucket).catch(() => null);
+    if (entries === null) return refuse('no directory for it here');
+    this.#toHandOff.delete(bucket);
+    this.#send(requester, { t: 'handoff-data', bucket, epoch, entries });
+  }
+
+  /** A member's part of a rebuild: what this node hosts in the bucket. */
+  async #report(requester: string, bucket: number, epoch: number): Promise<void> {
+    const entries = await this.#host.reportBucket(bucket).catch(() => []);
+    // This node will never be asked to hand the bucket off any more.
+    this.#toHandOff.delete(bucket);
+    this.#send(requester, { t: 'report', bucket, epoch, entries });
+  }
+
+  async #install(bucket: number, epoch: number, entries: DirectoryEntry[], source: 'handoff' | 'rebuild' | 'new'): Promise<void> {
+    await this.#layoutApplied;
+    const local = source === 'rebuild' ? await this.#host.reportBucket(bucket).catch(() => []) : [];
+    await this.#host.installBucket(bucket, epoch, [...entries, ...local]).catch((error: unknown) => {
+      this.#log('error', `could not install bucket ${bucket}: ${String(error)}`);
+    });
+  }
+
+  #io(): ClusterIO {
+    return {
+      send: (to, message) => this.#send(to, message),
+      dial: (url) => this.#transport?.dial(url),
+      forget: (url) => this.#transport?.forget(url),
+      persist: (state) => this.#persist(state),
+      committed: (layout, previous) => this.#onLayout(layout, previous),
+      memberDown: (id) => {
+        this.#handoffs?.membersChanged(this.#member?.liveMembers() ?? []);
+        void this.#host.forgetNode(id).catch(() => undefined);
+      },
+      removed: (reason) => this.events.emit('removed', reason),
+      left: () => {
+        this.events.emit('left');
+        // Give the final gossip a moment to leave before the caller closes the sockets.
+        setTimeout(() => this.#signalLeft?.(), 200);
+      },
+      log: this.#log,
+    };
+  }
+
+  // data directory
+
+  #readDataDir(): PersistedClusterState | undefined {
+    const dir = this.#options.dataDir;
+    if (dir === undefined) {
+      // Without a data directory, wall-clock milliseconds still give every restart a larger incarnation.
+      this.incarnation = Date.now();
+      return undefined;
+    }
+    mkdirSync(dir, { recursive: true });
+    const identity = readJson(join(dir, 'node.json')) as { id?: string; incarnation?: number } | undefined;
+    if (identity?.id !== undefined && identity.id !== this.id) {
+      throw new InvalidArgument(`data directory ${dir} belongs to node '${identity.id}', not '${this.id}'`);
+    }
+    this.incarnation = (identity?.incarnation ?? 0) + 1;
+    writeDurably(join(dir, 'node.json'), JSON.stringify({ id: this.id, incarnation: this.incarnation }));
+    const state = readJson(join(dir, 'cluster.json')) as { committed?: unknown; accepted?: unknown } | undefined;
+    if (state === undefined) return undefined;
+    const layout = (value: unknown): Layout | null => {
+      if (value === null || value === undefined) return null;
+      try {
+        return validateLayout(value, this.#host.buckets);
+      } catch (error) {
+        throw new InvalidArgument(`${join(dir, 'cluster.json')}: ${(error as Error).message}`);
+      }
+    };
+    return { committed: layout(state.committed), accepted: layout(state.accepted) };
+  }
+
+  #persist(state: PersistedClusterState): void {
+    const dir = this.#options.dataDir;
+    if (dir !== undefined) writeDurably(join(dir, 'cluster.json'), JSON.stringify(state));
+  }
+
+  // HTTP
+
+  async #startHttp(port: number): Promise<void> {
+    const server = createServer((request, response) => {
+      const path = (request.url ?? '/').split('?')[0];
+      const reply = (status: number, body: unknown): void => {
+        response.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        response.end(JSON.stringify(body));
+      };
+      if (request.method !== 'GET') return reply(405, { error: 'only GET is supported' });
+      if (path === '/status') {
+        this.status().then(
+          (status) => reply(200, status),
+          (error: unknown) => reply(500, { error: String(error) }),
+        );
+      } else if (path === '/layout') {
+        const layout = this.layout();
+        reply(200, layout === null ? null : { ...layout, ownerIds: layout.owners.map((owner) => layout.members[owner]!.id) });
+      } else {
+        reply(404, { error: `no such path: ${path}`, paths: ['/status', '/layout'] });
+      }
+    });
+    this.#http = server;
+    const host = this.#options.host ?? '127.0.0.1';
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    const address = server.address();
+    const actualPort = typeof address === 'object' && address !== null ? address.port : port;
+    this.httpUrl = `http://${host.includes(':') ? `[${host}]` : host}:${actualPort}`;
+  }
+}
+
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createNetServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+function now(): number {
+  return performance.now();
+}
+
+function readJson(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new InvalidArgument(`${path} is not valid JSON (${(error as Error).message}); fix or remove it`);
+  }
+}
+
+/** Write, fsync, then rename over the old file: a crash leaves either the old or the new content. */
+function writeDurably(path: string, content: string): void {
+  const temporary = `${path}.tmp`;
+  const fd = openSync(temporary, 'w');
+  try {
+    writeSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, path);
+}
+
+function defaultLog(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void {
+  const line = `${new Date().toISOString()} wadi ${level}: ${message}${fields === undefined ? '' : ` ${JSON.stringify(fields)}`}`;
+  if (level === 'error') console.error(line);
+  else if (level === 'warn') console.warn(line);
+  else console.log(line);
+}

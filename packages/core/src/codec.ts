@@ -12,7 +12,7 @@
  *   length bombs, deep nesting) into `DecodeError`; msgpackr >= 2.1.4 checks declared lengths
  *   against the input before allocating.
  */
-import { Packr, addExtension } from 'msgpackr';
+import { C1 as NEVER_USED, Packr, addExtension } from 'msgpackr';
 import { DecodeError, NotSerializable, describe, errorToShape, shapeToError, type ErrorShape } from './errors.js';
 
 /** msgpack extension type for errors; ours replaces msgpackr's built-in one (it drops `code`). */
@@ -71,6 +71,36 @@ export function decodeMany(bytes: Uint8Array, maxBytes = DEFAULT_MAX_DECODE_BYTE
     return packr.unpackMultiple(bytes) as unknown[];
   } catch (error) {
     throw asDecodeError(error);
+  }
+}
+
+/**
+ * `decodeMany` for bytes from outside this process (another node): also refuses the msgpack byte
+ * 0xC1 ("never used"), which msgpackr decodes to an internal marker object instead of failing.
+ * It walks the decoded values, so it costs about as much again as the decode; threads of one
+ * process, which only exchange what this codec encoded, use `decodeMany`.
+ */
+export function decodeManyFromPeer(bytes: Uint8Array, maxBytes = DEFAULT_MAX_DECODE_BYTES): unknown[] {
+  const values = decodeMany(bytes, maxBytes);
+  rejectNeverUsed(values);
+  return values;
+}
+
+function rejectNeverUsed(root: unknown): void {
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const value = stack.pop();
+    if (typeof value !== 'object' || value === null || ArrayBuffer.isView(value)) continue;
+    if (value === NEVER_USED) throw new DecodeError('cannot decode: the input contains the reserved msgpack byte 0xC1');
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) stack.push(value[i]);
+    } else if (value instanceof Map) {
+      for (const [key, item] of value) stack.push(key, item);
+    } else if (value instanceof Set) {
+      for (const item of value) stack.push(item);
+    } else if (!(value instanceof Date) && !(value instanceof Error)) {
+      for (const key in value) stack.push((value as Record<string, unknown>)[key]);
+    }
   }
 }
 

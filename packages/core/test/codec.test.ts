@@ -16,6 +16,7 @@ import {
   cloneValue,
   decode,
   decodeMany,
+  decodeManyFromPeer,
   encode,
   encodeView,
   errorClassesByCode,
@@ -311,5 +312,16 @@ describe('encoded bytes', () => {
     const copy = encode(value);
     const view = encodeView(value);
     expect([...view]).toEqual([...copy]);
+  });
+});
+
+describe('bytes from another node', () => {
+  it('refuses the reserved byte 0xC1 anywhere in a batch, and passes everything else', () => {
+    expect(() => decodeManyFromPeer(new Uint8Array([0xc1]))).toThrow(DecodeError);
+    expect(() => decodeManyFromPeer(new Uint8Array([0x92, 0xc1, 0x01]))).toThrow(/0xC1/);
+    expect(() => decodeManyFromPeer(concatBytes([encode({ a: 1 }), new Uint8Array([0x81, 0xa1, 0x62, 0xc1])]))).toThrow(DecodeError);
+    const values = [[0, 1, -2, 'Counter', 'a/b', 'add', [1, { deep: [new Map([['k', new Set([1])]])] }]], new Uint8Array([0xc1]), 'x'];
+    const decoded = decodeManyFromPeer(concatBytes(values.map((value) => encode(value))));
+    expect(decoded).toEqual(values);
   });
 });

@@ -38,6 +38,10 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`wadi: unknown command '${command}'\n\n${USAGE}`);
     return 2;
   }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(USAGE);
+    return 0;
+  }
   let options: NodeOptions;
   try {
     options = parseNodeOptions(rest);

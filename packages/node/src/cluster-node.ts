@@ -30,7 +30,8 @@ import {
 } from '@wadi/cluster';
 import { InvalidArgument, Kind, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
 import { BUCKET_ACTOR, type DirectoryStats } from './internal/bucket-host.js';
-import { ClusterTransport, type PeerIdentity } from './internal/cluster-transport.js';
+import { ClusterTransport, type PeerIdentity, type Rejection } from './internal/cluster-transport.js';
+import { CloseCode } from './internal/handshake.js';
 
 export interface ClusterOptions {
   /** This node's id (default `host:port`); stable across restarts. */
@@ -230,6 +231,12 @@ class Membership implements ClusterHandle {
     transport.on('peer-up', (peer: PeerIdentity) => member.connected(peer, now()));
     transport.on('peer-down', (peer: PeerIdentity) => member.disconnected(peer.id, now()));
     transport.on('message', (peer: PeerIdentity, value: unknown) => this.#receive(peer, value));
+    transport.on('rejected', (rejection: Rejection) => {
+      // A peer that knows a newer incarnation of this node's id refuses us: this process is stale.
+      if (rejection.by === 'remote' && rejection.code === CloseCode.staleIncarnation) {
+        this.events.emit('removed', `${rejection.remote} knows a newer incarnation of ${this.id}: ${rejection.reason}`);
+      }
+    });
     if (options.httpPort !== undefined) await this.#startHttp(options.httpPort);
     member.start(now());
     this.#ticker = setInterval(() => {

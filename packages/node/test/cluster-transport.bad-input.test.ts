@@ -286,6 +286,7 @@ describe('ClusterTransport: bad input after the handshake', () => {
     { name: 'an array32 length bomb', frame: new Uint8Array([0xdd, 0xff, 0xff, 0xff, 0xff]), code: CloseCode.undecodableFrame },
     { name: 'a str32 length bomb', frame: new Uint8Array([0xdb, 0xff, 0xff, 0xff, 0xff]), code: CloseCode.undecodableFrame },
     { name: 'a bin32 length bomb', frame: new Uint8Array([0xc6, 0xff, 0xff, 0xff, 0xff]), code: CloseCode.undecodableFrame },
+    { name: 'the reserved byte 0xc1 inside a value', frame: new Uint8Array([0x92, 0x01, 0xc1]), code: CloseCode.undecodableFrame },
     { name: 'an empty frame', frame: new Uint8Array(0), code: CloseCode.undecodableFrame },
     { name: 'a text frame', frame: 'text after the handshake', code: CloseCode.textFrame },
     { name: 'a frame larger than maxPayloadBytes', frame: new Uint8Array(MAX_PAYLOAD + 1), code: CloseCode.messageTooBig },

@@ -32,7 +32,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import { DecodeError, InvalidArgument, Overloaded, Unavailable, decode, decodeMany, encode, encodeView } from '@wadi/core';
+import { DecodeError, InvalidArgument, Overloaded, Unavailable, decode, decodeManyFromPeer, encode, encodeView } from '@wadi/core';
 import {
   AcceptorHandshake,
   CloseCode,
@@ -736,7 +736,7 @@ export class ClusterTransport extends EventEmitter<ClusterTransportEvents> {
     if (!identity) return;
     let values: unknown[];
     try {
-      values = decodeMany(bytes, this.#options.maxPayloadBytes);
+      values = decodeManyFromPeer(bytes, this.#options.maxPayloadBytes);
     } catch (error) {
       const reason = error instanceof DecodeError ? error.message : String(error);
       this.#refuse(connection, CloseCode.undecodableFrame, `undecodable data frame: ${reason}`);

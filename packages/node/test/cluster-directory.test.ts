@@ -127,6 +127,38 @@ describe('bucket directories in a cluster', () => {
     expect(await totalEntries([a, b])).toBe(survivors.length);
   }, 60_000);
 
+  it('loses no registration made while a join hands buckets off', async () => {
+    const a = await start();
+    const b = await start([a.cluster!.url]);
+    await agreed([a, b], 2);
+    const homes = new Map<string, string>();
+    let stop = false;
+    let made = 0;
+    // Keep activating sessions on both nodes while a third joins and pulls a third of the buckets.
+    const load = (node: WadiNode, prefix: string): Promise<void> =>
+      (async () => {
+        for (let i = 0; !stop && i < 5000; i++) {
+          const id = `${prefix}${i}/s`;
+          await node.ref(Counter, id).add(1);
+          homes.set(id, node.cluster!.id);
+          made++;
+        }
+      })();
+    const loads = [load(a, 'a'), load(b, 'b')];
+    await until(() => made >= 50, 10_000);
+    const c = await start([a.cluster!.url]);
+    await agreed([a, b, c], 3);
+    const afterJoin = made;
+    await until(() => made >= afterJoin + 50, 10_000);
+    stop = true;
+    await Promise.all(loads);
+    const ids = [...homes.keys()];
+    await until(async () => (await totalEntries([a, b, c])) === ids.length, 10_000);
+    const found = await entries([a, b, c], ids);
+    for (const id of ids) expect(found.get(id)).toBe(homes.get(id));
+    expect((await c.cluster!.status()).buckets.handoffsCompleted).toBeGreaterThan(0);
+  }, 60_000);
+
   it('places each bucket directory on worker b % W of its owner', async () => {
     const a = await start();
     await agreed([a], 1);

@@ -13,11 +13,12 @@ import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { askCrossWorker } from './benchmarks/ask-cross-worker.js';
 import { askInThread } from './benchmarks/ask-in-thread.js';
+import { clusterMembership } from './benchmarks/cluster.js';
 import { memoryPerActor } from './benchmarks/memory-per-actor.js';
 import { rawPostMessage } from './benchmarks/raw-post-message.js';
 import { formatTable, writeResults, type BenchResult, type Benchmark } from './harness.js';
 
-const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, rawPostMessage];
+const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, rawPostMessage, clusterMembership];
 
 const RESULTS_FILE = new URL('../../../bench-results.json', import.meta.url);
 

@@ -104,6 +104,8 @@ export interface ClusterStatus {
   epoch: number;
   members: MemberStatus[];
   layout: Layout | null;
+  /** Whether this node reaches a majority of the committed layout's members. */
+  quorum: boolean;
 }
 
 interface Suspicion {
@@ -161,6 +163,7 @@ export class ClusterMember {
   #lastGossipAt = -Infinity;
   #planAfter = 0;
   #leaveStartedAt = 0;
+  #hadQuorum = true;
   #now = 0;
 
   constructor(options: ClusterMemberOptions, io: ClusterIO) {
@@ -181,11 +184,23 @@ export class ClusterMember {
 
   start(now: number): void {
     this.#now = this.#startedAt = now;
-    const others = this.#options.seeds.filter((url) => url !== this.url);
-    for (const url of new Set([...others, ...(this.#committed?.members.map((member) => member.url) ?? [])])) {
-      if (url !== this.url) this.#io.dial(url);
-    }
-    if (others.length === 0) this.#form('no seeds to join');
+    for (const url of this.#contacts()) this.#io.dial(url);
+    if (this.#contacts().length === 0) this.#form('no seeds to join');
+  }
+
+  /** Whom to join through: the seeds, and the members of the last layout this node committed. */
+  #contacts(): string[] {
+    const urls = [...this.#options.seeds, ...(this.#committed?.members.map((member) => member.url) ?? [])];
+    return [...new Set(urls)].filter((url) => url !== this.url);
+  }
+
+  /**
+   * A node may form a new cluster after `formAfterMs` without hearing of one if it is the first
+   * seed, or if it has no seeds but remembers a layout (a whole cluster restarting: its first node
+   * back forms, and cannot commit until a majority of that layout's members have rejoined it).
+   */
+  #mayFormAfterWaiting(): boolean {
+    return this.#options.seeds[0] === this.url || (this.#options.seeds.length === 0 && this.#committed !== null);
   }
 
   connected(peer: { id: string; incarnation: number }, now: number): void {
@@ -239,10 +254,12 @@ export class ClusterMember {
     if (now - this.#lastGossipAt >= this.timings.heartbeatMs) this.#gossipAll();
     this.#detectFailures();
     if (this.#phase === 'joining') {
-      const firstSeed = this.#options.seeds[0] === this.url;
-      if (firstSeed && now - this.#startedAt >= this.timings.formAfterMs && !this.#knowsAnUpMember()) this.#form('no other seed answered');
+      if (this.#mayFormAfterWaiting() && now - this.#startedAt >= this.timings.formAfterMs && !this.#knowsAnUpMember()) {
+        this.#form('no other member answered');
+      }
       return;
     }
+    this.#watchQuorum();
     this.#elect();
     if (this.#coordinator === this.id) this.#coordinate();
     if (this.#phase === 'leaving') this.#continueLeave();
@@ -255,6 +272,12 @@ export class ClusterMember {
     this.#leaveStartedAt = now;
     if (this.#phase === 'joining' || this.#table.live().every((member) => member.id === this.id)) {
       this.#finishLeave('no other member to hand off to');
+      return;
+    }
+    if (!this.hasQuorum()) {
+      // No layout can be committed from a minority, so a handoff would never come: the majority
+      // side declares this node down and rebuilds its buckets from what the members host.
+      this.#finishLeave('in a minority: nobody can take the buckets over');
       return;
     }
     this.#phase = 'leaving';
@@ -286,7 +309,7 @@ export class ClusterMember {
       state: (entry.state !== 'down' && this.#suspects.has(entry.id) ? 'suspect' : entry.state) as ObservedState,
     }));
     members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    return { coordinator: this.#coordinator, epoch: this.#committed?.epoch ?? 0, members, layout: this.#committed };
+    return { coordinator: this.#coordinator, epoch: this.#committed?.epoch ?? 0, members, layout: this.#committed, quorum: this.hasQuorum() };
   }
 
   // membership
@@ -692,6 +715,25 @@ export class ClusterMember {
     this.#io.log('info', 'layout committed', { epoch: layout.epoch, coordinator: layout.coordinator, owned: counts });
     this.#io.committed(layout, previous);
     if (this.#phase === 'leaving') this.#continueLeave();
+  }
+
+  /**
+   * Whether this node reaches a majority of the committed layout's members (itself included).
+   * Without it no layout can be committed on this side: it is in a minority, or alone.
+   */
+  hasQuorum(): boolean {
+    const layout = this.#committed;
+    if (layout === null || this.#phase === 'joining') return true;
+    const reachable = layout.members.filter((member) => member.id === this.id || (this.#connected.has(member.id) && !this.#suspects.has(member.id)));
+    return reachable.length >= majority(layout.members.length);
+  }
+
+  #watchQuorum(): void {
+    const quorum = this.hasQuorum();
+    if (quorum === this.#hadQuorum) return;
+    this.#hadQuorum = quorum;
+    if (quorum) this.#io.log('info', 'a majority of the layout\'s members is reachable again', { epoch: this.#committed?.epoch ?? 0 });
+    else this.#io.log('warn', 'in a minority: fewer than a majority of the layout\'s members are reachable; no layout can change until they are', { epoch: this.#committed?.epoch ?? 0 });
   }
 
   /** Ids of the members that are not down (this node included). */

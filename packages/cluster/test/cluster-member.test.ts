@@ -199,4 +199,32 @@ describe('ClusterMember', () => {
     net.start('n3', [url('n1')], saved.get('n3'));
     net.until(() => net.agreed() && n1.member.committed!.epoch > epoch && n1.member.committed!.members.length === 3);
   });
+
+  it('a node restarted without seeds rejoins through the members it remembers, as the youngest', () => {
+    const net = new TestNetwork(64);
+    formCluster(net, 3);
+    const n1 = net.nodes.get('n1')!;
+    net.crash('n1');
+    net.until(() => net.agreed(['n2', 'n3']) && net.nodes.get('n2')!.member.committed!.members.length === 2);
+    const epoch = net.nodes.get('n2')!.member.committed!.epoch;
+    const restarted = net.start('n1', [], n1.persisted);
+    net.until(() => net.agreed() && net.nodes.get('n2')!.member.committed!.members.length === 3);
+    expect(restarted.member.coordinator).toBe('n2');
+    expect(restarted.member.committed!.epoch).toBeGreaterThan(epoch);
+    expect(restarted.log.some((line) => line.includes('forming a cluster'))).toBe(false);
+  });
+
+  it('knows when it is in a minority, and a leave from there does not wait for a handoff', () => {
+    const net = new TestNetwork(64);
+    formCluster(net, 3);
+    const n1 = net.nodes.get('n1')!;
+    expect(n1.member.status().quorum).toBe(true);
+    net.partition(['n1'], ['n2', 'n3']);
+    net.run(3000);
+    expect(n1.member.status().quorum).toBe(false);
+    expect(n1.log.some((line) => line.includes('in a minority'))).toBe(true);
+    expect(net.nodes.get('n2')!.member.status().quorum).toBe(true);
+    n1.member.leave(net.now);
+    expect(n1.left).toBe(true);
+  });
 });

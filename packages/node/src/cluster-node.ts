@@ -95,6 +95,8 @@ export interface NodeStatus {
   url: string;
   coordinator: string | null;
   epoch: number;
+  /** Whether this node reaches a majority of the layout's members (false: a minority side). */
+  quorum: boolean;
   members: { id: string; url: string; state: string; incarnation: number }[];
   buckets: { total: number; owned: number; byMember: Record<string, number>; handoffsPending: number; handoffsCompleted: number; rebuilt: number };
   directory: DirectoryStats & { droppedUpdates: number };
@@ -261,6 +263,7 @@ class Membership implements ClusterHandle {
       url: this.url,
       coordinator: cluster.coordinator ?? null,
       epoch: cluster.epoch,
+      quorum: cluster.quorum,
       members: cluster.members,
       buckets: {
         total: this.#host.buckets,

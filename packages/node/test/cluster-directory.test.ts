@@ -7,7 +7,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { bucketOf } from '@wadi/core';
 import { startNode, type WadiNode } from '@wadi/node';
 import { Counter } from './fixtures/actors.mjs';
-import { ACTORS as FIXTURES, eventually } from './helpers.js';
+import { ACTORS as FIXTURES, waitFor } from './helpers.js';
+
+const until = (probe: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> => waitFor('the cluster to settle', probe, timeoutMs, 20);
 
 const BUCKETS = 64;
 const started: WadiNode[] = [];
@@ -33,16 +35,6 @@ async function start(seeds: string[] = []): Promise<WadiNode> {
   });
   started.push(node);
   return node;
-}
-
-/** Polls (bounded) until `probe` is true. */
-async function until(probe: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  await eventually(
-    async () => (await probe()) || performance.now() > deadline,
-    (done) => done,
-  );
-  if (!(await probe())) throw new Error(`condition not met within ${timeoutMs} ms`);
 }
 
 async function agreed(nodes: WadiNode[], members: number): Promise<void> {

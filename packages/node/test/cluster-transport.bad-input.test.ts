@@ -16,6 +16,7 @@ import {
   type Rejection,
 } from '../src/internal/cluster-transport.js';
 import { AcceptorHandshake, DialerHandshake, PROTOCOL_VERSION, computeProof } from '../src/internal/handshake.js';
+import { sleep, waitFor } from './helpers.js';
 
 const CLUSTER = 'test-cluster';
 const SECRET = 'a long random cluster secret for tests only';
@@ -67,17 +68,6 @@ async function startedNode(id: string, options: Partial<ClusterTransportOptions>
   return node;
 }
 
-async function waitFor(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 let legitCount = 0;
 

@@ -46,3 +46,16 @@ export async function noRestarts(node: WadiNode): Promise<boolean> {
   const stats = await node.stats();
   return stats.workers.every((w) => w.restarts === 0 && w.state !== 'failed' && w.state !== 'restarting');
 }
+
+/** Polls `condition` (sync or async) until it holds; fails naming `what` after `timeoutMs`. */
+export async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000, pollMs = 5): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(pollMs);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

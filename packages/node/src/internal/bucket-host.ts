@@ -29,7 +29,11 @@ export class BucketHost {
   /** bucket -> owner node id, in the latest layout this worker was given. */
   #owners: readonly string[] = [];
   readonly #directories = new Map<number, BucketDirectory>();
-  /** Directories this worker lost in a layout and has not handed off yet, with that epoch. */
+  /**
+   * Directories this worker lost in a layout and has not handed off yet, with that epoch. One is
+   * kept until its new owner pulls it, or rebuilds the bucket instead (its report request drops
+   * it), however many layouts that takes.
+   */
   readonly #lostAt = new Map<number, number>();
   dropped = 0;
 
@@ -48,9 +52,10 @@ export class BucketHost {
     this.#self = self;
     this.#epoch = epoch;
     this.#owners = owners;
-    for (const [bucket, lostAt] of this.#lostAt) {
-      // Nobody pulled it within a whole layout: its new owner rebuilt it from the members.
-      if (lostAt < epoch) {
+    for (const bucket of this.#lostAt.keys()) {
+      // Owned again before anyone pulled it: the owner in between may have taken updates, so
+      // this copy is stale; the handoff tracker fetches the current one.
+      if (owners[bucket] === self) {
         this.#directories.delete(bucket);
         this.#lostAt.delete(bucket);
       }
@@ -115,6 +120,11 @@ export class BucketHost {
 
   /** What this worker hosts in `bucket`: its part of a rebuild. */
   report(bucket: number): DirectoryEntry[] {
+    // The bucket is being rebuilt elsewhere: a copy lost here will never be pulled.
+    if (this.#lostAt.has(bucket)) {
+      this.#directories.delete(bucket);
+      this.#lostAt.delete(bucket);
+    }
     const entries: DirectoryEntry[] = [];
     if (this.#self === undefined) return entries;
     for (const [type, id] of this.hosted()) {

@@ -147,6 +147,10 @@ export class ClusterMember {
   #phase: Phase = 'joining';
   #committed: Layout | null;
   #accepted: Layout | null;
+  /** The cluster this node belongs to, once it formed one or learned a layout ('' before). */
+  #cluster: string;
+  /** Senders already reported as belonging to another cluster (reported once each). */
+  readonly #foreign = new Set<string>();
   /** The highest epoch this node has seen anywhere: proposals go above it. */
   #epochFloor: number;
   readonly #connected = new Set<string>();
@@ -177,6 +181,7 @@ export class ClusterMember {
     this.#table = new MemberTable({ ...options.self, state: 'joining', upNumber: 0 });
     this.#committed = options.persisted?.committed ?? null;
     this.#accepted = options.persisted?.accepted ?? null;
+    this.#cluster = this.#committed?.cluster ?? '';
     this.#epochFloor = Math.max(this.#committed?.epoch ?? 0, this.#accepted?.epoch ?? 0);
   }
 
@@ -220,6 +225,7 @@ export class ClusterMember {
   receive(from: string, message: ClusterMessage, now: number): void {
     this.#now = now;
     if (this.#phase === 'removed' || this.#phase === 'left') return;
+    if (this.#isForeign(from, message)) return;
     this.#heard(from);
     switch (message.t) {
       case 'gossip':
@@ -312,10 +318,27 @@ export class ClusterMember {
     return { coordinator: this.#coordinator, epoch: this.#committed?.epoch ?? 0, members, layout: this.#committed, quorum: this.hasQuorum() };
   }
 
+  /** A message from a node of another cluster (same ids, separate history) is ignored. */
+  #isForeign(from: string, message: ClusterMessage): boolean {
+    if (this.#cluster === '') return false;
+    let theirs: string | undefined;
+    if (message.t === 'gossip') theirs = message.cluster;
+    else if (message.t === 'propose' || message.t === 'commit') theirs = message.layout.cluster;
+    else if (message.t === 'state-reply') theirs = message.committed?.cluster ?? message.accepted?.cluster;
+    if (theirs === undefined || theirs === '' || theirs === this.#cluster) return false;
+    if (!this.#foreign.has(from)) {
+      this.#foreign.add(from);
+      this.#io.log('error', `${from} belongs to another cluster (${theirs}; this node's is ${this.#cluster}): ignoring it`, { from });
+    }
+    return true;
+  }
+
   // membership
 
   #form(reason: string): void {
     if (this.#phase !== 'joining') return;
+    // A cluster restarting from its data keeps its id; a new one is named after its first node.
+    if (this.#cluster === '') this.#cluster = `${this.id}@${this.incarnation}`;
     this.#table.advance(this.id, 'up', this.#table.nextUpNumber());
     this.#phase = 'member';
     this.#io.log('info', `forming a cluster (${reason})`, { id: this.id, epoch: this.#committed?.epoch ?? 0 });
@@ -379,7 +402,7 @@ export class ClusterMember {
   }
 
   #sendGossip(to: string): void {
-    this.#io.send(to, { t: 'gossip', members: this.#table.all(), epoch: this.#committed?.epoch ?? 0, buckets: this.#options.buckets });
+    this.#io.send(to, { t: 'gossip', members: this.#table.all(), epoch: this.#committed?.epoch ?? 0, buckets: this.#options.buckets, cluster: this.#cluster });
   }
 
   #gossipAll(): void {
@@ -488,8 +511,14 @@ export class ClusterMember {
     if (this.#phase === 'joining') return false;
     if (this.#now - suspicion.since < this.timings.downAfterMs) return false;
     if (this.#now - suspicion.refutedAt < 2 * this.timings.probeIntervalMs) return false;
-    const live = this.#table.live().length;
-    return suspicion.confirmed.size + 1 >= majority(live);
+    // Count voters as commits do: the committed layout's members. Nodes admitted since (perhaps
+    // on a minority side) may help probe, but must not turn a minority into a "majority".
+    const layout = this.#committed;
+    if (layout === null) return suspicion.confirmed.size + 1 >= majority(this.#table.live().length);
+    const voters = new Set(layout.members.map((member) => member.id));
+    let votes = voters.has(this.id) ? 1 : 0;
+    for (const id of suspicion.confirmed) if (voters.has(id)) votes++;
+    return votes >= majority(voters.size);
   }
 
   #declareDown(id: string): void {
@@ -534,6 +563,8 @@ export class ClusterMember {
 
   /** Joiners this coordinator can reach become up, in order of admission. */
   #admitJoiners(): void {
+    // A coordinator on a minority side admits nobody: its admissions could never be committed.
+    if (!this.hasQuorum()) return;
     let admitted = false;
     for (const entry of this.#table.all()) {
       if (entry.state !== 'joining' || !this.#connected.has(entry.id) || this.#suspects.has(entry.id)) continue;
@@ -626,7 +657,9 @@ export class ClusterMember {
     for (const member of base?.members ?? []) if (plan.owners.includes(key(member))) add(key(member));
     for (const owner of plan.owners) add(owner);
     const index = new Map(order.map((member, i) => [key(member), i]));
+    if (this.#cluster === '') return; // admitted, but no layout learned yet: nothing to plan from.
     const layout: Layout = {
+      cluster: this.#cluster,
       epoch: this.#epochFloor + 1,
       buckets: this.#options.buckets,
       members: order,
@@ -708,6 +741,8 @@ export class ClusterMember {
   #learn(layout: Layout): void {
     const previous = this.#committed;
     if (previous !== null && layout.epoch <= previous.epoch) return;
+    if (this.#cluster !== '' && layout.cluster !== this.#cluster) return;
+    this.#cluster = layout.cluster;
     this.#committed = layout;
     this.#epochFloor = Math.max(this.#epochFloor, layout.epoch);
     this.#io.persist({ committed: layout, accepted: this.#accepted });

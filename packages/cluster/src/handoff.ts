@@ -95,7 +95,9 @@ export class HandoffTracker {
         this.#io.install(bucket, layout.epoch, [], 'new');
         continue;
       }
-      const pullable = live.includes(before.id);
+      // Only the owner in the layout just before this one holds the current directory. If this
+      // node skipped a layout, the owner it remembers may hold a stale copy: rebuild instead.
+      const pullable = live.includes(before.id) && previous!.epoch === layout.epoch - 1;
       this.#transfers.set(bucket, { bucket, epoch: layout.epoch, from: pullable ? before.id : undefined, attempts: 0, sentAt: undefined, asked: new Set(), reports: new Map() });
     }
   }
@@ -197,6 +199,14 @@ export class HandoffTracker {
   #retry(transfer: Transfer, now: number): void {
     if (transfer.from !== undefined && transfer.attempts >= this.#attempts) {
       this.#fallBackToRebuild(transfer, `${transfer.from} did not answer ${transfer.attempts} requests`);
+    } else if (transfer.from === undefined && ++transfer.attempts >= this.#attempts) {
+      // A member that is up but unreachable from here never answers: install what the others
+      // reported rather than wait forever. Its sessions register again when they next activate.
+      const missing = [...transfer.asked].filter((member) => !transfer.reports.has(member));
+      this.#io.log('warn', `bucket ${transfer.bucket}: rebuilt without reports from ${missing.join(', ')}`, { bucket: transfer.bucket });
+      this.rebuilt++;
+      this.#finish(transfer, [...transfer.reports.values()].flat(), 'rebuild');
+      return;
     }
     this.#send(transfer, now);
   }
@@ -205,6 +215,7 @@ export class HandoffTracker {
     this.#io.log('warn', `bucket ${transfer.bucket}: rebuilding its directory from the members (${why})`, { bucket: transfer.bucket, epoch: transfer.epoch });
     transfer.from = undefined;
     transfer.sentAt = undefined;
+    transfer.attempts = 0;
   }
 
   /** A rebuild is complete when every live member asked has reported (this node reports locally). */

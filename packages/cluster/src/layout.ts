@@ -15,6 +15,12 @@ export interface LayoutMember {
 }
 
 export interface Layout {
+  /**
+   * Which cluster this layout belongs to: `id@incarnation` of the node that formed it. Two
+   * clusters formed apart (say, a first seed restarted without its data during a partition) both
+   * count epochs from 1; their layouts must never be mistaken for each other's.
+   */
+  cluster: string;
   epoch: number;
   buckets: number;
   /** The members that own buckets in this layout, in a stable order. */
@@ -68,6 +74,7 @@ export function validateLayout(value: unknown, buckets?: number): Layout {
   if (!Number.isSafeInteger(layout.buckets) || layout.buckets! < 1) fail(`bucket count ${String(layout.buckets)}`);
   if (buckets !== undefined && layout.buckets !== buckets) fail(`it has ${layout.buckets} buckets, this cluster ${buckets}`);
   if (typeof layout.coordinator !== 'string') fail('no coordinator');
+  if (typeof layout.cluster !== 'string' || layout.cluster === '') fail('no cluster id');
   if (!Array.isArray(layout.members) || layout.members.length === 0) return fail('no members');
   const ids = new Set<string>();
   for (const member of layout.members) {

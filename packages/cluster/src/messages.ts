@@ -9,7 +9,7 @@ import { isMemberEntry, type MemberEntry } from './membership.js';
 
 export type ClusterMessage =
   /** The sender's member table and committed epoch: also the heartbeat, and how a node joins. */
-  | { t: 'gossip'; members: MemberEntry[]; epoch: number; buckets: number }
+  | { t: 'gossip'; members: MemberEntry[]; epoch: number; buckets: number; cluster: string }
   /** "Can you reach `target`?" (an indirect probe for a member the sender suspects). */
   | { t: 'probe'; target: string; round: number }
   | { t: 'probe-reply'; target: string; round: number; reachable: boolean }
@@ -52,6 +52,7 @@ export function parseClusterMessage(value: unknown, buckets: number): ClusterMes
       if (!Array.isArray(message.members) || !message.members.every(isMemberEntry)) throw new InvalidArgument('gossip: malformed member entries');
       integer(message.epoch, 'epoch');
       integer(message.buckets, 'buckets');
+      if (typeof message.cluster !== 'string') throw new InvalidArgument('gossip: cluster id is not a string');
       return message;
     case 'probe':
     case 'probe-reply':

@@ -9,6 +9,7 @@ function layout(epoch: number, owners: string[]): Layout {
     members: ids.map((id) => ({ id, incarnation: 1, url: `ws://${id}`, workers: 2 })),
     owners: owners.map((owner) => ids.indexOf(owner)),
     coordinator: ids[0]!,
+    cluster: 'test@1',
   };
 }
 

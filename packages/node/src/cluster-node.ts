@@ -163,6 +163,8 @@ class Membership implements ClusterHandle {
   /** Applying the latest layout to the workers; handoff requests wait for it. */
   #layoutApplied: Promise<void> = Promise.resolve();
   #droppedUpdates = 0;
+  /** The layout before the committed one, as this node saw it. */
+  #previousLayout: Layout | null = null;
 
   constructor(host: ClusterHost, options: ClusterOptions) {
     this.#host = host;
@@ -403,6 +405,7 @@ class Membership implements ClusterHandle {
   }
 
   #onLayout(layout: Layout, previous: Layout | null): void {
+    this.#previousLayout = previous;
     const owners = layout.owners.map((owner) => layout.members[owner]!.id);
     if (previous !== null) {
       for (let bucket = 0; bucket < previous.owners.length; bucket++) {
@@ -423,6 +426,12 @@ class Membership implements ClusterHandle {
     if (layout === null || layout.epoch < epoch) return; // not there yet: the requester retries.
     if (layout.epoch > epoch) return refuse(`this node holds epoch ${layout.epoch}`);
     if (layout.members[layout.owners[bucket]!]?.id !== requester) return refuse(`${requester} does not own bucket ${bucket} in epoch ${epoch}`);
+    // Only the owner right before `epoch` holds the current directory: a node that skipped a
+    // layout (or lost the bucket earlier) may hold a stale copy.
+    const previous = this.#previousLayout;
+    if (previous === null || previous.epoch !== epoch - 1 || previous.members[previous.owners[bucket]!]?.id !== this.id) {
+      return refuse(`this node did not own bucket ${bucket} in epoch ${epoch - 1}`);
+    }
     const entries = await this.#host.exportBucket(bucket).catch(() => null);
     if (entries === null) return refuse('no directory for it here');
     this.#toHandOff.delete(bucket);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { majority, minimumMoves, ownedCounts, quorum, type Layout } from '../src/index.js';
-import { TestNetwork } from './harness.js';
+import { TestNetwork } from './network.js';
 
 const url = TestNetwork.url;
 

@@ -5,17 +5,17 @@
  * time. The directory-handoff half lives in packages/node/test/handoff-review.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { ReviewNetwork, rng, type RNode } from './review-harness.js';
+import { TestNetwork, rng, type TestNode } from './network.js';
 
-const url = ReviewNetwork.url;
+const url = TestNetwork.url;
 
-function formCluster(net: ReviewNetwork, n: number, seeds?: (i: number) => string[]): void {
+function formCluster(net: TestNetwork, n: number, seeds?: (i: number) => string[]): void {
   net.start('n1', seeds?.(1) ?? []);
   for (let i = 2; i <= n; i++) net.start(`n${i}`, seeds?.(i) ?? [url('n1')]);
   net.until(() => net.agreed() && net.live().every((node) => node.member.committed!.members.length === n));
 }
 
-function stateOf(node: RNode, of: string): string | undefined {
+function stateOf(node: TestNode, of: string): string | undefined {
   return node.member.status().members.find((m) => m.id === of)?.state;
 }
 
@@ -27,7 +27,7 @@ describe('review: membership and failure detection', () => {
    * with a layout whose members are all gone, and nobody can ever commit again.
    */
   it('regression: joiners admitted on the minority side of a partition must not let it evict the majority', () => {
-    const net = new ReviewNetwork(64);
+    const net = new TestNetwork(64);
     formCluster(net, 3);
     net.partition(['n1'], ['n2', 'n3']);
     net.start('n4', [url('n1')]);
@@ -46,7 +46,7 @@ describe('review: membership and failure detection', () => {
   });
 
   it('holds: one-way slow link plus a crash elsewhere: still exactly one layout per epoch', () => {
-    const net = new ReviewNetwork(64, {}, { jitterMs: 30, duplicate: 0.1 }, 7);
+    const net = new TestNetwork(64, {}, { jitterMs: 30, duplicate: 0.1 }, 7);
     formCluster(net, 5);
     net.partition(['n1'], ['n5']);
     net.crash('n4');
@@ -58,7 +58,7 @@ describe('review: membership and failure detection', () => {
 
 describe('review: commits and recovery', () => {
   it('holds: coordinator crashes right after one voter accepted; the new coordinator resumes above it and nothing conflicts', () => {
-    const net = new ReviewNetwork(64);
+    const net = new TestNetwork(64);
     formCluster(net, 3);
     const epoch = net.node('n1').member.committed!.epoch;
     // Let n1's next proposal reach n2 only, then crash n1 before its commit goes out.
@@ -82,7 +82,7 @@ describe('review: commits and recovery', () => {
   });
 
   it('holds: a minority side commits nothing even with delayed and duplicated messages', () => {
-    const net = new ReviewNetwork(64, {}, { jitterMs: 40, duplicate: 0.2 }, 3);
+    const net = new TestNetwork(64, {}, { jitterMs: 40, duplicate: 0.2 }, 3);
     formCluster(net, 5);
     const epoch = net.node('n1').member.committed!.epoch;
     net.split(['n1', 'n2'], ['n3', 'n4', 'n5']);
@@ -96,7 +96,7 @@ describe('review: commits and recovery', () => {
   it('holds: random schedules of partitions, crashes, restarts with data, pauses, joins and leaves keep one layout per epoch and epochs monotonic', () => {
     for (let seed = 1; seed <= 40; seed++) {
       const r = rng(seed * 7919 + 13);
-      const net = new ReviewNetwork(16, {}, { jitterMs: seed % 2 === 0 ? 40 : 5, duplicate: seed % 2 === 0 ? 0.05 : 0 }, seed);
+      const net = new TestNetwork(16, {}, { jitterMs: seed % 2 === 0 ? 40 : 5, duplicate: seed % 2 === 0 ? 0.05 : 0 }, seed);
       const n0 = 3 + Math.floor(r() * 3);
       net.start('n1', []);
       for (let i = 2; i <= n0; i++) net.start(`n${i}`, [url('n1')]);
@@ -142,7 +142,7 @@ describe('review: commits and recovery', () => {
    * exist for the same epoch.
    */
   it('regression: the first seed restarted without its data during a partition forms a second cluster whose epochs collide', () => {
-    const net = new ReviewNetwork(64);
+    const net = new TestNetwork(64);
     const seeds = ['n1', 'n2', 'n3'].map(url);
     formCluster(net, 3, () => seeds);
     net.crash('n1');
@@ -160,7 +160,7 @@ describe('review: commits and recovery', () => {
 
 describe('review: layouts learned out of order', () => {
   it('holds: a node can skip a committed layout (it learns epoch e+2 with e as its previous)', () => {
-    const net = new ReviewNetwork(64);
+    const net = new TestNetwork(64);
     formCluster(net, 4);
     net.partition(['n4'], ['n1', 'n2', 'n3']);
     net.start('n5', [url('n1')]);

@@ -1,6 +1,6 @@
 /**
- * A more adversarial deterministic network than `harness.ts`, for the protocol review:
- * seeded random per-message delay (FIFO per link by default, optional reordering), optional
+ * A deterministic network for driving `ClusterMember`s in tests (the full simulator with replay
+ * is the testkit's): virtual time, seeded random per-message delay (FIFO per link by default, optional reordering), optional
  * duplication and loss, partitions of arbitrary groups (including one-way cuts), crashes,
  * pauses, restarts with or without persisted state, and a global record of every layout any
  * node ever committed so that invariants can be checked over a whole history.
@@ -37,7 +37,7 @@ interface InFlight {
   message: ClusterMessage;
 }
 
-export interface RNode {
+export interface TestNode {
   id: string;
   incarnation: number;
   url: string;
@@ -72,9 +72,9 @@ export function rng(seed: number): () => number {
   };
 }
 
-export class ReviewNetwork {
+export class TestNetwork {
   now = 0;
-  readonly nodes = new Map<string, RNode>();
+  readonly nodes = new Map<string, TestNode>();
   readonly commits: CommitRecord[] = [];
   /** Messages every node sent, for assertions (type counts). */
   readonly sentLog: { at: number; from: string; to: string; t: string }[] = [];
@@ -105,15 +105,15 @@ export class ReviewNetwork {
     return `ws://${id}`;
   }
 
-  start(id: string, seeds: string[], persisted?: PersistedClusterState, workers = 2, extra: Partial<ClusterMemberOptions> = {}): RNode {
+  start(id: string, seeds: string[], persisted?: PersistedClusterState, workers = 2, extra: Partial<ClusterMemberOptions> = {}): TestNode {
     const incarnation = (this.#incarnations.get(id) ?? 0) + 1;
     this.#incarnations.set(id, incarnation);
     const old = this.nodes.get(id);
     if (old !== undefined && old.alive) this.crash(id);
-    const node: RNode = {
+    const node: TestNode = {
       id,
       incarnation,
-      url: ReviewNetwork.url(id),
+      url: TestNetwork.url(id),
       member: undefined as unknown as ClusterMember,
       alive: true,
       paused: false,
@@ -156,7 +156,7 @@ export class ReviewNetwork {
     return node;
   }
 
-  node(id: string): RNode {
+  node(id: string): TestNode {
     return this.nodes.get(id)!;
   }
 
@@ -228,7 +228,7 @@ export class ReviewNetwork {
     return this.now - start;
   }
 
-  live(): RNode[] {
+  live(): TestNode[] {
     return [...this.nodes.values()].filter((node) => node.alive && node.removed === undefined && !node.left);
   }
 
@@ -279,7 +279,7 @@ export class ReviewNetwork {
     if (b?.alive) b.member.disconnected(x, this.now);
   }
 
-  #connect(a: RNode, b: RNode): void {
+  #connect(a: TestNode, b: TestNode): void {
     if (this.#cut.has(`${a.id}>${b.id}`) || this.#cut.has(`${b.id}>${a.id}`)) return;
     if (this.#links.has(linkKey(a.id, b.id))) return;
     this.#links.add(linkKey(a.id, b.id));
@@ -298,7 +298,7 @@ export class ReviewNetwork {
     }
   }
 
-  #send(from: RNode, to: string, message: ClusterMessage): void {
+  #send(from: TestNode, to: string, message: ClusterMessage): void {
     if (!from.alive) return;
     const target = this.nodes.get(to);
     this.sentLog.push({ at: this.now, from: from.id, to, t: message.t });

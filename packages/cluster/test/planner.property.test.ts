@@ -21,6 +21,7 @@ import { InvalidArgument } from '@wadi/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { minimumMoves, planLayout, targetCounts, type Plan, type PlanInput } from '../src/planner.js';
+import { rng } from './network.js';
 
 /** Ids the histories draw from; two of them are Object.prototype names on purpose. */
 const POOL = ['n0', 'n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7', 'n8', 'n9', 'constructor', '__proto__'];
@@ -49,18 +50,6 @@ interface Cluster {
   weights: Map<string, number>;
 }
 
-/** A small seeded generator, so shuffles and starting owners come from fast-check's seeds. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function shuffled<T>(items: readonly T[], random: () => number): T[] {
   const result = [...items];
   for (let i = result.length - 1; i > 0; i--) {
@@ -84,7 +73,7 @@ function toInput(cluster: Cluster, maxMoves: number | undefined): PlanInput {
 
 /** The same input with every order the planner must ignore scrambled. */
 function scrambled(input: PlanInput, seed: number): PlanInput {
-  const random = prng(seed);
+  const random = rng(seed);
   return {
     ...input,
     members: shuffled(input.members, random),
@@ -330,7 +319,7 @@ function startCluster(start: Start): Cluster {
   });
   // Random owners include null and departed ids: the planner must cope with any table.
   const choices = [...members, null, 'ghost'];
-  const random = prng(start.ownerSeed);
+  const random = rng(start.ownerSeed);
   const owners =
     start.owners === 'empty'
       ? new Array<string | null>(start.buckets).fill(null)

@@ -3,6 +3,7 @@
  * planner, membership and failure detection, election, and the majority commit of layouts. A real
  * node and the simulator drive the same code.
  */
+export * from './bucket-host.js';
 export * from './cluster-member.js';
 export * from './directory.js';
 export * from './election.js';
@@ -10,4 +11,5 @@ export * from './handoff.js';
 export * from './layout.js';
 export * from './membership.js';
 export * from './messages.js';
+export * from './node-protocol.js';
 export * from './planner.js';

@@ -41,6 +41,11 @@ export function workerOf(layout: Layout, bucket: number): number {
   return bucket % ownerOf(layout, bucket).workers;
 }
 
+/** The owner node id of every bucket, in bucket order. */
+export function ownerIds(layout: Layout): string[] {
+  return layout.owners.map((owner) => layout.members[owner]!.id);
+}
+
 /** How many buckets each member id owns. */
 export function ownedCounts(layout: Layout): Map<string, number> {
   const counts = new Map<string, number>(layout.members.map((member) => [member.id, 0]));

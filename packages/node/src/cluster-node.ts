@@ -13,23 +13,24 @@ import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import {
-  ClusterMember,
-  HandoffTracker,
+  NodeProtocol,
   bucketsOf,
   ownedCounts,
+  ownerIds,
   parseClusterMessage,
   validateLayout,
-  type ClusterIO,
   type ClusterMessage,
   type ClusterStatus,
   type ClusterTimings,
   type DirectoryEntry,
+  type DirectoryStats,
   type ElectionPolicy,
   type Layout,
+  type NodeDirectories,
+  type NodeProtocolIO,
   type PersistedClusterState,
 } from '@wadi/cluster';
-import { InvalidArgument, Kind, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
-import { BUCKET_ACTOR, type DirectoryStats } from './internal/bucket-host.js';
+import { InvalidArgument, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
 import { ClusterTransport, type PeerIdentity, type Rejection } from './internal/cluster-transport.js';
 import { CloseCode } from './internal/handshake.js';
 
@@ -151,20 +152,14 @@ class Membership implements ClusterHandle {
   readonly #options: ClusterOptions;
   readonly #log: NonNullable<ClusterOptions['log']>;
   #transport: ClusterTransport | undefined;
-  #member: ClusterMember | undefined;
+  #protocol: NodeProtocol | undefined;
   #http: Server | undefined;
   #ticker: NodeJS.Timeout | undefined;
   #left: Promise<void> | undefined;
   #signalLeft: (() => void) | undefined;
   #closed = false;
-  #handoffs: HandoffTracker | undefined;
-  /** Buckets this node lost and has not handed off yet: a leave waits for them. */
-  readonly #toHandOff = new Set<number>();
-  /** Applying the latest layout to the workers; handoff requests wait for it. */
-  #layoutApplied: Promise<void> = Promise.resolve();
-  #droppedUpdates = 0;
-  /** The layout before the committed one, as this node saw it. */
-  #previousLayout: Layout | null = null;
+  /** The workers' directory operations, one after another: each sees the layout given before it. */
+  #directoryOps: Promise<unknown> = Promise.resolve();
 
   constructor(host: ClusterHost, options: ClusterOptions) {
     this.#host = host;
@@ -205,7 +200,7 @@ class Membership implements ClusterHandle {
       log: this.#log,
     });
     await this.#transport.start();
-    const member = new ClusterMember(
+    const protocol = new NodeProtocol(
       {
         self: { id: this.id, incarnation: this.incarnation, url: this.#transport.url, workers: this.#host.workers },
         buckets: this.#host.buckets,
@@ -214,26 +209,18 @@ class Membership implements ClusterHandle {
         ...(options.election === undefined ? {} : { election: options.election }),
         ...(options.maxMovesPerLayout === undefined ? {} : { maxMovesPerLayout: options.maxMovesPerLayout }),
         ...(persisted === undefined ? {} : { persisted }),
-        handoffsDone: () => this.#toHandOff.size === 0 && (this.#handoffs?.pending ?? 0) === 0,
+        handoff: {
+          ...(options.maxHandoffs === undefined ? {} : { maxInFlight: options.maxHandoffs }),
+          ...(options.handoffTimeoutMs === undefined ? {} : { timeoutMs: options.handoffTimeoutMs }),
+        },
       },
       this.#io(),
+      this.#directories(),
     );
-    this.#member = member;
-    this.#handoffs = new HandoffTracker(
-      {
-        self: this.id,
-        ...(options.maxHandoffs === undefined ? {} : { maxInFlight: options.maxHandoffs }),
-        ...(options.handoffTimeoutMs === undefined ? {} : { timeoutMs: options.handoffTimeoutMs }),
-      },
-      {
-        send: (to, message) => this.#send(to, message),
-        install: (bucket, epoch, entries, source) => void this.#install(bucket, epoch, entries, source),
-        log: this.#log,
-      },
-    );
+    this.#protocol = protocol;
     const transport = this.#transport;
-    transport.on('peer-up', (peer: PeerIdentity) => member.connected(peer, now()));
-    transport.on('peer-down', (peer: PeerIdentity) => member.disconnected(peer.id, now()));
+    transport.on('peer-up', (peer: PeerIdentity) => protocol.connected(peer, now()));
+    transport.on('peer-down', (peer: PeerIdentity) => protocol.disconnected(peer.id, now()));
     transport.on('message', (peer: PeerIdentity, value: unknown) => this.#receive(peer, value));
     transport.on('rejected', (rejection: Rejection) => {
       // A peer that knows a newer incarnation of this node's id refuses us: this process is stale.
@@ -242,23 +229,19 @@ class Membership implements ClusterHandle {
       }
     });
     if (options.httpPort !== undefined) await this.#startHttp(options.httpPort);
-    member.start(now());
-    this.#ticker = setInterval(() => {
-      const time = now();
-      member.tick(time);
-      this.#handoffs?.tick(time);
-    }, options.tickMs ?? 100);
+    protocol.start(now());
+    this.#ticker = setInterval(() => protocol.tick(now()), options.tickMs ?? 100);
   }
 
   layout(): Layout | null {
-    return this.#member?.committed ?? null;
+    return this.#protocol?.layout ?? null;
   }
 
   async status(): Promise<NodeStatus> {
-    const cluster: ClusterStatus = this.#member!.status();
+    const protocol = this.#protocol!;
+    const cluster: ClusterStatus = protocol.member.status();
     const layout = cluster.layout;
     const [sessions, directory] = await Promise.all([this.#host.sessionCounts(), this.#host.directoryStats()]);
-    const handoffs = this.#handoffs!;
     return {
       id: this.id,
       incarnation: this.incarnation,
@@ -271,11 +254,11 @@ class Membership implements ClusterHandle {
         total: this.#host.buckets,
         owned: layout === null ? 0 : bucketsOf(layout, this.id).length,
         byMember: layout === null ? {} : Object.fromEntries(ownedCounts(layout)),
-        handoffsPending: handoffs.pending + this.#toHandOff.size,
-        handoffsCompleted: handoffs.completed,
-        rebuilt: handoffs.rebuilt,
+        handoffsPending: protocol.handoffsPending,
+        handoffsCompleted: protocol.handoffs.completed,
+        rebuilt: protocol.handoffs.rebuilt,
       },
-      directory: { ...directory, droppedUpdates: this.#droppedUpdates },
+      directory: { ...directory, droppedUpdates: protocol.droppedUpdates },
       sessions: { memory: sessions.memory, disk: sessions.disk },
       routing: { hops: sessions.hops },
     };
@@ -283,11 +266,11 @@ class Membership implements ClusterHandle {
 
   leave(): Promise<void> {
     this.#left ??= new Promise<void>((resolve) => {
-      const phase = this.#member?.phase;
+      const phase = this.#protocol?.member.phase;
       // Closed (a crash in tests, or a stop after close) or never a member: nothing to hand off.
       if (this.#closed || phase === undefined || phase === 'removed' || phase === 'left') return resolve();
       this.#signalLeft = resolve;
-      this.#member!.leave(now());
+      this.#protocol!.leave(now());
     });
     return this.#left;
   }
@@ -302,46 +285,28 @@ class Membership implements ClusterHandle {
   }
 
   forwardDirectoryUpdate(envelope: TellEnvelope): void {
-    const layout = this.layout();
-    const bucket = Number(envelope[2]);
-    const owner = layout === null ? undefined : layout.members[layout.owners[bucket]!]?.id;
-    if (owner === undefined) {
-      this.#droppedUpdates++;
-      return;
-    }
-    if (owner === this.id) {
-      this.#host.deliverToBucket(envelope);
-      return;
-    }
-    try {
-      this.#transport!.send(owner, envelope);
-    } catch (error) {
-      // The owner is unreachable or overloaded: the rebuild of its buckets after a failure, which
-      // asks every member what it hosts, repairs what is lost here.
-      this.#droppedUpdates++;
-      this.#log('warn', `directory update for bucket ${bucket} not sent to ${owner}: ${(error as Error).message}`);
-    }
+    this.#protocol?.routeUpdate(envelope);
   }
 
   async lookup(type: string, id: string): Promise<{ node: string; worker: number } | undefined | 'not-owner'> {
     const layout = this.layout();
     const bucket = bucketOf(id, this.#host.buckets);
     if (layout === null || layout.members[layout.owners[bucket]!]?.id !== this.id) return 'not-owner';
-    await this.#layoutApplied;
+    await this.#directoryOps;
     return this.#host.lookupSession(bucket, activationKey(type, id));
   }
 
   workerRestarted(index: number): void {
     const layout = this.layout();
     if (layout === null) return;
-    const owners = layout.owners.map((owner) => layout.members[owner]!.id);
-    const lost = bucketsOf(layout, this.id).filter((bucket) => bucket % this.#host.workers === index);
-    void this.#applyLayout(layout, owners).then(() => this.#handoffs?.rebuild(lost, layout.epoch));
+    this.#protocol?.rebuild(bucketsOf(layout, this.id).filter((bucket) => bucket % this.#host.workers === index));
   }
 
   #receive(peer: PeerIdentity, value: unknown): void {
+    const protocol = this.#protocol;
+    if (protocol === undefined) return;
     if (Array.isArray(value)) {
-      this.#receiveEnvelope(peer, value as Envelope);
+      protocol.receiveUpdate(peer.id, value as Envelope);
       return;
     }
     let message: ClusterMessage;
@@ -351,45 +316,10 @@ class Membership implements ClusterHandle {
       this.#log('warn', `refused a cluster message from ${peer.id}: ${(error as Error).message}`, { peer: peer.id });
       return;
     }
-    switch (message.t) {
-      case 'handoff-request':
-        void this.#handOff(peer.id, message.bucket, message.epoch);
-        return;
-      case 'report-request':
-        void this.#report(peer.id, message.bucket, message.epoch);
-        return;
-      case 'handoff-data':
-      case 'handoff-refused':
-      case 'report':
-        this.#handoffs?.receive(peer.id, message);
-        return;
-      default:
-        this.#member?.receive(peer.id, message, now());
-    }
+    protocol.receive(peer.id, message, now());
   }
 
-  /** Envelopes from other nodes: for now only directory updates cross nodes. */
-  #receiveEnvelope(peer: PeerIdentity, envelope: Envelope): void {
-    const valid =
-      envelope[0] === Kind.Tell &&
-      envelope[1] === BUCKET_ACTOR &&
-      typeof envelope[2] === 'string' &&
-      Number.isInteger(Number(envelope[2])) &&
-      Number(envelope[2]) >= 0 &&
-      Number(envelope[2]) < this.#host.buckets &&
-      (envelope[3] === 'register' || envelope[3] === 'unregister') &&
-      Array.isArray(envelope[4]) &&
-      typeof envelope[4][0] === 'string' &&
-      typeof envelope[4][1] === 'string' &&
-      Number.isInteger(envelope[4][2]);
-    if (!valid) {
-      this.#log('warn', `refused an envelope from ${peer.id}: not a directory update`, { peer: peer.id });
-      return;
-    }
-    this.#host.deliverToBucket(envelope as TellEnvelope);
-  }
-
-  #send(to: string, message: ClusterMessage): void {
+  #send(to: string, message: unknown): void {
     try {
       this.#transport?.send(to, message);
     } catch {
@@ -397,74 +327,36 @@ class Membership implements ClusterHandle {
     }
   }
 
-  async #applyLayout(layout: Layout, owners: string[]): Promise<void> {
-    this.#layoutApplied = this.#layoutApplied.then(() => this.#host.applyLayout(this.id, layout.epoch, owners)).catch((error: unknown) => {
-      this.#log('error', `could not give the workers layout ${layout.epoch}: ${String(error)}`);
+  /** Runs a workers' directory operation after every one asked before it. */
+  #directoryOp<T>(operation: () => Promise<T>, fallback: T, done: (value: T) => void = () => undefined): void {
+    const next = this.#directoryOps.then(operation).catch((error: unknown) => {
+      this.#log('error', `a directory operation on the workers failed: ${String(error)}`);
+      return fallback;
     });
-    return this.#layoutApplied;
+    this.#directoryOps = next;
+    void next.then(done);
   }
 
-  #onLayout(layout: Layout, previous: Layout | null): void {
-    this.#previousLayout = previous;
-    const owners = layout.owners.map((owner) => layout.members[owner]!.id);
-    if (previous !== null) {
-      for (let bucket = 0; bucket < previous.owners.length; bucket++) {
-        if (previous.members[previous.owners[bucket]!]!.id === this.id && owners[bucket] !== this.id) this.#toHandOff.add(bucket);
-      }
-    }
-    for (const bucket of this.#toHandOff) if (owners[bucket] === this.id) this.#toHandOff.delete(bucket);
-    void this.#applyLayout(layout, owners);
-    this.#handoffs?.layoutCommitted(layout, previous, this.#member?.liveMembers() ?? []);
-    this.events.emit('layout', layout, previous);
+  #directories(): NodeDirectories {
+    const host = this.#host;
+    return {
+      applyLayout: (self, epoch, owners) => this.#directoryOp(() => host.applyLayout(self, epoch, [...owners]), undefined),
+      deliver: (update) => host.deliverToBucket(update),
+      install: (bucket, epoch, entries) => this.#directoryOp(() => host.installBucket(bucket, epoch, entries), undefined),
+      export: (bucket, reply) => this.#directoryOp<DirectoryEntry[] | null>(() => host.exportBucket(bucket), null, reply),
+      report: (bucket, reply) => this.#directoryOp<DirectoryEntry[]>(() => host.reportBucket(bucket), [], reply),
+      forgetNode: (node) => this.#directoryOp(() => host.forgetNode(node), undefined),
+    };
   }
 
-  /** The previous owner's side of a handoff: freeze and ship the bucket's directory. */
-  async #handOff(requester: string, bucket: number, epoch: number): Promise<void> {
-    await this.#layoutApplied;
-    const layout = this.layout();
-    const refuse = (reason: string): void => this.#send(requester, { t: 'handoff-refused', bucket, epoch, reason });
-    if (layout === null || layout.epoch < epoch) return; // not there yet: the requester retries.
-    if (layout.epoch > epoch) return refuse(`this node holds epoch ${layout.epoch}`);
-    if (layout.members[layout.owners[bucket]!]?.id !== requester) return refuse(`${requester} does not own bucket ${bucket} in epoch ${epoch}`);
-    // Only the owner right before `epoch` holds the current directory: a node that skipped a
-    // layout (or lost the bucket earlier) may hold a stale copy.
-    const previous = this.#previousLayout;
-    if (previous === null || previous.epoch !== epoch - 1 || previous.members[previous.owners[bucket]!]?.id !== this.id) {
-      return refuse(`this node did not own bucket ${bucket} in epoch ${epoch - 1}`);
-    }
-    const entries = await this.#host.exportBucket(bucket).catch(() => null);
-    if (entries === null) return refuse('no directory for it here');
-    this.#toHandOff.delete(bucket);
-    this.#send(requester, { t: 'handoff-data', bucket, epoch, entries });
-  }
-
-  /** A member's part of a rebuild: what this node hosts in the bucket. */
-  async #report(requester: string, bucket: number, epoch: number): Promise<void> {
-    const entries = await this.#host.reportBucket(bucket).catch(() => []);
-    // This node will never be asked to hand the bucket off any more.
-    this.#toHandOff.delete(bucket);
-    this.#send(requester, { t: 'report', bucket, epoch, entries });
-  }
-
-  async #install(bucket: number, epoch: number, entries: DirectoryEntry[], source: 'handoff' | 'rebuild' | 'new'): Promise<void> {
-    await this.#layoutApplied;
-    const local = source === 'rebuild' ? await this.#host.reportBucket(bucket).catch(() => []) : [];
-    await this.#host.installBucket(bucket, epoch, [...entries, ...local]).catch((error: unknown) => {
-      this.#log('error', `could not install bucket ${bucket}: ${String(error)}`);
-    });
-  }
-
-  #io(): ClusterIO {
+  #io(): NodeProtocolIO {
     return {
       send: (to, message) => this.#send(to, message),
+      sendUpdate: (to, update) => this.#transport!.send(to, update),
       dial: (url) => this.#transport?.dial(url),
       forget: (url) => this.#transport?.forget(url),
       persist: (state) => this.#persist(state),
-      committed: (layout, previous) => this.#onLayout(layout, previous),
-      memberDown: (id) => {
-        this.#handoffs?.membersChanged(this.#member?.liveMembers() ?? []);
-        void this.#host.forgetNode(id).catch(() => undefined);
-      },
+      committed: (layout, previous) => this.events.emit('layout', layout, previous),
       removed: (reason) => this.events.emit('removed', reason),
       left: () => {
         this.events.emit('left');
@@ -526,7 +418,7 @@ class Membership implements ClusterHandle {
         );
       } else if (path === '/layout') {
         const layout = this.layout();
-        reply(200, layout === null ? null : { ...layout, ownerIds: layout.owners.map((owner) => layout.members[owner]!.id) });
+        reply(200, layout === null ? null : { ...layout, ownerIds: ownerIds(layout) });
       } else {
         reply(404, { error: `no such path: ${path}`, paths: ['/status', '/layout'] });
       }

@@ -37,8 +37,7 @@ import {
   type TellEnvelope,
 } from '@wadi/core';
 import { startCluster, type ClusterHandle, type ClusterHost, type ClusterOptions } from './cluster-node.js';
-import type { DirectoryEntry } from '@wadi/cluster';
-import { BUCKET_ACTOR, type DirectoryStats } from './internal/bucket-host.js';
+import { BUCKET_ACTOR, type DirectoryEntry, type DirectoryStats } from '@wadi/cluster';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { loadActorModules, toModuleUrl } from './internal/modules.js';
 import { MAIN_THREAD, type StatelessPoolData, type StatelessTask, type WorkerControl, type WorkerData } from './internal/protocol.js';

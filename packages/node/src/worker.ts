@@ -4,8 +4,8 @@
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import * as Comlink from 'comlink';
+import { BucketHost } from '@wadi/cluster';
 import { ActorSystem, Registry, Unavailable, WorkerCrashed, type Envelope } from '@wadi/core';
-import { BucketHost } from './internal/bucket-host.js';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { loadActorModules } from './internal/modules.js';
 import { MAIN_THREAD, REQUEST_ID_SPAN, type WorkerControl, type WorkerData } from './internal/protocol.js';
@@ -25,14 +25,12 @@ const send = (destination: number, envelope: Envelope): void => {
   link.send(envelope);
 };
 
-const buckets = new BucketHost(
-  data.index,
-  data.workers,
-  data.buckets,
-  send,
-  () => system.hostedIds(),
-  (message) => console.warn(`wadi worker ${data.index}: ${message}`),
-);
+const buckets = new BucketHost(data.index, data.workers, data.buckets, {
+  toWorker: send,
+  toNode: (envelope) => send(MAIN_THREAD, envelope),
+  hosted: () => system.hostedIds(),
+  log: (message) => console.warn(`wadi worker ${data.index}: ${message}`),
+});
 
 const system = new ActorSystem({
   registry,

@@ -5,8 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { activationKey, type Envelope, type TellEnvelope } from '@wadi/core';
-import { HandoffTracker, type ClusterMessage, type DirectoryEntry, type Layout } from '@wadi/cluster';
-import { BucketHost } from '../src/internal/bucket-host.js';
+import { BucketHost, HandoffTracker, type ClusterMessage, type DirectoryEntry, type Layout } from '@wadi/cluster';
 
 const url = (id: string): string => `ws://${id}`;
 
@@ -21,7 +20,7 @@ class MiniNode {
   readonly host: BucketHost;
   readonly tracker: HandoffTracker;
   constructor(readonly id: string, readonly world: MiniWorld) {
-    this.host = new BucketHost(0, 1, 1, (_destination, envelope) => this.forward(envelope as TellEnvelope), () => this.hosted, () => undefined);
+    this.host = new BucketHost(0, 1, 1, { toWorker: () => undefined, toNode: (envelope) => this.forward(envelope), hosted: () => this.hosted, log: () => undefined });
     this.tracker = new HandoffTracker(
       { self: id },
       {

@@ -4,9 +4,8 @@
  * The message hot path does not go through here: it is batched envelopes over MessagePorts.
  */
 import type { MessagePort } from 'node:worker_threads';
-import type { DirectoryEntry } from '@wadi/cluster';
+import type { DirectoryEntry, DirectoryStats } from '@wadi/cluster';
 import type { SystemStats } from '@wadi/core';
-import type { DirectoryStats } from './bucket-host.js';
 
 /** The destination index of a node's main thread; workers are 0..W-1. */
 export const MAIN_THREAD = -2;

@@ -9,9 +9,9 @@
  * another node. An update that reaches a worker that no longer owns the bucket is forwarded to the
  * owner of its current layout, a bounded number of times.
  */
-import { BucketDirectory, type DirectoryEntry } from '@wadi/cluster';
 import { Kind, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
-import { MAIN_THREAD } from './protocol.js';
+import { BucketDirectory } from './directory.js';
+import type { DirectoryEntry } from './messages.js';
 
 export const BUCKET_ACTOR = 'wadi.bucket';
 
@@ -21,6 +21,16 @@ const MAX_HOPS = 4;
 export interface DirectoryStats {
   buckets: number;
   entries: number;
+}
+
+export interface BucketHostIO {
+  /** Sends a directory update to another worker thread of this node. */
+  toWorker(index: number, envelope: TellEnvelope): void;
+  /** Hands a directory update to this node's main thread, which sends it to the bucket's owner node. */
+  toNode(envelope: TellEnvelope): void;
+  /** Every (type, id) this worker hosts. */
+  hosted(): [type: string, id: string][];
+  log(message: string): void;
 }
 
 export class BucketHost {
@@ -41,9 +51,7 @@ export class BucketHost {
     readonly index: number,
     readonly workers: number,
     readonly buckets: number,
-    private readonly send: (destination: number, envelope: Envelope) => void,
-    private readonly hosted: () => [type: string, id: string][],
-    private readonly log: (message: string) => void,
+    private readonly io: BucketHostIO,
   ) {}
 
   /** A new committed layout: from now on updates route by it. */
@@ -64,7 +72,7 @@ export class BucketHost {
       if (owners[bucket] !== self && !this.#lostAt.has(bucket)) this.#lostAt.set(bucket, epoch);
     }
     // Sessions activated before this node had a layout were never registered anywhere.
-    if (first) for (const [type, id] of this.hosted()) this.sessionActivated(type, id);
+    if (first) for (const [type, id] of this.io.hosted()) this.sessionActivated(type, id);
   }
 
   /** The hook for `ActorSystem.onActivated`: tell the session's bucket actor where it lives. */
@@ -80,14 +88,14 @@ export class BucketHost {
     const bucket = Number(envelope[2]);
     const args = envelope[4];
     if (!Number.isInteger(bucket) || bucket < 0 || bucket >= this.buckets || !Array.isArray(args)) {
-      this.log(`dropped a malformed directory update for bucket ${envelope[2]}`);
+      this.io.log(`dropped a malformed directory update for bucket ${envelope[2]}`);
       return true;
     }
     if (this.#owners[bucket] !== this.#self || this.#lostAt.has(bucket)) {
       const hops = Number(args[3] ?? 0);
       if (hops >= MAX_HOPS) {
         this.dropped++;
-        this.log(`dropped a directory update for bucket ${bucket} after ${hops} forwards`);
+        this.io.log(`dropped a directory update for bucket ${bucket} after ${hops} forwards`);
         return true;
       }
       this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, envelope[2], envelope[3], [args[0], args[1], args[2], hops + 1]]);
@@ -127,7 +135,7 @@ export class BucketHost {
     }
     const entries: DirectoryEntry[] = [];
     if (this.#self === undefined) return entries;
-    for (const [type, id] of this.hosted()) {
+    for (const [type, id] of this.io.hosted()) {
       if (type !== BUCKET_ACTOR && bucketOf(id, this.buckets) === bucket) entries.push([activationKey(type, id), this.#self, this.index]);
     }
     return entries;
@@ -172,14 +180,14 @@ export class BucketHost {
     if (owner === undefined) return;
     const worker = bucket % this.workers;
     try {
-      if (owner !== this.#self) this.send(MAIN_THREAD, envelope);
+      if (owner !== this.#self) this.io.toNode(envelope);
       else if (worker === this.index) this.receive(envelope);
-      else this.send(worker, envelope);
+      else this.io.toWorker(worker, envelope);
     } catch (error) {
       // A link that is down or full must not fail the activation that caused the update; a
       // rebuild of the bucket (which asks every member what it hosts) repairs the directory.
       this.dropped++;
-      this.log(`could not send a directory update for bucket ${bucket}: ${(error as Error).message}`);
+      this.io.log(`could not send a directory update for bucket ${bucket}: ${(error as Error).message}`);
     }
   }
 }

@@ -1,0 +1,248 @@
+/**
+ * One node's whole side of the cluster protocol, without I/O: it drives the `ClusterMember`
+ * (membership, layouts) and the `HandoffTracker` (buckets gained), serves the previous owner's
+ * side of handoffs and each member's part of a rebuild, and routes directory updates between
+ * nodes to the owners of their buckets.
+ *
+ * A real node (`@wadi/node`'s cluster-node.ts) drives it over WebSockets with a wall clock and
+ * worker threads holding the bucket actors; the testkit's simulated node drives the very same code
+ * over a simulated network with a virtual clock. Everything that could differ between the two is
+ * behind `NodeProtocolIO` and `NodeDirectories`.
+ */
+import { Kind, type Envelope, type TellEnvelope } from '@wadi/core';
+import { BUCKET_ACTOR } from './bucket-host.js';
+import { ClusterMember, type ClusterIO, type ClusterMemberOptions } from './cluster-member.js';
+import { HandoffTracker, type HandoffOptions } from './handoff.js';
+import { ownerIds, type Layout } from './layout.js';
+import type { ClusterMessage, DirectoryEntry } from './messages.js';
+
+/**
+ * The node's bucket actors, wherever they run (worker threads in a real node). Calls take effect
+ * in the order they are made: an export or a report asked after `applyLayout` sees that layout.
+ */
+export interface NodeDirectories {
+  /** Gives the bucket actors the committed layout (`owners[b]` = owner node id). */
+  applyLayout(self: string, epoch: number, owners: readonly string[]): void;
+  /** Delivers a directory update to the bucket actor here. */
+  deliver(update: TellEnvelope): void;
+  install(bucket: number, epoch: number, entries: DirectoryEntry[]): void;
+  /** Freezes and removes a lost bucket's directory; null when none is held here. */
+  export(bucket: number, reply: (entries: DirectoryEntry[] | null) => void): void;
+  /** What this node hosts in `bucket`. */
+  report(bucket: number, reply: (entries: DirectoryEntry[]) => void): void;
+  /** Drops directory entries pointing at a node that is gone. */
+  forgetNode(node: string): void;
+}
+
+export interface NodeProtocolIO extends Omit<ClusterIO, 'committed' | 'memberDown'> {
+  /** Sends a directory update to another node (best effort, like `send`). */
+  sendUpdate(to: string, update: TellEnvelope): void;
+  /** A layout was committed; the protocol has already applied it. */
+  committed?(layout: Layout, previous: Layout | null): void;
+}
+
+export interface NodeProtocolOptions extends Omit<ClusterMemberOptions, 'handoffsDone'> {
+  handoff?: Omit<HandoffOptions, 'self'>;
+}
+
+export class NodeProtocol {
+  readonly id: string;
+  readonly member: ClusterMember;
+  readonly handoffs: HandoffTracker;
+  /** Directory updates that could not be routed (no layout yet, or the owner unreachable). */
+  droppedUpdates = 0;
+  readonly #io: NodeProtocolIO;
+  readonly #directories: NodeDirectories;
+  readonly #buckets: number;
+  /** Buckets this node lost and has not handed off yet: a leave waits for them. */
+  readonly #toHandOff = new Set<number>();
+  /** The layout before the committed one, as this node saw it. */
+  #previousLayout: Layout | null = null;
+
+  constructor(options: NodeProtocolOptions, io: NodeProtocolIO, directories: NodeDirectories) {
+    this.id = options.self.id;
+    this.#io = io;
+    this.#directories = directories;
+    this.#buckets = options.buckets;
+    const { handoff, ...memberOptions } = options;
+    this.handoffs = new HandoffTracker(
+      { self: this.id, ...handoff },
+      {
+        send: (to, message) => io.send(to, message),
+        install: (bucket, epoch, entries, source) => this.#install(bucket, epoch, entries, source),
+        log: io.log,
+      },
+    );
+    this.member = new ClusterMember(
+      { ...memberOptions, handoffsDone: () => this.#toHandOff.size === 0 && this.handoffs.pending === 0 },
+      {
+        send: io.send,
+        dial: io.dial,
+        forget: io.forget,
+        persist: io.persist,
+        committed: (layout, previous) => this.#onLayout(layout, previous),
+        memberDown: (id) => {
+          this.handoffs.membersChanged(this.member.liveMembers());
+          directories.forgetNode(id);
+        },
+        removed: io.removed,
+        left: io.left,
+        log: io.log,
+      },
+    );
+  }
+
+  get layout(): Layout | null {
+    return this.member.committed;
+  }
+
+  /** Buckets still moving to or from this node. */
+  get handoffsPending(): number {
+    return this.handoffs.pending + this.#toHandOff.size;
+  }
+
+  start(now: number): void {
+    this.member.start(now);
+  }
+
+  tick(now: number): void {
+    this.member.tick(now);
+    this.handoffs.tick(now);
+  }
+
+  connected(peer: { id: string; incarnation: number }, now: number): void {
+    this.member.connected(peer, now);
+  }
+
+  disconnected(id: string, now: number): void {
+    this.member.disconnected(id, now);
+  }
+
+  leave(now: number): void {
+    this.member.leave(now);
+  }
+
+  /** A cluster message from another node (already validated by `parseClusterMessage`). */
+  receive(from: string, message: ClusterMessage, now: number): void {
+    switch (message.t) {
+      case 'handoff-request':
+        this.#handOff(from, message.bucket, message.epoch);
+        return;
+      case 'report-request':
+        this.#report(from, message.bucket, message.epoch);
+        return;
+      case 'handoff-data':
+      case 'handoff-refused':
+      case 'report':
+        this.handoffs.receive(from, message);
+        return;
+      default:
+        this.member.receive(from, message, now);
+    }
+  }
+
+  /** An envelope from another node: only directory updates cross nodes so far. */
+  receiveUpdate(from: string, envelope: Envelope): void {
+    if (!isDirectoryUpdate(envelope, this.#buckets)) {
+      this.#io.log('warn', `refused an envelope from ${from}: not a directory update`, { peer: from });
+      return;
+    }
+    this.#directories.deliver(envelope);
+  }
+
+  /** A directory update from a bucket actor here, for a bucket this node may not own. */
+  routeUpdate(update: TellEnvelope): void {
+    const bucket = Number(update[2]);
+    const layout = this.layout;
+    const owner = layout === null ? undefined : layout.members[layout.owners[bucket]!]?.id;
+    if (owner === undefined) {
+      this.droppedUpdates++;
+      return;
+    }
+    if (owner === this.id) {
+      this.#directories.deliver(update);
+      return;
+    }
+    try {
+      this.#io.sendUpdate(owner, update);
+    } catch (error) {
+      // The owner is unreachable or overloaded: the rebuild of its buckets after a failure, which
+      // asks every member what it hosts, repairs what is lost here.
+      this.droppedUpdates++;
+      this.#io.log('warn', `directory update for bucket ${bucket} not sent to ${owner}: ${(error as Error).message}`);
+    }
+  }
+
+  /** The bucket actors holding `buckets` were replaced: rebuild those directories from the members. */
+  rebuild(buckets: readonly number[]): void {
+    const layout = this.layout;
+    if (layout === null) return;
+    this.#directories.applyLayout(this.id, layout.epoch, ownerIds(layout));
+    this.handoffs.rebuild(buckets, layout.epoch);
+  }
+
+  #onLayout(layout: Layout, previous: Layout | null): void {
+    this.#previousLayout = previous;
+    const owners = ownerIds(layout);
+    if (previous !== null) {
+      for (let bucket = 0; bucket < previous.owners.length; bucket++) {
+        if (previous.members[previous.owners[bucket]!]!.id === this.id && owners[bucket] !== this.id) this.#toHandOff.add(bucket);
+      }
+    }
+    for (const bucket of this.#toHandOff) if (owners[bucket] === this.id) this.#toHandOff.delete(bucket);
+    this.#directories.applyLayout(this.id, layout.epoch, owners);
+    this.handoffs.layoutCommitted(layout, previous, this.member.liveMembers());
+    this.#io.committed?.(layout, previous);
+  }
+
+  /** The previous owner's side of a handoff: freeze and ship the bucket's directory. */
+  #handOff(requester: string, bucket: number, epoch: number): void {
+    const layout = this.layout;
+    const refuse = (reason: string): void => this.#io.send(requester, { t: 'handoff-refused', bucket, epoch, reason });
+    if (layout === null || layout.epoch < epoch) return; // not there yet: the requester retries.
+    if (layout.epoch > epoch) return refuse(`this node holds epoch ${layout.epoch}`);
+    if (layout.members[layout.owners[bucket]!]?.id !== requester) return refuse(`${requester} does not own bucket ${bucket} in epoch ${epoch}`);
+    // Only the owner right before `epoch` holds the current directory: a node that skipped a
+    // layout (or lost the bucket earlier) may hold a stale copy.
+    const previous = this.#previousLayout;
+    if (previous === null || previous.epoch !== epoch - 1 || previous.members[previous.owners[bucket]!]?.id !== this.id) {
+      return refuse(`this node did not own bucket ${bucket} in epoch ${epoch - 1}`);
+    }
+    this.#directories.export(bucket, (entries) => {
+      if (entries === null) return refuse('no directory for it here');
+      this.#toHandOff.delete(bucket);
+      this.#io.send(requester, { t: 'handoff-data', bucket, epoch, entries });
+    });
+  }
+
+  /** A member's part of a rebuild: what this node hosts in the bucket. */
+  #report(requester: string, bucket: number, epoch: number): void {
+    this.#directories.report(bucket, (entries) => {
+      // This node will never be asked to hand the bucket off any more.
+      this.#toHandOff.delete(bucket);
+      this.#io.send(requester, { t: 'report', bucket, epoch, entries });
+    });
+  }
+
+  #install(bucket: number, epoch: number, entries: DirectoryEntry[], source: 'handoff' | 'rebuild' | 'new'): void {
+    if (source !== 'rebuild') return this.#directories.install(bucket, epoch, entries);
+    // A rebuild asks the other members; this node's own sessions in the bucket are added here.
+    this.#directories.report(bucket, (local) => this.#directories.install(bucket, epoch, [...entries, ...local]));
+  }
+}
+
+function isDirectoryUpdate(envelope: Envelope, buckets: number): envelope is TellEnvelope {
+  if (!Array.isArray(envelope) || envelope[0] !== Kind.Tell || envelope[1] !== BUCKET_ACTOR || typeof envelope[2] !== 'string') return false;
+  const bucket = Number(envelope[2]);
+  const args = envelope[4] as unknown;
+  return (
+    Number.isInteger(bucket) &&
+    bucket >= 0 &&
+    bucket < buckets &&
+    (envelope[3] === 'register' || envelope[3] === 'unregister') &&
+    Array.isArray(args) &&
+    typeof args[0] === 'string' &&
+    typeof args[1] === 'string' &&
+    Number.isInteger(args[2])
+  );
+}

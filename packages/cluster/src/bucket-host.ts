@@ -82,6 +82,13 @@ export class BucketHost {
     this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'register', [activationKey(type, id), this.#self, this.index, 0]]);
   }
 
+  /** A session here was destroyed, or moved away: its bucket actor forgets this location. */
+  sessionRemoved(type: string, id: string): void {
+    if (this.#self === undefined || type === BUCKET_ACTOR) return;
+    const bucket = bucketOf(id, this.buckets);
+    this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'unregister', [activationKey(type, id), this.#self, this.index, 0]]);
+  }
+
   /** Handles a directory update; false when the envelope is not for a bucket actor. */
   receive(envelope: Envelope): boolean {
     if (envelope[0] !== Kind.Tell || envelope[1] !== BUCKET_ACTOR) return false;
@@ -145,6 +152,12 @@ export class BucketHost {
     let dropped = 0;
     for (const directory of this.#directories.values()) dropped += directory.forgetNode(node);
     return dropped;
+  }
+
+  /** The entries of a bucket this worker serves (undefined if it serves none for it), for inspection. */
+  entries(bucket: number): DirectoryEntry[] | undefined {
+    const directory = this.#directories.get(bucket);
+    return directory === undefined || this.#lostAt.has(bucket) ? undefined : directory.entries();
   }
 
   lookup(bucket: number, key: string): { node: string; worker: number } | undefined {

@@ -23,6 +23,8 @@ export interface HandoffIO {
 
 export interface HandoffOptions {
   self: string;
+  /** This node's incarnation: what an earlier incarnation owned died with it. */
+  incarnation?: number;
   /** Transfers in flight at once (K). */
   maxInFlight?: number;
   /** A phase that gets no answer in this long is retried (ms). */
@@ -45,6 +47,7 @@ interface Transfer {
 
 export class HandoffTracker {
   readonly #self: string;
+  readonly #incarnation: number | undefined;
   readonly #io: HandoffIO;
   readonly #maxInFlight: number;
   readonly #timeoutMs: number;
@@ -59,6 +62,7 @@ export class HandoffTracker {
 
   constructor(options: HandoffOptions, io: HandoffIO) {
     this.#self = options.self;
+    this.#incarnation = options.incarnation;
     this.#io = io;
     this.#maxInFlight = options.maxInFlight ?? 8;
     this.#timeoutMs = options.timeoutMs ?? 2000;
@@ -89,15 +93,17 @@ export class HandoffTracker {
     for (let bucket = 0; bucket < layout.owners.length; bucket++) {
       if (layout.owners[bucket] !== self || this.#transfers.has(bucket)) continue;
       const before = previous === null ? undefined : previous.members[previous.owners[bucket]!];
-      if (before?.id === this.#self) continue;
+      const earlierSelf = before?.id === this.#self && this.#incarnation !== undefined && before.incarnation !== this.#incarnation;
+      if (before?.id === this.#self && !earlierSelf) continue;
       if (before === undefined) {
         // A bucket nobody owned before (a new cluster): it starts empty.
         this.#io.install(bucket, layout.epoch, [], 'new');
         continue;
       }
       // Only the owner in the layout just before this one holds the current directory. If this
-      // node skipped a layout, the owner it remembers may hold a stale copy: rebuild instead.
-      const pullable = live.includes(before.id) && previous!.epoch === layout.epoch - 1;
+      // node skipped a layout, the owner it remembers may hold a stale copy: rebuild instead. So
+      // does a restarted node whose earlier incarnation owned the bucket: that copy died with it.
+      const pullable = !earlierSelf && live.includes(before.id) && previous!.epoch === layout.epoch - 1;
       this.#transfers.set(bucket, { bucket, epoch: layout.epoch, from: pullable ? before.id : undefined, attempts: 0, sentAt: undefined, asked: new Set(), reports: new Map() });
     }
   }

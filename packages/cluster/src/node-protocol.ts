@@ -66,7 +66,7 @@ export class NodeProtocol {
     this.#buckets = options.buckets;
     const { handoff, ...memberOptions } = options;
     this.handoffs = new HandoffTracker(
-      { self: this.id, ...handoff },
+      { self: this.id, incarnation: options.self.incarnation, ...handoff },
       {
         send: (to, message) => io.send(to, message),
         install: (bucket, epoch, entries, source) => this.#install(bucket, epoch, entries, source),
@@ -185,8 +185,9 @@ export class NodeProtocol {
     this.#previousLayout = previous;
     const owners = ownerIds(layout);
     if (previous !== null) {
+      // Only what this incarnation owned: a restarted node's earlier self took its directories with it.
       for (let bucket = 0; bucket < previous.owners.length; bucket++) {
-        if (previous.members[previous.owners[bucket]!]!.id === this.id && owners[bucket] !== this.id) this.#toHandOff.add(bucket);
+        if (this.#ownedBySelf(previous, bucket) && owners[bucket] !== this.id) this.#toHandOff.add(bucket);
       }
     }
     for (const bucket of this.#toHandOff) if (owners[bucket] === this.id) this.#toHandOff.delete(bucket);
@@ -205,7 +206,7 @@ export class NodeProtocol {
     // Only the owner right before `epoch` holds the current directory: a node that skipped a
     // layout (or lost the bucket earlier) may hold a stale copy.
     const previous = this.#previousLayout;
-    if (previous === null || previous.epoch !== epoch - 1 || previous.members[previous.owners[bucket]!]?.id !== this.id) {
+    if (previous === null || previous.epoch !== epoch - 1 || !this.#ownedBySelf(previous, bucket)) {
       return refuse(`this node did not own bucket ${bucket} in epoch ${epoch - 1}`);
     }
     this.#directories.export(bucket, (entries) => {
@@ -213,6 +214,11 @@ export class NodeProtocol {
       this.#toHandOff.delete(bucket);
       this.#io.send(requester, { t: 'handoff-data', bucket, epoch, entries });
     });
+  }
+
+  #ownedBySelf(layout: Layout, bucket: number): boolean {
+    const owner = layout.members[layout.owners[bucket]!];
+    return owner?.id === this.id && owner.incarnation === this.member.incarnation;
   }
 
   /** A member's part of a rebuild: what this node hosts in the bucket. */

@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+/**
+ * `wadi-sim`: replays a schedule a failing property printed, or soaks the cluster protocol with
+ * many more random schedules than CI runs.
+ *
+ *   wadi-sim replay '<schedule json>' | <file.json>   [--trace N]
+ *   wadi-sim soak [--runs N] [--minutes M] [--seed S] [--steps N]
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { scheduleArbitrary } from './arbitraries.js';
+import { describeFailure, runSchedule } from './run.js';
+import { parseSchedule, type Schedule } from './schedule.js';
+
+function flag(args: string[], name: string): string | undefined {
+  const index = args.indexOf(`--${name}`);
+  return index < 0 ? undefined : args[index + 1];
+}
+
+function integerFlag(args: string[], name: string, fallback: number): number {
+  const raw = flag(args, name);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < 0) throw new TypeError(`--${name} must be a non-negative integer, not '${raw}'`);
+  return value;
+}
+
+function replay(args: string[]): number {
+  const source = args.find((arg, index) => !arg.startsWith('--') && (index === 0 || !args[index - 1]!.startsWith('--')));
+  if (source === undefined) throw new TypeError("replay needs a schedule: '<json>' or a file");
+  const text = source.trim().startsWith('{') ? source : readFileSync(source, 'utf8');
+  const schedule = parseSchedule(JSON.parse(text));
+  const result = runSchedule(schedule);
+  console.log(result.simulation.trace.format(integerFlag(args, 'trace', 200)));
+  console.log(`\ndigest ${result.digest}; ${result.simulation.now / 1000} simulated seconds; settled ${result.settledAfterMs === undefined ? 'never' : `after ${result.settledAfterMs} ms`}`);
+  if (result.violations.length === 0) {
+    console.log('no violations');
+    return 0;
+  }
+  console.log(describeFailure(schedule, result));
+  return 1;
+}
+
+function soak(args: string[]): number {
+  const runs = integerFlag(args, 'runs', 2000);
+  const minutes = integerFlag(args, 'minutes', 0);
+  const seed = integerFlag(args, 'seed', Date.now() % 0x7fffffff);
+  const maxSteps = integerFlag(args, 'steps', 60);
+  const started = Date.now();
+  let failure: Schedule | undefined;
+  console.log(`soak: up to ${runs} schedules${minutes > 0 ? ` or ${minutes} min` : ''}, fast-check seed ${seed}`);
+  const details = fc.check(
+    fc.property(scheduleArbitrary({ maxSteps }), (schedule) => {
+      const result = runSchedule(schedule);
+      if (result.violations.length > 0) {
+        failure = schedule;
+        return false;
+      }
+      return true;
+    }),
+    { numRuns: runs, seed, ...(minutes > 0 ? { interruptAfterTimeLimit: minutes * 60_000, markInterruptAsFailure: false } : {}) },
+  );
+  const seconds = ((Date.now() - started) / 1000).toFixed(0);
+  if (!details.failed) {
+    console.log(`soak: ${details.numRuns} schedules passed in ${seconds} s`);
+    return 0;
+  }
+  const shrunk = (details.counterexample?.[0] as Schedule | undefined) ?? failure!;
+  const file = join(tmpdir(), `wadi-sim-${shrunk.options.seed}.json`);
+  writeFileSync(file, JSON.stringify(shrunk, null, 1));
+  console.log(describeFailure(shrunk, runSchedule(shrunk)));
+  console.log(`\nsoak: failed after ${details.numRuns} schedules in ${seconds} s; schedule saved to ${file} (pnpm sim:replay ${file})`);
+  return 1;
+}
+
+const [command, ...rest] = process.argv.slice(2);
+try {
+  if (command === 'replay') process.exitCode = replay(rest);
+  else if (command === 'soak') process.exitCode = soak(rest);
+  else {
+    console.log(command === undefined || command === '--help' ? '' : `unknown command '${command}'\n`);
+    console.log("usage: wadi-sim replay '<schedule json>' | <file.json> [--trace N]\n       wadi-sim soak [--runs N] [--minutes M] [--seed S] [--steps N]");
+    process.exitCode = command === undefined || command === '--help' ? 0 : 2;
+  }
+} catch (error) {
+  console.error(`wadi-sim: ${(error as Error).message}`);
+  process.exitCode = 2;
+}

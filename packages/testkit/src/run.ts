@@ -1,0 +1,46 @@
+/**
+ * Runs a schedule from start to settled end and reports what it broke: the one entry point the
+ * property tests, the replay command and the soak share, so a printed schedule replays exactly.
+ */
+import type { Violation } from './invariants.js';
+import type { Schedule } from './schedule.js';
+import { Simulation } from './simulation.js';
+
+export interface RunResult {
+  simulation: Simulation;
+  violations: readonly Violation[];
+  /** Hash of the whole trace: two runs of one schedule give the same. */
+  digest: string;
+  /** Simulated time from the end of the schedule until the cluster converged (undefined: it did not). */
+  settledAfterMs: number | undefined;
+}
+
+export interface RunOptions {
+  /** Converge within this long after the faults stop (simulated ms, default 120 s). */
+  settleLimitMs?: number;
+}
+
+export function runSchedule(schedule: Schedule, options: RunOptions = {}): RunResult {
+  const simulation = new Simulation(schedule.options);
+  for (const step of schedule.steps) simulation.apply(step);
+  const settledAfterMs = simulation.settle(options.settleLimitMs);
+  return { simulation, violations: simulation.violations, digest: simulation.trace.digest, settledAfterMs };
+}
+
+/** A failure report a person can act on: what broke, the trace around it, and how to replay it. */
+export function describeFailure(schedule: Schedule, result: RunResult, traceLines = 60): string {
+  const json = JSON.stringify(schedule);
+  const violations = result.violations.map((violation) => `  at ${(violation.at / 1000).toFixed(3)}s ${violation.property}: ${violation.detail}`).join('\n');
+  const firstAt = result.violations[0]?.at ?? Infinity;
+  const trace = result.simulation.trace.format(traceLines, (entry) => entry.at <= firstAt);
+  return [
+    `${result.violations.length} violation(s) with seed ${schedule.options.seed}:`,
+    violations,
+    '',
+    `trace up to the first violation (last ${traceLines} entries):`,
+    trace,
+    '',
+    `schedule: ${json}`,
+    `replay:   pnpm sim:replay '${json}'`,
+  ].join('\n');
+}

@@ -1,0 +1,92 @@
+/**
+ * A fault schedule: the plain-data script of a simulated run (what happens, in order), which with
+ * the seed determines the run completely. Properties generate and shrink schedules; a failing one
+ * is printed as JSON and replayed from it.
+ */
+import type { ClusterTimings } from '@wadi/cluster';
+import type { LinkFaults } from './network.js';
+
+export type Step =
+  /** Starts node `node`: it joins the first time, and restarts as a new incarnation with its disk after that. */
+  | { op: 'start'; node: string }
+  /** Graceful leave: the node's sessions move to the other members first, as an evacuation does. */
+  | { op: 'leave'; node: string }
+  /** The process dies at once (SIGKILL): its memory and sessions are gone, its disk stays. */
+  | { op: 'crash'; node: string }
+  /** The process stalls for `ms` (longer than the failure detector's timeout, typically), then resumes. */
+  | { op: 'pause'; node: string; ms: number }
+  /** Cuts `side` off from every other node, both ways. */
+  | { op: 'partition'; side: string[] }
+  /** Cuts one way: nothing `from` sends reaches `to`. */
+  | { op: 'cut'; from: string[]; to: string[] }
+  | { op: 'heal' }
+  /** Creates `count` sessions on `node`. */
+  | { op: 'create'; node: string; count: number }
+  /** Moves the session chosen by `pick` (an index into the sessions, modulo their number) to `to`. */
+  | { op: 'move'; pick: number; to: string }
+  | { op: 'destroy'; pick: number }
+  /** Lets simulated time pass. */
+  | { op: 'run'; ms: number };
+
+export interface SimulationOptions {
+  /** Determines every random choice of the run. */
+  seed: number;
+  buckets?: number;
+  workers?: number;
+  /** Nodes whose URLs every node is started with (the first forms the cluster). Default: the first three started. */
+  seeds?: string[];
+  timings?: Partial<ClusterTimings>;
+  faults?: Partial<LinkFaults>;
+  /** How often each node's state machines tick (ms, default 100 as in a real node). */
+  tickMs?: number;
+  handoffTimeoutMs?: number;
+  maxHandoffs?: number;
+}
+
+export interface Schedule {
+  options: SimulationOptions;
+  steps: Step[];
+}
+
+const OPS = new Set(['start', 'leave', 'crash', 'pause', 'partition', 'cut', 'heal', 'create', 'move', 'destroy', 'run']);
+
+/** Checks a schedule read from a file or the command line; throws naming what is wrong. */
+export function parseSchedule(value: unknown): Schedule {
+  if (typeof value !== 'object' || value === null) throw new TypeError('a schedule is an object { options, steps }');
+  const { options, steps } = value as { options?: unknown; steps?: unknown };
+  if (typeof options !== 'object' || options === null || !Number.isSafeInteger((options as { seed?: unknown }).seed)) {
+    throw new TypeError('schedule.options.seed must be an integer');
+  }
+  if (!Array.isArray(steps)) throw new TypeError('schedule.steps must be an array');
+  steps.forEach((step: unknown, index) => {
+    if (typeof step !== 'object' || step === null || !OPS.has((step as { op?: unknown }).op as string)) {
+      throw new TypeError(`schedule.steps[${index}]: unknown step ${JSON.stringify(step)}`);
+    }
+  });
+  return { options: options as SimulationOptions, steps: steps as Step[] };
+}
+
+export function describeStep(step: Step): string {
+  switch (step.op) {
+    case 'start':
+    case 'leave':
+    case 'crash':
+      return `${step.op} ${step.node}`;
+    case 'pause':
+      return `pause ${step.node} for ${step.ms} ms`;
+    case 'partition':
+      return `partition [${step.side.join(',')}] from the rest`;
+    case 'cut':
+      return `cut [${step.from.join(',')}] -> [${step.to.join(',')}]`;
+    case 'heal':
+      return 'heal';
+    case 'create':
+      return `create ${step.count} sessions on ${step.node}`;
+    case 'move':
+      return `move session #${step.pick} to ${step.to}`;
+    case 'destroy':
+      return `destroy session #${step.pick}`;
+    case 'run':
+      return `run ${step.ms} ms`;
+  }
+}

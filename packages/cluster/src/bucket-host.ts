@@ -28,8 +28,8 @@ export interface BucketHostIO {
   toWorker(index: number, envelope: TellEnvelope): void;
   /** Hands a directory update to this node's main thread, which sends it to the bucket's owner node. */
   toNode(envelope: TellEnvelope): void;
-  /** Every (type, id) this worker hosts. */
-  hosted(): [type: string, id: string][];
+  /** Every session this worker hosts, with the version of its location here (0 if it never moved). */
+  hosted(): [type: string, id: string, version?: number][];
   log(message: string): void;
 }
 
@@ -71,22 +71,40 @@ export class BucketHost {
     for (const bucket of this.#directories.keys()) {
       if (owners[bucket] !== self && !this.#lostAt.has(bucket)) this.#lostAt.set(bucket, epoch);
     }
-    // Sessions activated before this node had a layout were never registered anywhere.
-    if (first) for (const [type, id] of this.io.hosted()) this.sessionActivated(type, id);
+    // Sessions activated before this node had a layout were never registered anywhere, and an
+    // earlier incarnation of this node may have left entries behind that nobody will remove.
+    if (first) this.resync();
   }
 
   /** The hook for `ActorSystem.onActivated`: tell the session's bucket actor where it lives. */
-  sessionActivated(type: string, id: string): void {
-    if (this.#self === undefined || type === BUCKET_ACTOR) return;
-    const bucket = bucketOf(id, this.buckets);
-    this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'register', [activationKey(type, id), this.#self, this.index, 0]]);
+  sessionActivated(type: string, id: string, version = 0): void {
+    this.#update('register', type, id, version);
   }
 
   /** A session here was destroyed, or moved away: its bucket actor forgets this location. */
-  sessionRemoved(type: string, id: string): void {
+  sessionRemoved(type: string, id: string, version = 0): void {
+    this.#update('unregister', type, id, version);
+  }
+
+  /**
+   * Re-announces what this worker hosts in `buckets` (all by default) to their owners: updates
+   * that could not be sent, or were in flight on a connection that broke, may be lost, and this
+   * repairs them (see `BucketDirectory.sync`).
+   */
+  resync(buckets?: readonly number[]): void {
+    if (this.#self === undefined) return;
+    const byBucket = new Map<number, [string, number][]>();
+    for (const bucket of buckets ?? Array.from({ length: this.buckets }, (_, index) => index)) byBucket.set(bucket, []);
+    for (const [type, id, version] of this.io.hosted()) {
+      if (type !== BUCKET_ACTOR) byBucket.get(bucketOf(id, this.buckets))?.push([activationKey(type, id), version ?? 0]);
+    }
+    for (const [bucket, sessions] of byBucket) this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'sync', [sessions, this.#self, this.index, 0]]);
+  }
+
+  #update(method: 'register' | 'unregister', type: string, id: string, version: number): void {
     if (this.#self === undefined || type === BUCKET_ACTOR) return;
     const bucket = bucketOf(id, this.buckets);
-    this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'unregister', [activationKey(type, id), this.#self, this.index, 0]]);
+    this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), method, [activationKey(type, id), this.#self, this.index, 0, version]]);
   }
 
   /** Handles a directory update; false when the envelope is not for a bucket actor. */
@@ -105,13 +123,14 @@ export class BucketHost {
         this.io.log(`dropped a directory update for bucket ${bucket} after ${hops} forwards`);
         return true;
       }
-      this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, envelope[2], envelope[3], [args[0], args[1], args[2], hops + 1]]);
+      this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, envelope[2], envelope[3], [args[0], args[1], args[2], hops + 1, ...args.slice(4)]]);
       return true;
     }
     const directory = this.#directory(bucket);
-    const [key, node, worker] = args as [string, string, number];
-    if (envelope[3] === 'register') directory.register(key, node, worker);
-    else if (envelope[3] === 'unregister') directory.unregister(key, node);
+    const [key, node, worker, , version] = args as [unknown, string, number, number, number | undefined];
+    if (envelope[3] === 'register') directory.register(key as string, node, worker, version ?? 0);
+    else if (envelope[3] === 'unregister') directory.unregister(key as string, node, version ?? 0);
+    else if (envelope[3] === 'sync') directory.sync(node, worker, key as [string, number][]);
     return true;
   }
 
@@ -142,8 +161,8 @@ export class BucketHost {
     }
     const entries: DirectoryEntry[] = [];
     if (this.#self === undefined) return entries;
-    for (const [type, id] of this.io.hosted()) {
-      if (type !== BUCKET_ACTOR && bucketOf(id, this.buckets) === bucket) entries.push([activationKey(type, id), this.#self, this.index]);
+    for (const [type, id, version] of this.io.hosted()) {
+      if (type !== BUCKET_ACTOR && bucketOf(id, this.buckets) === bucket) entries.push([activationKey(type, id), this.#self, this.index, version ?? 0]);
     }
     return entries;
   }
@@ -161,7 +180,8 @@ export class BucketHost {
   }
 
   lookup(bucket: number, key: string): { node: string; worker: number } | undefined {
-    return this.#directories.get(bucket)?.lookup(key);
+    const entry = this.#directories.get(bucket)?.lookup(key);
+    return entry === undefined ? undefined : { node: entry.node, worker: entry.worker };
   }
 
   stats(): DirectoryStats {

@@ -630,6 +630,10 @@ export class ClusterMember {
 
   /** Plans from the recovered base and proposes a layout if it differs from it. */
   #planNext(): void {
+    // As in Akka's convergence rule: while a member is unreachable but not yet down, plan nothing.
+    // A layout made now could drop reachable voters and leave the next change to members that
+    // never come back; once the suspect is down (or back), planning resumes.
+    for (const id of this.#suspects.keys()) if (this.#table.get(id)?.state !== 'down') return;
     const base = this.#highestKnown();
     const eligible = this.#table.all().filter((entry) => entry.state === 'up');
     const leaving = this.#table.all().filter((entry) => entry.state === 'leaving');

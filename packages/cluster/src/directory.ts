@@ -1,24 +1,33 @@
 /**
- * The directory of one bucket: where each of its sessions lives (`sessionKey -> node, worker`).
- * Its owner (the bucket actor, on a worker of the bucket's owner node) is told of every create,
- * move and destroy in the bucket.
+ * The directory of one bucket: where each of its sessions lives (`sessionKey -> node, worker`),
+ * with the version of that location. Its owner (the bucket actor, on a worker of the bucket's
+ * owner node) is told of every create, move and destroy in the bucket.
+ *
+ * Updates about one session come from different nodes over different connections, so they can
+ * arrive in any order; the version decides: a claim older than the entry is ignored, and a removal
+ * only removes the location it names, at or below its version.
  *
  * During a handoff, updates can reach the new owner before the old owner's snapshot does. Rather
- * than holding them, the directory merges: an update that arrived first is newer than the
- * snapshot, so `install` only fills in keys the directory has not heard of (and does not bring
- * back keys removed meanwhile). Updates are therefore applied in arrival order and never lost.
+ * than holding them, the directory merges: `install` fills in what the directory has not heard of
+ * or only heard older of, and does not bring back what was removed meanwhile.
+ *
+ * A node that may have lost updates (its connection to the owner broke) re-announces what each of
+ * its workers hosts in the bucket (`sync`): that list is the truth for that node and worker.
  */
 import type { DirectoryEntry } from './messages.js';
 
 export interface SessionLocation {
   node: string;
   worker: number;
+  version: number;
 }
 
 export class BucketDirectory {
   readonly #entries = new Map<string, SessionLocation>();
-  /** Keys removed before the directory was installed: a late snapshot must not resurrect them. */
-  readonly #removed = new Set<string>();
+  /** Keys removed before the directory was installed, with the version removed: a late snapshot must not resurrect them. */
+  readonly #removed = new Map<string, number>();
+  /** Syncs heard before the directory was installed (`node/worker` -> what it hosts): they filter the snapshot too. */
+  readonly #synced = new Map<string, Set<string>>();
   installed = false;
   epoch = 0;
 
@@ -28,17 +37,32 @@ export class BucketDirectory {
     return this.#entries.size;
   }
 
-  register(key: string, node: string, worker: number): void {
-    this.#entries.set(key, { node, worker });
+  register(key: string, node: string, worker: number, version = 0): void {
+    const entry = this.#entries.get(key);
+    if (entry !== undefined && entry.version > version) return;
+    this.#entries.set(key, { node, worker, version });
     this.#removed.delete(key);
   }
 
-  /** Removes the entry if it still points at `node` (a stale removal must not undo a move). */
-  unregister(key: string, node: string): void {
+  /** Removes the entry if it still points at `node` with this version or an older one (a stale removal must not undo a move). */
+  unregister(key: string, node: string, version = 0): void {
     const entry = this.#entries.get(key);
-    if (entry !== undefined && entry.node !== node) return;
+    if (entry !== undefined && (entry.node !== node || entry.version > version)) return;
     this.#entries.delete(key);
-    if (!this.installed) this.#removed.add(key);
+    if (!this.installed) this.#removed.set(key, Math.max(version, this.#removed.get(key) ?? 0));
+  }
+
+  /** `node`/`worker` hosts exactly `sessions` ([key, version]) in this bucket: claim them, drop the rest. */
+  sync(node: string, worker: number, sessions: readonly (readonly [key: string, version: number])[]): void {
+    const listed = new Set<string>();
+    for (const [key, version] of sessions) {
+      listed.add(key);
+      this.register(key, node, worker, version);
+    }
+    for (const [key, entry] of this.#entries) {
+      if (entry.node === node && entry.worker === worker && !listed.has(key)) this.#entries.delete(key);
+    }
+    if (!this.installed) this.#synced.set(`${node}/${worker}`, listed);
   }
 
   lookup(key: string): SessionLocation | undefined {
@@ -47,17 +71,22 @@ export class BucketDirectory {
 
   /** Merges a handed-off or rebuilt directory beneath what this one already heard. */
   install(epoch: number, entries: readonly DirectoryEntry[]): void {
-    for (const [key, node, worker] of entries) {
-      if (!this.#entries.has(key) && !this.#removed.has(key)) this.#entries.set(key, { node, worker });
+    for (const [key, node, worker, version] of entries) {
+      const removed = this.#removed.get(key);
+      if (removed !== undefined && removed >= version) continue;
+      if (this.#synced.get(`${node}/${worker}`)?.has(key) === false) continue;
+      const entry = this.#entries.get(key);
+      if (entry === undefined || entry.version < version) this.#entries.set(key, { node, worker, version });
     }
     this.#removed.clear();
+    this.#synced.clear();
     this.installed = true;
     this.epoch = Math.max(this.epoch, epoch);
   }
 
   entries(): DirectoryEntry[] {
     const list: DirectoryEntry[] = [];
-    for (const [key, { node, worker }] of this.#entries) list.push([key, node, worker]);
+    for (const [key, { node, worker, version }] of this.#entries) list.push([key, node, worker, version]);
     return list;
   }
 

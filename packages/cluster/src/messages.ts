@@ -33,8 +33,12 @@ export type ClusterMessage =
   | { t: 'report-request'; bucket: number; epoch: number }
   | { t: 'report'; bucket: number; epoch: number; entries: DirectoryEntry[] };
 
-/** One line of a bucket's directory: which node and worker host a session (`type` + NUL + `id`). */
-export type DirectoryEntry = [sessionKey: string, node: string, worker: number];
+/**
+ * One line of a bucket's directory: which node and worker host a session (`type` + NUL + `id`),
+ * and the version of that location (each move of a session to a new place increments it), so that
+ * of two claims for one session the newer wins whatever order they arrive in.
+ */
+export type DirectoryEntry = [sessionKey: string, node: string, worker: number, version: number];
 
 export type ClusterMessageType = ClusterMessage['t'];
 
@@ -100,5 +104,13 @@ export function parseClusterMessage(value: unknown, buckets: number): ClusterMes
 }
 
 function isDirectoryEntry(value: unknown): value is DirectoryEntry {
-  return Array.isArray(value) && value.length === 3 && typeof value[0] === 'string' && typeof value[1] === 'string' && Number.isSafeInteger(value[2]);
+  return (
+    Array.isArray(value) &&
+    value.length === 4 &&
+    typeof value[0] === 'string' &&
+    typeof value[1] === 'string' &&
+    Number.isSafeInteger(value[2]) &&
+    Number.isSafeInteger(value[3]) &&
+    (value[3] as number) >= 0
+  );
 }

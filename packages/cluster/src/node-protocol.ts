@@ -32,6 +32,8 @@ export interface NodeDirectories {
   report(bucket: number, reply: (entries: DirectoryEntry[]) => void): void;
   /** Drops directory entries pointing at a node that is gone. */
   forgetNode(node: string): void;
+  /** Re-announces what this node hosts in `buckets` to their owners (see `BucketHost.resync`). */
+  resync(buckets: readonly number[]): void;
 }
 
 export interface NodeProtocolIO extends Omit<ClusterIO, 'committed' | 'memberDown'> {
@@ -43,6 +45,8 @@ export interface NodeProtocolIO extends Omit<ClusterIO, 'committed' | 'memberDow
 
 export interface NodeProtocolOptions extends Omit<ClusterMemberOptions, 'handoffsDone'> {
   handoff?: Omit<HandoffOptions, 'self'>;
+  /** Buckets whose directory updates may have been lost are re-announced at least this often (ms, default 2000). */
+  resyncIntervalMs?: number;
 }
 
 export class NodeProtocol {
@@ -58,13 +62,21 @@ export class NodeProtocol {
   readonly #toHandOff = new Set<number>();
   /** The layout before the committed one, as this node saw it. */
   #previousLayout: Layout | null = null;
+  /** Buckets each peer was sent directory updates for: if the connection breaks, they may be lost. */
+  readonly #updatedVia = new Map<string, Set<number>>();
+  /** Buckets whose updates may have been lost: re-announced to their current owners. */
+  readonly #unsynced = new Set<number>();
+  readonly #resyncIntervalMs: number;
+  #resyncedAt = -Infinity;
+  #now = 0;
 
   constructor(options: NodeProtocolOptions, io: NodeProtocolIO, directories: NodeDirectories) {
     this.id = options.self.id;
     this.#io = io;
     this.#directories = directories;
     this.#buckets = options.buckets;
-    const { handoff, ...memberOptions } = options;
+    this.#resyncIntervalMs = options.resyncIntervalMs ?? 2000;
+    const { handoff, resyncIntervalMs: _, ...memberOptions } = options;
     this.handoffs = new HandoffTracker(
       { self: this.id, incarnation: options.self.incarnation, ...handoff },
       {
@@ -106,16 +118,26 @@ export class NodeProtocol {
   }
 
   tick(now: number): void {
+    this.#now = now;
     this.member.tick(now);
     this.handoffs.tick(now);
+    if (now - this.#resyncedAt >= this.#resyncIntervalMs) this.#resync();
   }
 
   connected(peer: { id: string; incarnation: number }, now: number): void {
+    this.#now = now;
     this.member.connected(peer, now);
+    // A new connection may be the way to an owner that updates could not reach.
+    this.#resync();
   }
 
   disconnected(id: string, now: number): void {
+    this.#now = now;
     this.member.disconnected(id, now);
+    // Updates in flight on the broken connection are lost with it.
+    const buckets = this.#updatedVia.get(id);
+    if (buckets !== undefined) for (const bucket of buckets) this.#unsynced.add(bucket);
+    this.#updatedVia.delete(id);
   }
 
   leave(now: number): void {
@@ -165,12 +187,24 @@ export class NodeProtocol {
     }
     try {
       this.#io.sendUpdate(owner, update);
+      let buckets = this.#updatedVia.get(owner);
+      if (buckets === undefined) this.#updatedVia.set(owner, (buckets = new Set()));
+      buckets.add(bucket);
     } catch (error) {
-      // The owner is unreachable or overloaded: the rebuild of its buckets after a failure, which
-      // asks every member what it hosts, repairs what is lost here.
+      // The owner is unreachable or overloaded: the bucket is re-announced to whoever owns it later.
       this.droppedUpdates++;
-      this.#io.log('warn', `directory update for bucket ${bucket} not sent to ${owner}: ${(error as Error).message}`);
+      if (!this.#unsynced.has(bucket)) this.#io.log('warn', `directory update for bucket ${bucket} not sent to ${owner}: ${(error as Error).message}`);
+      this.#unsynced.add(bucket);
     }
+  }
+
+  /** Re-announces the buckets whose updates may have been lost (a failed one marks its bucket again). */
+  #resync(): void {
+    this.#resyncedAt = this.#now;
+    if (this.#unsynced.size === 0 || this.layout === null) return;
+    const buckets = [...this.#unsynced];
+    this.#unsynced.clear();
+    this.#directories.resync(buckets);
   }
 
   /** The bucket actors holding `buckets` were replaced: rebuild those directories from the members. */
@@ -241,14 +275,16 @@ function isDirectoryUpdate(envelope: Envelope, buckets: number): envelope is Tel
   if (!Array.isArray(envelope) || envelope[0] !== Kind.Tell || envelope[1] !== BUCKET_ACTOR || typeof envelope[2] !== 'string') return false;
   const bucket = Number(envelope[2]);
   const args = envelope[4] as unknown;
-  return (
-    Number.isInteger(bucket) &&
-    bucket >= 0 &&
-    bucket < buckets &&
-    (envelope[3] === 'register' || envelope[3] === 'unregister') &&
-    Array.isArray(args) &&
-    typeof args[0] === 'string' &&
-    typeof args[1] === 'string' &&
-    Number.isInteger(args[2])
-  );
+  if (!Number.isInteger(bucket) || bucket < 0 || bucket >= buckets || !Array.isArray(args)) return false;
+  const [subject, node, worker, hops, version] = args as unknown[];
+  if (typeof node !== 'string' || !Number.isSafeInteger(worker) || !Number.isSafeInteger(hops)) return false;
+  switch (envelope[3]) {
+    case 'register':
+    case 'unregister':
+      return typeof subject === 'string' && (version === undefined || (Number.isSafeInteger(version) && (version as number) >= 0));
+    case 'sync':
+      return Array.isArray(subject) && subject.every((item) => Array.isArray(item) && item.length === 2 && typeof item[0] === 'string' && Number.isSafeInteger(item[1]));
+    default:
+      return false;
+  }
 }

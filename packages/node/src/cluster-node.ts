@@ -86,6 +86,8 @@ export interface ClusterHost {
   exportBucket(bucket: number): Promise<DirectoryEntry[] | null>;
   reportBucket(bucket: number): Promise<DirectoryEntry[]>;
   forgetNode(node: string): Promise<void>;
+  /** Every worker re-announces what it hosts in `buckets` to their owners. */
+  resyncDirectories(buckets: number[]): Promise<void>;
   directoryStats(): Promise<DirectoryStats>;
   lookupSession(bucket: number, key: string): Promise<{ node: string; worker: number } | undefined>;
 }
@@ -346,6 +348,7 @@ class Membership implements ClusterHandle {
       export: (bucket, reply) => this.#directoryOp<DirectoryEntry[] | null>(() => host.exportBucket(bucket), null, reply),
       report: (bucket, reply) => this.#directoryOp<DirectoryEntry[]>(() => host.reportBucket(bucket), [], reply),
       forgetNode: (node) => this.#directoryOp(() => host.forgetNode(node), undefined),
+      resync: (buckets) => this.#directoryOp(() => host.resyncDirectories([...buckets]), undefined),
     };
   }
 

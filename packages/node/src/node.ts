@@ -218,6 +218,9 @@ class LocalNode implements WadiNode {
         const reports = await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.reportBucket(bucket)).catch((): DirectoryEntry[] => [])));
         return reports.flat();
       },
+      resyncDirectories: async (buckets) => {
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.resyncBuckets(buckets)).catch(() => undefined)));
+      },
       forgetNode: async (node) => {
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node)).catch(() => 0)));
       },

@@ -75,6 +75,7 @@ const control: WorkerControl = {
   exportBucket: (bucket) => buckets.export(bucket),
   reportBucket: (bucket) => buckets.report(bucket),
   forgetNode: (node) => buckets.forgetNode(node),
+  resyncBuckets: (list) => buckets.resync(list),
   directoryStats: () => buckets.stats(),
   lookupSession: (bucket, key) => buckets.lookup(bucket, key),
   drain: (timeoutMs) => system.drain(timeoutMs),

@@ -2,7 +2,9 @@
  * The simulated network between node processes, modelled on what wadi's transport really does
  * over TCP: one connection per pair, set up when either side dials the other and both can reach
  * each other; per-link latency and jitter; order kept on a connection unless reordering is on;
- * a connection that hears nothing for `livenessMs` is terminated (the transport's ping timeout);
+ * what is sent across a cut is held (TCP retransmits) until the cut heals, and lost if the
+ * connection dies first; a connection that hears nothing for `livenessMs` is terminated (the
+ * transport's ping timeout);
  * a crashed process's connections close at once; messages in flight on a closed connection are
  * lost. On top of that, faults a real network adds: loss, duplication, reordering, partitions
  * (symmetric, or one way) and healing.
@@ -54,6 +56,9 @@ interface Connection {
   lastAtToA: number;
   lastAtToB: number;
   open: boolean;
+  /** Sent while the direction was cut: TCP keeps retransmitting them until the cut heals or the connection dies. */
+  heldToA: (() => void)[];
+  heldToB: (() => void)[];
 }
 
 export class SimNetwork {
@@ -113,6 +118,10 @@ export class SimNetwork {
 
   heal(): void {
     this.#cuts.clear();
+    for (const connection of this.#connections.values()) {
+      for (const deliver of connection.heldToA.splice(0)) deliver();
+      for (const deliver of connection.heldToB.splice(0)) deliver();
+    }
   }
 
   get cuts(): string[] {
@@ -141,25 +150,32 @@ export class SimNetwork {
       this.#close(key, connection);
       return true; // the send itself succeeded; the connection broke afterwards
     }
-    if (this.#cuts.has(`${from.id}>${to}`) || (lossy && this.#random.chance(faults.loss))) {
+    if (lossy && this.#random.chance(faults.loss)) {
       this.lost++;
       return true;
     }
     const copies = lossy && this.#random.chance(faults.duplicate) ? 2 : 1;
     const toA = connection.a.id === to;
-    for (let i = 0; i < copies; i++) {
-      let at = this.#clock() + this.#linkLatency(key) + this.#random.int(faults.jitterMs + 1);
-      if (!(lossy && faults.reorder)) at = Math.max(at, toA ? connection.lastAtToA : connection.lastAtToB);
-      if (toA) connection.lastAtToA = at;
-      else connection.lastAtToB = at;
-      this.#queue.push(at, () => {
-        if (!connection.open || this.#connections.get(key) !== connection) return;
-        if (toA) connection.heardByA = this.#clock();
-        else connection.heardByB = this.#clock();
-        (toA ? connection.a : connection.b).deliver(from.id, payload);
-      });
+    if (this.#cuts.has(`${from.id}>${to}`)) {
+      const held = toA ? connection.heldToA : connection.heldToB;
+      for (let i = 0; i < copies; i++) held.push(() => this.#schedule(key, connection, from.id, toA, payload, lossy));
+      return true;
     }
+    for (let i = 0; i < copies; i++) this.#schedule(key, connection, from.id, toA, payload, lossy);
     return true;
+  }
+
+  #schedule(key: string, connection: Connection, from: string, toA: boolean, payload: unknown, lossy: boolean): void {
+    let at = this.#clock() + this.#linkLatency(key) + this.#random.int(this.faults.jitterMs + 1);
+    if (!(lossy && this.faults.reorder)) at = Math.max(at, toA ? connection.lastAtToA : connection.lastAtToB);
+    if (toA) connection.lastAtToA = at;
+    else connection.lastAtToB = at;
+    this.#queue.push(at, () => {
+      if (!connection.open || this.#connections.get(key) !== connection) return;
+      if (toA) connection.heardByA = this.#clock();
+      else connection.heardByB = this.#clock();
+      (toA ? connection.a : connection.b).deliver(from, payload);
+    });
   }
 
   /**
@@ -188,7 +204,7 @@ export class SimNetwork {
 
   #open(a: NetworkEndpoint, b: NetworkEndpoint): void {
     const now = this.#clock();
-    const connection: Connection = { a, b, heardByA: now, heardByB: now, lastAtToA: now, lastAtToB: now, open: true };
+    const connection: Connection = { a, b, heardByA: now, heardByB: now, lastAtToA: now, lastAtToB: now, open: true, heldToA: [], heldToB: [] };
     this.#connections.set(pairKey(a.id, b.id), connection);
     a.connected(b);
     b.connected(a);
@@ -197,6 +213,9 @@ export class SimNetwork {
   #close(key: string, connection: Connection): void {
     if (!connection.open) return;
     connection.open = false;
+    this.lost += connection.heldToA.length + connection.heldToB.length;
+    connection.heldToA.length = 0;
+    connection.heldToB.length = 0;
     this.#connections.delete(key);
     if (connection.a.running) connection.a.disconnected(connection.b.id);
     if (connection.b.running) connection.b.disconnected(connection.a.id);

@@ -51,6 +51,8 @@ export interface HostedSession {
   type: string;
   id: string;
   worker: number;
+  /** The version of its location: how many times it moved. */
+  version: number;
 }
 
 export const SESSION_TYPE = 'Session';
@@ -99,7 +101,7 @@ export class SimNode implements NetworkEndpoint {
         new BucketHost(index, options.workers, options.buckets, {
           toWorker: (target, envelope) => this.#onThreads(() => this.#deliverToWorker(target, envelope)),
           toNode: (envelope) => this.#onThreads(() => this.protocol.routeUpdate(envelope)),
-          hosted: () => [...sessions.values()].map((session) => [session.type, session.id]),
+          hosted: () => [...sessions.values()].map((session) => [session.type, session.id, session.version]),
           log: (message) => observer.trace(this.id, 'worker', `${index}: ${message}`),
         }),
       );
@@ -184,18 +186,20 @@ export class SimNode implements NetworkEndpoint {
 
   // sessions
 
-  activate(id: string, worker: number): void {
-    const session = { type: SESSION_TYPE, id, worker };
+  activate(id: string, worker: number, version: number): void {
+    const session = { type: SESSION_TYPE, id, worker, version };
     this.hosted[worker]!.set(activationKey(SESSION_TYPE, id), session);
-    this.workers[worker]!.sessionActivated(SESSION_TYPE, id);
+    this.workers[worker]!.sessionActivated(SESSION_TYPE, id, version);
   }
 
   /** Destroys (or moves away) a session hosted here; false if it is not here. */
   deactivate(id: string): boolean {
     const key = activationKey(SESSION_TYPE, id);
     for (let worker = 0; worker < this.hosted.length; worker++) {
-      if (this.hosted[worker]!.delete(key)) {
-        this.workers[worker]!.sessionRemoved(SESSION_TYPE, id);
+      const session = this.hosted[worker]!.get(key);
+      if (session !== undefined) {
+        this.hosted[worker]!.delete(key);
+        this.workers[worker]!.sessionRemoved(SESSION_TYPE, id, session.version);
         return true;
       }
     }
@@ -277,11 +281,13 @@ export class SimNode implements NetworkEndpoint {
         const entries = worker(bucket).export(bucket);
         this.#onThreads(() => reply(entries));
       }),
+      // Sessions of a bucket can live on any worker: every one reports.
       report: (bucket, reply) => this.#onThreads(() => {
-        const entries = worker(bucket).report(bucket);
+        const entries = this.workers.flatMap((host) => host.report(bucket));
         this.#onThreads(() => reply(entries));
       }),
       forgetNode: (node) => this.#onThreads(() => this.workers.forEach((host) => host.forgetNode(node))),
+      resync: (buckets) => this.#onThreads(() => this.workers.forEach((host) => host.resync(buckets))),
     };
   }
 }

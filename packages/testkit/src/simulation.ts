@@ -22,6 +22,7 @@ export interface SessionPlace {
   node: string;
   incarnation: number;
   worker: number;
+  version: number;
 }
 
 export class Simulation {
@@ -192,8 +193,8 @@ export class Simulation {
   createSession(node: SimNode): string {
     const id = `s${this.#nextSession++}`;
     const worker = this.random.int(this.options.workers);
-    node.activate(id, worker);
-    this.sessions.set(id, { node: node.id, incarnation: node.incarnation, worker });
+    node.activate(id, worker, 0);
+    this.sessions.set(id, { node: node.id, incarnation: node.incarnation, worker, version: 0 });
     return id;
   }
 
@@ -202,8 +203,8 @@ export class Simulation {
     const place = this.sessions.get(id)!;
     this.nodes.get(place.node)!.deactivate(id);
     const worker = this.random.int(this.options.workers);
-    target.activate(id, worker);
-    this.sessions.set(id, { node: target.id, incarnation: target.incarnation, worker });
+    target.activate(id, worker, place.version + 1);
+    this.sessions.set(id, { node: target.id, incarnation: target.incarnation, worker, version: place.version + 1 });
   }
 
   #leave(id: string): string | undefined {

@@ -44,6 +44,8 @@ export interface WorkerControl {
   reportBucket(bucket: number): DirectoryEntry[];
   /** Drops directory entries that point at a node that is down; returns how many. */
   forgetNode(node: string): number;
+  /** Re-announces what this worker hosts in `buckets` to their owners (updates to them may have been lost). */
+  resyncBuckets(buckets: number[]): void;
   directoryStats(): DirectoryStats;
   /** Where the directory of `bucket` (if this worker holds it) says session `key` lives. */
   lookupSession(bucket: number, key: string): { node: string; worker: number } | undefined;

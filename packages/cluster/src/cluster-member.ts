@@ -200,12 +200,13 @@ export class ClusterMember {
   }
 
   /**
-   * A node may form a new cluster after `formAfterMs` without hearing of one if it is the first
-   * seed, or if it has no seeds but remembers a layout (a whole cluster restarting: its first node
-   * back forms, and cannot commit until a majority of that layout's members have rejoined it).
+   * A node may form a cluster after `formAfterMs` without hearing of one if it is the first seed,
+   * or if it remembers a layout (a whole cluster restarting, in any order: the first node back
+   * forms under the remembered cluster id, and cannot commit until a majority of that layout's
+   * members have rejoined it).
    */
   #mayFormAfterWaiting(): boolean {
-    return this.#options.seeds[0] === this.url || (this.#options.seeds.length === 0 && this.#committed !== null);
+    return this.#options.seeds[0] === this.url || this.#committed !== null;
   }
 
   connected(peer: { id: string; incarnation: number }, now: number): void {
@@ -365,6 +366,14 @@ export class ClusterMember {
         if (declaredDown || incoming.incarnation > this.incarnation) {
           this.#remove(`the cluster declared ${this.id} (incarnation ${this.incarnation}) down`);
           return;
+        }
+        // Nodes that formed at once (a whole cluster restarting) each took admission number 1 and
+        // then admitted the others: everyone must converge on one number per member, this node's
+        // own included, or each would go on electing itself.
+        const own = this.#table.get(this.id)!;
+        if (incoming.incarnation === this.incarnation && own.state !== 'joining' && incoming.upNumber > own.upNumber) {
+          this.#table.merge({ ...own, upNumber: incoming.upNumber });
+          changed = true;
         }
         continue;
       }

@@ -66,6 +66,8 @@ export class NodeProtocol {
   readonly #updatedVia = new Map<string, Set<number>>();
   /** Buckets whose updates may have been lost: re-announced to their current owners. */
   readonly #unsynced = new Set<number>();
+  /** Buckets whose last update could not be sent (warned about once until one is). */
+  readonly #failing = new Set<number>();
   readonly #resyncIntervalMs: number;
   #resyncedAt = -Infinity;
   #now = 0;
@@ -190,10 +192,12 @@ export class NodeProtocol {
       let buckets = this.#updatedVia.get(owner);
       if (buckets === undefined) this.#updatedVia.set(owner, (buckets = new Set()));
       buckets.add(bucket);
+      this.#failing.delete(bucket);
     } catch (error) {
       // The owner is unreachable or overloaded: the bucket is re-announced to whoever owns it later.
       this.droppedUpdates++;
-      if (!this.#unsynced.has(bucket)) this.#io.log('warn', `directory update for bucket ${bucket} not sent to ${owner}: ${(error as Error).message}`);
+      if (!this.#failing.has(bucket)) this.#io.log('warn', `directory update for bucket ${bucket} not sent to ${owner}: ${(error as Error).message}; it will be re-announced`);
+      this.#failing.add(bucket);
       this.#unsynced.add(bucket);
     }
   }

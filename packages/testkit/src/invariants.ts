@@ -99,6 +99,13 @@ export class SafetyMonitor {
     }
   }
 
+  /** The newest layout chosen anywhere. */
+  latestChosen(): Layout | undefined {
+    let best: Layout | undefined;
+    for (const { layout } of this.#chosen.values()) if (best === undefined || layout.epoch > best.epoch) best = layout;
+    return best;
+  }
+
   /** The layout chosen for the epoch right before `layout`'s, in its cluster. */
   previousChosen(layout: Layout): Layout | undefined {
     let best: Layout | undefined;

@@ -42,6 +42,8 @@ export class Simulation {
   readonly #disks = new Map<string, SimNode['disk']>();
   #now = 0;
   #nextSession = 0;
+  /** Once the faults stop, a node that exits (other than by a completed leave) is restarted, as a supervisor would. */
+  #supervising = false;
   #seeds: string[];
   #faults: LinkFaults;
   /** Simulated ms processed, for the speed benchmark. */
@@ -232,6 +234,7 @@ export class Simulation {
       if (place.node === node.id) this.sessions.delete(session);
     }
     this.trace.add(this.#now, node.id, 'stopped', why);
+    if (this.#supervising && !this.left.has(node.id)) this.#at(this.#now + 1000, () => this.nodes.get(node.id) === node && this.start(node.id));
   }
 
   // time
@@ -267,6 +270,7 @@ export class Simulation {
    */
   settle(limitMs = 120_000): number | undefined {
     this.trace.add(this.#now, '', 'settle', 'faults stop');
+    this.#supervising = true;
     this.network.heal();
     this.network.faults = { ...NO_FAULTS, latencyMs: this.#faults.latencyMs, jitterMs: this.#faults.jitterMs };
     for (const node of this.running()) if (node.paused) node.resume();
@@ -311,7 +315,10 @@ export class Simulation {
       exited: (node, why, reason) => {
         this.trace.add(this.#now, node.id, why, reason);
         if (why === 'left') {
-          this.left.add(node.id);
+          // Only a leave the cluster completed (a chosen layout without the node) is final; one
+          // given up (from a minority, or timed out) is an abandonment the supervisor undoes.
+          const latest = this.monitor.latestChosen();
+          if (latest === undefined || !latest.members.some((member) => member.id === node.id)) this.left.add(node.id);
           // The process exits a moment later, once its last gossip is out.
           this.#at(this.#now + 200, () => node.running && this.#stop(node, 'exited after leaving'));
         } else {

@@ -54,6 +54,11 @@ export class HandoffTracker {
   readonly #attempts: number;
   /** bucket -> transfer, in the order they were queued. */
   readonly #transfers = new Map<number, Transfer>();
+  /**
+   * Buckets rebuilt without some members' reports: those members are asked again until they
+   * answer (their sessions are merged in then), leave, or the bucket moves on.
+   */
+  readonly #lateReports = new Map<number, { epoch: number; missing: Set<string>; sentAt: number }>();
   #live: readonly string[] = [];
   #now = 0;
   #filling = false;
@@ -74,6 +79,11 @@ export class HandoffTracker {
     return this.#transfers.size;
   }
 
+  /** Buckets installed without some members' reports, still asking them. */
+  get awaitingReports(): number {
+    return this.#lateReports.size;
+  }
+
   isPending(bucket: number): boolean {
     return this.#transfers.has(bucket);
   }
@@ -88,6 +98,10 @@ export class HandoffTracker {
     for (const [bucket, transfer] of this.#transfers) {
       if (layout.owners[bucket] !== self) this.#transfers.delete(bucket);
       else transfer.epoch = layout.epoch;
+    }
+    for (const [bucket, late] of this.#lateReports) {
+      if (layout.owners[bucket] !== self) this.#lateReports.delete(bucket);
+      else late.epoch = layout.epoch;
     }
     if (self < 0) return;
     for (let bucket = 0; bucket < layout.owners.length; bucket++) {
@@ -120,6 +134,10 @@ export class HandoffTracker {
   /** Membership changed without a new layout: a member that went down cannot answer any more. */
   membersChanged(live: readonly string[]): void {
     this.#live = live;
+    for (const [bucket, late] of this.#lateReports) {
+      for (const member of late.missing) if (!live.includes(member)) late.missing.delete(member);
+      if (late.missing.size === 0) this.#lateReports.delete(bucket);
+    }
     for (const transfer of this.#transfers.values()) {
       if (transfer.from !== undefined && !live.includes(transfer.from)) this.#fallBackToRebuild(transfer, `${transfer.from} is down`);
       for (const asked of transfer.asked) if (!live.includes(asked)) transfer.asked.delete(asked);
@@ -129,6 +147,11 @@ export class HandoffTracker {
 
   tick(now: number): void {
     this.#now = now;
+    for (const [bucket, late] of this.#lateReports) {
+      if (now - late.sentAt < this.#timeoutMs) continue;
+      late.sentAt = now;
+      for (const member of late.missing) this.#io.send(member, { t: 'report-request', bucket, epoch: late.epoch });
+    }
     let inFlight = 0;
     for (const transfer of this.#transfers.values()) {
       if (transfer.sentAt === undefined) continue;
@@ -176,6 +199,12 @@ export class HandoffTracker {
         return;
       }
       case 'report': {
+        const late = this.#lateReports.get(message.bucket);
+        if (late !== undefined && late.epoch === message.epoch && late.missing.delete(from)) {
+          if (late.missing.size === 0) this.#lateReports.delete(message.bucket);
+          this.#io.install(message.bucket, message.epoch, message.entries, 'rebuild');
+          return;
+        }
         const transfer = this.#transfers.get(message.bucket);
         if (transfer === undefined || transfer.epoch !== message.epoch || transfer.from !== undefined) return;
         transfer.reports.set(from, message.entries);
@@ -209,7 +238,8 @@ export class HandoffTracker {
       // A member that is up but unreachable from here never answers: install what the others
       // reported rather than wait forever. Its sessions register again when they next activate.
       const missing = [...transfer.asked].filter((member) => !transfer.reports.has(member));
-      this.#io.log('warn', `bucket ${transfer.bucket}: rebuilt without reports from ${missing.join(', ')}`, { bucket: transfer.bucket });
+      this.#io.log('warn', `bucket ${transfer.bucket}: rebuilt without reports from ${missing.join(', ')}; asking them again`, { bucket: transfer.bucket });
+      this.#lateReports.set(transfer.bucket, { epoch: transfer.epoch, missing: new Set(missing), sentAt: now });
       this.rebuilt++;
       this.#finish(transfer, [...transfer.reports.values()].flat(), 'rebuild');
       return;

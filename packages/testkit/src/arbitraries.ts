@@ -19,6 +19,9 @@ export interface ScheduleShape {
   faults?: Partial<LinkFaults>;
 }
 
+/** A network that loses, duplicates and reorders protocol messages, and now and then resets a connection. */
+export const LOSSY_NETWORK: Partial<LinkFaults> = { latencyMs: [1, 10], jitterMs: 30, loss: 0.03, duplicate: 0.03, reorder: true, reset: 0.0005 };
+
 export const DEFAULT_NODES = ['n1', 'n2', 'n3', 'n4', 'n5', 'n6'];
 
 export function stepArbitrary(nodes: readonly string[]): fc.Arbitrary<Step> {

@@ -4,13 +4,13 @@
  * many more random schedules than CI runs.
  *
  *   wadi-sim replay '<schedule json>' | <file.json>   [--trace N]
- *   wadi-sim soak [--runs N] [--minutes M] [--seed S] [--steps N]
+ *   wadi-sim soak [--runs N] [--minutes M] [--seed S] [--steps N] [--lossy]
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { scheduleArbitrary } from './arbitraries.js';
+import { LOSSY_NETWORK, scheduleArbitrary } from './arbitraries.js';
 import { describeFailure, runSchedule } from './run.js';
 import { parseSchedule, type Schedule } from './schedule.js';
 
@@ -48,11 +48,12 @@ function soak(args: string[]): number {
   const minutes = integerFlag(args, 'minutes', 0);
   const seed = integerFlag(args, 'seed', Date.now() % 0x7fffffff);
   const maxSteps = integerFlag(args, 'steps', 60);
+  const lossy = args.includes('--lossy');
   const started = Date.now();
   let failure: Schedule | undefined;
   console.log(`soak: up to ${runs} schedules${minutes > 0 ? ` or ${minutes} min` : ''}, fast-check seed ${seed}`);
   const details = fc.check(
-    fc.property(scheduleArbitrary({ maxSteps }), (schedule) => {
+    fc.property(scheduleArbitrary({ maxSteps, ...(lossy ? { faults: LOSSY_NETWORK } : {}) }), (schedule) => {
       const result = runSchedule(schedule);
       if (result.violations.length > 0) {
         failure = schedule;
@@ -81,7 +82,7 @@ try {
   else if (command === 'soak') process.exitCode = soak(rest);
   else {
     console.log(command === undefined || command === '--help' ? '' : `unknown command '${command}'\n`);
-    console.log("usage: wadi-sim replay '<schedule json>' | <file.json> [--trace N]\n       wadi-sim soak [--runs N] [--minutes M] [--seed S] [--steps N]");
+    console.log("usage: wadi-sim replay '<schedule json>' | <file.json> [--trace N]\n       wadi-sim soak [--runs N] [--minutes M] [--seed S] [--steps N] [--lossy]");
     process.exitCode = command === undefined || command === '--help' ? 0 : 2;
   }
 } catch (error) {

@@ -6,8 +6,8 @@
  *   has two different layouts (so no two nodes own a bucket in the same epoch);
  * - no node's committed epoch ever goes backwards, across its restarts;
  * - a layout is only chosen once a majority of the previous layout's members accepted it (so a
- *   minority side of a partition chooses none), and no node accepts a proposal at or below the
- *   epoch it already committed (a stale node's vote never counts);
+ *   minority side of a partition chooses none), and no node accepts a proposal below the epoch
+ *   it already committed (a stale node's vote never counts);
  * - each chosen layout moves the minimum number of buckets from the layout it was planned from;
  * - a bucket's directory is only installed by its owner in the epoch it is installed for.
  *
@@ -61,7 +61,8 @@ export class SafetyMonitor {
     if (message.t === 'propose') {
       this.#proposals.set(`${from}/${message.layout.epoch}`, message.layout);
     } else if (message.t === 'accept') {
-      if (message.epoch <= committedEpoch) this.violation(at, 'stale accept', `${from} accepted epoch ${message.epoch} having committed epoch ${committedEpoch}`);
+      // Accepting again the proposal it committed (a duplicate) is idempotent; anything older is stale.
+      if (message.epoch < committedEpoch) this.violation(at, 'stale accept', `${from} accepted epoch ${message.epoch} having committed epoch ${committedEpoch}`);
       const key = `${to}/${message.epoch}`;
       let accepters = this.#accepts.get(key);
       if (accepters === undefined) this.#accepts.set(key, (accepters = new Set()));

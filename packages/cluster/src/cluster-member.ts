@@ -639,10 +639,6 @@ export class ClusterMember {
 
   /** Plans from the recovered base and proposes a layout if it differs from it. */
   #planNext(): void {
-    // As in Akka's convergence rule: while a member is unreachable but not yet down, plan nothing.
-    // A layout made now could drop reachable voters and leave the next change to members that
-    // never come back; once the suspect is down (or back), planning resumes.
-    for (const id of this.#suspects.keys()) if (this.#table.get(id)?.state !== 'down') return;
     const base = this.#highestKnown();
     const eligible = this.#table.all().filter((entry) => entry.state === 'up');
     const leaving = this.#table.all().filter((entry) => entry.state === 'leaving');
@@ -680,6 +676,14 @@ export class ClusterMember {
       coordinator: this.id,
     };
     if (base !== null && base.epoch === this.#committed?.epoch && sameAssignment(base, layout)) return;
+    // While a member is unreachable but not yet down, no voter that is still up leaves the layout:
+    // dropping one (a leaver's drain) could hand the next change to a majority that includes the
+    // unreachable member, which may never come back. Down members' buckets still move at once.
+    const unresolved = [...this.#suspects.keys()].some((id) => this.#table.get(id)?.state !== 'down');
+    if (unresolved && base !== null) {
+      const kept = new Set(layout.members.map((member) => member.id));
+      if (base.members.some((member) => !kept.has(member.id) && this.#table.get(member.id)?.state !== 'down')) return;
+    }
     const voters = new Set(base?.members.map((member) => member.id) ?? []);
     this.#proposal = { layout, voters, accepted: new Set(), startedAt: this.#now, sentAt: -Infinity };
     this.#io.log('info', 'proposing layout', { epoch: layout.epoch, moves: plan.moves.length, members: order.map((member) => member.id) });

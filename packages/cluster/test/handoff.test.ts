@@ -36,10 +36,10 @@ describe('HandoffTracker', () => {
       ['a', 'handoff-request', 0],
       ['a', 'handoff-request', 1],
     ]);
-    t.receive('a', { t: 'handoff-data', bucket: 0, epoch: 2, entries: [['cart\u0000x', 'a', 0]] });
+    t.receive('a', { t: 'handoff-data', bucket: 0, epoch: 2, entries: [['cart\u0000x', 'a', 0, 0]] });
     t.tick(1);
     expect(sent.at(-1)).toEqual({ to: 'b', message: { t: 'handoff-request', bucket: 2, epoch: 2 } });
-    expect(installed).toEqual([{ bucket: 0, epoch: 2, entries: [['cart\u0000x', 'a', 0]], source: 'handoff' }]);
+    expect(installed).toEqual([{ bucket: 0, epoch: 2, entries: [['cart\u0000x', 'a', 0, 0]], source: 'handoff' }]);
     expect(t.pending).toBe(2);
   });
 
@@ -76,11 +76,11 @@ describe('HandoffTracker', () => {
     t.tick(200);
     const asked = sent.filter((s) => s.message.t === 'report-request').map((s) => s.to);
     expect(asked.sort()).toEqual(['a', 'b', 'c']);
-    t.receive('b', { t: 'report', bucket: 0, epoch: 2, entries: [['s\u00001', 'b', 1]] });
+    t.receive('b', { t: 'report', bucket: 0, epoch: 2, entries: [['s\u00001', 'b', 1, 0]] });
     t.receive('c', { t: 'report', bucket: 0, epoch: 2, entries: [] });
     expect(installed).toEqual([]);
     t.membersChanged(['b', 'c', 'd']);
-    expect(installed).toEqual([{ bucket: 0, epoch: 2, entries: [['s\u00001', 'b', 1]], source: 'rebuild' }]);
+    expect(installed).toEqual([{ bucket: 0, epoch: 2, entries: [['s\u00001', 'b', 1, 0]], source: 'rebuild' }]);
     expect(t.rebuilt).toBe(1);
   });
 

@@ -14,11 +14,12 @@ import { fileURLToPath } from 'node:url';
 import { askCrossWorker } from './benchmarks/ask-cross-worker.js';
 import { askInThread } from './benchmarks/ask-in-thread.js';
 import { clusterMembership } from './benchmarks/cluster.js';
+import { simSpeed } from './benchmarks/sim-speed.js';
 import { memoryPerActor } from './benchmarks/memory-per-actor.js';
 import { rawPostMessage } from './benchmarks/raw-post-message.js';
 import { formatTable, writeResults, type BenchResult, type Benchmark } from './harness.js';
 
-const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, rawPostMessage, clusterMembership];
+const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, rawPostMessage, clusterMembership, simSpeed];
 
 const RESULTS_FILE = new URL('../../../bench-results.json', import.meta.url);
 

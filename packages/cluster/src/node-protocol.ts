@@ -25,7 +25,8 @@ export interface NodeDirectories {
   applyLayout(self: string, epoch: number, owners: readonly string[]): void;
   /** Delivers a directory update to the bucket actor here. */
   deliver(update: TellEnvelope): void;
-  install(bucket: number, epoch: number, entries: DirectoryEntry[]): void;
+  /** Installs a handed-off or rebuilt directory; `done` once the bucket actor has it. */
+  install(bucket: number, epoch: number, entries: DirectoryEntry[], done: () => void): void;
   /** Freezes and removes a lost bucket's directory; null when none is held here. */
   export(bucket: number, reply: (entries: DirectoryEntry[] | null) => void): void;
   /** What this node hosts in `bucket`. */
@@ -71,6 +72,8 @@ export class NodeProtocol {
   readonly #resyncIntervalMs: number;
   #resyncedAt = -Infinity;
   #now = 0;
+  /** Directories handed to the bucket actors and not yet installed there. */
+  #installing = 0;
 
   constructor(options: NodeProtocolOptions, io: NodeProtocolIO, directories: NodeDirectories) {
     this.id = options.self.id;
@@ -112,7 +115,7 @@ export class NodeProtocol {
 
   /** Buckets still moving to or from this node. */
   get handoffsPending(): number {
-    return this.handoffs.pending + this.#toHandOff.size;
+    return this.handoffs.pending + this.#toHandOff.size + this.#installing;
   }
 
   start(now: number): void {
@@ -269,9 +272,11 @@ export class NodeProtocol {
   }
 
   #install(bucket: number, epoch: number, entries: DirectoryEntry[], source: 'handoff' | 'rebuild' | 'new'): void {
-    if (source !== 'rebuild') return this.#directories.install(bucket, epoch, entries);
+    this.#installing++;
+    const done = (): void => void this.#installing--;
+    if (source !== 'rebuild') return this.#directories.install(bucket, epoch, entries, done);
     // A rebuild asks the other members; this node's own sessions in the bucket are added here.
-    this.#directories.report(bucket, (local) => this.#directories.install(bucket, epoch, [...entries, ...local]));
+    this.#directories.report(bucket, (local) => this.#directories.install(bucket, epoch, [...entries, ...local], done));
   }
 }
 

@@ -344,7 +344,7 @@ class Membership implements ClusterHandle {
     return {
       applyLayout: (self, epoch, owners) => this.#directoryOp(() => host.applyLayout(self, epoch, [...owners]), undefined),
       deliver: (update) => host.deliverToBucket(update),
-      install: (bucket, epoch, entries) => this.#directoryOp(() => host.installBucket(bucket, epoch, entries), undefined),
+      install: (bucket, epoch, entries, done) => this.#directoryOp(() => host.installBucket(bucket, epoch, entries), undefined, done),
       export: (bucket, reply) => this.#directoryOp<DirectoryEntry[] | null>(() => host.exportBucket(bucket), null, reply),
       report: (bucket, reply) => this.#directoryOp<DirectoryEntry[]>(() => host.reportBucket(bucket), [], reply),
       forgetNode: (node) => this.#directoryOp(() => host.forgetNode(node), undefined),

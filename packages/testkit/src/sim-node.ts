@@ -272,10 +272,11 @@ export class SimNode implements NetworkEndpoint {
     return {
       applyLayout: (self, epoch, owners) => this.#onThreads(() => this.workers.forEach((host) => host.setLayout(self, epoch, owners))),
       deliver: (update) => this.#onThreads(() => worker(Number(update[2])).receive(update)),
-      install: (bucket, epoch, entries) =>
+      install: (bucket, epoch, entries, done) =>
         this.#onThreads(() => {
           this.#observer.installed(this, bucket, epoch, entries);
           worker(bucket).install(bucket, epoch, entries);
+          this.#onThreads(done);
         }),
       export: (bucket, reply) => this.#onThreads(() => {
         const entries = worker(bucket).export(bucket);

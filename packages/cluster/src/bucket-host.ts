@@ -116,6 +116,11 @@ export class BucketHost {
       this.io.log(`dropped a malformed directory update for bucket ${envelope[2]}`);
       return true;
     }
+    if (this.#self === undefined) {
+      // No layout yet, so no idea who owns the bucket: the sender re-announces it later.
+      this.dropped++;
+      return true;
+    }
     if (this.#owners[bucket] !== this.#self || this.#lostAt.has(bucket)) {
       const hops = Number(args[3] ?? 0);
       if (hops >= MAX_HOPS) {

@@ -201,12 +201,12 @@ export class ClusterMember {
 
   /**
    * A node may form a cluster after `formAfterMs` without hearing of one if it is the first seed,
-   * or if it remembers a layout (a whole cluster restarting, in any order: the first node back
-   * forms under the remembered cluster id, and cannot commit until a majority of that layout's
-   * members have rejoined it).
+   * or if it was a member of the layout it remembers (a whole cluster restarting, in any order:
+   * the first node back forms under the remembered cluster id, and cannot commit until a majority
+   * of that layout's members have rejoined it). A joiner that only learned a layout may not.
    */
   #mayFormAfterWaiting(): boolean {
-    return this.#options.seeds[0] === this.url || this.#committed !== null;
+    return this.#options.seeds[0] === this.url || (this.#committed?.members.some((member) => member.id === this.id) ?? false);
   }
 
   connected(peer: { id: string; incarnation: number }, now: number): void {

@@ -74,6 +74,8 @@ export class NodeProtocol {
   #now = 0;
   /** Directories handed to the bucket actors and not yet installed there. */
   #installing = 0;
+  /** The incarnation of each peer this node is connected to. */
+  readonly #peers = new Map<string, number>();
 
   constructor(options: NodeProtocolOptions, io: NodeProtocolIO, directories: NodeDirectories) {
     this.id = options.self.id;
@@ -131,6 +133,7 @@ export class NodeProtocol {
 
   connected(peer: { id: string; incarnation: number }, now: number): void {
     this.#now = now;
+    this.#peers.set(peer.id, peer.incarnation);
     this.member.connected(peer, now);
     // A new connection may be the way to an owner that updates could not reach.
     this.#resync();
@@ -138,6 +141,7 @@ export class NodeProtocol {
 
   disconnected(id: string, now: number): void {
     this.#now = now;
+    this.#peers.delete(id);
     this.member.disconnected(id, now);
     // Updates in flight on the broken connection are lost with it.
     const buckets = this.#updatedVia.get(id);
@@ -181,16 +185,19 @@ export class NodeProtocol {
   routeUpdate(update: TellEnvelope): void {
     const bucket = Number(update[2]);
     const layout = this.layout;
-    const owner = layout === null ? undefined : layout.members[layout.owners[bucket]!]?.id;
-    if (owner === undefined) {
+    const member = layout === null ? undefined : layout.members[layout.owners[bucket]!];
+    if (member === undefined) {
       this.droppedUpdates++;
       return;
     }
+    const owner = member.id;
     if (owner === this.id) {
       this.#directories.deliver(update);
       return;
     }
     try {
+      // The owner is that incarnation: a restarted process under its id is not (yet) the owner.
+      if (this.#peers.get(owner) !== member.incarnation) throw new Error(`not connected to ${owner} (incarnation ${member.incarnation})`);
       this.#io.sendUpdate(owner, update);
       let buckets = this.#updatedVia.get(owner);
       if (buckets === undefined) this.#updatedVia.set(owner, (buckets = new Set()));
@@ -225,13 +232,16 @@ export class NodeProtocol {
   #onLayout(layout: Layout, previous: Layout | null): void {
     this.#previousLayout = previous;
     const owners = ownerIds(layout);
+    // Only the owner in the layout just before a new one is ever asked for a bucket's directory,
+    // so what is left to hand off is what this incarnation (not an earlier self, whose
+    // directories died with it) owned in `previous` and does not own now; anything older can no
+    // longer be pulled and its new owner rebuilt it.
+    this.#toHandOff.clear();
     if (previous !== null) {
-      // Only what this incarnation owned: a restarted node's earlier self took its directories with it.
       for (let bucket = 0; bucket < previous.owners.length; bucket++) {
         if (this.#ownedBySelf(previous, bucket) && owners[bucket] !== this.id) this.#toHandOff.add(bucket);
       }
     }
-    for (const bucket of this.#toHandOff) if (owners[bucket] === this.id) this.#toHandOff.delete(bucket);
     this.#directories.applyLayout(this.id, layout.epoch, owners);
     this.handoffs.layoutCommitted(layout, previous, this.member.liveMembers());
     this.#io.committed?.(layout, previous);

@@ -60,9 +60,6 @@ export class SafetyMonitor {
   sent(at: number, from: string, committedEpoch: number, to: string, message: ClusterMessage): void {
     if (message.t === 'propose') {
       this.#proposals.set(`${from}/${message.layout.epoch}`, message.layout);
-    } else if (message.t === 'state-reply' && message.accepted !== null) {
-      // A layout accepted only by its proposer reaches others this way, and can be planned from.
-      this.#proposals.set(`${message.accepted.coordinator}/${message.accepted.epoch}`, message.accepted);
     } else if (message.t === 'accept') {
       // Accepting again the proposal it committed (a duplicate) is idempotent; anything older is stale.
       if (message.epoch < committedEpoch) this.violation(at, 'stale accept', `${from} accepted epoch ${message.epoch} having committed epoch ${committedEpoch}`);
@@ -71,6 +68,11 @@ export class SafetyMonitor {
       if (accepters === undefined) this.#accepts.set(key, (accepters = new Set()));
       accepters.add(from);
     }
+  }
+
+  /** A node persisted an accepted layout (even one it never sent anywhere): a coordinator may plan from it. */
+  accepted(layout: Layout): void {
+    this.#proposals.set(`${layout.coordinator}/${layout.epoch}`, layout);
   }
 
   committed(at: number, node: string, incarnation: number, layout: Layout): void {

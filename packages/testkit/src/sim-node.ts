@@ -31,6 +31,7 @@ export interface SimNodeObserver {
   committed(node: SimNode, layout: Layout, previous: Layout | null): void;
   installed(node: SimNode, bucket: number, epoch: number, entries: DirectoryEntry[]): void;
   sent(node: SimNode, to: string, message: ClusterMessage): void;
+  persisted(node: SimNode, state: PersistedClusterState): void;
   exited(node: SimNode, why: 'removed' | 'left', reason: string): void;
 }
 
@@ -259,7 +260,10 @@ export class SimNode implements NetworkEndpoint {
       },
       dial: (url) => void this.dialing.add(idOfUrl(url)),
       forget: (url) => void this.dialing.delete(idOfUrl(url)),
-      persist: (state) => (this.disk = structuredClone(state)),
+      persist: (state) => {
+        this.disk = structuredClone(state);
+        observer.persisted(this, state);
+      },
       committed: (layout, previous) => observer.committed(this, layout, previous),
       removed: (reason) => observer.exited(this, 'removed', reason),
       left: () => observer.exited(this, 'left', 'graceful leave complete'),

@@ -171,7 +171,9 @@ export class Simulation {
         incarnation,
         buckets: this.options.buckets,
         workers: this.options.workers,
-        seeds: this.#seeds.map(nodeUrl),
+        // The configured seeds first (the first forms the cluster), then every running node, as
+        // a discovery service would list them: a cluster whose seed nodes all left stays findable.
+        seeds: [...new Set([...this.#seeds, ...this.running().map((other) => other.id)])].filter((other) => other !== id || this.#seeds[0] === id).map(nodeUrl),
         timings: this.options.timings,
         disk: this.#disks.get(id) ?? { committed: null, accepted: null },
         ...(this.options.handoffTimeoutMs === undefined ? {} : { handoffTimeoutMs: this.options.handoffTimeoutMs }),
@@ -312,6 +314,9 @@ export class Simulation {
         this.monitor.installed(this.#now, node.id, node.incarnation, bucket, epoch, entries.length);
       },
       sent: (node, to: string, message: ClusterMessage) => this.monitor.sent(this.#now, node.id, node.protocol.layout?.epoch ?? 0, to, message),
+      persisted: (_node, state) => {
+        if (state.accepted !== null) this.monitor.accepted(state.accepted);
+      },
       exited: (node, why, reason) => {
         this.trace.add(this.#now, node.id, why, reason);
         if (why === 'left') {

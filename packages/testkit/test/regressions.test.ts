@@ -92,6 +92,42 @@ const found: { name: string; schedule: Schedule }[] = [
     name: 'a coordinator plans from a layout only its crashed predecessor had accepted; its moves are minimal from that one (safety monitor)',
     schedule: { options: options(1311501323), steps: [...formed, { op: 'start', node: 'n4' }, { op: 'run', ms: 208 }, { op: 'leave', node: 'n1' }] },
   },
+  {
+    name: 'a joiner that had only learned a layout formed a cluster of its own from it, taking every bucket and stranding the restarted members (ClusterMember: only a member of the remembered layout may form)',
+    schedule: {
+      options: options(1, { faults: { latencyMs: [1, 10], jitterMs: 30, loss: 0.03, duplicate: 0.03, reorder: true, reset: 0.0005 } }),
+      steps: [...formed, { op: 'pause', node: 'n2', ms: 2501 }, { op: 'start', node: 'n6' }, { op: 'leave', node: 'n1' }, { op: 'leave', node: 'n3' }, { op: 'run', ms: 6000 }],
+    },
+  },
+  {
+    name: 'a coordinator plans from a layout it accepted but could not send to anyone; its moves are minimal from that one (safety monitor)',
+    schedule: { options: options(1), steps: [...formed, { op: 'crash', node: 'n2' }, { op: 'run', ms: 654 }, { op: 'partition', side: ['n1'] }, { op: 'run', ms: 4946 }] },
+  },
+  {
+    name: 'a node waited forever to hand off a bucket whose successor never asked for it before the bucket moved on again (NodeProtocol: only the latest loss can be pulled)',
+    schedule: {
+      options: options(1, { faults: { latencyMs: [1, 10], jitterMs: 30, loss: 0.03, duplicate: 0.03, reorder: true, reset: 0.0005 } }),
+      steps: [...formed, { op: 'crash', node: 'n3' }, { op: 'cut', from: ['n6', 'n5'], to: ['n2', 'n3'] }, { op: 'start', node: 'n6' }, { op: 'run', ms: 4857 }, { op: 'run', ms: 7243 }],
+    },
+  },
+  {
+    name: "an update was sent to a restarted owner's new incarnation, which kept it without owning anything yet (NodeProtocol sends only to the layout's incarnation)",
+    schedule: {
+      options: options(1, { faults: { latencyMs: [1, 10], jitterMs: 30, loss: 0.03, duplicate: 0.03, reorder: true, reset: 0.0005 } }),
+      steps: [...formed, { op: 'partition', side: ['n2', 'n6'] }, { op: 'start', node: 'n6' }, { op: 'run', ms: 1100 }, { op: 'create', node: 'n6', count: 1 }, { op: 'crash', node: 'n2' }],
+    },
+  },
+  {
+    name: 'a node restarted after every node it knew had left could not find the cluster (the simulation now lists running nodes as seeds, as a discovery service does)',
+    schedule: { options: options(1), steps: [...formed, { op: 'start', node: 'n4' }, { op: 'crash', node: 'n2' }, { op: 'run', ms: 200 }, { op: 'leave', node: 'n3' }, { op: 'leave', node: 'n1' }, { op: 'run', ms: 1300 }] },
+  },
+  {
+    name: 'every up member left while a joiner waited: the last leave is given up after its timeout and the restarted node forms again (slow: about 65 s)',
+    schedule: {
+      options: options(1, { faults: { latencyMs: [1, 10], jitterMs: 30, loss: 0.03, duplicate: 0.03, reorder: true, reset: 0.0005 } }),
+      steps: [...formed, { op: 'leave', node: 'n3' }, { op: 'leave', node: 'n1' }, { op: 'start', node: 'n6' }, { op: 'leave', node: 'n2' }],
+    },
+  },
 ];
 
 describe('schedules the simulator found bugs with', () => {

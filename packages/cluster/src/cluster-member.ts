@@ -120,8 +120,11 @@ interface Suspicion {
 
 interface Proposal {
   layout: Layout;
-  /** Ids whose accept counts: the previous layout's members. */
-  voters: Set<string>;
+  /**
+   * Ids whose accepts count, in groups that each need a majority: the members of the layout it
+   * was planned from and, when that one was only accepted, also those of the last committed one.
+   */
+  voters: Set<string>[];
   accepted: Set<string>;
   startedAt: number;
   sentAt: number;
@@ -160,6 +163,8 @@ export class ClusterMember {
   #recovery: Recovery | undefined;
   /** The layout that planning starts from, learned by recovery (the highest a majority holds). */
   #base: Layout | null = null;
+  /** The highest committed layout recovery found (the base may be a merely accepted one above it). */
+  #baseCommitted: Layout | null = null;
   #recovered = false;
   #proposal: Proposal | undefined;
   #round = 0;
@@ -616,6 +621,7 @@ export class ClusterMember {
         if (reply.accepted !== null && (base === null || reply.accepted.epoch > base.epoch)) base = reply.accepted;
       }
       this.#base = base;
+      this.#baseCommitted = highest;
       this.#recovered = true;
       this.#recovery = undefined;
       this.#planAfter = this.#now;
@@ -684,7 +690,12 @@ export class ClusterMember {
       const kept = new Set(layout.members.map((member) => member.id));
       if (base.members.some((member) => !kept.has(member.id) && this.#table.get(member.id)?.state !== 'down')) return;
     }
-    const voters = new Set(base?.members.map((member) => member.id) ?? []);
+    // A base that was only accepted may or may not have been committed: the new layout needs a
+    // majority of its members and of the last committed layout's (joint consensus), so that a
+    // proposal accepted by its proposer alone can never hand the cluster to that proposer.
+    const committed = [this.#committed, this.#baseCommitted].reduce<Layout | null>((a, b) => (b !== null && (a === null || b.epoch > a.epoch) ? b : a), null);
+    const voters = [new Set(base?.members.map((member) => member.id) ?? [])];
+    if (committed !== null && base !== null && committed.epoch < base.epoch) voters.push(new Set(committed.members.map((member) => member.id)));
     this.#proposal = { layout, voters, accepted: new Set(), startedAt: this.#now, sentAt: -Infinity };
     this.#io.log('info', 'proposing layout', { epoch: layout.epoch, moves: plan.moves.length, members: order.map((member) => member.id) });
     this.#onPropose(this.id, layout);
@@ -737,8 +748,8 @@ export class ClusterMember {
     const proposal = this.#proposal;
     if (proposal === undefined || proposal.layout.epoch !== epoch) return;
     proposal.accepted.add(from);
-    const votes = [...proposal.voters].filter((id) => proposal.accepted.has(id)).length;
-    if (votes >= quorum(proposal.voters.size) && proposal.accepted.has(this.id)) {
+    const enough = proposal.voters.every((group) => [...group].filter((id) => proposal.accepted.has(id)).length >= quorum(group.size));
+    if (enough && proposal.accepted.has(this.id)) {
       this.#proposal = undefined;
       this.#learn(proposal.layout);
       for (const id of this.#connected) this.#io.send(id, { t: 'commit', layout: proposal.layout });

@@ -128,6 +128,10 @@ const found: { name: string; schedule: Schedule }[] = [
       steps: [...formed, { op: 'leave', node: 'n3' }, { op: 'leave', node: 'n1' }, { op: 'start', node: 'n6' }, { op: 'leave', node: 'n2' }],
     },
   },
+  {
+    name: 'SAFETY: a coordinator committed alone a layout planned from its own merely accepted proposal (ClusterMember: joint majority of that base and of the last committed layout)',
+    schedule: { options: options(2094932658), steps: [...formed, { op: 'leave', node: 'n3' }, { op: 'run', ms: 175 }, { op: 'leave', node: 'n1' }] },
+  },
 ];
 
 describe('schedules the simulator found bugs with', () => {

@@ -10,7 +10,7 @@
  * owner of its current layout, a bounded number of times.
  */
 import { Kind, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
-import { BucketDirectory } from './directory.js';
+import { BucketDirectory, type SessionLocation } from './directory.js';
 import type { DirectoryEntry } from './messages.js';
 
 export const BUCKET_ACTOR = 'wadi.bucket';
@@ -187,6 +187,39 @@ export class BucketHost {
   lookup(bucket: number, key: string): { node: string; worker: number } | undefined {
     const entry = this.#directories.get(bucket)?.lookup(key);
     return entry === undefined ? undefined : { node: entry.node, worker: entry.worker };
+  }
+
+  /**
+   * Whether this worker answers for `bucket` now: 'serving' (it owns it and holds its directory),
+   * 'awaiting' (it owns it and the directory is still being handed off or rebuilt) or 'elsewhere'.
+   */
+  ownership(bucket: number): 'serving' | 'awaiting' | 'elsewhere' {
+    if (this.#self === undefined || this.#owners[bucket] !== this.#self || this.#lostAt.has(bucket) || bucket % this.workers !== this.index) return 'elsewhere';
+    return this.#directories.get(bucket)?.installed === true ? 'serving' : 'awaiting';
+  }
+
+  /** The directory entry of a session in a bucket this worker serves. */
+  locate(bucket: number, key: string): SessionLocation | undefined {
+    return this.#directories.get(bucket)?.lookup(key);
+  }
+
+  /** Where some session of `group` lives, in a bucket this worker serves. */
+  locateGroup(bucket: number, group: string): SessionLocation | undefined {
+    return this.#directories.get(bucket)?.groupLocation(group);
+  }
+
+  /** The bucket actor's own placement: session `key` will live at `node`/`worker` (location `version`). */
+  place(bucket: number, key: string, node: string, worker: number, version: number): void {
+    this.#directory(bucket).register(key, node, worker, version);
+  }
+
+  /** Drops a location the bucket actor found stale (the node it names does not host the session). */
+  forget(bucket: number, key: string, node: string, version: number): void {
+    this.#directories.get(bucket)?.unregister(key, node, version);
+  }
+
+  get self(): string | undefined {
+    return this.#self;
   }
 
   stats(): DirectoryStats {

@@ -14,6 +14,7 @@
  * A node that may have lost updates (its connection to the owner broke) re-announces what each of
  * its workers hosts in the bucket (`sync`): that list is the truth for that node and worker.
  */
+import { groupOf } from '@wadi/core';
 import type { DirectoryEntry } from './messages.js';
 
 export interface SessionLocation {
@@ -24,6 +25,8 @@ export interface SessionLocation {
 
 export class BucketDirectory {
   readonly #entries = new Map<string, SessionLocation>();
+  /** The keys of each group's sessions: a group lives on one node, so a new session joins the others. */
+  readonly #groups = new Map<string, Set<string>>();
   /** Keys removed before the directory was installed, with the version removed: a late snapshot must not resurrect them. */
   readonly #removed = new Map<string, number>();
   /** Syncs heard before the directory was installed (`node/worker` -> what it hosts): they filter the snapshot too. */
@@ -40,7 +43,7 @@ export class BucketDirectory {
   register(key: string, node: string, worker: number, version = 0): void {
     const entry = this.#entries.get(key);
     if (entry !== undefined && entry.version > version) return;
-    this.#entries.set(key, { node, worker, version });
+    this.#set(key, { node, worker, version });
     this.#removed.delete(key);
   }
 
@@ -48,7 +51,7 @@ export class BucketDirectory {
   unregister(key: string, node: string, version = 0): void {
     const entry = this.#entries.get(key);
     if (entry !== undefined && (entry.node !== node || entry.version > version)) return;
-    this.#entries.delete(key);
+    this.#delete(key);
     if (!this.installed) this.#removed.set(key, Math.max(version, this.#removed.get(key) ?? 0));
   }
 
@@ -60,13 +63,39 @@ export class BucketDirectory {
       this.register(key, node, worker, version);
     }
     for (const [key, entry] of this.#entries) {
-      if (entry.node === node && entry.worker === worker && !listed.has(key)) this.#entries.delete(key);
+      if (entry.node === node && entry.worker === worker && !listed.has(key)) this.#delete(key);
     }
     if (!this.installed) this.#synced.set(`${node}/${worker}`, listed);
   }
 
   lookup(key: string): SessionLocation | undefined {
     return this.#entries.get(key);
+  }
+
+  /** Where some session of `group` is, if any is in this directory. */
+  groupLocation(group: string): SessionLocation | undefined {
+    const keys = this.#groups.get(group);
+    if (keys === undefined) return undefined;
+    for (const key of keys) return this.#entries.get(key);
+    return undefined;
+  }
+
+  #set(key: string, location: SessionLocation): void {
+    if (!this.#entries.has(key)) {
+      const group = groupOfKey(key);
+      let keys = this.#groups.get(group);
+      if (keys === undefined) this.#groups.set(group, (keys = new Set()));
+      keys.add(key);
+    }
+    this.#entries.set(key, location);
+  }
+
+  #delete(key: string): void {
+    if (!this.#entries.delete(key)) return;
+    const group = groupOfKey(key);
+    const keys = this.#groups.get(group);
+    keys?.delete(key);
+    if (keys?.size === 0) this.#groups.delete(group);
   }
 
   /** Merges a handed-off or rebuilt directory beneath what this one already heard. */
@@ -76,7 +105,7 @@ export class BucketDirectory {
       if (removed !== undefined && removed >= version) continue;
       if (this.#synced.get(`${node}/${worker}`)?.has(key) === false) continue;
       const entry = this.#entries.get(key);
-      if (entry === undefined || entry.version < version) this.#entries.set(key, { node, worker, version });
+      if (entry === undefined || entry.version < version) this.#set(key, { node, worker, version });
     }
     this.#removed.clear();
     this.#synced.clear();
@@ -95,10 +124,15 @@ export class BucketDirectory {
     let dropped = 0;
     for (const [key, entry] of this.#entries) {
       if (entry.node === node) {
-        this.#entries.delete(key);
+        this.#delete(key);
         dropped++;
       }
     }
     return dropped;
   }
+}
+
+/** The group of a session key (`type` NUL `id`). */
+export function groupOfKey(key: string): string {
+  return groupOf(key.slice(key.indexOf('\u0000') + 1));
 }

@@ -21,8 +21,8 @@ import type { ClusterMessage, DirectoryEntry } from './messages.js';
  * in the order they are made: an export or a report asked after `applyLayout` sees that layout.
  */
 export interface NodeDirectories {
-  /** Gives the bucket actors the committed layout (`owners[b]` = owner node id). */
-  applyLayout(self: string, epoch: number, owners: readonly string[]): void;
+  /** Gives the bucket actors (and the session routers and hosts) the committed layout. */
+  applyLayout(self: string, layout: Layout): void;
   /** Delivers a directory update to the bucket actor here. */
   deliver(update: TellEnvelope): void;
   /** Installs a handed-off or rebuilt directory; `done` once the bucket actor has it. */
@@ -35,6 +35,11 @@ export interface NodeDirectories {
   forgetNode(node: string): void;
   /** Re-announces what this node hosts in `buckets` to their owners (see `BucketHost.resync`). */
   resync(buckets: readonly number[]): void;
+  /**
+   * This node is leaving and owns no bucket any more: move every session it hosts to the owner of
+   * its bucket in `layout` (rate limited), and call `done` once none is left.
+   */
+  evacuate(layout: Layout, done: () => void): void;
 }
 
 export interface NodeProtocolIO extends Omit<ClusterIO, 'committed' | 'memberDown'> {
@@ -76,6 +81,8 @@ export class NodeProtocol {
   #installing = 0;
   /** The incarnation of each peer this node is connected to. */
   readonly #peers = new Map<string, number>();
+  /** A leaving node moves its sessions away once it owns no bucket; its leave completes after that. */
+  #evacuation: 'idle' | 'running' | 'done' = 'idle';
 
   constructor(options: NodeProtocolOptions, io: NodeProtocolIO, directories: NodeDirectories) {
     this.id = options.self.id;
@@ -93,7 +100,10 @@ export class NodeProtocol {
       },
     );
     this.member = new ClusterMember(
-      { ...memberOptions, handoffsDone: () => this.#toHandOff.size === 0 && this.handoffs.pending === 0 },
+      {
+        ...memberOptions,
+        handoffsDone: () => this.#toHandOff.size === 0 && this.handoffs.pending === 0 && (this.member.phase !== 'leaving' || this.#evacuation === 'done'),
+      },
       {
         send: io.send,
         dial: io.dial,
@@ -124,8 +134,14 @@ export class NodeProtocol {
     this.member.start(now);
   }
 
+  /** Whether this node is moving its sessions away (leaving), or has. */
+  get evacuation(): 'idle' | 'running' | 'done' {
+    return this.#evacuation;
+  }
+
   tick(now: number): void {
     this.#now = now;
+    this.#evacuateIfDrained();
     this.member.tick(now);
     this.handoffs.tick(now);
     if (now - this.#resyncedAt >= this.#resyncIntervalMs) this.#resync();
@@ -225,7 +241,7 @@ export class NodeProtocol {
   rebuild(buckets: readonly number[]): void {
     const layout = this.layout;
     if (layout === null) return;
-    this.#directories.applyLayout(this.id, layout.epoch, ownerIds(layout));
+    this.#directories.applyLayout(this.id, layout);
     this.handoffs.rebuild(buckets, layout.epoch);
   }
 
@@ -242,9 +258,22 @@ export class NodeProtocol {
         if (this.#ownedBySelf(previous, bucket) && owners[bucket] !== this.id) this.#toHandOff.add(bucket);
       }
     }
-    this.#directories.applyLayout(this.id, layout.epoch, owners);
+    this.#directories.applyLayout(this.id, layout);
     this.handoffs.layoutCommitted(layout, previous, this.member.liveMembers());
     this.#io.committed?.(layout, previous);
+    this.#evacuateIfDrained();
+  }
+
+  #evacuateIfDrained(): void {
+    const layout = this.layout;
+    if (this.#evacuation !== 'idle' || this.member.phase !== 'leaving' || layout === null) return;
+    if (layout.members.some((member) => member.id === this.id)) return;
+    this.#evacuation = 'running';
+    this.#io.log('info', 'evacuating the sessions hosted here', {});
+    this.#directories.evacuate(layout, () => {
+      this.#evacuation = 'done';
+      this.#io.log('info', 'every session hosted here has moved', {});
+    });
   }
 
   /** The previous owner's side of a handoff: freeze and ship the bucket's directory. */

@@ -45,6 +45,16 @@ interface HandlerShape<S> {
 export type Handler<S> = HandlerShape<S>['handle'];
 export type Handlers<S> = Record<string, Handler<S>>;
 
+/**
+ * What happens when a call reaches a session that lives on another node than the caller's:
+ * - `proxy` (default): the request travels to the session and the reply comes back;
+ * - `migrate`: the session (with its whole group) moves to the caller's node, and the request runs there;
+ * - `redirect`: the call fails with `Redirected`, naming the node that holds the session (for HTTP
+ *   front ends that answer 307).
+ */
+export type RoutingPolicy = 'proxy' | 'migrate' | 'redirect';
+export const ROUTING_POLICIES: readonly RoutingPolicy[] = ['proxy', 'migrate', 'redirect'];
+
 export interface ActorOptions<S, H extends Handlers<S>> {
   /** Fresh state for a new activation. Must return plain data the codec can carry (an object). */
   state?: () => S;
@@ -58,6 +68,8 @@ export interface ActorOptions<S, H extends Handlers<S>> {
   mailboxCapacity?: number;
   /** Deactivate (park state) after this long without a message. Default: never. */
   idleTimeoutMs?: number;
+  /** How calls from other nodes reach a session of this type (default 'proxy'); a call may override it. */
+  routing?: RoutingPolicy;
 }
 
 export interface ActorDef<N extends string = string, S = unknown, H extends Handlers<S> = Handlers<S>> {
@@ -68,6 +80,7 @@ export interface ActorDef<N extends string = string, S = unknown, H extends Hand
   readonly handlers: H;
   readonly mailboxCapacity: number | undefined;
   readonly idleTimeoutMs: number | undefined;
+  readonly routing: RoutingPolicy;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -81,6 +94,8 @@ type ResultOf<F> = F extends (...args: any[]) => infer R ? Awaited<R> : never;
 export interface RefOptions {
   /** Per-ask deadline in milliseconds (default: the system's, 30 s). */
   timeoutMs?: number;
+  /** Overrides the type's routing policy for calls through this ref. */
+  routing?: RoutingPolicy;
 }
 
 /** `ref.method(...args)` asks; `ref.tell.method(...args)` sends without waiting. */
@@ -114,6 +129,7 @@ export function defineActor<N extends string, S, H extends Handlers<S>>(
   }
   checkPositive(name, 'mailboxCapacity', options.mailboxCapacity);
   checkPositive(name, 'idleTimeoutMs', options.idleTimeoutMs);
+  checkRouting(`actor '${name}': routing`, options.routing);
   return Object.freeze({
     [ACTOR_DEF]: true as const,
     name,
@@ -122,6 +138,7 @@ export function defineActor<N extends string, S, H extends Handlers<S>>(
     handlers: Object.freeze({ ...options.handlers }) as H,
     mailboxCapacity: options.mailboxCapacity,
     idleTimeoutMs: options.idleTimeoutMs,
+    routing: options.routing ?? 'proxy',
   });
 }
 
@@ -132,5 +149,11 @@ export function isActorDef(value: unknown): value is AnyActorDef {
 function checkPositive(name: string, option: string, value: unknown): void {
   if (value !== undefined && !(typeof value === 'number' && value > 0 && Number.isFinite(value))) {
     throw new InvalidArgument(`actor '${name}': ${option} must be a positive number, got ${String(value)}`);
+  }
+}
+
+export function checkRouting(what: string, value: unknown): void {
+  if (value !== undefined && !ROUTING_POLICIES.includes(value as RoutingPolicy)) {
+    throw new InvalidArgument(`${what} must be one of ${ROUTING_POLICIES.join(', ')}, got ${JSON.stringify(value)}`);
   }
 }

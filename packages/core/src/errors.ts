@@ -14,7 +14,8 @@ export type WadiErrorCode =
   | 'WADI_NOT_SERIALIZABLE'
   | 'WADI_DECODE'
   | 'WADI_INVALID_ARGUMENT'
-  | 'WADI_WORKER_CRASHED';
+  | 'WADI_WORKER_CRASHED'
+  | 'WADI_REDIRECTED';
 
 export class WadiError extends Error {
   readonly code: WadiErrorCode;
@@ -93,6 +94,20 @@ export class InvalidArgument extends WadiError {
   }
 }
 
+/**
+ * The call was not run: its routing policy is `redirect` and the session lives on another node.
+ * `node` is that node's id and `url` its cluster URL; an HTTP front end answers 307 to it.
+ */
+export class Redirected extends WadiError {
+  readonly node: string;
+  readonly url: string;
+  constructor(message: string, node: string, url: string) {
+    super('WADI_REDIRECTED', message);
+    this.node = node;
+    this.url = url;
+  }
+}
+
 type WadiErrorClass = new (...args: never[]) => WadiError;
 
 /** Classes the codec rebuilds by code, so `instanceof` works on the far side of a thread or node. */
@@ -107,6 +122,7 @@ export const errorClassesByCode: ReadonlyMap<string, WadiErrorClass> = new Map<s
   ['WADI_NOT_SERIALIZABLE', NotSerializable],
   ['WADI_DECODE', DecodeError],
   ['WADI_INVALID_ARGUMENT', InvalidArgument],
+  ['WADI_REDIRECTED', Redirected],
 ]);
 
 /** The wire form of an error: what survives a thread or node boundary. */

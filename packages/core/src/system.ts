@@ -6,7 +6,7 @@
  * LOCAL); how envelopes reach a destination is the `Transport`'s job (MessagePorts in a node,
  * the simulated network in the testkit). Time comes from the injected `Scheduler`.
  */
-import type { AnyActorDef, RefOf, RefOptions } from './actor.js';
+import { checkRouting, type AnyActorDef, type RefOf, type RefOptions, type RoutingPolicy } from './actor.js';
 import { Kind, type Envelope } from './envelope.js';
 import {
   InvalidArgument,
@@ -20,7 +20,7 @@ import {
   type ErrorShape,
 } from './errors.js';
 import { validateId } from './ids.js';
-import { Activation, type ActivationHost, type Message } from './internal/activation.js';
+import { Activation, type ActivationHost, type Message, type ReplyTarget } from './internal/activation.js';
 import { cloneArgs, cloneValue } from './internal/clone.js';
 import { PendingAsks, type PendingAsk } from './internal/pending.js';
 import { createRef } from './internal/ref.js';
@@ -30,10 +30,17 @@ import { decode, encode } from './codec.js';
 
 /** The destination index that means "this thread". */
 export const LOCAL = -1;
+/**
+ * The destination index that means "somewhere in the cluster": the transport hands the envelope to
+ * the cluster's session router, and the reply comes back as a Reply or Failure envelope.
+ */
+export const ROUTED = -3;
+
+export type { Message as QueuedMessage, ReplyTarget } from './internal/activation.js';
 
 export interface Router {
-  /** Where actor (`def`, `id`) lives: LOCAL or a destination index the transport knows. */
-  route(def: AnyActorDef, id: string): number;
+  /** Where actor (`def`, `id`) lives: LOCAL, ROUTED or a destination index the transport knows. `key` is its activation key. */
+  route(def: AnyActorDef, id: string, key: string): number;
 }
 
 export interface Transport {
@@ -52,6 +59,7 @@ export interface StatelessExecutor {
 /** Where deactivated actors' state is parked, and where activation looks first. */
 export interface ParkedStateStore {
   load(type: string, id: string): Uint8Array | undefined;
+  has(type: string, id: string): boolean;
   save(type: string, id: string, state: Uint8Array): void;
   /** The (type, id) pairs parked here. */
   keys(): Iterable<[type: string, id: string]>;
@@ -65,6 +73,9 @@ export class MemoryParkedStateStore implements ParkedStateStore {
     const state = this.#states.get(key);
     this.#states.delete(key);
     return state;
+  }
+  has(type: string, id: string): boolean {
+    return this.#states.has(`${type}\u0000${id}`);
   }
   save(type: string, id: string, state: Uint8Array): void {
     this.#states.set(`${type}\u0000${id}`, state);
@@ -133,6 +144,8 @@ export class ActorSystem implements ActivationHost {
   readonly #onTellFailure: NonNullable<ActorSystemOptions['onTellFailure']>;
   readonly #onActivated: ActorSystemOptions['onActivated'];
   readonly #activations = new Map<string, Activation>();
+  /** Frozen activations whose running turn has not ended yet, and who waits for it. */
+  readonly #pauseWaiters = new Map<Activation, () => void>();
   readonly #pending: PendingAsks;
   readonly #idleSweepMs: number;
   #idleTimer: TimerHandle | undefined;
@@ -177,19 +190,22 @@ export class ActorSystem implements ActivationHost {
     if (options?.timeoutMs !== undefined && !(options.timeoutMs > 0)) {
       throw new InvalidArgument(`timeoutMs must be a positive number, got ${options.timeoutMs}`);
     }
-    return createRef(this, def, id, options?.timeoutMs ?? this.#askTimeoutMs) as RefOf<D>;
+    checkRouting('routing', options?.routing);
+    return createRef(this, def, id, options?.timeoutMs ?? this.#askTimeoutMs, options?.routing) as RefOf<D>;
   }
 
   /** Sends `method(...args)` to (`def`, `id`) and resolves with the handler's result. */
-  ask(def: AnyActorDef, id: string, method: string, args: unknown[], timeoutMs: number, key?: string): Promise<unknown> {
+  ask(def: AnyActorDef, id: string, method: string, args: unknown[], timeoutMs: number, key?: string, routing?: RoutingPolicy): Promise<unknown> {
     if (this.#closedReason !== undefined) return Promise.reject(new Stopped(`${this.#closedReason}: ${def.name}.${method} was not sent`));
     if (!Object.hasOwn(def.handlers, method)) return Promise.reject(new UnknownMethod(def.name, method));
-    const destination = this.#router === undefined ? LOCAL : this.#router.route(def, id);
+    const destination = this.#router === undefined ? LOCAL : this.#router.route(def, id, key ?? activationKey(def.name, id));
     const remote = destination !== LOCAL;
     const ask = this.#pending.create(destination, remote, def.name, id, method, timeoutMs);
     try {
       if (remote) {
-        this.#transportFor(destination).send(destination, [Kind.Ask, ask.requestId, this.selfIndex, def.name, id, method, args]);
+        const envelope: Envelope = [Kind.Ask, ask.requestId, this.selfIndex, def.name, id, method, args];
+        if (routing !== undefined) envelope.push(routing);
+        this.#transportFor(destination).send(destination, envelope);
       } else {
         this.#deliverLocal(def.name, id, method, cloneArgs(args), ask, LOCAL, 0, key);
       }
@@ -200,12 +216,14 @@ export class ActorSystem implements ActivationHost {
   }
 
   /** Fire-and-forget. Throws only when the message cannot be accepted at all. */
-  tell(def: AnyActorDef, id: string, method: string, args: unknown[]): void {
+  tell(def: AnyActorDef, id: string, method: string, args: unknown[], routing?: RoutingPolicy): void {
     if (this.#closedReason !== undefined) throw new Stopped(`${this.#closedReason}: ${def.name}.${method} was not sent`);
     if (!Object.hasOwn(def.handlers, method)) throw new UnknownMethod(def.name, method);
-    const destination = this.#router === undefined ? LOCAL : this.#router.route(def, id);
+    const destination = this.#router === undefined ? LOCAL : this.#router.route(def, id, activationKey(def.name, id));
     if (destination !== LOCAL) {
-      this.#transportFor(destination).send(destination, [Kind.Tell, def.name, id, method, args]);
+      const envelope: Envelope = [Kind.Tell, def.name, id, method, args];
+      if (routing !== undefined) envelope.push(routing);
+      this.#transportFor(destination).send(destination, envelope);
     } else {
       this.#deliverLocal(def.name, id, method, cloneArgs(args), undefined, LOCAL, 0);
     }
@@ -245,6 +263,92 @@ export class ActorSystem implements ActivationHost {
   /** Rejects every ask waiting on `destination` (its thread or node is gone). */
   failPendingTo(destination: number, error: () => Error): number {
     return this.#pending.failWhere((ask) => ask.destination === destination, error);
+  }
+
+  /**
+   * Delivers a call that the cluster routed here; its result goes to `reply` (undefined for a
+   * tell). Activates the actor if it is not active: the caller decided it may live here. Throws
+   * (unknown type or method, full mailbox) without enqueuing anything.
+   */
+  deliverRouted(type: string, id: string, method: string, args: unknown[], reply: ReplyTarget | undefined): void {
+    this.#deliverLocal(type, id, method, args, undefined, LOCAL, 0, activationKey(type, id), reply);
+  }
+
+  /** Whether (`type`, `id`) is active or parked on this thread. */
+  hosts(key: string, type: string, id: string): boolean {
+    return this.#activations.has(key) || this.#parked.has(type, id);
+  }
+
+  /**
+   * Freezes (`type`, `id`) for a migration: no new turn starts; messages that arrive wait in its
+   * mailbox. `paused` runs once no turn is running (at once if none is). False if it is not hosted here.
+   */
+  freeze(type: string, id: string, paused: () => void): boolean {
+    const key = activationKey(type, id);
+    let activation = this.#activations.get(key);
+    if (activation === undefined) {
+      const def = this.registry.find(type);
+      if (def === undefined || !this.#parked.has(type, id)) return false;
+      activation = this.#activate(def, id, key, false);
+    }
+    activation.frozen = true;
+    if (activation.active) this.#pauseWaiters.set(activation, paused);
+    else paused();
+    return true;
+  }
+
+  /** The encoded state of a frozen, paused actor (throws `NotSerializable` if it cannot be encoded). */
+  frozenState(type: string, id: string): Uint8Array {
+    const activation = this.#activations.get(activationKey(type, id));
+    if (activation === undefined || !activation.frozen || activation.active) throw new InvalidArgument(`${type} '${id}' is not frozen and paused here`);
+    return encode(activation.state);
+  }
+
+  /** Installs a migrating actor, frozen, from its encoded state: messages for it wait until `thaw`. */
+  importFrozen(type: string, id: string, state: Uint8Array): void {
+    const def = this.registry.find(type);
+    if (def === undefined) throw new UnknownActorType(type);
+    const key = activationKey(type, id);
+    if (this.#activations.has(key) || this.#parked.has(type, id)) throw new InvalidArgument(`${type} '${id}' is already hosted here`);
+    const activation = new Activation(this, def, id, key, def.mailboxCapacity ?? this.#mailboxCapacity);
+    activation.state = decode(state);
+    activation.lastUsed = this.scheduler.now();
+    activation.frozen = true;
+    this.#activations.set(key, activation);
+    this.#activated++;
+    if (def.idleTimeoutMs !== undefined) this.#armIdleSweep();
+  }
+
+  /** Resumes a frozen actor; `first` run before the messages that waited here. */
+  thaw(type: string, id: string, first: readonly Message[] = []): boolean {
+    const activation = this.#activations.get(activationKey(type, id));
+    if (activation === undefined) return false;
+    this.#pauseWaiters.delete(activation);
+    activation.thaw(first);
+    return true;
+  }
+
+  /**
+   * Takes a frozen actor out of this thread (it moved elsewhere, or an incoming move was aborted):
+   * its timers stop, and the messages that waited for it are returned in order.
+   */
+  removeFrozen(type: string, id: string): Message[] {
+    const activation = this.#activations.get(activationKey(type, id));
+    if (activation === undefined || !activation.frozen) return [];
+    activation.stopTimers();
+    this.#activations.delete(activation.key);
+    this.#pauseWaiters.delete(activation);
+    this.#deactivated++;
+    return activation.takeQueued();
+  }
+
+  /**
+   * Gives a local caller's waiting ask a request id, so that its reply can come back as a Reply
+   * envelope (its message is being handed to another thread or node).
+   */
+  remoteRequestId(message: Message): number {
+    if (message.pending === undefined) return message.requestId;
+    return this.#pending.index(message.pending);
   }
 
   stats(): SystemStats {
@@ -309,7 +413,7 @@ export class ActorSystem implements ActivationHost {
   /** Deactivates one actor now if it is idle: its state is parked, its timers stop. */
   deactivate(type: string, id: string): boolean {
     const activation = this.#activations.get(activationKey(type, id));
-    if (activation === undefined || activation.active || activation.loading) return false;
+    if (activation === undefined || activation.active || activation.loading || activation.frozen) return false;
     return this.#deactivate(activation);
   }
 
@@ -319,7 +423,9 @@ export class ActorSystem implements ActivationHost {
     this.#turns++;
     if (activation.def.idleTimeoutMs !== undefined) activation.lastUsed = this.scheduler.now();
     if (!ok) this.#failedTurns++;
-    if (message.pending !== undefined) {
+    if (message.reply !== undefined) {
+      message.reply.settle(ok, value);
+    } else if (message.pending !== undefined) {
       let result = value;
       try {
         result = cloneValue(value);
@@ -357,10 +463,16 @@ export class ActorSystem implements ActivationHost {
     }
   }
 
+  paused(activation: Activation): void {
+    const waiter = this.#pauseWaiters.get(activation);
+    this.#pauseWaiters.delete(activation);
+    waiter?.();
+  }
+
   requestDeactivation(activation: Activation): void {
     // After the current microtask, so a reply being resolved is not held up by encoding.
     this.scheduler.defer(() => {
-      if (this.#activations.get(activation.key) === activation && !activation.active && !activation.loading) {
+      if (this.#activations.get(activation.key) === activation && !activation.active && !activation.loading && !activation.frozen) {
         this.#deactivate(activation);
       }
     });
@@ -382,37 +494,48 @@ export class ActorSystem implements ActivationHost {
     from: number,
     requestId: number,
     key = activationKey(type, id),
+    reply?: ReplyTarget,
   ): void {
     const def = this.registry.find(type);
     if (def === undefined) throw new UnknownActorType(type);
     if (!Object.hasOwn(def.handlers, method)) throw new UnknownMethod(type, method);
     if (!Array.isArray(args)) throw new InvalidArgument(`arguments to ${type}.${method} must be an array`);
     if (def.stateless) {
-      this.#runStateless(def, method, args, pending, from, requestId);
+      this.#runStateless(def, method, args, pending, from, requestId, reply);
       return;
     }
     const activation = this.#activations.get(key) ?? this.#activate(def, id, key);
-    const message: Message = { method, args, pending, from, requestId };
+    const message: Message = { method, args, pending, from, requestId, reply };
     if (!activation.enqueue(message)) {
       throw new Overloaded(`mailbox of ${type} '${id}' is full (${activation.capacity} messages waiting)`);
     }
   }
 
-  #runStateless(def: AnyActorDef, method: string, args: unknown[], pending: PendingAsk | undefined, from: number, requestId: number): void {
+  #runStateless(def: AnyActorDef, method: string, args: unknown[], pending: PendingAsk | undefined, from: number, requestId: number, reply?: ReplyTarget): void {
     this.#statelessExecutor.run(def, method, args).then(
-      (value) => this.#statelessDone(def, method, pending, from, requestId, true, value),
-      (error) => this.#statelessDone(def, method, pending, from, requestId, false, error),
+      (value) => this.#statelessDone(def, method, pending, from, requestId, true, value, reply),
+      (error) => this.#statelessDone(def, method, pending, from, requestId, false, error, reply),
     );
   }
 
-  #statelessDone(def: AnyActorDef, method: string, pending: PendingAsk | undefined, from: number, requestId: number, ok: boolean, value: unknown): void {
+  #statelessDone(
+    def: AnyActorDef,
+    method: string,
+    pending: PendingAsk | undefined,
+    from: number,
+    requestId: number,
+    ok: boolean,
+    value: unknown,
+    reply: ReplyTarget | undefined,
+  ): void {
     this.#turns++;
-    if (pending !== undefined) this.#pending.settle(pending, ok, value);
+    if (reply !== undefined) reply.settle(ok, value);
+    else if (pending !== undefined) this.#pending.settle(pending, ok, value);
     else if (requestId !== 0) this.#replyRemote(from, requestId, ok, value);
     else if (!ok) this.#onTellFailure(def.name, '', method, value);
   }
 
-  #activate(def: AnyActorDef, id: string, key: string): Activation {
+  #activate(def: AnyActorDef, id: string, key: string, notify = true): Activation {
     validateId(id);
     const activation = new Activation(this, def, id, key, def.mailboxCapacity ?? this.#mailboxCapacity);
     const parked = this.#parked.load(def.name, id);
@@ -421,7 +544,7 @@ export class ActorSystem implements ActivationHost {
     this.#activations.set(key, activation);
     this.#activated++;
     if (def.idleTimeoutMs !== undefined) this.#armIdleSweep();
-    this.#onActivated?.(def.name, id);
+    if (notify) this.#onActivated?.(def.name, id);
     return activation;
   }
 
@@ -449,7 +572,7 @@ export class ActorSystem implements ActivationHost {
       for (const activation of [...this.#activations.values()]) {
         const idleMs = activation.def.idleTimeoutMs;
         if (idleMs === undefined) continue;
-        const idle = !activation.active && !activation.loading && now - activation.lastUsed >= idleMs;
+        const idle = !activation.active && !activation.loading && !activation.frozen && now - activation.lastUsed >= idleMs;
         if (!idle || !this.#deactivate(activation)) watching = true;
       }
       if (watching) this.#armIdleSweep();

@@ -4,6 +4,7 @@ import {
   DEFAULT_MAX_DECODE_BYTES,
   DecodeError,
   InvalidArgument,
+  Redirected,
   NotSerializable,
   Overloaded,
   Stopped,
@@ -150,6 +151,7 @@ describe('errors through the codec', () => {
       new NotSerializable('fn'),
       new DecodeError('garbage'),
       new InvalidArgument('bad'),
+      new Redirected('elsewhere', 'n2', 'ws://127.0.0.1:7102'),
     ];
     expect(new Set(samples.map((e) => e.code))).toEqual(new Set(errorClassesByCode.keys()));
     for (const error of samples) {
@@ -160,6 +162,8 @@ describe('errors through the codec', () => {
       expect(back.name).toBe(error.name);
       expect(back.message).toBe(error.message);
     }
+    const redirected = roundTrip(new Redirected('elsewhere', 'n2', 'ws://127.0.0.1:7102')) as Redirected;
+    expect([redirected.node, redirected.url]).toEqual(['n2', 'ws://127.0.0.1:7102']);
     const crashed = roundTrip(new WorkerCrashed('w'));
     expect(crashed).toBeInstanceOf(Unavailable);
   });

@@ -13,7 +13,9 @@ import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import {
+  Frame,
   NodeProtocol,
+  isClientId,
   bucketsOf,
   ownedCounts,
   ownerIds,
@@ -77,9 +79,15 @@ export interface ClusterOptions {
 export interface ClusterHost {
   readonly workers: number;
   readonly buckets: number;
-  sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number> }>;
-  /** Gives every worker the committed layout (`owners[b]` = owner node id). */
-  applyLayout(self: string, epoch: number, owners: string[]): Promise<void>;
+  sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number> }>;
+  /** This node is a member now, as `self`; `toNode` sends a value to another member over its cluster connection (throws when it cannot). */
+  joined(self: { node: string; incarnation: number }, toNode: (node: string, value: unknown) => void): Promise<void>;
+  /** Gives every thread the committed layout. */
+  applyLayout(self: string, layout: Layout): Promise<void>;
+  /** A session frame (`Deliver`) from another node. */
+  deliverFrame(peer: string, value: unknown[]): void;
+  /** Moves every session hosted here to the owners of their buckets; resolves once none is left. */
+  evacuate(): Promise<void>;
   /** Delivers a directory update to the worker holding its bucket here. */
   deliverToBucket(envelope: TellEnvelope): void;
   installBucket(bucket: number, epoch: number, entries: DirectoryEntry[]): Promise<void>;
@@ -104,7 +112,10 @@ export interface NodeStatus {
   buckets: { total: number; owned: number; byMember: Record<string, number>; handoffsPending: number; handoffsCompleted: number; rebuilt: number };
   directory: DirectoryStats & { droppedUpdates: number };
   sessions: { memory: number; disk: number };
-  routing: { hops: Record<string, number> };
+  /** `hops`: calls that sessions here received, by node-to-node hops taken; the rest are routing counters. */
+  routing: { hops: Record<string, number> } & Record<string, unknown>;
+  /** 'idle', or this leaving node's progress moving its sessions away. */
+  evacuation: 'idle' | 'running' | 'done';
 }
 
 /** Events: 'layout' (layout, previous), 'left', 'removed' (reason). */
@@ -133,6 +144,7 @@ export interface ClusterHandle {
 }
 
 const DEFAULT_PORT = 7101;
+const LEFT_GRACE_MS = 500;
 
 export async function startCluster(host: ClusterHost, options: ClusterOptions): Promise<ClusterHandle> {
   const membership = new Membership(host, options);
@@ -160,6 +172,8 @@ class Membership implements ClusterHandle {
   #left: Promise<void> | undefined;
   #signalLeft: (() => void) | undefined;
   #closed = false;
+  /** Clients connected to this node. */
+  readonly #clients = new Set<string>();
   /** The workers' directory operations, one after another: each sees the layout given before it. */
   #directoryOps: Promise<unknown> = Promise.resolve();
 
@@ -202,6 +216,8 @@ class Membership implements ClusterHandle {
       log: this.#log,
     });
     await this.#transport.start();
+    const transport = this.#transport;
+    await this.#host.joined({ node: this.id, incarnation: this.incarnation }, (node, value) => transport.send(node, value));
     const protocol = new NodeProtocol(
       {
         self: { id: this.id, incarnation: this.incarnation, url: this.#transport.url, workers: this.#host.workers },
@@ -220,10 +236,9 @@ class Membership implements ClusterHandle {
       this.#directories(),
     );
     this.#protocol = protocol;
-    const transport = this.#transport;
-    transport.on('peer-up', (peer: PeerIdentity) => protocol.connected(peer, now()));
-    transport.on('peer-down', (peer: PeerIdentity) => protocol.disconnected(peer.id, now()));
-    transport.on('message', (peer: PeerIdentity, value: unknown) => this.#receive(peer, value));
+    transport.on('peer-up', (peer: PeerIdentity) => (isClientId(peer.id) ? this.#clientUp(peer.id) : protocol.connected(peer, now())));
+    transport.on('peer-down', (peer: PeerIdentity) => (isClientId(peer.id) ? this.#clients.delete(peer.id) : protocol.disconnected(peer.id, now())));
+    transport.on('message', (peer: PeerIdentity, value: unknown) => (isClientId(peer.id) ? this.#fromClient(peer.id, value) : this.#receive(peer, value)));
     transport.on('rejected', (rejection: Rejection) => {
       // A peer that knows a newer incarnation of this node's id refuses us: this process is stale.
       if (rejection.by === 'remote' && rejection.code === CloseCode.staleIncarnation) {
@@ -262,7 +277,8 @@ class Membership implements ClusterHandle {
       },
       directory: { ...directory, droppedUpdates: protocol.droppedUpdates },
       sessions: { memory: sessions.memory, disk: sessions.disk },
-      routing: { hops: sessions.hops },
+      routing: { hops: sessions.hops, ...sessions.routing },
+      evacuation: protocol.evacuation,
     };
   }
 
@@ -304,11 +320,29 @@ class Membership implements ClusterHandle {
     this.#protocol?.rebuild(bucketsOf(layout, this.id).filter((bucket) => bucket % this.#host.workers === index));
   }
 
+  /** A client connected: it routes its own calls, so it needs the layout, now and after every change. */
+  #clientUp(client: string): void {
+    this.#clients.add(client);
+    const layout = this.layout();
+    if (layout !== null) this.#send(client, { t: 'commit', layout });
+  }
+
+  /** A client may only send calls, as itself. */
+  #fromClient(client: string, value: unknown): void {
+    const frame = Array.isArray(value) && value[0] === Frame.Deliver && Array.isArray(value[2]) ? (value[2] as unknown[]) : undefined;
+    if (frame === undefined || frame[0] !== Frame.Call || frame[2] !== client) {
+      this.#log('warn', `refused a value from client ${client}: clients may only send their own calls`);
+      return;
+    }
+    this.#host.deliverFrame(client, value as unknown[]);
+  }
+
   #receive(peer: PeerIdentity, value: unknown): void {
     const protocol = this.#protocol;
     if (protocol === undefined) return;
     if (Array.isArray(value)) {
-      protocol.receiveUpdate(peer.id, value as Envelope);
+      if (value[0] === Frame.Deliver) this.#host.deliverFrame(peer.id, value);
+      else protocol.receiveUpdate(peer.id, value as Envelope);
       return;
     }
     let message: ClusterMessage;
@@ -342,7 +376,8 @@ class Membership implements ClusterHandle {
   #directories(): NodeDirectories {
     const host = this.#host;
     return {
-      applyLayout: (self, epoch, owners) => this.#directoryOp(() => host.applyLayout(self, epoch, [...owners]), undefined),
+      applyLayout: (self, layout) => this.#directoryOp(() => host.applyLayout(self, layout), undefined),
+      evacuate: (_layout, done) => this.#directoryOp(() => host.evacuate(), undefined, done),
       deliver: (update) => host.deliverToBucket(update),
       install: (bucket, epoch, entries, done) => this.#directoryOp(() => host.installBucket(bucket, epoch, entries), undefined, done),
       export: (bucket, reply) => this.#directoryOp<DirectoryEntry[] | null>(() => host.exportBucket(bucket), null, reply),
@@ -359,12 +394,16 @@ class Membership implements ClusterHandle {
       dial: (url) => this.#transport?.dial(url),
       forget: (url) => this.#transport?.forget(url),
       persist: (state) => this.#persist(state),
-      committed: (layout, previous) => this.events.emit('layout', layout, previous),
+      committed: (layout, previous) => {
+        for (const client of this.#clients) this.#send(client, { t: 'commit', layout });
+        this.events.emit('layout', layout, previous);
+      },
       removed: (reason) => this.events.emit('removed', reason),
       left: () => {
         this.events.emit('left');
-        // Give the final gossip a moment to leave before the caller closes the sockets.
-        setTimeout(() => this.#signalLeft?.(), 200);
+        // Give the final gossip a moment to leave, and calls still on their way here a moment to be
+        // forwarded to where the sessions went, before the caller closes the sockets.
+        setTimeout(() => this.#signalLeft?.(), LEFT_GRACE_MS);
       },
       log: this.#log,
     };

@@ -5,3 +5,4 @@
 export { startNode, type NodeOptions, type NodeStats, type WadiNode, type WorkerState, type WorkerStats } from './node.js';
 export { MAIN_THREAD } from './internal/protocol.js';
 export { type ClusterHandle, type ClusterHost, type ClusterOptions, type NodeStatus } from './cluster-node.js';
+export { connect, type ConnectOptions, type WadiClient } from './client.js';

@@ -20,6 +20,7 @@ import {
   InvalidArgument,
   Kind,
   LOCAL,
+  ROUTED,
   Registry,
   Unavailable,
   WorkerCrashed,
@@ -28,6 +29,7 @@ import {
   shapeToError,
   validateBucketCount,
   type AnyActorDef,
+  type AskEnvelope,
   type Envelope,
   type ErrorShape,
   type RefOf,
@@ -36,11 +38,13 @@ import {
   type SystemStats,
   type TellEnvelope,
 } from '@wadi/core';
+import { Frame } from '@wadi/cluster';
+import { MainRouting } from './internal/main-routing.js';
 import { startCluster, type ClusterHandle, type ClusterHost, type ClusterOptions } from './cluster-node.js';
 import { BUCKET_ACTOR, type DirectoryEntry, type DirectoryStats } from '@wadi/cluster';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { loadActorModules, toModuleUrl } from './internal/modules.js';
-import { MAIN_THREAD, type StatelessPoolData, type StatelessTask, type WorkerControl, type WorkerData } from './internal/protocol.js';
+import { MAIN_THREAD, type StatelessPoolData, type StatelessTask, type ThreadMessage, type WorkerControl, type WorkerData } from './internal/protocol.js';
 import { BucketRouter, roundRobinTable } from './internal/router.js';
 
 export interface NodeOptions {
@@ -103,6 +107,21 @@ const WORKER_URL = new URL('./worker.js', import.meta.url);
 const STATELESS_WORKER_URL = new URL('./stateless-worker.js', import.meta.url);
 const DEFAULT_MAX_HELD_BYTES = 64 * 1024 * 1024;
 const CONTROL_TIMEOUT_MS = 30_000;
+/** Longest a worker may take to move its sessions away when the node leaves. */
+const EVACUATION_TIMEOUT_MS = 120_000;
+
+export interface RoutingCounters {
+  forwarded: number;
+  placed: number;
+  waiting: number;
+  pointers: number;
+  migratedOut: number;
+  migratedIn: number;
+  migrationsFailed: number;
+  cached: number;
+  held: number;
+  rerouted: number;
+}
 
 export async function startNode(options: NodeOptions = {}): Promise<WadiNode> {
   const node = new LocalNode(options);
@@ -146,6 +165,10 @@ class LocalNode implements WadiNode {
   readonly #router: BucketRouter;
   #pool: Piscina<StatelessTask, Uint8Array> | undefined;
   #stopping: Promise<void> | undefined;
+  /** Set once this node is a cluster member: the main thread's side of session routing. */
+  #routing: MainRouting | undefined;
+  #routingTicker: NodeJS.Timeout | undefined;
+  #member: { node: string; incarnation: number } | undefined;
 
   constructor(options: NodeOptions) {
     this.workers = options.workers ?? availableParallelism();
@@ -164,14 +187,22 @@ class LocalNode implements WadiNode {
     };
     this.#router = new BucketRouter(this.buckets, roundRobinTable(this.buckets, this.workers), MAIN_THREAD, LOCAL);
     const statelessExecutor: StatelessExecutor = { run: (def, method, args) => this.#runStateless(def, method, args) };
+    const localRouter = this.#router;
     this.#system = new ActorSystem({
       registry: this.#registry,
-      router: this.#router,
+      // A member routes every session call through the cluster; the main thread hosts none.
+      router: { route: (def, id) => (this.#routing === undefined || def.stateless ? localRouter.route(def, id) : ROUTED) },
       selfIndex: MAIN_THREAD,
       askTimeoutMs: this.#options.askTimeoutMs,
       mailboxCapacity: this.#options.mailboxCapacity,
       statelessExecutor,
-      transport: { send: (destination, envelope) => this.#linkTo(destination).send(envelope) },
+      transport: {
+        send: (destination, envelope) => {
+          if (destination !== ROUTED) return this.#linkTo(destination).send(envelope);
+          if (this.#routing === undefined) throw new Unavailable('this node is not a cluster member');
+          this.#routing.router.send(envelope as AskEnvelope | TellEnvelope);
+        },
+      },
     });
   }
 
@@ -202,8 +233,25 @@ class LocalNode implements WadiNode {
       workers: this.workers,
       buckets: this.buckets,
       sessionCounts: () => this.#sessionCounts(),
-      applyLayout: async (self, epoch, owners) => {
-        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.setLayout(self, epoch, owners))));
+      joined: async (self, toNode) => {
+        this.#member = self;
+        this.#routing = new MainRouting(self, this.buckets, this.workers, {
+          toNode,
+          toWorker: (thread, frame) => this.#linkTo(thread).send(frame),
+          settle: (envelope) => this.#system.receive(envelope),
+          log: (level, message) => (level === 'error' ? console.error : console.warn)(`wadi: ${message}`),
+        });
+        this.#routingTicker = setInterval(() => this.#routing?.router.tick(), 250);
+        this.#routingTicker.unref();
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.joinCluster(self.node, self.incarnation))));
+      },
+      applyLayout: async (self, layout) => {
+        this.#routing?.setLayout(layout);
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.setLayout(self, layout))));
+      },
+      deliverFrame: (peer, value) => this.#routing?.fromNode(peer, value),
+      evacuate: async () => {
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.evacuate(), EVACUATION_TIMEOUT_MS).catch(() => undefined)));
       },
       deliverToBucket: (envelope) => {
         try {
@@ -222,6 +270,7 @@ class LocalNode implements WadiNode {
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.resyncBuckets(buckets)).catch(() => undefined)));
       },
       forgetNode: async (node) => {
+        this.#routing?.router.nodeGone(node);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node)).catch(() => 0)));
       },
       lookupSession: (bucket, key) => this.#control(slotOf(bucket), (c) => c.lookupSession(bucket, key)),
@@ -232,16 +281,23 @@ class LocalNode implements WadiNode {
     };
   }
 
-  async #sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number> }> {
+  async #sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number> }> {
+    const up = this.#slots.filter((slot) => slot.state === 'up');
+    const all = await Promise.all(up.map((slot) => this.#control(slot, (c) => c.routingStats()).catch(() => undefined)));
     const { workers } = await this.stats();
     let memory = 0;
-    let calls = 0;
-    for (const worker of workers) {
-      memory += worker.activations;
-      calls += worker.turns;
+    for (const worker of workers) memory += worker.activations + worker.parked;
+    const hops: Record<string, number> = {};
+    const routing: RoutingCounters = { forwarded: 0, placed: 0, waiting: 0, pointers: 0, migratedOut: 0, migratedIn: 0, migrationsFailed: 0, cached: 0, held: 0, rerouted: 0 };
+    for (const stats of all) {
+      if (stats === undefined) continue;
+      for (const [count, calls] of Object.entries(stats.hops)) hops[count] = (hops[count] ?? 0) + (calls as number);
+      for (const name of ['forwarded', 'placed', 'waiting', 'pointers', 'migratedOut', 'migratedIn', 'migrationsFailed'] as const) routing[name] += stats[name];
+      routing.cached += stats.router.cached;
+      routing.held += stats.router.held;
+      routing.rerouted += stats.router.rerouted;
     }
-    // Sessions are still hosted where their bucket's worker is, so every call so far took 0 hops.
-    return { memory, disk: 0, hops: calls === 0 ? {} : { '0': calls } };
+    return { memory, disk: 0, hops, routing: { ...routing } };
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
@@ -294,6 +350,7 @@ class LocalNode implements WadiNode {
     );
     await this.#pool?.destroy();
     this.#system.stop();
+    clearInterval(this.#routingTicker);
   }
 
   // workers
@@ -323,10 +380,19 @@ class LocalNode implements WadiNode {
     let signalExit!: (error: Error) => void;
     slot.exited = new Promise<never>((_, reject) => (signalExit = reject));
     slot.exited.catch(() => undefined);
-    const deliver = (envelope: Envelope): void => {
-      // Directory updates for buckets another node owns pass through here on their way out.
-      if (envelope[0] === Kind.Tell && envelope[1] === BUCKET_ACTOR) this.cluster?.forwardDirectoryUpdate(envelope as TellEnvelope);
-      else this.#system.receive(envelope);
+    const deliver = (message: ThreadMessage): void => {
+      switch (message[0]) {
+        case Frame.Out:
+          // A session frame for another node.
+          return this.#routing?.fromWorker(message[1], message[2], message[3]);
+        case Frame.Result:
+        case Frame.Notice:
+          return this.#routing?.fromWorker(this.#member!.node, message[1], message);
+        default:
+          // Directory updates for buckets another node owns pass through here on their way out.
+          if (message[0] === Kind.Tell && message[1] === BUCKET_ACTOR) this.cluster?.forwardDirectoryUpdate(message as TellEnvelope);
+          else this.#system.receive(message as Envelope);
+      }
     };
     worker.on('message', (batch) => receiveBatch(batch, deliver, (error) => console.error(`wadi: undecodable batch from worker ${slot.index}:`, error)));
     worker.on('error', (error) => console.error(`wadi: worker ${slot.index} threw:`, error));
@@ -336,6 +402,8 @@ class LocalNode implements WadiNode {
       if (slot.worker === worker) void this.#onWorkerExit(slot, exitCode);
     });
     await this.#control(slot, (c) => c.start());
+    const member = this.#member;
+    if (member !== undefined) await this.#control(slot, (c) => c.joinCluster(member.node, member.incarnation));
   }
 
   /** Lets the main thread's messages (held meanwhile) reach a worker once it is meshed with its peers. */

@@ -11,6 +11,7 @@
 import {
   BucketHost,
   NodeProtocol,
+  ownerIds,
   parseClusterMessage,
   type ClusterMessage,
   type ClusterTimings,
@@ -274,7 +275,7 @@ export class SimNode implements NetworkEndpoint {
   #directories(): NodeDirectories {
     const worker = (bucket: number): BucketHost => this.workers[bucket % this.workers.length]!;
     return {
-      applyLayout: (self, epoch, owners) => this.#onThreads(() => this.workers.forEach((host) => host.setLayout(self, epoch, owners))),
+      applyLayout: (self, layout) => this.#onThreads(() => this.workers.forEach((host) => host.setLayout(self, layout.epoch, ownerIds(layout)))),
       deliver: (update) => this.#onThreads(() => worker(Number(update[2])).receive(update)),
       install: (bucket, epoch, entries, done) =>
         this.#onThreads(() => {
@@ -293,6 +294,8 @@ export class SimNode implements NetworkEndpoint {
       }),
       forgetNode: (node) => this.#onThreads(() => this.workers.forEach((host) => host.forgetNode(node))),
       resync: (buckets) => this.#onThreads(() => this.workers.forEach((host) => host.resync(buckets))),
+      // The simulation moves a leaver's sessions itself before it leaves (see `Simulation`'s leave step).
+      evacuate: (_layout, done) => this.#onThreads(done),
     };
   }
 }

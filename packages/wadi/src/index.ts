@@ -18,6 +18,7 @@ export {
   NotSerializable,
   DecodeError,
   InvalidArgument,
+  Redirected,
   type ActorContext,
   type ActorDef,
   type ActorOptions,
@@ -26,8 +27,9 @@ export {
   type Ref,
   type RefOf,
   type RefOptions,
+  type RoutingPolicy,
   type Timers,
   type TimerId,
   type WadiErrorCode,
 } from '@wadi/core';
-export { startNode, type NodeOptions, type NodeStats, type WadiNode, type WorkerStats } from '@wadi/node';
+export { startNode, connect, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type WadiNode, type WorkerStats } from '@wadi/node';

@@ -21,6 +21,13 @@ export interface ActivationHost {
   clearTimer(handle: TimerHandle): void;
   deliverTimer(activation: Activation, method: string, args: unknown[]): void;
   requestDeactivation(activation: Activation): void;
+  /** A frozen activation finished its running turn: it is quiet until thawed. */
+  paused(activation: Activation): void;
+}
+
+/** Where the result of a turn goes when the caller is on another node (or came through the cluster router). */
+export interface ReplyTarget {
+  settle(ok: boolean, value: unknown): void;
 }
 
 export interface Message {
@@ -31,6 +38,8 @@ export interface Message {
   /** For a remote ask: the requester's destination index and request id (0 for a tell). */
   from: number;
   requestId: number;
+  /** For a call routed through the cluster: where its result goes. */
+  reply?: ReplyTarget | undefined;
 }
 
 /** Consecutive synchronous turns before yielding to I/O, so one busy actor cannot starve a thread. */
@@ -47,6 +56,8 @@ export class Activation implements ActorContext {
   loading = false;
   lastUsed = 0;
   deactivateRequested = false;
+  /** Being migrated: no new turn starts; messages wait in the mailbox until thawed or handed over. */
+  frozen = false;
   #timers: ActivationTimers | undefined;
 
   constructor(
@@ -71,7 +82,7 @@ export class Activation implements ActorContext {
     if (queue === null) queue = this.queue = [];
     else if (queue.length - this.head >= this.capacity) return false;
     queue.push(message);
-    if (!this.active && !this.loading) {
+    if (!this.active && !this.loading && !this.frozen) {
       this.active = true;
       this.host.scheduleTurns(this, false);
     }
@@ -83,6 +94,11 @@ export class Activation implements ActorContext {
     let budget = TURNS_PER_SLICE;
     const handlers = this.def.handlers as Record<string, (this: ActorContext, state: unknown, ...args: unknown[]) => unknown>;
     while (this.queue !== null && this.head < this.queue.length) {
+      if (this.frozen) {
+        this.active = false;
+        this.host.paused(this);
+        return;
+      }
       if (budget-- === 0) {
         this.host.scheduleTurns(this, true);
         return;
@@ -129,8 +145,33 @@ export class Activation implements ActorContext {
     this.runTurns();
   }
 
+  /** Removes and returns the waiting messages (a frozen activation handing its mailbox over). */
+  takeQueued(): Message[] {
+    const taken = this.queue === null ? [] : (this.queue.slice(this.head) as Message[]);
+    this.queue = null;
+    this.head = 0;
+    return taken;
+  }
+
+  /** Resumes turns, running `first` (in order) before what waits already. */
+  thaw(first: readonly Message[] = []): void {
+    this.frozen = false;
+    if (first.length > 0) {
+      const waiting = this.takeQueued();
+      this.queue = [...first, ...waiting];
+    }
+    if (!this.active && !this.loading && this.queued > 0) {
+      this.active = true;
+      this.host.scheduleTurns(this, false);
+    }
+  }
+
   #idle(): void {
     this.active = false;
+    if (this.frozen) {
+      this.host.paused(this);
+      return;
+    }
     this.queue = null;
     this.head = 0;
     if (this.deactivateRequested) this.host.requestDeactivation(this);

@@ -20,7 +20,8 @@ export class PendingAsk {
   done = false;
   slot: Slot | undefined = undefined;
   constructor(
-    readonly requestId: number,
+    /** 0 for an ask answered on this thread, until `PendingAsks.index` gives it one. */
+    public requestId: number,
     /** Where the ask went: a destination index, or LOCAL. */
     readonly destination: number,
     /** The target, kept apart and joined only when an error needs words (asks are hot). */
@@ -89,6 +90,15 @@ export class PendingAsks {
     place(ask, this.#fresh);
     this.#count++;
     return ask;
+  }
+
+  /** Gives a local ask a request id, so a reply envelope can settle it (its message left this thread). */
+  index(ask: PendingAsk): number {
+    if (ask.requestId === 0 && !ask.done) {
+      ask.requestId = this.#nextRequestId++;
+      this.#remote.set(ask.requestId, ask);
+    }
+    return ask.requestId;
   }
 
   /** Settles the ask a reply envelope answers, if it is still waiting. */

@@ -3,12 +3,12 @@
  * object whose prototype (built once per type) has one method per handler: no Proxy trap on the
  * hot path. `ref.tell` gives the fire-and-forget twin with the same method names.
  */
-import type { AnyActorDef } from '../actor.js';
+import type { AnyActorDef, RoutingPolicy } from '../actor.js';
 
 /** What a ref needs from the system that made it. */
 export interface RefHost {
-  ask(def: AnyActorDef, id: string, method: string, args: unknown[], timeoutMs: number, key?: string): Promise<unknown>;
-  tell(def: AnyActorDef, id: string, method: string, args: unknown[]): void;
+  ask(def: AnyActorDef, id: string, method: string, args: unknown[], timeoutMs: number, key?: string, routing?: RoutingPolicy): Promise<unknown>;
+  tell(def: AnyActorDef, id: string, method: string, args: unknown[], routing?: RoutingPolicy): void;
 }
 
 interface RefState {
@@ -16,6 +16,7 @@ interface RefState {
   readonly def: AnyActorDef;
   readonly id: string;
   readonly timeoutMs: number;
+  readonly routing: RoutingPolicy | undefined;
   /** The activation key, computed once per ref rather than once per call. */
   readonly key: string;
 }
@@ -25,9 +26,9 @@ type RefObject = { [STATE]: RefState };
 
 const prototypes = new WeakMap<AnyActorDef, { ask: object; tell: object }>();
 
-export function createRef(host: RefHost, def: AnyActorDef, id: string, timeoutMs: number): object {
+export function createRef(host: RefHost, def: AnyActorDef, id: string, timeoutMs: number, routing?: RoutingPolicy): object {
   const ref = Object.create(prototypesOf(def).ask) as RefObject;
-  ref[STATE] = { host, def, id, timeoutMs, key: `${def.name}\u0000${id}` };
+  ref[STATE] = { host, def, id, timeoutMs, routing, key: `${def.name}\u0000${id}` };
   return ref;
 }
 
@@ -45,11 +46,11 @@ function prototypesOf(def: AnyActorDef): { ask: object; tell: object } {
   for (const method of Object.keys(def.handlers)) {
     ask[method] = function (this: RefObject, ...args: unknown[]): Promise<unknown> {
       const state = this[STATE];
-      return state.host.ask(state.def, state.id, method, args, state.timeoutMs, state.key);
+      return state.host.ask(state.def, state.id, method, args, state.timeoutMs, state.key, state.routing);
     };
     tell[method] = function (this: RefObject, ...args: unknown[]): void {
       const state = this[STATE];
-      state.host.tell(state.def, state.id, method, args);
+      state.host.tell(state.def, state.id, method, args, state.routing);
     };
   }
   Object.defineProperty(ask, 'tell', {

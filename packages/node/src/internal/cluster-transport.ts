@@ -56,6 +56,8 @@ export interface PeerIdentity {
 export interface ClusterTransportOptions {
   /** Listen address, e.g. '127.0.0.1'. */
   host: string;
+  /** False for a process that only dials (a client): no server, and its url is ''. Default true. */
+  listen?: boolean;
   /** Listen port; 0 picks a free one. */
   port: number;
   clusterName: string;
@@ -123,6 +125,7 @@ export interface ClusterTransportStats {
 }
 
 const DEFAULTS = {
+  listen: true,
   maxPayloadBytes: 16 * 1024 * 1024,
   highWaterMarkBytes: 8 * 1024 * 1024,
   lowWaterMarkBytes: 1024 * 1024,
@@ -272,7 +275,7 @@ export class ClusterTransport extends EventEmitter<ClusterTransportEvents> {
     if (this.#state !== 'new') throw new InvalidArgument(`cannot start a transport that is ${this.#state}`);
     this.#state = 'starting';
     try {
-      await this.#listen();
+      if (this.#options.listen !== false) await this.#listen();
     } catch (error) {
       this.#state = 'closed';
       throw error;
@@ -284,7 +287,7 @@ export class ClusterTransport extends EventEmitter<ClusterTransportEvents> {
     this.#state = 'started';
     this.#pingTimer = setInterval(this.#checkLiveness, this.#options.pingIntervalMs);
     this.#pingTimer.unref();
-    this.#log('info', `listening at ${this.#url}`, { id: this.#options.self.id, incarnation: this.#options.self.incarnation });
+    if (this.#options.listen !== false) this.#log('info', `listening at ${this.#url}`, { id: this.#options.self.id, incarnation: this.#options.self.incarnation });
     for (const dial of this.#dials.values()) this.#connect(dial);
   }
 

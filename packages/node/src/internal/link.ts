@@ -7,7 +7,8 @@
  * replaced the link holds batches, up to a byte budget past which sends fail with `Overloaded`.
  */
 import type { MessagePort, Worker } from 'node:worker_threads';
-import { Overloaded, Unavailable, decodeMany, encodeView, type Envelope } from '@wadi/core';
+import { Overloaded, Unavailable, decodeMany, encodeView } from '@wadi/core';
+import type { ThreadMessage } from './protocol.js';
 
 export type PortLike = Pick<MessagePort, 'postMessage'> | Pick<Worker, 'postMessage'>;
 
@@ -47,7 +48,7 @@ export class PortLink {
     return this.#port !== undefined;
   }
 
-  send(envelope: Envelope): void {
+  send(envelope: ThreadMessage): void {
     if (this.#closed) throw new Unavailable(`${this.name} is closed`);
     if (this.#port === undefined && this.#heldBytes + this.#offset > this.maxHeldBytes) {
       throw new Overloaded(`${this.name} is restarting and already holds ${this.#heldBytes} bytes`);
@@ -111,7 +112,7 @@ export class PortLink {
 }
 
 /** Decodes one received batch into envelopes; a batch that does not decode is reported, not thrown. */
-export function receiveBatch(batch: unknown, deliver: (envelope: Envelope) => void, onError: (error: unknown) => void): void {
+export function receiveBatch(batch: unknown, deliver: (message: ThreadMessage) => void, onError: (error: unknown) => void): void {
   let envelopes: unknown[];
   try {
     envelopes = decodeMany(batch as Uint8Array);
@@ -119,5 +120,5 @@ export function receiveBatch(batch: unknown, deliver: (envelope: Envelope) => vo
     onError(error);
     return;
   }
-  for (let i = 0; i < envelopes.length; i++) deliver(envelopes[i] as Envelope);
+  for (let i = 0; i < envelopes.length; i++) deliver(envelopes[i] as ThreadMessage);
 }

@@ -4,11 +4,19 @@
  * The message hot path does not go through here: it is batched envelopes over MessagePorts.
  */
 import type { MessagePort } from 'node:worker_threads';
-import type { DirectoryEntry, DirectoryStats } from '@wadi/cluster';
-import type { SystemStats } from '@wadi/core';
+import { MAIN_THREAD, type DirectoryEntry, type DirectoryStats, type Layout, type OutFrame, type RoutedFrame, type SessionHostStats, type SessionRouterStats } from '@wadi/cluster';
+import type { Envelope, SystemStats } from '@wadi/core';
 
 /** The destination index of a node's main thread; workers are 0..W-1. */
-export const MAIN_THREAD = -2;
+export { MAIN_THREAD };
+
+/** What crosses a link between two threads of a node: actor envelopes and the cluster's session frames. */
+export type ThreadMessage = Envelope | RoutedFrame | OutFrame;
+
+export interface WorkerRoutingStats extends SessionHostStats {
+  router: SessionRouterStats;
+  hosted: number;
+}
 
 export interface WorkerData {
   index: number;
@@ -34,16 +42,21 @@ export interface WorkerControl {
   /** Worker `peer` died: fail what waits on it and hold new messages until it is back. */
   peerDown(peer: number): number;
   stats(): SystemStats;
-  /** A committed layout: `owners[b]` is the node id owning bucket b; `self` is this node's id. */
-  setLayout(self: string, epoch: number, owners: string[]): void;
+  /** This node became a cluster member: from now on sessions are placed and routed cluster-wide. */
+  joinCluster(node: string, incarnation: number): void;
+  /** A committed layout; `self` is this node's id. */
+  setLayout(self: string, layout: Layout): void;
   /** Installs the directory of a bucket this worker gained (merged beneath updates already applied). */
   installBucket(bucket: number, epoch: number, entries: DirectoryEntry[]): void;
   /** Hands off a bucket this worker lost: its entries, or null if it holds no installed directory. */
   exportBucket(bucket: number): DirectoryEntry[] | null;
   /** The sessions this worker hosts in `bucket`. */
   reportBucket(bucket: number): DirectoryEntry[];
-  /** Drops directory entries that point at a node that is down; returns how many. */
+  /** A node is gone: drop directory entries and cached locations naming it, and moves to or from it. */
   forgetNode(node: string): number;
+  /** Moves every session hosted here to the owner of its bucket in the current layout; resolves once none is left. */
+  evacuate(): Promise<void>;
+  routingStats(): WorkerRoutingStats | undefined;
   /** Re-announces what this worker hosts in `buckets` to their owners (updates to them may have been lost). */
   resyncBuckets(buckets: number[]): void;
   directoryStats(): DirectoryStats;

@@ -1,0 +1,422 @@
+/**
+ * Moving sessions between nodes while calls keep arriving, one worker's side of it (source and
+ * target). Sessions move in batches: one group for a `migrate` call, many groups when a node is
+ * evacuated. For each batch:
+ *
+ *   source: freeze the sessions (the running turn ends; new calls wait in their mailboxes)
+ *   source -> target  offer     (each session's state, and its next location version)
+ *   target: install them frozen, register them with their bucket owners (new calls that the owners
+ *           now send here wait too)
+ *   target -> source  accepted  (or refused, per session)
+ *   source: take them out, leave forwarding pointers, send what waited for them
+ *   source -> target  handover  (the waiting calls, in order)
+ *   target: run the handed-over calls first, then what waited at the target; thaw
+ *   target -> source  done
+ *
+ * No call is lost or run twice, and each caller's order holds: everything that reached the
+ * source runs before anything that reached the target. A batch the target does not accept in time
+ * is aborted: the source thaws its sessions (re-registering them above the target's version) and
+ * tells the target, which drops its frozen copies and sends back what waited there. Handovers and
+ * aborts are repeated until acknowledged, and the target answers repeats idempotently, so a
+ * connection that breaks midway loses nothing. A session stays where it was unless the target
+ * holds it.
+ */
+import { activationKey, bucketOf, type ActorSystem } from '@wadi/core';
+import { Frame, type CallFrame, type MigratingSession, type MigrationMessage } from './routing.js';
+import type { SessionHost, SessionHostIO } from './session-host.js';
+import type { SessionRouter } from './session-router.js';
+
+export interface MigrationOptions {
+  /** Sessions per batch when evacuating (default 256). */
+  batchSize?: number;
+  /** Batches in flight from one worker at once: what keeps an evacuation from flooding the others (default 4). */
+  maxInFlight?: number;
+  /** An offer not accepted within this is aborted; handovers and aborts are repeated at half of it (default 5000 ms). */
+  timeoutMs?: number;
+  /** The first batch number of this worker: distinct per worker incarnation. */
+  firstBatch?: number;
+}
+
+interface Moving {
+  type: string;
+  id: string;
+  /** The location version at the target. */
+  version: number;
+}
+
+interface OutgoingBatch {
+  batch: number;
+  target: string;
+  thread: number;
+  sessions: Map<string, Moving>;
+  phase: 'freezing' | 'offered' | 'handing-over' | 'aborting';
+  unpaused: number;
+  sentAt: number;
+  /** What is repeated until acknowledged. */
+  message: MigrationMessage | undefined;
+}
+
+interface IncomingBatch {
+  from: string;
+  thread: number;
+  batch: number;
+  sessions: Map<string, Moving>;
+}
+
+const COMPLETED_KEPT_MS = 120_000;
+
+export class SessionMigrations {
+  readonly #host: SessionHost;
+  readonly #system: ActorSystem;
+  readonly #router: SessionRouter;
+  readonly #io: SessionHostIO;
+  readonly #batchSize: number;
+  readonly #maxInFlight: number;
+  readonly #timeoutMs: number;
+  #nextBatch: number;
+  readonly #outgoing = new Map<number, OutgoingBatch>();
+  /** Session key -> the outgoing batch that moves it. */
+  readonly #moving = new Map<string, OutgoingBatch>();
+  readonly #incoming = new Map<string, IncomingBatch>();
+  /** Incoming batches finished here, so that a repeated handover or abort is only acknowledged. */
+  readonly #completed = new Map<string, number>();
+  #evacuateTo: ((bucket: number) => string | undefined) | undefined;
+  #evacuated: (() => void) | undefined;
+  #migratedOut = 0;
+  #migratedIn = 0;
+  #failed = 0;
+
+  constructor(options: MigrationOptions, host: SessionHost, system: ActorSystem, router: SessionRouter, io: SessionHostIO) {
+    this.#host = host;
+    this.#system = system;
+    this.#router = router;
+    this.#io = io;
+    this.#batchSize = options.batchSize ?? 256;
+    this.#maxInFlight = options.maxInFlight ?? 4;
+    this.#timeoutMs = options.timeoutMs ?? 5000;
+    this.#nextBatch = options.firstBatch ?? 1;
+  }
+
+  isMigrating(key: string): boolean {
+    return this.#moving.has(key);
+  }
+
+  get evacuating(): boolean {
+    return this.#evacuateTo !== undefined;
+  }
+
+  counts(): { migratedOut: number; migratedIn: number; migrationsFailed: number } {
+    return { migratedOut: this.#migratedOut, migratedIn: this.#migratedIn, migrationsFailed: this.#failed };
+  }
+
+  /** Moves the group of session `id` hosted here to node `target` (the `migrate` routing policy). */
+  migrateGroup(id: string, target: string): void {
+    const keys = this.#host.groupKeys(id).filter((key) => !this.#moving.has(key));
+    if (keys.length === 0 || target === this.#host.node) return;
+    this.#start(target, this.#router.threadFor(target, bucketOf(id, this.#host.buckets)), keys);
+  }
+
+  /**
+   * Moves every session hosted here away, a bounded number of batches at a time, each group to
+   * `targetOf(its bucket)`; `done` runs once none is left.
+   */
+  evacuate(targetOf: (bucket: number) => string | undefined, done: () => void): void {
+    this.#evacuateTo = targetOf;
+    this.#evacuated = done;
+    this.#pump();
+  }
+
+  receive(from: string, thread: number, message: MigrationMessage): void {
+    switch (message.t) {
+      case 'offer':
+        return this.#onOffer(from, thread, message.batch, message.sessions);
+      case 'handover':
+        return this.#onHandover(from, thread, message.batch, message.calls);
+      case 'abort':
+        return this.#onAbort(from, thread, message.batch);
+      case 'accepted':
+        return this.#onAccepted(message.batch, message.accepted, message.refused);
+      case 'done':
+        return this.#onDone(message.batch);
+    }
+  }
+
+  /** A node left or crashed: moves to it cannot finish, and moves from it will never be handed over. */
+  nodeGone(node: string): void {
+    for (const batch of [...this.#outgoing.values()]) {
+      if (batch.target !== node) continue;
+      // Offered but not accepted: the sessions are still here. Accepted: they died with that node.
+      if (batch.phase === 'freezing' || batch.phase === 'offered') this.#reclaim(batch);
+      this.#finish(batch);
+    }
+    for (const [name, incoming] of [...this.#incoming]) {
+      if (incoming.from !== node) continue;
+      // The source is gone, and this frozen copy is the latest state there is: carry on with it.
+      for (const session of incoming.sessions.values()) this.#system.thaw(session.type, session.id);
+      this.#incoming.delete(name);
+    }
+  }
+
+  tick(): void {
+    const now = this.#io.now();
+    for (const batch of [...this.#outgoing.values()]) {
+      if (batch.phase === 'offered' && now - batch.sentAt >= this.#timeoutMs) {
+        this.#io.log(`migration of ${batch.sessions.size} session(s) to ${batch.target} not accepted in ${this.#timeoutMs} ms: aborted, they stay here`);
+        this.#failed += batch.sessions.size;
+        this.#reclaim(batch);
+        batch.phase = 'aborting';
+        batch.message = { t: 'abort', batch: batch.batch };
+        this.#sendTo(batch);
+      } else if ((batch.phase === 'handing-over' || batch.phase === 'aborting') && now - batch.sentAt >= this.#timeoutMs / 2) {
+        this.#sendTo(batch);
+      }
+    }
+    for (const [name, at] of this.#completed) if (now - at > COMPLETED_KEPT_MS) this.#completed.delete(name);
+    this.#pump();
+  }
+
+  // source side
+
+  #start(target: string, thread: number, keys: readonly string[]): void {
+    const batch: OutgoingBatch = {
+      batch: this.#nextBatch++,
+      target,
+      thread,
+      sessions: new Map(),
+      phase: 'freezing',
+      unpaused: keys.length,
+      sentAt: this.#io.now(),
+      message: undefined,
+    };
+    this.#outgoing.set(batch.batch, batch);
+    for (const key of keys) {
+      const split = key.indexOf('\u0000');
+      const moving = { type: key.slice(0, split), id: key.slice(split + 1), version: this.#host.versionOf(key) + 1 };
+      batch.sessions.set(key, moving);
+      this.#moving.set(key, batch);
+    }
+    const paused = (): void => {
+      // The batch may have been given up (its target went away) while a turn was still running.
+      if (--batch.unpaused === 0 && batch.phase === 'freezing' && this.#outgoing.get(batch.batch) === batch) this.#offer(batch);
+    };
+    for (const [key, moving] of [...batch.sessions]) {
+      if (!this.#system.freeze(moving.type, moving.id, paused)) {
+        batch.sessions.delete(key);
+        this.#moving.delete(key);
+        paused();
+      }
+    }
+  }
+
+  #offer(batch: OutgoingBatch): void {
+    const sessions: MigratingSession[] = [];
+    for (const [key, moving] of [...batch.sessions]) {
+      try {
+        sessions.push([moving.type, moving.id, moving.version, this.#system.frozenState(moving.type, moving.id)]);
+      } catch (error) {
+        this.#io.log(`${moving.type} '${moving.id}' cannot move (its state does not encode: ${(error as Error).message}); it stays here`);
+        this.#system.thaw(moving.type, moving.id);
+        batch.sessions.delete(key);
+        this.#moving.delete(key);
+      }
+    }
+    if (sessions.length === 0) return this.#finish(batch);
+    batch.phase = 'offered';
+    batch.message = { t: 'offer', batch: batch.batch, sessions };
+    if (!this.#sendTo(batch)) {
+      this.#reclaim(batch);
+      this.#finish(batch);
+    }
+  }
+
+  #onAccepted(number: number, accepted: readonly string[], refused: readonly [string, string][]): void {
+    const batch = this.#outgoing.get(number);
+    if (batch === undefined || batch.phase !== 'offered') return;
+    for (const [key, reason] of refused) {
+      const moving = batch.sessions.get(key);
+      if (moving === undefined) continue;
+      this.#io.log(`${batch.target} refused ${moving.type} '${moving.id}': ${reason}; it stays here`);
+      this.#failed++;
+      this.#system.thaw(moving.type, moving.id);
+      batch.sessions.delete(key);
+      this.#moving.delete(key);
+    }
+    const calls: CallFrame[] = [];
+    for (const key of accepted) {
+      const moving = batch.sessions.get(key);
+      if (moving === undefined) continue;
+      for (const message of this.#system.removeFrozen(moving.type, moving.id)) {
+        const frame = this.#host.toFrame(moving.type, moving.id, message);
+        frame[9]++;
+        calls.push(frame);
+      }
+      this.#host.movedOut(key, moving.id, batch.target, moving.version);
+      this.#router.learn(key, batch.target, moving.version);
+      this.#moving.delete(key);
+    }
+    if (batch.sessions.size === 0) return this.#finish(batch);
+    this.#migratedOut += batch.sessions.size;
+    batch.phase = 'handing-over';
+    batch.message = { t: 'handover', batch: batch.batch, calls };
+    this.#sendTo(batch);
+  }
+
+  #onDone(number: number): void {
+    const batch = this.#outgoing.get(number);
+    if (batch !== undefined && (batch.phase === 'handing-over' || batch.phase === 'aborting')) this.#finish(batch);
+  }
+
+  /** The sessions of a batch that did not move run here again, registered above the version the target may have claimed. */
+  #reclaim(batch: OutgoingBatch): void {
+    for (const [key, moving] of batch.sessions) {
+      this.#moving.delete(key);
+      this.#system.thaw(moving.type, moving.id);
+      this.#host.register(moving.type, moving.id, moving.version + 1);
+    }
+  }
+
+  #finish(batch: OutgoingBatch): void {
+    this.#outgoing.delete(batch.batch);
+    for (const key of batch.sessions.keys()) if (this.#moving.get(key) === batch) this.#moving.delete(key);
+    this.#pump();
+  }
+
+  /** Sends the batch's current message; false when the target cannot be reached. */
+  #sendTo(batch: OutgoingBatch): boolean {
+    batch.sentAt = this.#io.now();
+    try {
+      this.#host.send(batch.target, batch.thread, [Frame.Migration, batch.thread, this.#host.node, this.#host.thread, batch.message!]);
+      return true;
+    } catch (error) {
+      this.#io.log(`migration message to ${batch.target} not sent: ${(error as Error).message}`);
+      return false;
+    }
+  }
+
+  /** Starts evacuation batches while fewer than `maxInFlight` are moving. */
+  #pump(): void {
+    const targetOf = this.#evacuateTo;
+    if (targetOf === undefined) return;
+    if (this.#outgoing.size >= this.#maxInFlight) return;
+    const batches = new Map<string, string[]>();
+    let room = this.#maxInFlight - this.#outgoing.size;
+    let unplaced = 0;
+    for (const [group, keys] of this.#host.groups()) {
+      const free = [...keys].filter((key) => !this.#moving.has(key));
+      if (free.length === 0) continue;
+      const bucket = bucketOf(group, this.#host.buckets);
+      const target = targetOf(bucket);
+      if (target === undefined || target === this.#host.node) {
+        unplaced += free.length;
+        continue;
+      }
+      const thread = this.#router.threadFor(target, bucket);
+      const name = `${target}\u0000${thread}`;
+      let batch = batches.get(name);
+      if (batch === undefined) {
+        if (room === 0) break;
+        room--;
+        batches.set(name, (batch = []));
+      }
+      batch.push(...free);
+      if (batch.length >= this.#batchSize) {
+        this.#startNamed(name, batch);
+        batches.delete(name);
+      }
+    }
+    for (const [name, keys] of batches) this.#startNamed(name, keys);
+    if (this.#outgoing.size === 0 && (this.#host.hostedCount === 0 || unplaced === this.#host.hostedCount)) {
+      if (unplaced > 0) this.#io.log(`${unplaced} session(s) have nowhere to go and stay here`);
+      const done = this.#evacuated;
+      this.#evacuated = undefined;
+      this.#evacuateTo = undefined;
+      done?.();
+    }
+  }
+
+  #startNamed(name: string, keys: string[]): void {
+    const split = name.indexOf('\u0000');
+    this.#start(name.slice(0, split), Number(name.slice(split + 1)), keys);
+  }
+
+  // target side
+
+  #onOffer(from: string, thread: number, number: number, sessions: readonly MigratingSession[]): void {
+    const name = `${from}\u0000${thread}\u0000${number}`;
+    const accepted: string[] = [];
+    const refused: [string, string][] = [];
+    const taking = this.#host.members.includes(this.#host.node) && !this.evacuating;
+    const incoming: IncomingBatch = { from, thread, batch: number, sessions: new Map() };
+    for (const [type, id, version, state] of sessions) {
+      const key = activationKey(type, id);
+      if (!taking) {
+        refused.push([key, `${this.#host.node} is not taking sessions (it is leaving or not in the layout)`]);
+        continue;
+      }
+      try {
+        this.#system.importFrozen(type, id, state);
+      } catch (error) {
+        refused.push([key, (error as Error).message]);
+        continue;
+      }
+      this.#host.movedIn(key, id, version);
+      this.#host.register(type, id, version);
+      incoming.sessions.set(key, { type, id, version });
+      accepted.push(key);
+    }
+    if (incoming.sessions.size > 0) this.#incoming.set(name, incoming);
+    this.#reply(from, thread, { t: 'accepted', batch: number, accepted, refused });
+  }
+
+  #onHandover(from: string, thread: number, number: number, calls: readonly CallFrame[]): void {
+    const name = `${from}\u0000${thread}\u0000${number}`;
+    const incoming = this.#incoming.get(name);
+    if (incoming !== undefined) {
+      const byKey = new Map<string, CallFrame[]>();
+      const strays: CallFrame[] = [];
+      for (const call of calls) {
+        const key = activationKey(call[5], call[6]);
+        if (!incoming.sessions.has(key)) strays.push(call);
+        else {
+          let list = byKey.get(key);
+          if (list === undefined) byKey.set(key, (list = []));
+          list.push(call);
+        }
+      }
+      for (const [key, session] of incoming.sessions) {
+        this.#system.thaw(session.type, session.id, this.#host.toMessages(byKey.get(key) ?? [], key));
+      }
+      this.#migratedIn += incoming.sessions.size;
+      this.#incoming.delete(name);
+      this.#completed.set(name, this.#io.now());
+      this.#host.redeliver(strays);
+    }
+    this.#reply(from, thread, { t: 'done', batch: number });
+  }
+
+  #onAbort(from: string, thread: number, number: number): void {
+    const name = `${from}\u0000${thread}\u0000${number}`;
+    const incoming = this.#incoming.get(name);
+    if (incoming !== undefined) {
+      this.#incoming.delete(name);
+      this.#completed.set(name, this.#io.now());
+      for (const [key, session] of incoming.sessions) {
+        const waiting = this.#system.removeFrozen(session.type, session.id).map((message) => this.#host.toFrame(session.type, session.id, message));
+        this.#host.moveAborted(key, session.id);
+        this.#host.unregister(session.type, session.id, session.version);
+        // What reached this node meanwhile goes back to the source, which runs the session again.
+        for (const frame of waiting) this.#host.send(from, thread, frame);
+      }
+    }
+    this.#reply(from, thread, { t: 'done', batch: number });
+  }
+
+  #reply(to: string, thread: number, message: MigrationMessage): void {
+    try {
+      this.#host.send(to, thread, [Frame.Migration, thread, this.#host.node, this.#host.thread, message]);
+    } catch (error) {
+      // The source repeats what it needs an answer to.
+      this.#io.log(`migration reply to ${to} not sent: ${(error as Error).message}`);
+    }
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * The frames that carry session calls through a cluster, declared once for the routers, the
+ * hosts, the node's threads, clients and the simulator; and `parseFrame`, which checks every
+ * frame that comes from the network before anything acts on it.
+ *
+ * A call is addressed to a session, not to a place: whoever holds it (the caller's thread, the
+ * bucket's owner, a node the session left) sends it on toward where the session lives. Its
+ * result goes straight back to the caller's thread, named in the call. Frames are tuples (one
+ * msgpack array each) because millions of them cross threads and sockets.
+ */
+import { InvalidArgument, ROUTING_POLICIES, type ErrorShape, type RoutingPolicy } from '@wadi/core';
+
+/** Frame kinds; core's envelope kinds are below 16. */
+export const enum Frame {
+  Call = 16,
+  Result = 17,
+  Notice = 18,
+  Migration = 19,
+  /** A frame for thread `thread` of the node that receives this (node to node). */
+  Deliver = 20,
+  /** A frame a thread hands to its node's main thread, for thread `thread` of node `node` (within a node). */
+  Out = 21,
+}
+
+/** Bits of a call's `flags`. */
+export const enum CallFlag {
+  /** The caller sent it where its cache says the session is: no location notice is wanted. */
+  Direct = 1,
+  /** The bucket's owner placed the session on the receiving node (version in `version`): activate it. */
+  Grant = 2,
+  /** A node the caller thought hosted the session does not: the owner must not point back there (`bouncedBy`). */
+  Bounced = 4,
+}
+
+/**
+ * An ask (`requestId` > 0) or a tell (0) for session (`type`, `id`). `from*` is the caller's thread,
+ * where the result and location notices go. `hops` counts node-to-node transfers so far. `seq`
+ * numbers the caller thread's messages to this session (see `SessionRouter`).
+ */
+export type CallFrame = [
+  kind: Frame.Call,
+  requestId: number,
+  fromNode: string,
+  fromIncarnation: number,
+  fromThread: number,
+  type: string,
+  id: string,
+  method: string,
+  args: unknown[],
+  hops: number,
+  seq: number,
+  flags: number,
+  version: number,
+  routing: RoutingPolicy | '',
+  bouncedBy: string,
+];
+
+/** Where a session is: `version` grows with each move, so of two notices the newer wins. */
+export type LocationNotice = [key: string, node: string, version: number, seq: number];
+
+/** The outcome of an ask, for thread `toThread` of the caller's node (incarnation `toIncarnation`). */
+export type ResultFrame = [
+  kind: Frame.Result,
+  toThread: number,
+  toIncarnation: number,
+  requestId: number,
+  ok: boolean,
+  value: unknown,
+  /** Set when the call did not come directly: where the session is now. */
+  notice: LocationNotice | null,
+];
+
+/** A location notice for a tell (an ask's rides on its result). `node` '' acknowledges `seq` without a location. */
+export type NoticeFrame = [kind: Frame.Notice, toThread: number, toIncarnation: number, notice: LocationNotice];
+
+/** A migration protocol message between the session hosts of two nodes (see `migration.ts`). */
+export type MigrationFrame = [kind: Frame.Migration, toThread: number, fromNode: string, fromThread: number, message: MigrationMessage];
+
+export type DeliverFrame = [kind: Frame.Deliver, thread: number, frame: CallFrame | ResultFrame | NoticeFrame | MigrationFrame];
+export type OutFrame = [kind: Frame.Out, node: string, thread: number, frame: CallFrame | ResultFrame | NoticeFrame | MigrationFrame];
+
+export type RoutedFrame = CallFrame | ResultFrame | NoticeFrame | MigrationFrame;
+
+/** One session in a migration offer: its location version at the target, and its encoded state. */
+export type MigratingSession = [type: string, id: string, version: number, state: Uint8Array];
+
+export type MigrationMessage =
+  /** The source froze these sessions (one group or more) and offers them with their state. */
+  | { t: 'offer'; batch: number; sessions: MigratingSession[] }
+  /** The target holds them frozen and registered them with their bucket owners; `refused` did not move. */
+  | { t: 'accepted'; batch: number; accepted: string[]; refused: [key: string, reason: string][] }
+  /** The calls that waited at the source, in order, per session key: run them first, then thaw. */
+  | { t: 'handover'; batch: number; calls: CallFrame[] }
+  /** The target thawed the batch; the source may forget it. */
+  | { t: 'done'; batch: number }
+  /** The source gave up before handing over: drop what was accepted and send back what waited. */
+  | { t: 'abort'; batch: number };
+
+export const ROUTING_CODES: readonly (RoutingPolicy | '')[] = ['', ...ROUTING_POLICIES];
+
+/** A thread index on a node: workers are 0..W-1; the main thread is MAIN_THREAD. */
+export const MAIN_THREAD = -2;
+/**
+ * Clients (`connect()`) take part under an id that starts with this, which no node id may: they
+ * call sessions like a thread of a node, and get results and notices at thread 0.
+ */
+export const CLIENT_ID_PREFIX = '~';
+
+export function isClientId(id: string): boolean {
+  return id.startsWith(CLIENT_ID_PREFIX);
+}
+
+/** Checks a routed frame from the network (or a client); throws `InvalidArgument` naming what is wrong. */
+export function parseFrame(value: unknown, buckets: number): RoutedFrame {
+  if (!Array.isArray(value)) throw new InvalidArgument('a frame must be an array');
+  switch (value[0]) {
+    case Frame.Call:
+      return parseCall(value);
+    case Frame.Result: {
+      if (value.length !== 7) throw new InvalidArgument('result frame: wrong length');
+      thread(value[1]);
+      integer(value[2], 'incarnation');
+      integer(value[3], 'request id');
+      if (typeof value[4] !== 'boolean') throw new InvalidArgument('result frame: ok is not a boolean');
+      if (!value[4] && !isErrorShape(value[5])) throw new InvalidArgument('result frame: a failure without an error');
+      if (value[6] !== null) notice(value[6]);
+      return value as ResultFrame;
+    }
+    case Frame.Notice:
+      if (value.length !== 4) throw new InvalidArgument('notice frame: wrong length');
+      thread(value[1]);
+      integer(value[2], 'incarnation');
+      notice(value[3]);
+      return value as NoticeFrame;
+    case Frame.Migration:
+      if (value.length !== 5) throw new InvalidArgument('migration frame: wrong length');
+      thread(value[1]);
+      if (typeof value[2] !== 'string') throw new InvalidArgument('migration frame: no source node');
+      thread(value[3]);
+      migration(value[4], buckets);
+      return value as MigrationFrame;
+    default:
+      throw new InvalidArgument(`unknown frame kind ${String(value[0])}`);
+  }
+}
+
+export function parseCall(value: unknown[]): CallFrame {
+  if (value.length !== 15) throw new InvalidArgument('call frame: wrong length');
+  integer(value[1], 'request id');
+  if (typeof value[2] !== 'string') throw new InvalidArgument('call frame: no caller node');
+  integer(value[3], 'caller incarnation');
+  thread(value[4]);
+  for (const [index, name] of [[5, 'type'], [6, 'id'], [7, 'method']] as const) {
+    if (typeof value[index] !== 'string' || (value[index] as string).length === 0) throw new InvalidArgument(`call frame: ${name} is not a non-empty string`);
+  }
+  if (!Array.isArray(value[8])) throw new InvalidArgument('call frame: arguments are not an array');
+  integer(value[9], 'hops');
+  integer(value[10], 'seq');
+  integer(value[11], 'flags');
+  integer(value[12], 'version');
+  if (!ROUTING_CODES.includes(value[13] as RoutingPolicy)) throw new InvalidArgument(`call frame: unknown routing policy ${JSON.stringify(value[13])}`);
+  if (typeof value[14] !== 'string') throw new InvalidArgument('call frame: bouncedBy is not a string');
+  return value as CallFrame;
+}
+
+function migration(value: unknown, buckets: number): void {
+  if (typeof value !== 'object' || value === null) throw new InvalidArgument('migration message is not an object');
+  const message = value as MigrationMessage;
+  integer(message.batch, 'batch');
+  switch (message.t) {
+    case 'offer':
+      if (!Array.isArray(message.sessions)) throw new InvalidArgument('offer: sessions is not an array');
+      for (const session of message.sessions) {
+        if (!Array.isArray(session) || session.length !== 4 || typeof session[0] !== 'string' || typeof session[1] !== 'string') {
+          throw new InvalidArgument('offer: malformed session');
+        }
+        integer(session[2], 'version');
+        if (!(session[3] instanceof Uint8Array)) throw new InvalidArgument('offer: a session state is not bytes');
+      }
+      return;
+    case 'accepted':
+      if (!Array.isArray(message.accepted) || !message.accepted.every((key) => typeof key === 'string')) throw new InvalidArgument('accepted: malformed keys');
+      if (!Array.isArray(message.refused) || !message.refused.every((item) => Array.isArray(item) && typeof item[0] === 'string' && typeof item[1] === 'string')) {
+        throw new InvalidArgument('accepted: malformed refusals');
+      }
+      return;
+    case 'handover':
+      if (!Array.isArray(message.calls)) throw new InvalidArgument('handover: calls is not an array');
+      for (const call of message.calls) {
+        if (!Array.isArray(call) || call[0] !== Frame.Call) throw new InvalidArgument('handover: a call is malformed');
+        parseCall(call);
+      }
+      return;
+    case 'done':
+    case 'abort':
+      return;
+    default:
+      void buckets;
+      throw new InvalidArgument(`unknown migration message '${String((message as { t: unknown }).t)}'`);
+  }
+}
+
+function notice(value: unknown): void {
+  if (!Array.isArray(value) || value.length !== 4 || typeof value[0] !== 'string' || typeof value[1] !== 'string') {
+    throw new InvalidArgument('malformed location notice');
+  }
+  integer(value[2], 'notice version');
+  integer(value[3], 'notice seq');
+}
+
+function thread(value: unknown): void {
+  if (!Number.isSafeInteger(value) || (value as number) < MAIN_THREAD || (value as number) > 4096) throw new InvalidArgument(`no thread ${String(value)}`);
+}
+
+function integer(value: unknown, name: string): void {
+  if (!Number.isSafeInteger(value) || (value as number) < 0) throw new InvalidArgument(`${name} is not a non-negative integer`);
+}
+
+function isErrorShape(value: unknown): value is ErrorShape {
+  return typeof value === 'object' && value !== null && typeof (value as ErrorShape).message === 'string' && typeof (value as ErrorShape).name === 'string';
+}

@@ -1,0 +1,473 @@
+/**
+ * The host's side of session routing, one per worker thread: every call frame that reaches this
+ * worker ends here, and leaves either as a turn of a session hosted here or as a frame sent on.
+ *
+ * - A session hosted here (active or parked) gets the call. If the call did not come directly,
+ *   its caller is told where the session is (a location notice).
+ * - A session that migrated away leaves a forwarding pointer for a while; calls follow it.
+ * - On the bucket's owner, the bucket actor decides: a known session's call goes to its location
+ *   (hop 2); an unknown session is placed (with the rest of its group if any of it exists, else by
+ *   the placement policy), registered in the directory under the current layout, and only then
+ *   activated: concurrent first calls from anywhere meet here, one after another, so there is
+ *   never a second activation. While the bucket's directory is still being handed over, its
+ *   calls wait here and go on, in order, once it is installed.
+ * - Anything else goes to the bucket's owner, marked as bounced if the caller thought the session
+ *   was here, so the owner never points back at a place that does not have it.
+ *
+ * Migration (`SessionMigrations`) and the routing policies `migrate` and `redirect` start here too.
+ */
+import {
+  LOCAL,
+  Redirected,
+  Unavailable,
+  activationKey,
+  bucketOf,
+  errorToShape,
+  groupOf,
+  type ActorSystem,
+  type QueuedMessage,
+  type ReplyTarget,
+  type RoutingPolicy,
+} from '@wadi/core';
+import type { BucketHost } from './bucket-host.js';
+import type { Layout } from './layout.js';
+import { SessionMigrations, type MigrationOptions } from './migration.js';
+import { CallFlag, Frame, type CallFrame, type LocationNotice, type MigrationFrame, type RoutedFrame } from './routing.js';
+import type { SessionRouter } from './session-router.js';
+
+/** Where a new session is activated. */
+export interface PlacementPolicy {
+  /**
+   * The node for a session nobody hosts yet. `caller` is the calling node when the call came from
+   * a member (undefined for a client's call); `owner` is this bucket's owner; `members` are the
+   * nodes of the current layout. The answer must be one of `members`.
+   */
+  place(request: { type: string; id: string; bucket: number; caller: string | undefined; owner: string; members: readonly string[] }): string;
+}
+
+/** The default: on the caller's node when the caller is a member, otherwise on the bucket's owner. */
+export const callerOrOwner: PlacementPolicy = {
+  place: ({ caller, owner, members }) => (caller !== undefined && members.includes(caller) ? caller : owner),
+};
+
+export interface SessionHostIO {
+  /** Sends a frame to thread `thread` of node `node` (this node included). Throws when it cannot be sent. */
+  send(node: string, thread: number, frame: RoutedFrame): void;
+  now(): number;
+  log(message: string): void;
+}
+
+export interface SessionHostOptions {
+  node: string;
+  incarnation: number;
+  /** This worker's index. */
+  thread: number;
+  buckets: number;
+  placement?: PlacementPolicy;
+  /** How long a session that left keeps forwarding calls from here (default 60 s). */
+  forwardForMs?: number;
+  /** A frame forwarded this many times is refused: the layouts disagree (default 6). */
+  maxHops?: number;
+  /** Calls waiting for one bucket's directory (default 10,000); more fail with `Overloaded`-like `Unavailable`. */
+  maxWaitingPerBucket?: number;
+  migration?: MigrationOptions;
+}
+
+export interface SessionHostStats {
+  /** Calls delivered to sessions here, by node-to-node hops taken. */
+  hops: Record<string, number>;
+  forwarded: number;
+  placed: number;
+  waiting: number;
+  pointers: number;
+  migratedOut: number;
+  migratedIn: number;
+  migrationsFailed: number;
+}
+
+/** The result of a routed call: sent back to the caller's thread, with a notice if it did not come directly. */
+class RoutedReply implements ReplyTarget {
+  constructor(
+    readonly host: SessionHost,
+    readonly frame: CallFrame,
+    readonly notice: LocationNotice | null,
+  ) {}
+  settle(ok: boolean, value: unknown): void {
+    this.host.reply(this.frame, ok, value, this.notice);
+  }
+}
+
+export class SessionHost {
+  readonly node: string;
+  readonly thread: number;
+  readonly incarnation: number;
+  readonly buckets: number;
+  readonly migrations: SessionMigrations;
+  readonly #system: ActorSystem;
+  readonly #directory: BucketHost;
+  readonly #router: SessionRouter;
+  readonly #io: SessionHostIO;
+  readonly #placement: PlacementPolicy;
+  readonly #forwardForMs: number;
+  readonly #maxHops: number;
+  readonly #maxWaiting: number;
+  #layout: Layout | null = null;
+  #members: string[] = [];
+  /** Location versions of sessions hosted here that have one (moved at least once, or placed by an owner). */
+  readonly #versions = new Map<string, number>();
+  /** The keys of the sessions hosted here, by group. */
+  readonly #groups = new Map<string, Set<string>>();
+  /** Sessions that left: key -> where they went, until when calls are forwarded there. */
+  readonly #pointers = new Map<string, { node: string; version: number; until: number }>();
+  /** Calls for buckets this worker owns whose directory is not installed yet, in arrival order. */
+  readonly #waiting = new Map<number, CallFrame[]>();
+  readonly #hops: number[] = [];
+  #forwarded = 0;
+  #placed = 0;
+
+  constructor(options: SessionHostOptions, system: ActorSystem, directory: BucketHost, router: SessionRouter, io: SessionHostIO) {
+    this.node = options.node;
+    this.thread = options.thread;
+    this.incarnation = options.incarnation;
+    this.buckets = options.buckets;
+    this.#system = system;
+    this.#directory = directory;
+    this.#router = router;
+    this.#io = io;
+    this.#placement = options.placement ?? callerOrOwner;
+    this.#forwardForMs = options.forwardForMs ?? 60_000;
+    this.#maxHops = options.maxHops ?? 6;
+    this.#maxWaiting = options.maxWaitingPerBucket ?? 10_000;
+    this.migrations = new SessionMigrations(options.migration ?? {}, this, system, router, io);
+  }
+
+  get layout(): Layout | null {
+    return this.#layout;
+  }
+
+  /** The nodes sessions may be placed on or moved to now. */
+  get members(): readonly string[] {
+    return this.#members;
+  }
+
+  /** A committed layout (after the bucket actors and the router got it). */
+  setLayout(layout: Layout): void {
+    this.#layout = layout;
+    this.#members = layout.members.map((member) => member.id);
+    // Calls waiting for a bucket this worker no longer owns go on to its new owner.
+    for (const [bucket, frames] of this.#waiting) {
+      if (this.#directory.ownership(bucket) !== 'elsewhere') continue;
+      this.#waiting.delete(bucket);
+      for (const frame of frames) this.receiveCall(frame);
+    }
+  }
+
+  /** The bucket's directory is installed here: the calls that waited for it go on, in order. */
+  bucketInstalled(bucket: number): void {
+    const frames = this.#waiting.get(bucket);
+    if (frames === undefined || this.#directory.ownership(bucket) !== 'serving') return;
+    this.#waiting.delete(bucket);
+    for (const frame of frames) this.receiveCall(frame);
+  }
+
+  /** The hook for `ActorSystem.onActivated`: a session activated here (fresh, or from its parked state). */
+  activated(type: string, id: string): void {
+    this.#indexGroup(activationKey(type, id), id, true);
+  }
+
+  /** A frame for this thread: calls, and the migration protocol. */
+  receive(frame: CallFrame | MigrationFrame): void {
+    if (frame[0] === Frame.Call) this.receiveCall(frame);
+    else this.migrations.receive(frame[2], frame[3], frame[4]);
+  }
+
+  receiveCall(frame: CallFrame): void {
+    const type = frame[5];
+    const id = frame[6];
+    const key = activationKey(type, id);
+    const bucket = bucketOf(id, this.buckets);
+    if (this.#system.hosts(key, type, id)) return this.#deliver(frame, key);
+    if ((frame[11] & CallFlag.Grant) !== 0) {
+      // The bucket's owner placed the session here and registered it: activate it now.
+      this.#pointers.delete(key);
+      this.#versions.set(key, frame[12]);
+      this.#indexGroup(key, id, true);
+      return this.#deliver(frame, key);
+    }
+    const pointer = this.#pointers.get(key);
+    if (pointer !== undefined) return this.#forward(frame, pointer.node, bucket);
+    switch (this.#directory.ownership(bucket)) {
+      case 'serving':
+        return this.#resolve(frame, key, bucket);
+      case 'awaiting':
+        return this.#wait(frame, bucket);
+      case 'elsewhere': {
+        const owner = this.#router.ownerOf(bucket);
+        if (owner === undefined) return this.#refuse(frame, new Unavailable(`no layout yet to route ${type} '${id}'`));
+        if (owner === this.node) {
+          // Another worker of this node owns it (a frame meant for a worker that is not this one).
+          return this.#send(owner, this.#router.threadFor(owner, bucket), frame);
+        }
+        // The caller thought the session was here: the owner must not send it back here.
+        if ((frame[11] & CallFlag.Direct) !== 0 || (frame[11] & CallFlag.Grant) !== 0) {
+          frame[11] |= CallFlag.Bounced;
+          frame[14] = this.node;
+        }
+        return this.#forward(frame, owner, bucket);
+      }
+    }
+  }
+
+  /** Sends the result of a routed ask back to its caller's thread. */
+  reply(frame: CallFrame, ok: boolean, value: unknown, notice: LocationNotice | null): void {
+    const send = (success: boolean, result: unknown): void => {
+      this.#io.send(frame[2], frame[4], [Frame.Result, frame[4], frame[3], frame[1], success, success ? result : errorToShape(result), notice]);
+    };
+    try {
+      send(ok, value);
+    } catch (error) {
+      // The result itself cannot be sent (not serializable, or too large): say why instead.
+      try {
+        if (ok) send(false, error);
+      } catch {
+        // The caller's node is gone: its ask fails there on its own.
+      }
+    }
+  }
+
+  /** Location version of a session hosted here (0 if it never moved). */
+  versionOf(key: string): number {
+    return this.#versions.get(key) ?? 0;
+  }
+
+  /** Sessions hosted here, with location versions: what resyncs and rebuild reports claim. */
+  hosted(): [type: string, id: string, version: number][] {
+    return this.#system.hostedIds().map(([type, id]) => [type, id, this.#versions.get(activationKey(type, id)) ?? 0]);
+  }
+
+  /** The keys hosted here in `id`'s group. */
+  groupKeys(id: string): string[] {
+    return [...(this.#groups.get(groupOf(id)) ?? [])];
+  }
+
+  /** Every group hosted here. */
+  groups(): IterableIterator<[group: string, keys: Set<string>]> {
+    return this.#groups.entries();
+  }
+
+  get hostedCount(): number {
+    let count = 0;
+    for (const keys of this.#groups.values()) count += keys.size;
+    return count;
+  }
+
+  /** Drops forwarding pointers whose time is up. */
+  tick(): void {
+    const now = this.#io.now();
+    for (const [key, pointer] of this.#pointers) if (pointer.until <= now) this.#pointers.delete(key);
+    this.migrations.tick();
+  }
+
+  stats(): SessionHostStats {
+    const hops: Record<string, number> = {};
+    this.#hops.forEach((count, index) => {
+      if (count > 0) hops[String(index)] = count;
+    });
+    let waiting = 0;
+    for (const frames of this.#waiting.values()) waiting += frames.length;
+    return {
+      hops,
+      forwarded: this.#forwarded,
+      placed: this.#placed,
+      waiting,
+      pointers: this.#pointers.size,
+      ...this.migrations.counts(),
+    };
+  }
+
+  // used by the migrations
+
+  /** A session moved out to `node`: calls that still arrive here follow it. */
+  movedOut(key: string, id: string, node: string, version: number): void {
+    this.#versions.delete(key);
+    this.#indexGroup(key, id, false);
+    this.#pointers.set(key, { node, version, until: this.#io.now() + this.#forwardForMs });
+  }
+
+  /** A session moved in (frozen until its handover) with location `version`. */
+  movedIn(key: string, id: string, version: number): void {
+    this.#pointers.delete(key);
+    this.#versions.set(key, version);
+    this.#indexGroup(key, id, true);
+  }
+
+  /** Tells the session's bucket actor that it lives here now, at `version`. */
+  register(type: string, id: string, version: number): void {
+    this.#versions.set(activationKey(type, id), version);
+    this.#directory.sessionActivated(type, id, version);
+  }
+
+  /** Tells the session's bucket actor that it no longer lives here (at `version`). */
+  unregister(type: string, id: string, version: number): void {
+    this.#directory.sessionRemoved(type, id, version);
+  }
+
+  /** An incoming move was aborted: the session is not here any more. */
+  moveAborted(key: string, id: string): void {
+    this.#versions.delete(key);
+    this.#indexGroup(key, id, false);
+  }
+
+  /** A waiting message of a session leaving this thread, as a call frame addressed as before. */
+  toFrame(type: string, id: string, message: QueuedMessage): CallFrame {
+    if (message.reply instanceof RoutedReply) {
+      const frame = message.reply.frame;
+      frame[11] &= ~(CallFlag.Direct | CallFlag.Grant);
+      return frame;
+    }
+    // A caller on this node (this thread, or another one by a plain ask): its reply comes back here.
+    const requestId = this.#system.remoteRequestId(message);
+    const thread = message.pending !== undefined || message.from === LOCAL ? this.thread : message.from;
+    return [Frame.Call, requestId, this.node, this.incarnation, thread, type, id, message.method, message.args, 0, 0, 0, 0, '', ''];
+  }
+
+  /** Call frames handed over by a migration's source, as messages for the session's mailbox here. */
+  toMessages(frames: readonly CallFrame[], key: string): QueuedMessage[] {
+    return frames.map((frame) => {
+      const notice = this.#noticeFor(frame, key);
+      if (frame[1] === 0 && notice !== null) this.#sendNotice(frame, notice);
+      const reply = frame[1] === 0 ? undefined : new RoutedReply(this, frame, notice);
+      return { method: frame[7], args: frame[8], pending: undefined, from: LOCAL, requestId: 0, reply };
+    });
+  }
+
+  /** Sends frames on, as if they had just arrived (calls that waited for an aborted move). */
+  redeliver(frames: readonly CallFrame[]): void {
+    for (const frame of frames) this.receiveCall(frame);
+  }
+
+  send(node: string, thread: number, frame: RoutedFrame): void {
+    this.#io.send(node, thread, frame);
+  }
+
+  // internals
+
+  #deliver(frame: CallFrame, key: string): void {
+    const hops = frame[9];
+    this.#hops[hops] = (this.#hops[hops] ?? 0) + 1;
+    const type = frame[5];
+    const caller = frame[2];
+    if (caller !== this.node) {
+      const policy = frame[13] === '' ? this.#typePolicy(type) : frame[13];
+      if (policy === 'redirect' && !this.migrations.isMigrating(key)) {
+        const url = this.#layout?.members.find((member) => member.id === this.node)?.url ?? '';
+        return this.#refuse(frame, new Redirected(`${type} '${frame[6]}' lives on node ${this.node}`, this.node, url), this.#noticeFor(frame, key));
+      }
+      if (policy === 'migrate' && this.#members.includes(caller)) this.migrations.migrateGroup(frame[6], caller);
+    }
+    const notice = this.#noticeFor(frame, key);
+    const reply = frame[1] === 0 ? undefined : new RoutedReply(this, frame, notice);
+    try {
+      this.#system.deliverRouted(type, frame[6], frame[7], frame[8], reply);
+    } catch (error) {
+      return this.#refuse(frame, error, notice);
+    }
+    if (frame[1] === 0 && notice !== null) this.#sendNotice(frame, notice);
+  }
+
+  /** The bucket actor's decision for a call that is not for a session hosted on this worker. */
+  #resolve(frame: CallFrame, key: string, bucket: number): void {
+    const id = frame[6];
+    const entry = this.#directory.locate(bucket, key);
+    // The sessions of this bucket on this node live on this very worker, so an entry naming this
+    // node is stale; so is one naming the node that just bounced the call.
+    const stale = entry !== undefined && (entry.node === this.node || ((frame[11] & CallFlag.Bounced) !== 0 && entry.node === frame[14]));
+    if (entry !== undefined && !stale) return this.#forward(frame, entry.node, bucket);
+    // Nobody hosts it (or the entry names a place that does not have it): place it now.
+    if (entry !== undefined) this.#directory.forget(bucket, key, entry.node, entry.version);
+    const version = entry === undefined ? 1 : entry.version + 1;
+    const group = this.#directory.locateGroup(bucket, groupOf(id));
+    const caller = this.#members.includes(frame[2]) ? frame[2] : undefined;
+    // A group stays together; if its node is leaving, the newcomer goes where the group is evacuated to: here.
+    let node = group === undefined ? undefined : this.#members.includes(group.node) ? group.node : this.node;
+    node ??= this.#placement.place({ type: frame[5], id, bucket, caller, owner: this.node, members: this.#members });
+    if (!this.#members.includes(node)) node = this.node;
+    this.#placed++;
+    this.#directory.place(bucket, key, node, this.#router.threadFor(node, bucket), version);
+    frame[11] = (frame[11] | CallFlag.Grant) & ~CallFlag.Bounced;
+    frame[12] = version;
+    if (node === this.node) {
+      this.#versions.set(key, version);
+      this.#indexGroup(key, id, true);
+      return this.#deliver(frame, key);
+    }
+    this.#forward(frame, node, bucket);
+  }
+
+  #wait(frame: CallFrame, bucket: number): void {
+    let frames = this.#waiting.get(bucket);
+    if (frames === undefined) this.#waiting.set(bucket, (frames = []));
+    if (frames.length >= this.#maxWaiting) return this.#refuse(frame, new Unavailable(`bucket ${bucket} is being handed over and ${frames.length} calls already wait for it`));
+    frames.push(frame);
+  }
+
+  #forward(frame: CallFrame, node: string, bucket: number): void {
+    if (frame[9] >= this.#maxHops) {
+      return this.#refuse(frame, new Unavailable(`${frame[5]} '${frame[6]}' was forwarded ${frame[9]} times: the nodes disagree on where it is`));
+    }
+    frame[11] &= ~CallFlag.Direct;
+    this.#forwarded++;
+    this.#send(node, this.#router.threadFor(node, bucket), frame);
+  }
+
+  #send(node: string, thread: number, frame: CallFrame): void {
+    try {
+      this.#io.send(node, thread, frame);
+    } catch (error) {
+      this.#refuse(frame, new Unavailable(`${frame[5]} '${frame[6]}' could not be routed to node ${node}: ${(error as Error).message}`));
+    }
+  }
+
+  /** Fails a call; its caller still gets an acknowledgement of `seq` so it holds nothing for it. */
+  #refuse(frame: CallFrame, error: unknown, notice: LocationNotice | null = null): void {
+    const acknowledged = notice ?? ((frame[11] & CallFlag.Direct) === 0 ? [activationKey(frame[5], frame[6]), '', 0, frame[10]] : null);
+    if (frame[1] !== 0) {
+      try {
+        this.#io.send(frame[2], frame[4], [Frame.Result, frame[4], frame[3], frame[1], false, errorToShape(error), acknowledged]);
+      } catch {
+        // The caller is gone.
+      }
+      return;
+    }
+    if (acknowledged !== null) this.#sendNotice(frame, acknowledged);
+    this.#io.log(`a tell ${frame[5]}.${frame[7]} to '${frame[6]}' failed: ${(error as Error).message}`);
+  }
+
+  #noticeFor(frame: CallFrame, key: string): LocationNotice | null {
+    return (frame[11] & CallFlag.Direct) !== 0 ? null : [key, this.node, this.versionOf(key), frame[10]];
+  }
+
+  #sendNotice(frame: CallFrame, notice: LocationNotice): void {
+    try {
+      this.#io.send(frame[2], frame[4], [Frame.Notice, frame[4], frame[3], notice]);
+    } catch {
+      // The caller is gone.
+    }
+  }
+
+  #typePolicy(type: string): RoutingPolicy {
+    return this.#system.registry.find(type)?.routing ?? 'proxy';
+  }
+
+  #indexGroup(key: string, id: string, hosted: boolean): void {
+    const group = groupOf(id);
+    let keys = this.#groups.get(group);
+    if (hosted) {
+      if (keys === undefined) this.#groups.set(group, (keys = new Set()));
+      keys.add(key);
+    } else if (keys !== undefined) {
+      keys.delete(key);
+      if (keys.size === 0) this.#groups.delete(group);
+    }
+  }
+}

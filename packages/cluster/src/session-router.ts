@@ -1,0 +1,265 @@
+/**
+ * The caller's side of session routing, one per thread (each worker, the main thread, a client):
+ * it turns an ask or tell for a session into a call frame and sends it where the session is.
+ *
+ * - With a cached location, the call goes straight there (1 hop) and is marked `Direct`.
+ * - Otherwise it goes to the owner of the session's bucket, which forwards it (2 hops). The
+ *   session's host then tells this thread where it is (a location notice, on the ask's result or
+ *   on its own for a tell), and later calls go direct.
+ * - A cached location is never trusted blindly: a node the session left forwards the call and the
+ *   new host sends a notice, which corrects the cache.
+ *
+ * Per-sender order: calls to one session from this thread are numbered (`seq`). Every call that
+ * did not arrive directly is acknowledged by a notice carrying its number. When this thread is
+ * about to send on a different path than its last call took (a new location, a new bucket owner)
+ * while calls on the old path are unacknowledged, it holds the new calls until the old path has
+ * delivered them all (or a hold timeout passes), so a later call never overtakes an earlier one.
+ */
+import { Kind, Unavailable, activationKey, bucketOf, errorToShape, type AskEnvelope, type Envelope, type TellEnvelope } from '@wadi/core';
+import type { Layout } from './layout.js';
+import { CallFlag, Frame, type CallFrame, type LocationNotice, type NoticeFrame, type ResultFrame, type RoutedFrame } from './routing.js';
+
+export interface SessionRouterIO {
+  /** Sends a frame to thread `thread` of node `node` (this node included). Throws when it cannot be sent. */
+  send(node: string, thread: number, frame: RoutedFrame): void;
+  /** Hands a Reply or Failure envelope to this thread's actor system (or whoever waits for `requestId`). */
+  settle(envelope: Envelope): void;
+  now(): number;
+  log(message: string): void;
+}
+
+export interface SessionRouterOptions {
+  /** This thread: its node, the node's incarnation, and its thread index there. */
+  node: string;
+  incarnation: number;
+  thread: number;
+  /** The cluster's bucket count (a layout brings it too). */
+  buckets: number;
+  /** Locations cached per thread before the oldest are dropped (default 100,000). */
+  cacheLimit?: number;
+  /** Longest a path switch holds calls for unacknowledged earlier ones (default 2000 ms). */
+  holdTimeoutMs?: number;
+  /** Calls kept while this thread has no layout yet (default 10,000); more fail with `Unavailable`. */
+  maxEarlyCalls?: number;
+}
+
+interface Route {
+  /** Where the session was last heard to be, with that location's version. */
+  node: string | undefined;
+  version: number;
+  /** The number of the last call to it from this thread, and the highest one acknowledged by a notice. */
+  seq: number;
+  noticed: number;
+  /** The node the last call was sent to, and whether it went there directly. */
+  via: string | undefined;
+  sentSeq: number;
+  held: CallFrame[] | undefined;
+  heldSince: number;
+}
+
+export interface SessionRouterStats {
+  cached: number;
+  held: number;
+  early: number;
+  /** Calls re-sent through the bucket owner because their cached node could not be reached. */
+  rerouted: number;
+}
+
+export class SessionRouter {
+  readonly node: string;
+  readonly thread: number;
+  readonly #incarnation: number;
+  #buckets: number;
+  readonly #io: SessionRouterIO;
+  readonly #cacheLimit: number;
+  readonly #holdTimeoutMs: number;
+  readonly #maxEarly: number;
+  readonly #routes = new Map<string, Route>();
+  readonly #holding = new Set<Route>();
+  #layout: Layout | null = null;
+  /** owner node id and its workers, per bucket. */
+  #owners: string[] = [];
+  readonly #workers = new Map<string, number>();
+  #early: CallFrame[] = [];
+  #rerouted = 0;
+
+  constructor(options: SessionRouterOptions, io: SessionRouterIO) {
+    this.node = options.node;
+    this.thread = options.thread;
+    this.#incarnation = options.incarnation;
+    this.#buckets = options.buckets;
+    this.#io = io;
+    this.#cacheLimit = options.cacheLimit ?? 100_000;
+    this.#holdTimeoutMs = options.holdTimeoutMs ?? 2000;
+    this.#maxEarly = options.maxEarlyCalls ?? 10_000;
+  }
+
+  get layout(): Layout | null {
+    return this.#layout;
+  }
+
+  setLayout(layout: Layout): void {
+    this.#layout = layout;
+    this.#buckets = layout.buckets;
+    this.#owners = layout.owners.map((owner) => layout.members[owner]!.id);
+    for (const member of layout.members) this.#workers.set(member.id, member.workers);
+    const early = this.#early;
+    this.#early = [];
+    for (const frame of early) this.#send(frame);
+  }
+
+  /** The worker of node `node` that hosts bucket `bucket`'s sessions and directory. */
+  threadFor(node: string, bucket: number): number {
+    return bucket % (this.#workers.get(node) ?? 1);
+  }
+
+  ownerOf(bucket: number): string | undefined {
+    return this.#owners[bucket];
+  }
+
+  /** An ask or tell for a session, from this thread's actor system. */
+  send(envelope: AskEnvelope | TellEnvelope): void {
+    const ask = envelope[0] === Kind.Ask;
+    const frame: CallFrame = ask
+      ? [Frame.Call, envelope[1], this.node, this.#incarnation, this.thread, envelope[3], envelope[4], envelope[5], envelope[6], 0, 0, 0, 0, envelope[7] ?? '', '']
+      : [Frame.Call, 0, this.node, this.#incarnation, this.thread, envelope[1], envelope[2], envelope[3], envelope[4], 0, 0, 0, 0, envelope[5] ?? '', ''];
+    this.#send(frame);
+  }
+
+  /** A result or a notice addressed to this thread. */
+  receive(frame: ResultFrame | NoticeFrame): void {
+    if (frame[0] === Frame.Notice) {
+      this.#notice(frame[3]);
+      return;
+    }
+    const [, , , requestId, ok, value, notice] = frame;
+    if (notice !== null) this.#notice(notice);
+    if (requestId !== 0) this.#io.settle(ok ? [Kind.Reply, requestId, value] : [Kind.Failure, requestId, value as never]);
+  }
+
+  /** This thread learned where a session is without a call (it migrated the session away itself). */
+  learn(key: string, node: string, version: number): void {
+    const route = this.#route(key);
+    if (version >= route.version) {
+      route.node = node;
+      route.version = version;
+    }
+  }
+
+  /** A node left or went down: forget the locations there, so calls go through the owners again. */
+  nodeGone(node: string): void {
+    for (const route of this.#routes.values()) {
+      if (route.via === node) route.noticed = Math.max(route.noticed, route.sentSeq); // in flight there: lost, not worth waiting for
+      if (route.node === node) route.node = undefined;
+    }
+  }
+
+  /** Releases holds that waited too long (an acknowledgement was lost with a connection). */
+  tick(): void {
+    if (this.#holding.size === 0) return;
+    const now = this.#io.now();
+    for (const route of [...this.#holding]) {
+      if (now - route.heldSince >= this.#holdTimeoutMs) {
+        this.#io.log(`released calls held ${Math.round(now - route.heldSince)} ms for earlier ones that were never acknowledged`);
+        this.#release(route);
+      }
+    }
+  }
+
+  stats(): SessionRouterStats {
+    let held = 0;
+    for (const route of this.#holding) held += route.held?.length ?? 0;
+    return { cached: this.#routes.size, held, early: this.#early.length, rerouted: this.#rerouted };
+  }
+
+  // internals
+
+  #send(frame: CallFrame): void {
+    if (this.#layout === null) {
+      if (this.#early.length >= this.#maxEarly) return this.#fail(frame, new Unavailable('this node has not joined a cluster layout yet'));
+      this.#early.push(frame);
+      return;
+    }
+    const route = this.#route(activationKey(frame[5], frame[6]));
+    frame[10] = ++route.seq;
+    if (route.held !== undefined) {
+      route.held.push(frame);
+      return;
+    }
+    const target = route.node ?? this.#owners[bucketOf(frame[6], this.#buckets)]!;
+    if (route.via !== undefined && target !== route.via && route.noticed < route.sentSeq) {
+      // Calls on the previous path are not all delivered yet: this one must not overtake them.
+      route.held = [frame];
+      route.heldSince = this.#io.now();
+      this.#holding.add(route);
+      return;
+    }
+    this.#dispatch(route, frame);
+  }
+
+  #dispatch(route: Route, frame: CallFrame): void {
+    const bucket = bucketOf(frame[6], this.#buckets);
+    const direct = route.node !== undefined;
+    const target = route.node ?? this.#owners[bucket]!;
+    frame[11] = direct ? frame[11] | CallFlag.Direct : frame[11] & ~CallFlag.Direct;
+    try {
+      this.#io.send(target, this.threadFor(target, bucket), frame);
+    } catch (error) {
+      if (!direct) return this.#fail(frame, error);
+      // The cached node cannot be reached (it left or crashed): ask the bucket's owner instead.
+      this.#rerouted++;
+      route.node = undefined;
+      if (route.via === target) route.noticed = Math.max(route.noticed, route.sentSeq);
+      return this.#dispatch(route, frame);
+    }
+    route.via = target;
+    route.sentSeq = frame[10];
+  }
+
+  #notice([key, node, version, seq]: LocationNotice): void {
+    const route = this.#routes.get(key);
+    if (route === undefined) {
+      if (node !== '') this.learn(key, node, version);
+      return;
+    }
+    if (seq > route.noticed) route.noticed = seq;
+    if (node !== '' && version >= route.version) {
+      route.node = node;
+      route.version = version;
+    }
+    if (route.held !== undefined && route.noticed >= route.sentSeq) this.#release(route);
+  }
+
+  #release(route: Route): void {
+    const held = route.held ?? [];
+    route.held = undefined;
+    this.#holding.delete(route);
+    for (const frame of held) this.#dispatch(route, frame);
+  }
+
+  #fail(frame: CallFrame, error: unknown): void {
+    if (frame[1] !== 0) this.#io.settle([Kind.Failure, frame[1], errorToShape(error)]);
+    else this.#io.log(`a tell ${frame[5]}.${frame[7]} to '${frame[6]}' was not delivered: ${(error as Error).message}`);
+  }
+
+  #route(key: string): Route {
+    let route = this.#routes.get(key);
+    if (route === undefined) {
+      if (this.#routes.size >= this.#cacheLimit) this.#evict();
+      route = { node: undefined, version: 0, seq: 0, noticed: 0, via: undefined, sentSeq: 0, held: undefined, heldSince: 0 };
+      this.#routes.set(key, route);
+    }
+    return route;
+  }
+
+  /** Drops the oldest tenth of the cache, keeping routes with calls not yet acknowledged. */
+  #evict(): void {
+    let budget = Math.max(1, Math.floor(this.#cacheLimit / 10));
+    for (const [key, route] of this.#routes) {
+      if (budget === 0) break;
+      if (route.held !== undefined || (route.node === undefined && route.noticed < route.sentSeq)) continue;
+      this.#routes.delete(key);
+      budget--;
+    }
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * Sessions across a cluster of real nodes in one process (real worker threads, real WebSockets on
+ * loopback): one activation per session wherever it is called from, calls reach it in at most two
+ * hops, clients route like members, and the routing policies and evacuation move sessions
+ * without losing state.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { Redirected } from '@wadi/core';
+import { connect, startNode, type WadiClient, type WadiNode } from '@wadi/node';
+import { Counter } from './fixtures/actors.mjs';
+import { ACTORS as FIXTURES, rejection, waitFor } from './helpers.js';
+
+const until = (what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> => waitFor(what, probe, timeoutMs, 20);
+
+const BUCKETS = 64;
+const SECRET = 'routing-test';
+const started: WadiNode[] = [];
+const clients: WadiClient[] = [];
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((client) => client.close()));
+  await Promise.all(started.splice(0).map((node) => node.cluster!.close().then(() => node.stop({ timeoutMs: 1000 }))));
+});
+
+async function start(seeds: string[] = []): Promise<WadiNode> {
+  const node = await startNode({
+    actors: [FIXTURES],
+    workers: 2,
+    buckets: BUCKETS,
+    cluster: {
+      port: 0,
+      seeds,
+      secret: SECRET,
+      timings: { heartbeatMs: 100, suspectAfterMs: 600, downAfterMs: 300, probeIntervalMs: 100, settleMs: 20 },
+      tickMs: 20,
+      handoffTimeoutMs: 500,
+      log: process.env.DEBUG_CLUSTER ? (l, m, f) => console.log(performance.now().toFixed(0), l, m, JSON.stringify(f ?? {})) : () => undefined,
+    },
+  });
+  started.push(node);
+  return node;
+}
+
+async function cluster(size: number): Promise<WadiNode[]> {
+  const first = await start();
+  const nodes = [first];
+  for (let i = 1; i < size; i++) nodes.push(await start([first.cluster!.url]));
+  await settled(nodes);
+  return nodes;
+}
+
+async function settled(nodes: WadiNode[]): Promise<void> {
+  await until('one layout of every node, handed off', async () => {
+    const layouts = nodes.map((node) => node.cluster!.layout());
+    const statuses = await Promise.all(nodes.map((node) => node.cluster!.status()));
+    return new Set(layouts.map((layout) => layout?.epoch)).size === 1 && layouts[0]?.members.length === nodes.length && statuses.every((status) => status.buckets.handoffsPending === 0);
+  });
+}
+
+async function hops(nodes: WadiNode[]): Promise<Record<string, number>> {
+  const total: Record<string, number> = {};
+  for (const status of await Promise.all(nodes.map((node) => node.cluster!.status()))) {
+    for (const [count, calls] of Object.entries(status.routing.hops)) total[count] = (total[count] ?? 0) + calls;
+  }
+  return total;
+}
+
+const ids = (prefix: string, count: number): string[] => Array.from({ length: count }, (_, i) => `${prefix}-${i}`);
+
+describe('sessions across a cluster', () => {
+  it('one activation per session, whichever node calls it, in at most two hops', async () => {
+    const nodes = await cluster(3);
+    const sessions = ids('s', 60);
+    for (const node of nodes) await Promise.all(sessions.map((id) => node.ref(Counter, id).add(1)));
+    for (const id of sessions) {
+      const threads = await Promise.all(nodes.map((node) => node.ref(Counter, id).thread()));
+      expect(new Set(threads).size).toBe(1);
+      expect(await nodes[2]!.ref(Counter, id).get()).toBe(3);
+    }
+    const counted = await hops(nodes);
+    expect(Object.keys(counted).every((count) => Number(count) <= 2)).toBe(true);
+    // Placed on the first caller's node: 60 activations in all, spread by who called first.
+    const memory = (await Promise.all(nodes.map((node) => node.cluster!.status()))).map((status) => status.sessions.memory);
+    expect(memory.reduce((sum, count) => sum + count, 0)).toBe(60);
+  });
+
+  it('concurrent first calls for one id from every node make one activation', async () => {
+    const nodes = await cluster(3);
+    for (let round = 0; round < 10; round++) {
+      const id = `race-${round}`;
+      const threads = await Promise.all(nodes.flatMap((node) => [node.ref(Counter, id).thread(), node.ref(Counter, id).thread()]));
+      expect(new Set(threads).size).toBe(1);
+    }
+  });
+
+  it('a client routes like a member and keeps working when the node it first reached leaves', async () => {
+    const nodes = await cluster(3);
+    const client = await connect({ seeds: [nodes[2]!.cluster!.url], secret: SECRET });
+    clients.push(client);
+    await until('the client to reach every member', () => client.connectedNodes().length === 3);
+    const sessions = ids('c', 50);
+    await Promise.all(sessions.map((id) => client.ref(Counter, id).add(5)));
+    for (const id of sessions) expect(await nodes[0]!.ref(Counter, id).get()).toBe(5);
+
+    await nodes[2]!.stop();
+    started.splice(started.indexOf(nodes[2]!), 1);
+    await settled(nodes.slice(0, 2));
+    for (const id of sessions) expect(await client.ref(Counter, id).add(1)).toBe(6);
+  });
+
+  it('migrate moves the session (with its group) to the caller; redirect names where it is', async () => {
+    const [a, b] = await cluster(2);
+    await a!.ref(Counter, 'g1/cart').add(7);
+    await a!.ref(Counter, 'g1/profile').add(1);
+    const before = await a!.ref(Counter, 'g1/cart').thread();
+
+    const redirected = await rejection(b!.ref(Counter, 'g1/cart', { routing: 'redirect' }).get());
+    expect(redirected).toBeInstanceOf(Redirected);
+    expect((redirected as Redirected).node).toBe(a!.cluster!.id);
+
+    expect(await b!.ref(Counter, 'g1/cart', { routing: 'migrate' }).add(1)).toBe(8);
+    const after = await b!.ref(Counter, 'g1/cart').thread();
+    expect(after).not.toBe(before);
+    expect(await b!.ref(Counter, 'g1/profile').thread()).toBe(after);
+    expect(await a!.ref(Counter, 'g1/profile').get()).toBe(1);
+    const statuses = await Promise.all([a!, b!].map((node) => node.cluster!.status()));
+    expect(statuses[0]!.routing['migratedOut']).toBe(2);
+    expect(statuses[1]!.routing['migratedIn']).toBe(2);
+  });
+
+  it('a node that leaves moves its sessions to the others first: every value survives', async () => {
+    const nodes = await cluster(3);
+    const leaver = nodes[2]!;
+    const sessions = ids('e', 100);
+    await Promise.all(sessions.map((id, i) => leaver.ref(Counter, id).add(i)));
+    expect((await leaver.cluster!.status()).sessions.memory).toBe(100);
+    await leaver.stop();
+    started.splice(started.indexOf(leaver), 1);
+    await settled(nodes.slice(0, 2));
+    for (const [i, id] of sessions.entries()) expect(await nodes[0]!.ref(Counter, id).get()).toBe(i);
+  });
+});

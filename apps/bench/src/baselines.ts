@@ -7,14 +7,22 @@
  * - `EchoWorker`: a worker thread that posts every message straight back, for the floors of
  *   cross-thread asks: `pipelined(window)` (throughput, unbatched, a window of messages in
  *   flight) and `roundTrips()` (one message at a time, awaited: latency).
+ * - `WsEcho`: the same two ops over a WebSocket to another process (a `ws` echo server on
+ *   loopback), the floors of asks between nodes: one WebSocket message per message each way,
+ *   encoded with wadi's codec, no batching.
  */
+import { fork, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
+import { decode, encode } from '@wadi/core';
 import { measure, type MeasureOptions, type Op, type Timing } from './harness.js';
+import { loadWs, type WsSocket } from './ws.js';
 
 /** Names of the raw figures, as they appear in `baseline` fields and rows. */
 export const RAW_AWAITED_CALL = 'raw.awaitedAsyncCall';
 export const RAW_POSTMESSAGE_PIPELINED = 'raw.postMessage.pipelined';
 export const RAW_POSTMESSAGE_LATENCY = 'raw.postMessage.latency';
+export const RAW_WS_PIPELINED = 'raw.ws.pipelined';
+export const RAW_WS_LATENCY = 'raw.ws.latency';
 
 /** Messages in flight for the pipelined echo unless told otherwise. */
 export const DEFAULT_ECHO_WINDOW = 1000;
@@ -159,4 +167,141 @@ export function measurePostMessagePipelined(options: MeasureOptions & { window?:
 /** Raw one-at-a-time round trip on its own (microseconds per round trip is `usPerOp`). */
 export function measurePostMessageLatency(options: MeasureOptions = {}): Promise<Timing> {
   return withEchoWorker((echo) => measure(echo.roundTrips(), options));
+}
+
+/**
+ * A WebSocket to an echo server in a child process (children/ws-echo.ts), which decodes each
+ * message and sends it back in a WebSocket message of its own. Start it, use its ops, close it.
+ */
+export class WsEcho {
+  readonly #child: ChildProcess;
+  readonly #socket: WsSocket;
+  readonly #exited: Promise<void>;
+  #onReply: ((message: EchoMessage) => void) | undefined;
+  #onFailure: ((error: Error) => void) | undefined;
+  #closing = false;
+
+  private constructor(child: ChildProcess, socket: WsSocket, exited: Promise<void>) {
+    this.#child = child;
+    this.#socket = socket;
+    this.#exited = exited;
+    socket.on('message', (data) => {
+      const message = decode(data as Uint8Array) as EchoMessage;
+      const onReply = this.#onReply;
+      if (onReply === undefined) this.#fail(new Error(`ws echo: unexpected message ${JSON.stringify(message)}`));
+      else onReply(message);
+    });
+    socket.on('error', (error) => this.#fail(error));
+    socket.on('close', (code) => {
+      if (!this.#closing) this.#fail(new Error(`ws echo: the connection closed unexpectedly (${code})`));
+    });
+    child.once('exit', (code, signal) => {
+      if (!this.#closing) this.#fail(new Error(`ws echo process exited unexpectedly (${signal ?? code})`));
+    });
+  }
+
+  static async start(): Promise<WsEcho> {
+    const child = fork(new URL('./children/ws-echo.js', import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        child.once('message', (message: { port: number }) => resolve(message.port));
+        child.once('error', reject);
+        child.once('exit', (code) => reject(new Error(`ws echo process exited with ${code} before listening`)));
+      });
+      const { WebSocket } = loadWs();
+      const socket = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
+      await new Promise<void>((resolve, reject) => {
+        socket.once('open', resolve);
+        socket.once('error', reject);
+      });
+      const echo = new WsEcho(child, socket, exited);
+      // One round trip, so both ends are ready before anything is timed.
+      await echo.roundTrips()(1);
+      return echo;
+    } catch (error) {
+      child.kill('SIGKILL');
+      throw error;
+    }
+  }
+
+  /**
+   * `n` messages sent one WebSocket message each, keeping `window` in flight: a new one goes out
+   * as each echo comes back. Resolves when all `n` echoes have arrived.
+   */
+  pipelined(window = DEFAULT_ECHO_WINDOW): Op {
+    return (n) =>
+      new Promise<void>((resolve, reject) => {
+        if (n <= 0) return resolve();
+        let sent = 0;
+        let received = 0;
+        this.#onFailure = reject;
+        this.#onReply = (message) => {
+          received++;
+          if (sent < n) {
+            this.#send({ id: sent, x: sent });
+            sent++;
+          } else if (received === n) {
+            sink = message;
+            this.#onReply = undefined;
+            this.#onFailure = undefined;
+            resolve();
+          }
+        };
+        const first = Math.min(window, n);
+        for (; sent < first; sent++) this.#send({ id: sent, x: sent });
+      });
+  }
+
+  /** `n` round trips one at a time: send, await the echo, repeat. */
+  roundTrips(): Op {
+    return async (n) => {
+      let last: EchoMessage | undefined;
+      for (let i = 0; i < n; i++) last = await this.echo({ id: i, x: i });
+      sink = last;
+    };
+  }
+
+  /** One round trip. */
+  echo(message: EchoMessage): Promise<EchoMessage> {
+    return new Promise<EchoMessage>((resolve, reject) => {
+      this.#onFailure = reject;
+      this.#onReply = (reply) => {
+        this.#onReply = undefined;
+        this.#onFailure = undefined;
+        resolve(reply);
+      };
+      this.#send(message);
+    });
+  }
+
+  /** Closes the socket and kills the echo process (SIGKILL: it holds nothing worth a clean exit). */
+  async close(): Promise<void> {
+    this.#closing = true;
+    this.#socket.terminate();
+    this.#child.kill('SIGKILL');
+    await this.#exited;
+  }
+
+  #send(message: EchoMessage): void {
+    this.#socket.send(encode(message), { binary: true });
+  }
+
+  #fail(error: Error): void {
+    const onFailure = this.#onFailure;
+    this.#onReply = undefined;
+    this.#onFailure = undefined;
+    if (onFailure !== undefined) onFailure(error);
+    else console.error(error);
+  }
+}
+
+/** Runs `use` with a started WebSocket echo process and closes it afterwards. */
+export async function withWsEcho<T>(use: (echo: WsEcho) => Promise<T>): Promise<T> {
+  const echo = await WsEcho.start();
+  try {
+    return await use(echo);
+  } finally {
+    await echo.close();
+  }
 }

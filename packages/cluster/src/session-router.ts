@@ -26,6 +26,11 @@ export interface SessionRouterIO {
   settle(envelope: Envelope): void;
   now(): number;
   log(message: string): void;
+  /**
+   * Nodes that can pass a call on when the node it is meant for cannot be reached from here (a
+   * client not yet connected to every member): any member forwards a call toward its session.
+   */
+  relays?(): readonly string[];
 }
 
 export interface SessionRouterOptions {
@@ -205,7 +210,20 @@ export class SessionRouter {
     try {
       this.#io.send(target, this.threadFor(target, bucket), frame);
     } catch (error) {
-      if (!direct) return this.#fail(frame, error);
+      if (!direct) {
+        for (const relay of this.#io.relays?.() ?? []) {
+          if (relay === target) continue;
+          try {
+            this.#io.send(relay, this.threadFor(relay, bucket), frame);
+            route.via = relay;
+            route.sentSeq = frame[10];
+            return;
+          } catch {
+            // Try the next one.
+          }
+        }
+        return this.#fail(frame, error);
+      }
       // The cached node cannot be reached (it left or crashed): ask the bucket's owner instead.
       this.#rerouted++;
       route.node = undefined;

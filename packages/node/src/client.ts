@@ -119,6 +119,7 @@ class Client implements WadiClient {
         settle: (envelope) => this.#system.receive(envelope),
         now: () => performance.now(),
         log: (message) => this.#log('warn', message),
+        relays: () => this.#transport.peers().map((peer) => peer.id),
       },
     );
     this.#system = new ActorSystem({
@@ -150,6 +151,13 @@ class Client implements WadiClient {
         resolve();
       };
     });
+    // Calls go straight to the members; until every one is connected they are relayed, which works
+    // but costs a hop. Wait a little for the connections (never fail for them).
+    const members = new Set(this.#layout!.members.map((member) => member.id));
+    const deadline = performance.now() + Math.min(timeoutMs, 3000);
+    while (performance.now() < deadline && this.connectedNodes().filter((id) => members.has(id)).length < members.size) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     this.#ticker = setInterval(() => this.#tick(), 250);
     this.#ticker.unref();
   }
@@ -189,6 +197,11 @@ class Client implements WadiClient {
       return;
     }
     const message = value as { t?: unknown; layout?: unknown };
+    if (message?.t === 'gone') {
+      // A node that left: calls for sessions cached there go through their owners from now on.
+      this.#router.nodeGone(peer.id);
+      return;
+    }
     if (message?.t !== 'commit') return;
     let layout: Layout;
     try {

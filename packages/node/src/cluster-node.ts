@@ -144,7 +144,12 @@ export interface ClusterHandle {
 }
 
 const DEFAULT_PORT = 7101;
-const LEFT_GRACE_MS = 500;
+/** After a leave, the node closes once no call has reached it for this long... */
+const QUIET_MS = 300;
+/** ...or after this long at most. */
+const LEFT_GRACE_MAX_MS = 3000;
+/** How long a departed member's connection is kept for what is still in flight. */
+const FORGET_AFTER_MS = 3000;
 
 export async function startCluster(host: ClusterHost, options: ClusterOptions): Promise<ClusterHandle> {
   const membership = new Membership(host, options);
@@ -172,6 +177,9 @@ class Membership implements ClusterHandle {
   #left: Promise<void> | undefined;
   #signalLeft: (() => void) | undefined;
   #closed = false;
+  readonly #forgetting = new Map<string, NodeJS.Timeout>();
+  /** When the last session frame from another node or a client arrived. */
+  #lastReceivedAt = 0;
   /** Clients connected to this node. */
   readonly #clients = new Set<string>();
   /** The workers' directory operations, one after another: each sees the layout given before it. */
@@ -238,7 +246,11 @@ class Membership implements ClusterHandle {
     this.#protocol = protocol;
     transport.on('peer-up', (peer: PeerIdentity) => (isClientId(peer.id) ? this.#clientUp(peer.id) : protocol.connected(peer, now())));
     transport.on('peer-down', (peer: PeerIdentity) => (isClientId(peer.id) ? this.#clients.delete(peer.id) : protocol.disconnected(peer.id, now())));
-    transport.on('message', (peer: PeerIdentity, value: unknown) => (isClientId(peer.id) ? this.#fromClient(peer.id, value) : this.#receive(peer, value)));
+    transport.on('message', (peer: PeerIdentity, value: unknown) => {
+      if (Array.isArray(value) && value[0] === Frame.Deliver) this.#lastReceivedAt = now();
+      if (isClientId(peer.id)) this.#fromClient(peer.id, value);
+      else this.#receive(peer, value);
+    });
     transport.on('rejected', (rejection: Rejection) => {
       // A peer that knows a newer incarnation of this node's id refuses us: this process is stale.
       if (rejection.by === 'remote' && rejection.code === CloseCode.staleIncarnation) {
@@ -297,6 +309,7 @@ class Membership implements ClusterHandle {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#ticker !== undefined) clearInterval(this.#ticker);
+    for (const timer of this.#forgetting.values()) clearTimeout(timer);
     await this.#transport?.close();
     await new Promise<void>((resolve) => (this.#http === undefined ? resolve() : this.#http.close(() => resolve())));
     this.#http?.closeAllConnections();
@@ -325,6 +338,13 @@ class Membership implements ClusterHandle {
     this.#clients.add(client);
     const layout = this.layout();
     if (layout !== null) this.#send(client, { t: 'commit', layout });
+  }
+
+  /** Resolves once nothing has arrived for QUIET_MS (bounded by LEFT_GRACE_MAX_MS). */
+  async #quiet(): Promise<void> {
+    const deadline = now() + LEFT_GRACE_MAX_MS;
+    await new Promise((resolve) => setTimeout(resolve, QUIET_MS));
+    while (now() < deadline && now() - this.#lastReceivedAt < QUIET_MS) await new Promise((resolve) => setTimeout(resolve, 50));
   }
 
   /** A client may only send calls, as itself. */
@@ -391,8 +411,22 @@ class Membership implements ClusterHandle {
     return {
       send: (to, message) => this.#send(to, message),
       sendUpdate: (to, update) => this.#transport!.send(to, update),
-      dial: (url) => this.#transport?.dial(url),
-      forget: (url) => this.#transport?.forget(url),
+      dial: (url) => {
+        clearTimeout(this.#forgetting.get(url));
+        this.#forgetting.delete(url);
+        this.#transport?.dial(url);
+      },
+      // A member that left may still forward calls that were on their way to it, and results of
+      // calls it ran are still on their way out: keep its connection a little longer.
+      forget: (url) => {
+        if (this.#forgetting.has(url)) return;
+        const timer = setTimeout(() => {
+          this.#forgetting.delete(url);
+          this.#transport?.forget(url);
+        }, FORGET_AFTER_MS);
+        timer.unref();
+        this.#forgetting.set(url, timer);
+      },
       persist: (state) => this.#persist(state),
       committed: (layout, previous) => {
         for (const client of this.#clients) this.#send(client, { t: 'commit', layout });
@@ -401,9 +435,11 @@ class Membership implements ClusterHandle {
       removed: (reason) => this.events.emit('removed', reason),
       left: () => {
         this.events.emit('left');
-        // Give the final gossip a moment to leave, and calls still on their way here a moment to be
-        // forwarded to where the sessions went, before the caller closes the sockets.
-        setTimeout(() => this.#signalLeft?.(), LEFT_GRACE_MS);
+        // Clients route by cached locations too: tell them to stop sending here.
+        for (const client of this.#clients) this.#send(client, { t: 'gone', node: this.id });
+        // Give the final gossip a moment to leave, and calls still on their way here time to be
+        // forwarded to where the sessions went: close once none has arrived for a while.
+        void this.#quiet().then(() => this.#signalLeft?.());
       },
       log: this.#log,
     };

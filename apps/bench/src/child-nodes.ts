@@ -106,8 +106,8 @@ export class ChildNode implements Member {
   }
 
   /** Calls `count` sessions from this member so they are placed here; resolves with the milliseconds it took. */
-  createSessions(prefix: string, count: number, options: { bytes?: number; window?: number } = {}): Promise<number> {
-    return this.request<number>({ op: 'create', prefix, count, bytes: options.bytes ?? 0, window: options.window ?? 256 });
+  createSessions(prefix: string, count: number, options: { bytes?: number; window?: number; timeoutMs?: number } = {}): Promise<number> {
+    return this.request<number>({ op: 'create', prefix, count, bytes: options.bytes ?? 0, window: options.window ?? 256 }, options.timeoutMs);
   }
 
   kill(signal: NodeJS.Signals): void {

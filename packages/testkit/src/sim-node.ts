@@ -1,18 +1,39 @@
 /**
  * One simulated node process: the real `NodeProtocol` (membership, layouts, handoffs, directory
- * routing) and one real `BucketHost` per simulated worker thread, driven by the simulation's clock
- * and network instead of timers, sockets and threads.
+ * routing) on its main thread, and per simulated worker thread what a real worker runs
+ * (packages/node's worker.ts): a real `ActorSystem` hosting sessions, a `BucketHost` (the bucket
+ * actors), a `SessionRouter` (the worker's calls to sessions elsewhere) and a `SessionHost` (calls
+ * that reach the worker, placement, forwarding, migrations). The main thread has its own
+ * `ActorSystem` and `SessionRouter` (`node.ref()` in a real node) and relays session frames
+ * between the workers and the other nodes as packages/node's main-routing.ts does: a frame from
+ * another node is parsed (`parseFrame`) and a call's hop count goes up by one on the way in; a
+ * call that cannot reach its node goes to its bucket's owner. Everything is driven by the
+ * simulation's clock (a `VirtualScheduler`, no real timers) and network instead of timers,
+ * sockets and threads.
  *
- * What a real node does asynchronously stays asynchronous here: calls between the main thread and
- * the workers take a simulated millisecond, in order. A paused process does nothing at all; what
- * reaches it waits in its backlog until it resumes. Its disk (the persisted cluster state)
- * outlives the process, so a restart is a new incarnation with the same disk.
+ * What a real node does asynchronously stays asynchronous here: calls and frames between the
+ * main thread and the workers (and between workers) take a simulated millisecond, in order, and
+ * cross as copies (encoded and decoded, as a MessagePort link does); a frame a worker sends to
+ * itself arrives on a microtask. A paused process does nothing at all; what reaches it waits in
+ * its backlog until it resumes. Its disk (the persisted cluster state) outlives the process, so a
+ * restart is a new incarnation with the same disk.
+ *
+ * Besides the real sessions, the node hosts the simulation's abstract sessions (type `Session`,
+ * the `create`, `move` and `destroy` steps): entries that only exist to be registered with, and
+ * checked against, the bucket directories.
  */
 import {
   BucketHost,
+  CallFlag,
+  Frame,
+  MAIN_THREAD,
   NodeProtocol,
+  SessionHost,
+  SessionRouter,
   ownerIds,
   parseClusterMessage,
+  parseFrame,
+  type CallFrame,
   type ClusterMessage,
   type ClusterTimings,
   type DirectoryEntry,
@@ -20,10 +41,27 @@ import {
   type NodeDirectories,
   type NodeProtocolIO,
   type PersistedClusterState,
+  type RoutedFrame,
 } from '@wadi/cluster';
-import { activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
+import {
+  ActorSystem,
+  LOCAL,
+  ROUTED,
+  Registry,
+  Unavailable,
+  activationKey,
+  bucketOf,
+  decode,
+  encode,
+  errorToShape,
+  type AskEnvelope,
+  type Envelope,
+  type TellEnvelope,
+} from '@wadi/core';
 import type { EventQueue } from './event-queue.js';
 import type { NetworkEndpoint, SimNetwork } from './network.js';
+import { LOG_TYPE, logActor, type LogActor } from './sessions.js';
+import { VirtualScheduler } from './virtual-scheduler.js';
 
 /** What a simulated node reports to the simulation (the simulation checks and traces it). */
 export interface SimNodeObserver {
@@ -34,6 +72,12 @@ export interface SimNodeObserver {
   sent(node: SimNode, to: string, message: ClusterMessage): void;
   persisted(node: SimNode, state: PersistedClusterState): void;
   exited(node: SimNode, why: 'removed' | 'left', reason: string): void;
+  /** The node is leaving and owns no bucket any more: its abstract sessions move now (its real ones evacuate). */
+  evacuating(node: SimNode, layout: Layout): void;
+  /** A real session on `node`/`worker` applied a message. */
+  applied(node: SimNode, worker: number, session: string, sender: string, n: number, position: number): void;
+  /** Something ran that may have queued microtasks (actor turns, promise callbacks): the run loop drains them. */
+  touch(): void;
 }
 
 export interface SimNodeOptions {
@@ -46,9 +90,11 @@ export interface SimNodeOptions {
   disk: PersistedClusterState;
   handoffTimeoutMs?: number;
   maxHandoffs?: number;
+  /** Ask deadline of the node's actor systems (default 30 s, as in a real node). */
+  askTimeoutMs?: number;
 }
 
-/** A session as the simulated node hosts it. */
+/** An abstract session as the simulated node hosts it. */
 export interface HostedSession {
   type: string;
   id: string;
@@ -57,7 +103,31 @@ export interface HostedSession {
   version: number;
 }
 
+/** One simulated worker thread: what packages/node's worker.ts runs once the node is a cluster member. */
+export interface SimWorker {
+  index: number;
+  system: ActorSystem;
+  buckets: BucketHost;
+  router: SessionRouter;
+  host: SessionHost;
+  log: LogActor;
+}
+
+/** The main thread's side of session routing: its own actor system (its calls) and router. */
+export interface SimMainThread {
+  system: ActorSystem;
+  router: SessionRouter;
+  log: LogActor;
+  /** Frames from other nodes refused as malformed. */
+  refusedFrames: number;
+}
+
 export const SESSION_TYPE = 'Session';
+/** Request ids and migration batch numbers of one incarnation start at incarnation * this. */
+const ID_SPAN = 10_000_000;
+/** How often the routers and hosts tick (ms), as the workers' interval does. */
+const ROUTING_TICK_MS = 250;
+const resolved = Promise.resolve();
 
 export function nodeUrl(id: string): string {
   return `sim://${id}`;
@@ -67,14 +137,21 @@ export function idOfUrl(url: string): string {
   return url.startsWith('sim://') ? url.slice(6) : url;
 }
 
+/** What a frame looks like once it crossed a thread or a socket: a copy, as msgpack makes it. */
+function copy<T>(value: T): T {
+  return decode(encode(value)) as T;
+}
+
 export class SimNode implements NetworkEndpoint {
   readonly id: string;
   readonly incarnation: number;
   readonly url: string;
   readonly protocol: NodeProtocol;
   readonly workers: BucketHost[] = [];
-  /** Sessions hosted per worker: key -> session. */
+  /** Abstract sessions hosted per worker: key -> session. */
   readonly hosted: Map<string, HostedSession>[] = [];
+  readonly threads: SimWorker[] = [];
+  readonly main: SimMainThread;
   readonly dialing = new Set<string>();
   /** Survives the process: what it persisted. */
   disk: PersistedClusterState;
@@ -85,8 +162,11 @@ export class SimNode implements NetworkEndpoint {
   readonly #network: SimNetwork;
   readonly #queue: EventQueue;
   readonly #backlog: (() => void)[] = [];
-  /** Time of the last main-thread <-> worker call, so they stay in order. */
+  /** Time of the last call between this node's threads, so they stay in order. */
   #threadHopAt = 0;
+  #routingTickAt = -Infinity;
+  /** Whether any session frame or call went through this node (its routers and hosts then tick). */
+  #routing = false;
 
   constructor(options: SimNodeOptions, network: SimNetwork, queue: EventQueue, observer: SimNodeObserver) {
     this.id = options.id;
@@ -96,18 +176,18 @@ export class SimNode implements NetworkEndpoint {
     this.#observer = observer;
     this.#network = network;
     this.#queue = queue;
-    for (let index = 0; index < options.workers; index++) {
-      const sessions = new Map<string, HostedSession>();
-      this.hosted.push(sessions);
-      this.workers.push(
-        new BucketHost(index, options.workers, options.buckets, {
-          toWorker: (target, envelope) => this.#onThreads(() => this.#deliverToWorker(target, envelope)),
-          toNode: (envelope) => this.#onThreads(() => this.protocol.routeUpdate(envelope)),
-          hosted: () => [...sessions.values()].map((session) => [session.type, session.id, session.version]),
-          log: (message) => observer.trace(this.id, 'worker', `${index}: ${message}`),
+    const scheduler = new VirtualScheduler(queue, {
+      now: () => observer.now(),
+      whenAwake: (event) =>
+        this.#whenAwake(() => {
+          observer.touch();
+          event();
         }),
-      );
-    }
+    });
+    const askTimeoutMs = options.askTimeoutMs ?? 30_000;
+    const firstId = this.incarnation * ID_SPAN + 1;
+    for (let index = 0; index < options.workers; index++) this.threads.push(this.#worker(index, options, scheduler, askTimeoutMs, firstId));
+    this.main = this.#mainThread(options, scheduler, askTimeoutMs, firstId);
     const persisted = options.disk.committed === null && options.disk.accepted === null ? undefined : structuredClone(options.disk);
     this.protocol = new NodeProtocol(
       {
@@ -133,7 +213,18 @@ export class SimNode implements NetworkEndpoint {
   // events from the simulation, each deferred while the process is paused
 
   tick(): void {
-    if (!this.paused) this.protocol.tick(this.#observer.now());
+    if (this.paused) return;
+    const now = this.#observer.now();
+    this.protocol.tick(now);
+    if (this.#routing && now - this.#routingTickAt >= ROUTING_TICK_MS) {
+      this.#routingTickAt = now;
+      this.#observer.touch();
+      this.main.router.tick();
+      for (const thread of this.threads) {
+        thread.router.tick();
+        thread.host.tick();
+      }
+    }
   }
 
   connected(peer: NetworkEndpoint): void {
@@ -146,7 +237,8 @@ export class SimNode implements NetworkEndpoint {
 
   deliver(from: string, payload: unknown): void {
     this.#whenAwake(() => {
-      const { kind, value } = payload as { kind: 'cluster' | 'update'; value: unknown };
+      const { kind, value } = payload as { kind: 'cluster' | 'update' | 'frame'; value: unknown };
+      if (kind === 'frame') return this.#fromNode(from, value);
       if (kind === 'update') return this.protocol.receiveUpdate(from, structuredClone(value) as Envelope);
       let message: ClusterMessage;
       try {
@@ -178,6 +270,8 @@ export class SimNode implements NetworkEndpoint {
     this.running = false;
     this.paused = false;
     this.#backlog.length = 0;
+    for (const thread of this.threads) thread.system.stop();
+    this.main.system.stop();
     this.#network.processStopped(this.id);
   }
 
@@ -186,7 +280,32 @@ export class SimNode implements NetworkEndpoint {
     this.#whenAwake(() => this.protocol.leave(this.#observer.now()));
   }
 
-  // sessions
+  /** Runs `event` now if the process is awake, once it resumes if it is paused, never if it stopped. */
+  whenAwake(event: () => void): void {
+    this.#whenAwake(() => {
+      this.#observer.touch();
+      event();
+    });
+  }
+
+  // real sessions
+
+  /** The actor system of thread `thread` (a worker index, or MAIN_THREAD) and its Log type. */
+  caller(thread: number): { system: ActorSystem; log: LogActor } {
+    this.#routing = true;
+    return thread === MAIN_THREAD ? this.main : this.threads[thread]!;
+  }
+
+  /** Real sessions (type Log) hosted per worker: active, frozen for a migration, or parked. */
+  realSessions(): { id: string; worker: number }[] {
+    const list: { id: string; worker: number }[] = [];
+    for (const thread of this.threads) {
+      for (const [type, id] of thread.system.hostedIds()) if (type === LOG_TYPE) list.push({ id, worker: thread.index });
+    }
+    return list;
+  }
+
+  // abstract sessions
 
   activate(id: string, worker: number, version: number): void {
     const session = { type: SESSION_TYPE, id, worker, version };
@@ -194,7 +313,7 @@ export class SimNode implements NetworkEndpoint {
     this.workers[worker]!.sessionActivated(SESSION_TYPE, id, version);
   }
 
-  /** Destroys (or moves away) a session hosted here; false if it is not here. */
+  /** Destroys (or moves away) an abstract session hosted here; false if it is not here. */
   deactivate(id: string): boolean {
     const key = activationKey(SESSION_TYPE, id);
     for (let worker = 0; worker < this.hosted.length; worker++) {
@@ -208,6 +327,7 @@ export class SimNode implements NetworkEndpoint {
     return false;
   }
 
+  /** Abstract sessions hosted here. */
   sessions(): { key: string; worker: number }[] {
     const list: { key: string; worker: number }[] = [];
     this.hosted.forEach((sessions, worker) => {
@@ -240,13 +360,209 @@ export class SimNode implements NetworkEndpoint {
     this.#queue.push(at, () => this.#whenAwake(event));
   }
 
+  /** A thread hop that runs session code (which may queue actor turns on microtasks). */
+  #routedHop(event: () => void): void {
+    this.#routing = true;
+    this.#onThreads(() => {
+      this.#observer.touch();
+      event();
+    });
+  }
+
   #deliverToWorker(worker: number, envelope: TellEnvelope): void {
     this.workers[worker]!.receive(envelope);
   }
 
-  #send(to: string, kind: 'cluster' | 'update', value: unknown): boolean {
+  #send(to: string, kind: 'cluster' | 'update' | 'frame', value: unknown): boolean {
     if (!this.running) return false;
-    return this.#network.send(this, to, { kind, value: structuredClone(value) }, kind === 'cluster');
+    return this.#network.send(this, to, { kind, value: kind === 'frame' ? copy(value) : structuredClone(value) }, kind === 'cluster');
+  }
+
+  #worker(index: number, options: SimNodeOptions, scheduler: VirtualScheduler, askTimeoutMs: number, firstId: number): SimWorker {
+    const observer = this.#observer;
+    const sessions = new Map<string, HostedSession>();
+    this.hosted.push(sessions);
+    const log = logActor((id, sender, n, position) => observer.applied(this, index, id, sender, n, position));
+    const registry = new Registry();
+    registry.add(log);
+    const sendFrame = (node: string, thread: number, frame: RoutedFrame): void => this.#workerSend(index, node, thread, frame);
+    const routingLog = (message: string): void => observer.trace(this.id, 'routing', `${index}: ${message}`);
+    let worker: SimWorker;
+    const system = new ActorSystem({
+      registry,
+      scheduler,
+      selfIndex: index,
+      firstRequestId: firstId,
+      askTimeoutMs,
+      router: { route: (def, id, key) => (system.hosts(key, def.name, id) ? LOCAL : ROUTED) },
+      transport: {
+        send: (destination, envelope) => {
+          if (destination !== ROUTED) throw new Unavailable(`the simulation links no worker to destination ${destination}`);
+          worker.router.send(envelope as AskEnvelope | TellEnvelope);
+        },
+      },
+      onActivated: (type, id) => worker.host.activated(type, id),
+      onTellFailure: (type, id, method, error) => observer.trace(this.id, 'routing', `${index}: tell ${type}.${method} to '${id}' failed: ${(error as Error).message}`),
+    });
+    const buckets = new BucketHost(index, options.workers, options.buckets, {
+      toWorker: (target, envelope) => this.#onThreads(() => this.#deliverToWorker(target, envelope)),
+      toNode: (envelope) => this.#onThreads(() => this.protocol.routeUpdate(envelope)),
+      hosted: () => [...[...sessions.values()].map((session): [string, string, number] => [session.type, session.id, session.version]), ...worker.host.hosted()],
+      log: (message) => observer.trace(this.id, 'worker', `${index}: ${message}`),
+    });
+    this.workers.push(buckets);
+    const now = (): number => observer.now();
+    const router = new SessionRouter(
+      { node: this.id, incarnation: this.incarnation, thread: index, buckets: options.buckets },
+      { send: sendFrame, settle: (envelope) => system.receive(envelope), now, log: routingLog },
+    );
+    const host = new SessionHost(
+      { node: this.id, incarnation: this.incarnation, thread: index, buckets: options.buckets, migration: { firstBatch: firstId } },
+      system,
+      buckets,
+      router,
+      { send: sendFrame, now, log: routingLog },
+    );
+    worker = { index, system, buckets, router, host, log };
+    return worker;
+  }
+
+  #mainThread(options: SimNodeOptions, scheduler: VirtualScheduler, askTimeoutMs: number, firstId: number): SimMainThread {
+    const observer = this.#observer;
+    const log = logActor(() => undefined);
+    const registry = new Registry();
+    registry.add(log);
+    let main: SimMainThread;
+    const system = new ActorSystem({
+      registry,
+      scheduler,
+      selfIndex: MAIN_THREAD,
+      firstRequestId: firstId,
+      askTimeoutMs,
+      // The main thread hosts no sessions: every call is routed.
+      router: { route: () => ROUTED },
+      transport: {
+        send: (destination, envelope) => {
+          if (destination !== ROUTED) throw new Unavailable(`the simulation links the main thread to no destination ${destination}`);
+          main.router.send(envelope as AskEnvelope | TellEnvelope);
+        },
+      },
+      onTellFailure: (type, id, method, error) => observer.trace(this.id, 'routing', `main: tell ${type}.${method} to '${id}' failed: ${(error as Error).message}`),
+    });
+    const router = new SessionRouter(
+      { node: this.id, incarnation: this.incarnation, thread: MAIN_THREAD, buckets: options.buckets },
+      {
+        send: (node, thread, frame) => this.#mainSend(node, thread, frame),
+        settle: (envelope) => system.receive(envelope),
+        now: () => observer.now(),
+        log: (message) => observer.trace(this.id, 'routing', `main: ${message}`),
+      },
+    );
+    main = { system, router, log, refusedFrames: 0 };
+    return main;
+  }
+
+  // session frames, as worker.ts and main-routing.ts move them
+
+  /** A worker's `sendFrame`: to another node through the main thread; to itself on a microtask; to another worker directly. */
+  #workerSend(from: number, node: string, thread: number, frame: RoutedFrame): void {
+    const sent = copy(frame);
+    if (node !== this.id || thread === MAIN_THREAD) {
+      this.#routedHop(() => this.#mainFromWorker(node, thread, sent));
+    } else if (thread === from) {
+      void resolved.then(() => this.#whenAwake(() => this.#deliverFrame(thread, sent)));
+    } else {
+      this.#routedHop(() => this.#deliverFrame(thread, sent));
+    }
+  }
+
+  /** A frame arrives at worker `thread`. */
+  #deliverFrame(thread: number, frame: RoutedFrame): void {
+    const worker = this.threads[thread];
+    if (worker === undefined) return;
+    if (frame[0] === Frame.Call || frame[0] === Frame.Migration) worker.host.receive(frame);
+    else worker.router.receive(frame);
+  }
+
+  /** MainRouting.send: to another node over the cluster connection (throws when not connected), or to a thread here. */
+  #mainSend(node: string, thread: number, frame: RoutedFrame): void {
+    if (node !== this.id) {
+      if (!this.#send(node, 'frame', [Frame.Deliver, thread, frame])) throw new Unavailable(`not connected to ${node}`);
+      return;
+    }
+    this.#mainLocal(thread, frame);
+  }
+
+  #mainLocal(thread: number, frame: RoutedFrame): void {
+    if (thread === MAIN_THREAD) {
+      if (frame[0] !== Frame.Result && frame[0] !== Frame.Notice) throw new Unavailable('the main thread hosts no sessions');
+      this.main.router.receive(frame);
+      return;
+    }
+    if (!(thread >= 0 && thread < this.threads.length)) throw new Unavailable(`this node has no worker ${thread}`);
+    const sent = copy(frame);
+    this.#routedHop(() => this.#deliverFrame(thread, sent));
+  }
+
+  /** MainRouting.fromWorker. */
+  #mainFromWorker(node: string, thread: number, frame: RoutedFrame): void {
+    try {
+      this.#mainSend(node, thread, frame);
+    } catch (error) {
+      this.#undeliverable(node, frame, error);
+    }
+  }
+
+  /** MainRouting.fromNode: a `Deliver` frame from another node. */
+  #fromNode(peer: string, value: unknown): void {
+    this.#routing = true;
+    this.#observer.touch();
+    const array = value as unknown[];
+    const thread = array[1];
+    let frame: RoutedFrame;
+    try {
+      if (!Array.isArray(value) || array.length !== 3 || array[0] !== Frame.Deliver || !Number.isSafeInteger(thread)) throw new Error('malformed deliver frame');
+      frame = parseFrame(array[2], this.workers[0]!.buckets);
+    } catch (error) {
+      this.main.refusedFrames++;
+      this.#observer.trace(this.id, 'refused', `a frame from ${peer}: ${(error as Error).message}`);
+      return;
+    }
+    if (frame[0] === Frame.Call) frame[9]++;
+    else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice) && frame[2] !== this.incarnation) return; // for an earlier incarnation
+    try {
+      this.#mainLocal(thread as number, frame);
+    } catch (error) {
+      this.#undeliverable(this.id, frame, error);
+    }
+  }
+
+  /** MainRouting's undeliverable frame: a call tries its bucket's owner, or fails back to its caller. */
+  #undeliverable(node: string, frame: RoutedFrame, error: unknown): void {
+    if (frame[0] !== Frame.Call) return;
+    const bucket = bucketOf(frame[6], this.workers[0]!.buckets);
+    const owner = this.main.router.ownerOf(bucket);
+    if (owner !== undefined && owner !== node && (frame[11] & CallFlag.Grant) === 0) {
+      frame[11] &= ~CallFlag.Direct;
+      try {
+        this.#mainSend(owner, this.main.router.threadFor(owner, bucket), frame);
+        return;
+      } catch {
+        // The owner is unreachable too.
+      }
+    }
+    const reason = new Unavailable(`${frame[5]} '${frame[6]}' could not be routed to node ${node}: ${(error as Error).message}`);
+    const call = frame as CallFrame;
+    if (call[1] === 0) {
+      this.#observer.trace(this.id, 'routing', `main: a tell was lost: ${reason.message}`);
+      return;
+    }
+    const ack: [string, string, number, number] = [activationKey(call[5], call[6]), '', 0, call[10]];
+    try {
+      this.#mainSend(call[2], call[4], [Frame.Result, call[4], call[3], call[1], false, errorToShape(reason), ack]);
+    } catch {
+      // The caller is unreachable as well: its ask times out.
+    }
   }
 
   #io(): NodeProtocolIO {
@@ -275,27 +591,60 @@ export class SimNode implements NetworkEndpoint {
   #directories(): NodeDirectories {
     const worker = (bucket: number): BucketHost => this.workers[bucket % this.workers.length]!;
     return {
-      applyLayout: (self, layout) => this.#onThreads(() => this.workers.forEach((host) => host.setLayout(self, layout.epoch, ownerIds(layout)))),
+      applyLayout: (self, layout) => {
+        // The main thread's router takes it at once; the workers' bucket actors, routers and hosts a hop later.
+        this.main.router.setLayout(layout);
+        this.#onThreads(() => {
+          this.#observer.touch();
+          for (const thread of this.threads) {
+            thread.buckets.setLayout(self, layout.epoch, ownerIds(layout));
+            thread.router.setLayout(layout);
+            thread.host.setLayout(layout);
+          }
+        });
+      },
       deliver: (update) => this.#onThreads(() => worker(Number(update[2])).receive(update)),
       install: (bucket, epoch, entries, done) =>
         this.#onThreads(() => {
+          this.#observer.touch();
           this.#observer.installed(this, bucket, epoch, entries);
           worker(bucket).install(bucket, epoch, entries);
+          this.threads[bucket % this.threads.length]!.host.bucketInstalled(bucket);
           this.#onThreads(done);
         }),
-      export: (bucket, reply) => this.#onThreads(() => {
-        const entries = worker(bucket).export(bucket);
-        this.#onThreads(() => reply(entries));
-      }),
+      export: (bucket, reply) =>
+        this.#onThreads(() => {
+          const entries = worker(bucket).export(bucket);
+          this.#onThreads(() => reply(entries));
+        }),
       // Sessions of a bucket can live on any worker: every one reports.
-      report: (bucket, reply) => this.#onThreads(() => {
-        const entries = this.workers.flatMap((host) => host.report(bucket));
-        this.#onThreads(() => reply(entries));
-      }),
-      forgetNode: (node) => this.#onThreads(() => this.workers.forEach((host) => host.forgetNode(node))),
+      report: (bucket, reply) =>
+        this.#onThreads(() => {
+          const entries = this.workers.flatMap((host) => host.report(bucket));
+          this.#onThreads(() => reply(entries));
+        }),
+      forgetNode: (node) => {
+        this.main.router.nodeGone(node);
+        this.#onThreads(() => {
+          this.#observer.touch();
+          for (const thread of this.threads) {
+            thread.router.nodeGone(node);
+            thread.host.migrations.nodeGone(node);
+            thread.buckets.forgetNode(node);
+          }
+        });
+      },
       resync: (buckets) => this.#onThreads(() => this.workers.forEach((host) => host.resync(buckets))),
-      // The simulation moves a leaver's sessions itself before it leaves (see `Simulation`'s leave step).
-      evacuate: (_layout, done) => this.#onThreads(done),
+      // The abstract sessions move in the simulation's model; the real ones evacuate (each worker's
+      // `SessionMigrations`, to the owner of their bucket), and the leave completes once they all did.
+      evacuate: (layout, done) =>
+        this.#onThreads(() => {
+          this.#observer.touch();
+          this.#observer.evacuating(this, layout);
+          let evacuating = this.threads.length;
+          const evacuated = (): void => this.#onThreads(() => void (--evacuating === 0 && done()));
+          for (const thread of this.threads) thread.host.migrations.evacuate((bucket) => thread.router.ownerOf(bucket), evacuated);
+        }),
     };
   }
 }

@@ -1,0 +1,43 @@
+/**
+ * Session frames from the network are checked before anything acts on them: a malformed one is
+ * refused with an error naming what is wrong.
+ */
+import { describe, expect, it } from 'vitest';
+import { InvalidArgument } from '@wadi/core';
+import { Frame, parseFrame, type CallFrame } from '../src/index.js';
+
+const call = (): CallFrame => [Frame.Call, 1, 'n1', 7, 0, 'Cart', 'alice/cart', 'add', ['apple', 1], 0, 1, 0, 0, '', ''];
+
+describe('parseFrame', () => {
+  it('accepts well-formed frames of every kind', () => {
+    expect(parseFrame(call(), 64)).toEqual(call());
+    expect(parseFrame([Frame.Result, 0, 7, 1, true, { any: 'value' }, ['Cart\u0000a', 'n2', 1, 1]], 64)[0]).toBe(Frame.Result);
+    expect(parseFrame([Frame.Result, -2, 7, 1, false, { name: 'Unavailable', message: 'gone' }, null], 64)[0]).toBe(Frame.Result);
+    expect(parseFrame([Frame.Notice, 1, 7, ['Cart\u0000a', '', 0, 3]], 64)[0]).toBe(Frame.Notice);
+    const offer = { t: 'offer', batch: 1, sessions: [['Cart', 'a', 2, new Uint8Array([0x80])]] };
+    expect(parseFrame([Frame.Migration, 0, 'n1', 1, offer], 64)[0]).toBe(Frame.Migration);
+    expect(parseFrame([Frame.Migration, 0, 'n1', 1, { t: 'handover', batch: 1, calls: [call()] }], 64)[0]).toBe(Frame.Migration);
+  });
+
+  const bad: [string, unknown, RegExp][] = [
+    ['not an array', { t: 'x' }, /must be an array/],
+    ['an unknown kind', [99], /unknown frame kind 99/],
+    ['a short call', call().slice(0, 10), /call frame: wrong length/],
+    ['a call without a type', Object.assign(call(), { 5: '' }), /type is not a non-empty string/],
+    ['a call whose arguments are not a list', Object.assign(call(), { 8: 'x' }), /arguments are not an array/],
+    ['a negative hop count', Object.assign(call(), { 9: -1 }), /hops is not a non-negative integer/],
+    ['an unknown routing policy', Object.assign(call(), { 13: 'teleport' }), /unknown routing policy/],
+    ['a failure without an error', [Frame.Result, 0, 7, 1, false, 'oops', null], /a failure without an error/],
+    ['a malformed notice', [Frame.Notice, 0, 7, ['k', 'n', -1, 0]], /notice version/],
+    ['a thread out of range', [Frame.Notice, 99_999, 7, ['k', 'n', 0, 0]], /no thread 99999/],
+    ['an offer with a state that is not bytes', [Frame.Migration, 0, 'n1', 0, { t: 'offer', batch: 1, sessions: [['T', 'a', 1, 'x']] }], /not bytes/],
+    ['a handover carrying a bad call', [Frame.Migration, 0, 'n1', 0, { t: 'handover', batch: 1, calls: [[Frame.Call, 1]] }], /wrong length/],
+    ['an unknown migration message', [Frame.Migration, 0, 'n1', 0, { t: 'steal', batch: 1 }], /unknown migration message 'steal'/],
+  ];
+  for (const [what, value, message] of bad) {
+    it(`refuses ${what}`, () => {
+      expect(() => parseFrame(value, 64)).toThrow(InvalidArgument);
+      expect(() => parseFrame(value, 64)).toThrow(message);
+    });
+  }
+});

@@ -1,0 +1,160 @@
+/**
+ * The caller's side of session routing, driven directly: where calls go, how notices correct the
+ * cache, and how a path switch holds later calls until the earlier ones are acknowledged.
+ */
+import { describe, expect, it } from 'vitest';
+import { Kind, activationKey, bucketOf, type Envelope } from '@wadi/core';
+import { CallFlag, Frame, SessionRouter, type CallFrame, type Layout, type RoutedFrame } from '../src/index.js';
+
+const BUCKETS = 8;
+
+function layout(owner: string): Layout {
+  return {
+    cluster: 'c@1',
+    epoch: 1,
+    buckets: BUCKETS,
+    members: [
+      { id: 'a', incarnation: 1, url: 'ws://a', workers: 2 },
+      { id: 'b', incarnation: 1, url: 'ws://b', workers: 2 },
+      { id: 'h', incarnation: 1, url: 'ws://h', workers: 2 },
+    ],
+    owners: Array.from({ length: BUCKETS }, () => ['a', 'b', 'h'].indexOf(owner)),
+    coordinator: 'a',
+  };
+}
+
+function harness(options: { unreachable?: Set<string> } = {}) {
+  const sent: { node: string; thread: number; frame: CallFrame }[] = [];
+  const settled: Envelope[] = [];
+  let now = 0;
+  const router = new SessionRouter(
+    { node: 'a', incarnation: 1, thread: 0, buckets: BUCKETS },
+    {
+      send: (node, thread, frame: RoutedFrame) => {
+        if (options.unreachable?.has(node)) throw new Error(`not connected to ${node}`);
+        sent.push({ node, thread, frame: frame as CallFrame });
+      },
+      settle: (envelope) => settled.push(envelope),
+      now: () => now,
+      log: () => undefined,
+    },
+  );
+  const tell = (id: string, n: number): void => router.send([Kind.Tell, 'T', id, 'm', [n]]);
+  const notice = (id: string, node: string, version: number, seq: number): void =>
+    router.receive([Frame.Notice, 0, 1, [activationKey('T', id), node, version, seq]]);
+  return { router, sent, settled, tell, notice, advance: (ms: number) => (now += ms) };
+}
+
+const args = (entries: { frame: CallFrame }[]): unknown[] => entries.map(({ frame }) => frame[8][0]);
+
+describe('SessionRouter', () => {
+  it('keeps calls made before the first layout, then sends them to the owner', () => {
+    const { router, sent, tell } = harness();
+    tell('s', 1);
+    expect(sent).toEqual([]);
+    router.setLayout(layout('b'));
+    expect(sent.map(({ node }) => node)).toEqual(['b']);
+    expect(sent[0]!.thread).toBe(bucketOf('s', BUCKETS) % 2);
+  });
+
+  it('goes to the owner first, then straight to where a notice says the session is', () => {
+    const { router, sent, tell, notice } = harness();
+    router.setLayout(layout('b'));
+    tell('s', 1);
+    expect(sent[0]!.node).toBe('b');
+    expect(sent[0]!.frame[11] & CallFlag.Direct).toBe(0);
+    notice('s', 'h', 1, 1);
+    tell('s', 2);
+    expect(sent[1]!.node).toBe('h');
+    expect(sent[1]!.frame[11] & CallFlag.Direct).toBe(CallFlag.Direct);
+    expect(sent.map(({ frame }) => frame[10])).toEqual([1, 2]);
+  });
+
+  it('holds calls on a path switch until every call on the old path is acknowledged', () => {
+    const { router, sent, tell, notice } = harness();
+    router.setLayout(layout('b'));
+    for (let n = 1; n <= 3; n++) tell('s', n);
+    notice('s', 'h', 1, 1);
+    tell('s', 4);
+    tell('s', 5);
+    // 2 and 3 are still on their way through the owner: 4 and 5 must not overtake them.
+    expect(args(sent)).toEqual([1, 2, 3]);
+    expect(router.stats().held).toBe(2);
+    notice('s', 'h', 1, 2);
+    expect(args(sent)).toEqual([1, 2, 3]);
+    notice('s', 'h', 1, 3);
+    expect(args(sent)).toEqual([1, 2, 3, 4, 5]);
+    expect(sent.slice(3).map(({ node }) => node)).toEqual(['h', 'h']);
+  });
+
+  it('follows a session that moved, holding until the calls forwarded by its old host are acknowledged', () => {
+    const { router, sent, tell, notice } = harness();
+    router.setLayout(layout('b'));
+    tell('s', 1);
+    notice('s', 'h', 1, 1);
+    tell('s', 2);
+    tell('s', 3);
+    // The session moved to b; h forwards 2 and 3 there, and b's notice for 2 arrives first.
+    notice('s', 'b', 2, 2);
+    tell('s', 4);
+    expect(args(sent)).toEqual([1, 2, 3]);
+    notice('s', 'b', 2, 3);
+    expect(sent.at(-1)).toMatchObject({ node: 'b' });
+    expect(args(sent)).toEqual([1, 2, 3, 4]);
+    // An older location heard late does not win.
+    notice('s', 'h', 1, 3);
+    tell('s', 5);
+    expect(sent.at(-1)).toMatchObject({ node: 'b' });
+  });
+
+  it('releases a hold whose acknowledgement never comes after its timeout', () => {
+    const { router, sent, tell, notice, advance } = harness();
+    router.setLayout(layout('b'));
+    tell('s', 1);
+    tell('s', 2);
+    notice('s', 'h', 1, 1);
+    tell('s', 3);
+    expect(args(sent)).toEqual([1, 2]);
+    advance(1999);
+    router.tick();
+    expect(args(sent)).toEqual([1, 2]);
+    advance(1);
+    router.tick();
+    expect(args(sent)).toEqual([1, 2, 3]);
+  });
+
+  it('goes back through the owner when the cached node cannot be reached, without holding', () => {
+    const unreachable = new Set<string>();
+    const { router, sent, tell, notice } = harness({ unreachable });
+    router.setLayout(layout('b'));
+    tell('s', 1);
+    notice('s', 'h', 1, 1);
+    tell('s', 2);
+    unreachable.add('h');
+    tell('s', 3);
+    expect(sent.map(({ node }) => node)).toEqual(['b', 'h', 'b']);
+    expect(sent[2]!.frame[11] & CallFlag.Direct).toBe(0);
+    expect(router.stats().rerouted).toBe(1);
+  });
+
+  it('forgets the locations on a node that is gone; calls go through the owner at once', () => {
+    const { router, sent, tell, notice } = harness();
+    router.setLayout(layout('b'));
+    tell('s', 1);
+    notice('s', 'h', 1, 1);
+    tell('s', 2);
+    router.nodeGone('h');
+    tell('s', 3);
+    expect(sent.map(({ node }) => node)).toEqual(['b', 'h', 'b']);
+  });
+
+  it('settles an ask with its result and fails one that cannot be sent anywhere', () => {
+    const { router, settled } = harness({ unreachable: new Set(['b']) });
+    router.setLayout(layout('b'));
+    router.send([Kind.Ask, 7, 0, 'T', 's', 'm', []]);
+    expect(settled[0]![0]).toBe(Kind.Failure);
+    expect(settled[0]![1]).toBe(7);
+    router.receive([Frame.Result, 0, 1, 8, true, 'value', null]);
+    expect(settled[1]).toEqual([Kind.Reply, 8, 'value']);
+  });
+});

@@ -82,6 +82,12 @@ export class SessionMigrations {
   readonly #completed = new Map<string, number>();
   #evacuateTo: ((bucket: number) => string | undefined) | undefined;
   #evacuated: (() => void) | undefined;
+  /** Where the evacuation is in this worker's groups, and what it gathered per target worker. */
+  #cursor: IterableIterator<[string, Set<string>]> | undefined;
+  readonly #gathered = new Map<string, string[]>();
+  /** Sessions with nowhere to go (no other node owns their bucket), in the last full pass and in this one. */
+  #unplaced = 0;
+  #unplacedSeen = 0;
   #migratedOut = 0;
   #migratedIn = 0;
   #failed = 0;
@@ -123,6 +129,7 @@ export class SessionMigrations {
   evacuate(targetOf: (bucket: number) => string | undefined, done: () => void): void {
     this.#evacuateTo = targetOf;
     this.#evacuated = done;
+    this.#cursor = this.#host.groups();
     this.#pump();
   }
 
@@ -178,6 +185,7 @@ export class SessionMigrations {
   // source side
 
   #start(target: string, thread: number, keys: readonly string[]): void {
+    if (keys.length === 0) return;
     const batch: OutgoingBatch = {
       batch: this.#nextBatch++,
       target,
@@ -293,50 +301,66 @@ export class SessionMigrations {
     }
   }
 
-  /** Starts evacuation batches while fewer than `maxInFlight` are moving. */
+  /**
+   * Starts evacuation batches while fewer than `maxInFlight` are moving. Groups are taken from a
+   * cursor over what this worker hosts (not rescanned per batch: 100k sessions must not cost
+   * quadratic time) and gathered per target worker until one has a full batch.
+   */
   #pump(): void {
     const targetOf = this.#evacuateTo;
     if (targetOf === undefined) return;
-    if (this.#outgoing.size >= this.#maxInFlight) return;
-    const batches = new Map<string, string[]>();
-    let room = this.#maxInFlight - this.#outgoing.size;
-    let unplaced = 0;
-    for (const [group, keys] of this.#host.groups()) {
-      const free = [...keys].filter((key) => !this.#moving.has(key));
-      if (free.length === 0) continue;
+    while (this.#outgoing.size < this.#maxInFlight) {
+      const next = this.#gather(targetOf);
+      if (next === undefined) break;
+      this.#start(next.target, next.thread, next.keys);
+    }
+    if (this.#outgoing.size > 0 || this.#gathered.size > 0) return;
+    const left = this.#host.hostedCount;
+    if (left > this.#unplaced) {
+      // Some moves were refused or aborted: try those again from the start (at the next tick, so
+      // a target that keeps refusing is not hammered).
+      if (this.#cursor === undefined) this.#cursor = this.#host.groups();
+      return;
+    }
+    if (left > 0) this.#io.log(`${left} session(s) have nowhere to go and stay here`);
+    const done = this.#evacuated;
+    this.#evacuated = undefined;
+    this.#evacuateTo = undefined;
+    this.#cursor = undefined;
+    done?.();
+  }
+
+  /** The next batch to start: a full one for some target, or (once every group was seen) any gathered one. */
+  #gather(targetOf: (bucket: number) => string | undefined): { target: string; thread: number; keys: string[] } | undefined {
+    const take = (name: string): { target: string; thread: number; keys: string[] } => {
+      const keys = this.#gathered.get(name)!.filter((key) => !this.#moving.has(key));
+      this.#gathered.delete(name);
+      const split = name.indexOf('\u0000');
+      return { target: name.slice(0, split), thread: Number(name.slice(split + 1)), keys };
+    };
+    while (this.#cursor !== undefined) {
+      const step = this.#cursor.next();
+      if (step.done === true) {
+        this.#cursor = undefined;
+        this.#unplaced = this.#unplacedSeen;
+        this.#unplacedSeen = 0;
+        break;
+      }
+      const [group, keys] = step.value;
       const bucket = bucketOf(group, this.#host.buckets);
       const target = targetOf(bucket);
       if (target === undefined || target === this.#host.node) {
-        unplaced += free.length;
+        this.#unplacedSeen += keys.size;
         continue;
       }
-      const thread = this.#router.threadFor(target, bucket);
-      const name = `${target}\u0000${thread}`;
-      let batch = batches.get(name);
-      if (batch === undefined) {
-        if (room === 0) break;
-        room--;
-        batches.set(name, (batch = []));
-      }
-      batch.push(...free);
-      if (batch.length >= this.#batchSize) {
-        this.#startNamed(name, batch);
-        batches.delete(name);
-      }
+      const name = `${target}\u0000${this.#router.threadFor(target, bucket)}`;
+      let list = this.#gathered.get(name);
+      if (list === undefined) this.#gathered.set(name, (list = []));
+      for (const key of keys) if (!this.#moving.has(key)) list.push(key);
+      if (list.length >= this.#batchSize) return take(name);
     }
-    for (const [name, keys] of batches) this.#startNamed(name, keys);
-    if (this.#outgoing.size === 0 && (this.#host.hostedCount === 0 || unplaced === this.#host.hostedCount)) {
-      if (unplaced > 0) this.#io.log(`${unplaced} session(s) have nowhere to go and stay here`);
-      const done = this.#evacuated;
-      this.#evacuated = undefined;
-      this.#evacuateTo = undefined;
-      done?.();
-    }
-  }
-
-  #startNamed(name: string, keys: string[]): void {
-    const split = name.indexOf('\u0000');
-    this.#start(name.slice(0, split), Number(name.slice(split + 1)), keys);
+    for (const name of this.#gathered.keys()) return take(name);
+    return undefined;
   }
 
   // target side

@@ -117,6 +117,7 @@ export class SessionHost {
   readonly #versions = new Map<string, number>();
   /** The keys of the sessions hosted here, by group. */
   readonly #groups = new Map<string, Set<string>>();
+  #hostedCount = 0;
   /** Sessions that left: key -> where they went, until when calls are forwarded there. */
   readonly #pointers = new Map<string, { node: string; version: number; until: number }>();
   /** Calls for buckets this worker owns whose directory is not installed yet, in arrival order. */
@@ -256,9 +257,7 @@ export class SessionHost {
   }
 
   get hostedCount(): number {
-    let count = 0;
-    for (const keys of this.#groups.values()) count += keys.size;
-    return count;
+    return this.#hostedCount;
   }
 
   /** Drops forwarding pointers whose time is up. */
@@ -464,9 +463,10 @@ export class SessionHost {
     let keys = this.#groups.get(group);
     if (hosted) {
       if (keys === undefined) this.#groups.set(group, (keys = new Set()));
+      if (!keys.has(key)) this.#hostedCount++;
       keys.add(key);
-    } else if (keys !== undefined) {
-      keys.delete(key);
+    } else if (keys !== undefined && keys.delete(key)) {
+      this.#hostedCount--;
       if (keys.size === 0) this.#groups.delete(group);
     }
   }

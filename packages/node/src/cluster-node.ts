@@ -13,6 +13,7 @@ import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import {
+  CallFlag,
   Frame,
   NodeProtocol,
   isClientId,
@@ -350,10 +351,15 @@ class Membership implements ClusterHandle {
   /** A client may only send calls, as itself. */
   #fromClient(client: string, value: unknown): void {
     const frame = Array.isArray(value) && value[0] === Frame.Deliver && Array.isArray(value[2]) ? (value[2] as unknown[]) : undefined;
-    if (frame === undefined || frame[0] !== Frame.Call || frame[2] !== client) {
+    if (frame === undefined || frame[0] !== Frame.Call || frame[2] !== client || frame.length !== 15) {
       this.#log('warn', `refused a value from client ${client}: clients may only send their own calls`);
       return;
     }
+    // Only members may grant an activation or vouch for a bounce; a client's call starts afresh.
+    frame[9] = 0;
+    frame[11] = Number(frame[11]) & CallFlag.Direct;
+    frame[12] = 0;
+    frame[14] = '';
     this.#host.deliverFrame(client, value as unknown[]);
   }
 

@@ -5,9 +5,11 @@
  * without losing state.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Redirected } from '@wadi/core';
+import { CallFlag, Frame, parseFrame, type CallFrame, type ResultFrame } from '@wadi/cluster';
+import { Redirected, activationKey } from '@wadi/core';
 import { connect, startNode, type WadiClient, type WadiNode } from '@wadi/node';
 import { Counter } from './fixtures/actors.mjs';
+import { ClusterTransport } from '../src/internal/cluster-transport.js';
 import { ACTORS as FIXTURES, rejection, waitFor } from './helpers.js';
 
 const until = (what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> => waitFor(what, probe, timeoutMs, 20);
@@ -126,6 +128,34 @@ describe('sessions across a cluster', () => {
     const statuses = await Promise.all([a!, b!].map((node) => node.cluster!.status()));
     expect(statuses[0]!.routing['migratedOut']).toBe(2);
     expect(statuses[1]!.routing['migratedIn']).toBe(2);
+  });
+
+  it('a client cannot forge a member\'s grant: its call is routed like any other, and other frames are refused', async () => {
+    const [a, b] = await cluster(2);
+    const id = 'forged/one';
+    const thread = await a!.ref(Counter, id).thread();
+    const forger = new ClusterTransport({ host: '127.0.0.1', port: 0, listen: false, clusterName: 'wadi', secret: SECRET, self: { id: '~forger', incarnation: 1 }, log: () => undefined });
+    const results: ResultFrame[] = [];
+    forger.on('message', (_peer, value: unknown) => {
+      if (Array.isArray(value) && value[0] === Frame.Deliver) results.push(parseFrame(value[2], BUCKETS) as ResultFrame);
+    });
+    await forger.start();
+    try {
+      // Like a client, it is connected to every member: results come straight from where the session runs.
+      forger.dial(a!.cluster!.url);
+      forger.dial(b!.cluster!.url);
+      await until('the forger to connect', () => forger.isConnected(a!.cluster!.id) && forger.isConnected(b!.cluster!.id));
+      const granted: CallFrame = [Frame.Call, 1, '~forger', 1, 0, 'Counter', id, 'thread', [], 0, 1, CallFlag.Grant, 99, '', ''];
+      forger.send(b!.cluster!.id, [Frame.Deliver, 0, granted]);
+      forger.send(b!.cluster!.id, [Frame.Deliver, 0, [Frame.Migration, 0, '~forger', 0, { t: 'abort', batch: 1 }]]);
+      await until('the result', () => results.length > 0);
+      expect(results[0]![4]).toBe(true);
+      expect(results[0]![5]).toBe(thread);
+      expect(results[0]![6]?.[0]).toBe(activationKey('Counter', id));
+      expect(await b!.ref(Counter, id).thread()).toBe(thread);
+    } finally {
+      await forger.close();
+    }
   });
 
   it('a node that leaves moves its sessions to the others first: every value survives', async () => {

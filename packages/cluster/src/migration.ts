@@ -35,6 +35,8 @@ export interface MigrationOptions {
   timeoutMs?: number;
   /** The first batch number of this worker: distinct per worker incarnation. */
   firstBatch?: number;
+  /** Encoded state per offer at most (default 4 MiB, well within a 16 MiB frame); a larger session cannot move. */
+  maxOfferBytes?: number;
 }
 
 interface Moving {
@@ -73,7 +75,10 @@ export class SessionMigrations {
   readonly #batchSize: number;
   readonly #maxInFlight: number;
   readonly #timeoutMs: number;
+  readonly #maxOfferBytes: number;
   #nextBatch: number;
+  /** Sessions that can never move (their state does not encode, or is too large): an evacuation leaves them. */
+  readonly #stuck = new Set<string>();
   readonly #outgoing = new Map<number, OutgoingBatch>();
   /** Session key -> the outgoing batch that moves it. */
   readonly #moving = new Map<string, OutgoingBatch>();
@@ -101,6 +106,7 @@ export class SessionMigrations {
     this.#maxInFlight = options.maxInFlight ?? 4;
     this.#timeoutMs = options.timeoutMs ?? 5000;
     this.#nextBatch = options.firstBatch ?? 1;
+    this.#maxOfferBytes = options.maxOfferBytes ?? 4 * 1024 * 1024;
   }
 
   isMigrating(key: string): boolean {
@@ -117,7 +123,7 @@ export class SessionMigrations {
 
   /** Moves the group of session `id` hosted here to node `target` (the `migrate` routing policy). */
   migrateGroup(id: string, target: string): void {
-    const keys = this.#host.groupKeys(id).filter((key) => !this.#moving.has(key));
+    const keys = this.#host.groupKeys(id).filter((key) => !this.#moving.has(key) && !this.#stuck.has(key));
     if (keys.length === 0 || target === this.#host.node) return;
     this.#start(target, this.#router.threadFor(target, bucketOf(id, this.#host.buckets)), keys);
   }
@@ -218,15 +224,35 @@ export class SessionMigrations {
 
   #offer(batch: OutgoingBatch): void {
     const sessions: MigratingSession[] = [];
+    let bytes = 0;
+    const stay = (key: string, moving: Moving): void => {
+      this.#system.thaw(moving.type, moving.id);
+      batch.sessions.delete(key);
+      this.#moving.delete(key);
+    };
     for (const [key, moving] of [...batch.sessions]) {
+      let state: Uint8Array;
       try {
-        sessions.push([moving.type, moving.id, moving.version, this.#system.frozenState(moving.type, moving.id)]);
+        state = this.#system.frozenState(moving.type, moving.id);
       } catch (error) {
         this.#io.log(`${moving.type} '${moving.id}' cannot move (its state does not encode: ${(error as Error).message}); it stays here`);
-        this.#system.thaw(moving.type, moving.id);
-        batch.sessions.delete(key);
-        this.#moving.delete(key);
+        this.#stuck.add(key);
+        stay(key, moving);
+        continue;
       }
+      if (state.byteLength > this.#maxOfferBytes) {
+        this.#io.log(`${moving.type} '${moving.id}' cannot move: its state (${state.byteLength} bytes) is larger than one message may be; it stays here`);
+        this.#stuck.add(key);
+        stay(key, moving);
+        continue;
+      }
+      // One offer stays well within a frame; whatever does not fit goes in a later batch.
+      if (bytes + state.byteLength > this.#maxOfferBytes) {
+        stay(key, moving);
+        continue;
+      }
+      bytes += state.byteLength;
+      sessions.push([moving.type, moving.id, moving.version, state]);
     }
     if (sessions.length === 0) return this.#finish(batch);
     batch.phase = 'offered';
@@ -349,14 +375,17 @@ export class SessionMigrations {
       const [group, keys] = step.value;
       const bucket = bucketOf(group, this.#host.buckets);
       const target = targetOf(bucket);
+      let movable = 0;
+      for (const key of keys) if (!this.#stuck.has(key)) movable++;
+      this.#unplacedSeen += keys.size - movable;
       if (target === undefined || target === this.#host.node) {
-        this.#unplacedSeen += keys.size;
+        this.#unplacedSeen += movable;
         continue;
       }
       const name = `${target}\u0000${this.#router.threadFor(target, bucket)}`;
       let list = this.#gathered.get(name);
       if (list === undefined) this.#gathered.set(name, (list = []));
-      for (const key of keys) if (!this.#moving.has(key)) list.push(key);
+      for (const key of keys) if (!this.#moving.has(key) && !this.#stuck.has(key)) list.push(key);
       if (list.length >= this.#batchSize) return take(name);
     }
     for (const name of this.#gathered.keys()) return take(name);

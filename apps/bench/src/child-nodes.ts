@@ -28,7 +28,7 @@ export class ChildNode implements Member {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   gone = false;
   readonly #child: ChildProcess;
-  readonly #output: string[] = [];
+  readonly #output: string[];
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
 

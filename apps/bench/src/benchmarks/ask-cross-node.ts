@@ -13,7 +13,11 @@
  * - pipelined: `DEFAULT_ECHO_WINDOW` asks in flight over SESSIONS sessions, a new one as each
  *   completes, against the echo with as many WebSocket messages in flight, one per message. The
  *   transport batches what a tick sends to one peer into one frame; the echo does not.
- * - latency: one ask at a time to one session, against one echo round trip at a time.
+ * - latency: one ask at a time to one session, against one echo round trip at a time. The ask
+ *   wakes four threads per round trip (B's main thread, B's worker, B's main thread, A) where the
+ *   echo wakes two, and on a VM a wake-up costs as much as the work: an echo that passes each
+ *   message through a worker thread and back, with no wadi code at all, already takes 1.65-1.8x
+ *   the plain echo on the 2-core VM these figures were first taken on, so that is the floor.
  *
  * Issue targets: pipelined ratio >= 1.0 (higher better); latency ratio <= 2.0 (lower better).
  */

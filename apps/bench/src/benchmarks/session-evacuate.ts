@@ -14,7 +14,7 @@
  * on error.
  */
 import { ChildNode, killChildNodes, settled } from '../child-nodes.js';
-import { median, result, type BenchResult, type Benchmark } from '../harness.js';
+import { median, result, type Benchmark } from '../harness.js';
 
 const SECRET = 'wadi-bench-evacuate-secret';
 const BUCKETS = 1024;

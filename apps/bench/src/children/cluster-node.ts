@@ -1,6 +1,6 @@
 /**
- * Child process for the cluster benchmarks: one cluster member (`startNode`, the bench's session
- * actor, one worker unless told otherwise) that the bench drives over the IPC channel. It exists
+ * Child process for the cluster benchmarks: one cluster member (`startNode` with the bench's
+ * session actor, as many workers as the config says) that the bench drives over IPC. It exists
  * because sessions are placed on their first caller's node: to have sessions live on this node,
  * this node's own main thread must call them first (`create`).
  *
@@ -12,6 +12,7 @@
  */
 import { startNode, type WadiNode } from '@wadi/node';
 import { SESSION_MODULE, Session } from '../benchmarks/session.js';
+import { pipelined } from '../child-nodes.js';
 
 export interface ChildNodeConfig {
   seeds: string[];
@@ -42,31 +43,13 @@ try {
     actors: [SESSION_MODULE],
     workers: config.workers,
     buckets: config.buckets,
-    cluster: { port: 0, seeds: config.seeds, secret: config.secret, log: (level, message) => (level === 'info' ? undefined : console.error(`${level}: ${message}`)) },
+    cluster: { port: 0, seeds: config.seeds, secret: config.secret, log: (level, message) => (level === 'info' ? undefined : console.error(`${new Date().toISOString()} ${level}: ${message}`)) },
   });
 } catch (error) {
   send({ failed: String(error) });
   process.exit(1);
 }
 const cluster = node.cluster!;
-
-/** Runs `call(i)` for i in [0, count), keeping `window` in flight. */
-function pipelined(count: number, window: number, call: (i: number) => Promise<unknown>): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (count <= 0) return resolve();
-    let sent = 0;
-    let done = 0;
-    const next = (): void => {
-      const i = sent++;
-      call(i).then(() => {
-        done++;
-        if (sent < count) next();
-        else if (done === count) resolve();
-      }, reject);
-    };
-    while (sent < Math.min(window, count)) next();
-  });
-}
 
 async function handle(request: ChildRequest): Promise<unknown> {
   switch (request.op) {
@@ -100,7 +83,8 @@ process.on('SIGTERM', () => {
     },
   );
 });
-// Without the bench, nothing would ever stop this process: leave at once if the IPC channel goes.
-process.on('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+// Without the bench nothing would ever stop this process, and nobody needs a graceful leave from
+// a benchmark's cluster: exit at once if the IPC channel goes.
+process.on('disconnect', () => process.exit(1));
 
 send({ ready: { id: cluster.id, url: cluster.url } });

@@ -4,13 +4,20 @@
  * many more random schedules than CI runs.
  *
  *   wadi-sim replay '<schedule json>' | <file.json>   [--trace N]
- *   wadi-sim soak [--runs N] [--minutes M] [--seed S] [--steps N] [--lossy]
+ *   wadi-sim soak [--runs N] [--minutes M] [--seed S] [--steps N] [--lossy] [--no-calls] [--no-shortcut]
+ *   wadi-sim soak --sessions [--runs N] ... [--lossy] [--no-pauses] [--no-rejoins] [--no-shortcut]
+ *
+ * The fault schedules call and migrate real sessions too (`--no-calls`: only the protocol).
+ * `--sessions` soaks the session properties instead (calls, migrations, joins, graceful leaves,
+ * short pauses: no message lost or applied twice); `--lossy` then loses, duplicates and reorders
+ * protocol messages but resets no connection. `--no-shortcut`: workers route calls to the
+ * sessions they host through their router (see `SimulationOptions.localShortcut`).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { LOSSY_NETWORK, scheduleArbitrary } from './arbitraries.js';
+import { LOSSY_NETWORK, LOSSY_PROTOCOL, scheduleArbitrary, sessionScheduleArbitrary } from './arbitraries.js';
 import { describeFailure, runSchedule } from './run.js';
 import { parseSchedule, type Schedule } from './schedule.js';
 
@@ -27,14 +34,15 @@ function integerFlag(args: string[], name: string, fallback: number): number {
   return value;
 }
 
-function replay(args: string[]): number {
+async function replay(args: string[]): Promise<number> {
   const source = args.find((arg, index) => !arg.startsWith('--') && (index === 0 || !args[index - 1]!.startsWith('--')));
   if (source === undefined) throw new TypeError("replay needs a schedule: '<json>' or a file");
   const text = source.trim().startsWith('{') ? source : readFileSync(source, 'utf8');
   const schedule = parseSchedule(JSON.parse(text));
-  const result = runSchedule(schedule);
+  const result = await runSchedule(schedule);
   console.log(result.simulation.trace.format(integerFlag(args, 'trace', 200)));
   console.log(`\ndigest ${result.digest}; ${result.simulation.now / 1000} simulated seconds; settled ${result.settledAfterMs === undefined ? 'never' : `after ${result.settledAfterMs} ms`}`);
+  if (result.sessions !== undefined) console.log(`sessions: ${JSON.stringify(result.sessions)}`);
   if (result.violations.length === 0) {
     console.log('no violations');
     return 0;
@@ -43,18 +51,23 @@ function replay(args: string[]): number {
   return 1;
 }
 
-function soak(args: string[]): number {
+async function soak(args: string[]): Promise<number> {
   const runs = integerFlag(args, 'runs', 2000);
   const minutes = integerFlag(args, 'minutes', 0);
   const seed = integerFlag(args, 'seed', Date.now() % 0x7fffffff);
   const maxSteps = integerFlag(args, 'steps', 60);
   const lossy = args.includes('--lossy');
+  const sessions = args.includes('--sessions');
+  const options = args.includes('--no-shortcut') ? { options: { localShortcut: false } } : {};
+  const arbitrary = sessions
+    ? sessionScheduleArbitrary({ maxSteps, ...options, ...(lossy ? { faults: LOSSY_PROTOCOL } : {}), pauses: !args.includes('--no-pauses'), rejoins: !args.includes('--no-rejoins') })
+    : scheduleArbitrary({ maxSteps, ...options, ...(lossy ? { faults: LOSSY_NETWORK } : {}), calls: !args.includes('--no-calls') });
   const started = Date.now();
   let failure: Schedule | undefined;
-  console.log(`soak: up to ${runs} schedules${minutes > 0 ? ` or ${minutes} min` : ''}, fast-check seed ${seed}`);
-  const details = fc.check(
-    fc.property(scheduleArbitrary({ maxSteps, ...(lossy ? { faults: LOSSY_NETWORK } : {}) }), (schedule) => {
-      const result = runSchedule(schedule);
+  console.log(`soak: up to ${runs} ${sessions ? 'session' : 'fault'} schedules${minutes > 0 ? ` or ${minutes} min` : ''}, fast-check seed ${seed}`);
+  const details = await fc.check(
+    fc.asyncProperty(arbitrary, async (schedule) => {
+      const result = await runSchedule(schedule);
       if (result.violations.length > 0) {
         failure = schedule;
         return false;
@@ -71,18 +84,18 @@ function soak(args: string[]): number {
   const shrunk = (details.counterexample?.[0] as Schedule | undefined) ?? failure!;
   const file = join(tmpdir(), `wadi-sim-${shrunk.options.seed}.json`);
   writeFileSync(file, JSON.stringify(shrunk, null, 1));
-  console.log(describeFailure(shrunk, runSchedule(shrunk)));
+  console.log(describeFailure(shrunk, await runSchedule(shrunk)));
   console.log(`\nsoak: failed after ${details.numRuns} schedules in ${seconds} s; schedule saved to ${file} (pnpm sim:replay ${file})`);
   return 1;
 }
 
 const [command, ...rest] = process.argv.slice(2);
 try {
-  if (command === 'replay') process.exitCode = replay(rest);
-  else if (command === 'soak') process.exitCode = soak(rest);
+  if (command === 'replay') process.exitCode = await replay(rest);
+  else if (command === 'soak') process.exitCode = await soak(rest);
   else {
     console.log(command === undefined || command === '--help' ? '' : `unknown command '${command}'\n`);
-    console.log("usage: wadi-sim replay '<schedule json>' | <file.json> [--trace N]\n       wadi-sim soak [--runs N] [--minutes M] [--seed S] [--steps N] [--lossy]");
+    console.log("usage: wadi-sim replay '<schedule json>' | <file.json> [--trace N]\n       wadi-sim soak [--sessions] [--runs N] [--minutes M] [--seed S] [--steps N] [--lossy] [--no-calls] [--no-pauses] [--no-rejoins] [--no-shortcut]");
     process.exitCode = command === undefined || command === '--help' ? 0 : 2;
   }
 } catch (error) {

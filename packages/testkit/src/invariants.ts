@@ -13,11 +13,14 @@
  *
  * `convergence` lists what keeps a settled cluster from its end state: every running node a
  * member, all agreeing on one layout of exactly the running nodes, balanced, no handoff pending,
- * and every session's directory entry pointing where the session really is (and no entry for a
- * session that is gone).
+ * every session's directory entry pointing where the session really is (and no entry for a
+ * session that is gone), and no session hosted twice. For abstract sessions, where they are is
+ * what the simulation's model says; for real ones (`Log` actors), where the nodes' actor systems
+ * host them, which must be one place each.
  */
 import { minimumMoves, ownedCounts, validateLayout, type ClusterMessage, type Layout } from '@wadi/cluster';
 import { activationKey, bucketOf } from '@wadi/core';
+import { LOG_TYPE } from './sessions.js';
 import { SESSION_TYPE } from './sim-node.js';
 import type { Simulation } from './simulation.js';
 
@@ -155,6 +158,8 @@ export class SafetyMonitor {
 /** What keeps the simulated cluster from having converged (empty when it has). */
 export function convergence(simulation: Simulation): string[] {
   const problems: string[] = [];
+  // A node that stopped without completing a leave is restarted by its supervisor once the faults stop.
+  for (const [id, node] of simulation.nodes) if (!node.running && !simulation.left.has(id)) problems.push(`${id} is down`);
   const running = simulation.running();
   if (running.length === 0) return problems;
   for (const node of running) {
@@ -189,6 +194,22 @@ function directoryProblems(simulation: Simulation, layout: Layout): string[] {
     let entries = expected.get(bucket);
     if (entries === undefined) expected.set(bucket, (entries = new Map()));
     entries.set(activationKey(SESSION_TYPE, id), `${place.node}/${place.worker}`);
+  }
+  // Real sessions are where the actor systems host them (a second copy is reported below).
+  const real = new Map<string, string>();
+  for (const node of simulation.running()) {
+    for (const { id, worker } of node.realSessions()) {
+      const place = `${node.id}/${worker}`;
+      if (real.has(id)) {
+        problems.push(`session ${id} is hosted twice: on ${real.get(id)} and on ${place}`);
+        continue;
+      }
+      real.set(id, place);
+      const bucket = bucketOf(id, buckets);
+      let entries = expected.get(bucket);
+      if (entries === undefined) expected.set(bucket, (entries = new Map()));
+      entries.set(activationKey(LOG_TYPE, id), place);
+    }
   }
   for (let bucket = 0; bucket < buckets; bucket++) {
     const owner = simulation.node(layout.members[layout.owners[bucket]!]!.id)!;

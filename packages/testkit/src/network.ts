@@ -168,8 +168,9 @@ export class SimNetwork {
   #schedule(key: string, connection: Connection, from: string, toA: boolean, payload: unknown, lossy: boolean): void {
     let at = this.#clock() + this.#linkLatency(key) + this.#random.int(this.faults.jitterMs + 1);
     if (!(lossy && this.faults.reorder)) at = Math.max(at, toA ? connection.lastAtToA : connection.lastAtToB);
-    if (toA) connection.lastAtToA = at;
-    else connection.lastAtToB = at;
+    // A message that may overtake others must not let a later in-order one overtake those too.
+    if (toA) connection.lastAtToA = Math.max(connection.lastAtToA, at);
+    else connection.lastAtToB = Math.max(connection.lastAtToB, at);
     this.#queue.push(at, () => {
       if (!connection.open || this.#connections.get(key) !== connection) return;
       if (toA) connection.heardByA = this.#clock();

@@ -1,9 +1,11 @@
 /**
  * Runs a schedule from start to settled end and reports what it broke: the one entry point the
  * property tests, the replay command and the soak share, so a printed schedule replays exactly.
+ * A schedule that called real sessions is checked for what they applied too (`checkSessions`).
  */
 import type { Violation } from './invariants.js';
-import type { Schedule } from './schedule.js';
+import { losesCalls, type Schedule } from './schedule.js';
+import { checkSessions, type SessionReport } from './session-check.js';
 import { Simulation } from './simulation.js';
 
 export interface RunResult {
@@ -13,6 +15,8 @@ export interface RunResult {
   digest: string;
   /** Simulated time from the end of the schedule until the cluster converged (undefined: it did not). */
   settledAfterMs: number | undefined;
+  /** What the session checks covered (undefined: no real session was called, or the cluster never settled). */
+  sessions: SessionReport | undefined;
 }
 
 export interface RunOptions {
@@ -20,11 +24,12 @@ export interface RunOptions {
   settleLimitMs?: number;
 }
 
-export function runSchedule(schedule: Schedule, options: RunOptions = {}): RunResult {
+export async function runSchedule(schedule: Schedule, options: RunOptions = {}): Promise<RunResult> {
   const simulation = new Simulation(schedule.options);
-  for (const step of schedule.steps) simulation.apply(step);
-  const settledAfterMs = simulation.settle(options.settleLimitMs);
-  return { simulation, violations: simulation.violations, digest: simulation.trace.digest, settledAfterMs };
+  for (const step of schedule.steps) await simulation.apply(step);
+  const settledAfterMs = await simulation.settle(options.settleLimitMs);
+  const sessions = simulation.ledger.used && settledAfterMs !== undefined ? await checkSessions(simulation, { lossless: !losesCalls(schedule) && !simulation.sessionsLost }) : undefined;
+  return { simulation, violations: simulation.violations, digest: simulation.trace.digest, settledAfterMs, sessions };
 }
 
 /** A failure report a person can act on: what broke, the trace around it, and how to replay it. */

@@ -2,14 +2,22 @@
  * A fault schedule: the plain-data script of a simulated run (what happens, in order), which with
  * the seed determines the run completely. Properties generate and shrink schedules; a failing one
  * is printed as JSON and replayed from it.
+ *
+ * Two kinds of sessions: abstract ones (`create`, `move`, `destroy`: directory entries the model
+ * moves itself) and real ones (`call`, `migrate`: `Log` actors the nodes' session routers, hosts
+ * and migrations move; see sessions.ts).
  */
 import type { ClusterTimings } from '@wadi/cluster';
 import type { LinkFaults } from './network.js';
+import { sessionName } from './sessions.js';
 
 export type Step =
   /** Starts node `node`: it joins the first time, and restarts as a new incarnation with its disk after that. */
   | { op: 'start'; node: string }
-  /** Graceful leave: the node's sessions move to the other members first, as an evacuation does. */
+  /**
+   * Graceful leave: the node's abstract sessions move to the other members at once (the model's
+   * evacuation); its real ones move once it owns no bucket (its workers evacuate them); then it exits.
+   */
   | { op: 'leave'; node: string }
   /** The process dies at once (SIGKILL): its memory and sessions are gone, its disk stays. */
   | { op: 'crash'; node: string }
@@ -25,6 +33,14 @@ export type Step =
   /** Moves the session chosen by `pick` (an index into the sessions, modulo their number) to `to`. */
   | { op: 'move'; pick: number; to: string }
   | { op: 'destroy'; pick: number }
+  /**
+   * `count` messages (asks and tells) from thread `thread` of `node` (a worker index, or -2 for the
+   * main thread) to real session `session` (an index into a pool of 8, see `sessionName`), one
+   * every `everyMs` (default 0: all at once). Each sender numbers its messages to a session 1, 2, 3...
+   */
+  | { op: 'call'; node: string; thread: number; session: number; count: number; everyMs?: number }
+  /** One ask with the `migrate` routing policy from thread `thread` of `node`: the session (and its group) moves there. */
+  | { op: 'migrate'; node: string; thread: number; session: number }
   /** Lets simulated time pass. */
   | { op: 'run'; ms: number };
 
@@ -41,6 +57,16 @@ export interface SimulationOptions {
   tickMs?: number;
   handoffTimeoutMs?: number;
   maxHandoffs?: number;
+  /** Ask deadline of the nodes' actor systems (ms, default 30 s as in a real node). */
+  askTimeoutMs?: number;
+  /**
+   * Whether a worker delivers a call to a session it hosts itself straight to its actor system,
+   * as packages/node's worker.ts does (default true); false sends it through the worker's session
+   * router like any other call.
+   */
+  localShortcut?: boolean;
+  /** Traces every session frame a thread receives (long traces, for debugging a failure). */
+  traceFrames?: boolean;
 }
 
 export interface Schedule {
@@ -48,7 +74,7 @@ export interface Schedule {
   steps: Step[];
 }
 
-const OPS = new Set(['start', 'leave', 'crash', 'pause', 'partition', 'cut', 'heal', 'create', 'move', 'destroy', 'run']);
+const OPS = new Set(['start', 'leave', 'crash', 'pause', 'partition', 'cut', 'heal', 'create', 'move', 'destroy', 'call', 'migrate', 'run']);
 
 /** Checks a schedule read from a file or the command line; throws naming what is wrong. */
 export function parseSchedule(value: unknown): Schedule {
@@ -86,7 +112,26 @@ export function describeStep(step: Step): string {
       return `move session #${step.pick} to ${step.to}`;
     case 'destroy':
       return `destroy session #${step.pick}`;
+    case 'call':
+      return `call ${sessionName(step.session)} ${step.count}x from ${step.node}/${threadName(step.thread)}${step.everyMs ? ` every ${step.everyMs} ms` : ''}`;
+    case 'migrate':
+      return `migrate ${sessionName(step.session)} to ${step.node}/${threadName(step.thread)}`;
     case 'run':
       return `run ${step.ms} ms`;
   }
+}
+
+function threadName(thread: number): string {
+  return thread >= 0 ? String(thread) : 'main';
+}
+
+/**
+ * Whether a schedule can lose calls: only crashes, partitions, one-way cuts, pauses long enough
+ * for a connection to be given up (2 s) and connection resets break the connections frames travel
+ * on. Without them (migrations, handoffs, joins, graceful leaves, short pauses, and the loss,
+ * duplication and reordering of protocol messages), every message must be applied exactly once.
+ */
+export function losesCalls(schedule: Schedule): boolean {
+  if ((schedule.options.faults?.reset ?? 0) > 0) return true;
+  return schedule.steps.some((step) => step.op === 'crash' || step.op === 'partition' || step.op === 'cut' || (step.op === 'pause' && step.ms >= 1500));
 }

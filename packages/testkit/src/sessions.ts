@@ -9,18 +9,9 @@
  * said, and every application as it happens; the latter flags a duplicate or an out-of-order
  * application the moment it happens.
  *
- * `checkSessions`, once a run has settled:
- * - waits until every sent message was applied or its ask failed (or a deadline passes);
- * - probes: every thread of every running node asks every session twice (the first warms its
- *   location cache); the second round must take at most 2 node-to-node hops per call and every
- *   probe must be answered;
- * - reads every session's state from the node hosting it, and checks: exactly one activation of
- *   each session across the nodes; per sender, each message applied at most once and in the order
- *   sent; and, when the schedule cannot lose calls (no crash, partition, cut, long pause or
- *   connection reset: migrations, handoffs, joins and graceful leaves only), every message of a
- *   sender still running applied exactly once and every ask answered with what was applied.
+ * What is checked about them once a run settled is in session-check.ts.
  */
-import { defineActor, type ActorDef, type Handlers } from '@wadi/core';
+import { defineActor, type ActorDef, type Handlers, type RoutingPolicy } from '@wadi/core';
 
 export const LOG_TYPE = 'Log';
 
@@ -67,8 +58,10 @@ export interface SentMessage {
   session: string;
   n: number;
   ask: boolean;
-  routing: '' | 'migrate' | 'proxy';
+  routing: RoutingPolicy | '';
   sentAt: number;
+  /** Its sender's node was a member of the layout it had committed when it sent it (not joining, not gone). */
+  member: boolean;
   /** For an ask: its outcome once known. */
   outcome: 'ok' | 'failed' | undefined;
   reply: unknown;
@@ -105,13 +98,13 @@ export class CallLedger {
   }
 
   /** Records a message about to be sent; returns it (its `n` is the sender's next for the session). */
-  send(sender: LedgerSender, session: string, ask: boolean, routing: SentMessage['routing'], at: number): SentMessage {
+  send(sender: LedgerSender, session: string, ask: boolean, routing: SentMessage['routing'], at: number, member: boolean): SentMessage {
     this.senders.set(sender.key, sender);
     let bySender = this.sent.get(session);
     if (bySender === undefined) this.sent.set(session, (bySender = new Map()));
     let list = bySender.get(sender.key);
     if (list === undefined) bySender.set(sender.key, (list = []));
-    const message: SentMessage = { sender: sender.key, session, n: list.length + 1, ask, routing, sentAt: at, outcome: undefined, reply: undefined, applied: 0 };
+    const message: SentMessage = { sender: sender.key, session, n: list.length + 1, ask, routing, sentAt: at, member, outcome: undefined, reply: undefined, applied: 0 };
     list.push(message);
     if (ask) this.asks++;
     else this.tells++;
@@ -143,18 +136,18 @@ export class CallLedger {
    * A session applied a message; returns what is wrong with that (undefined when nothing is): a
    * message applied twice, or after one its sender sent after it.
    */
-  applied(session: string, sender: string, n: number): string | undefined {
+  applied(session: string, sender: string, n: number): { property: string; detail: string } | undefined {
     this.applications++;
     const message = this.message(session, sender, n);
-    if (message === undefined) return `${session} applied ${sender} #${n}, which was never sent`;
+    if (message === undefined) return { property: 'no duplicate', detail: `${session} applied ${sender} #${n}, which was never sent` };
     message.applied++;
     if (message.applied === 1 && !message.ask && message.outcome === undefined) this.#unresolved--;
     let highest = this.#highest.get(session);
     if (highest === undefined) this.#highest.set(session, (highest = new Map()));
     const before = highest.get(sender) ?? 0;
     highest.set(sender, Math.max(before, n));
-    if (message.applied > 1) return `${session} applied ${sender} #${n} a second time`;
-    if (n < before) return `${session} applied ${sender} #${n} after #${before}`;
+    if (message.applied > 1) return { property: 'no duplicate', detail: `${session} applied ${sender} #${n} a second time` };
+    if (n < before) return { property: 'per-sender order', detail: `${session} applied ${sender} #${n} after #${before}` };
     return undefined;
   }
 

@@ -72,8 +72,6 @@ export interface SimNodeObserver {
   sent(node: SimNode, to: string, message: ClusterMessage): void;
   persisted(node: SimNode, state: PersistedClusterState): void;
   exited(node: SimNode, why: 'removed' | 'left', reason: string): void;
-  /** The node is leaving and owns no bucket any more: its abstract sessions move now (its real ones evacuate). */
-  evacuating(node: SimNode, layout: Layout): void;
   /** A real session on `node`/`worker` applied a message. */
   applied(node: SimNode, worker: number, session: string, sender: string, n: number, position: number): void;
   /** Something ran that may have queued microtasks (actor turns, promise callbacks): the run loop drains them. */
@@ -92,6 +90,10 @@ export interface SimNodeOptions {
   maxHandoffs?: number;
   /** Ask deadline of the node's actor systems (default 30 s, as in a real node). */
   askTimeoutMs?: number;
+  /** A worker delivers calls to sessions it hosts without its router, as worker.ts does (default true). */
+  localShortcut?: boolean;
+  /** Traces every session frame as a thread receives it (for debugging: long traces). */
+  traceFrames?: boolean;
 }
 
 /** An abstract session as the simulated node hosts it. */
@@ -125,6 +127,8 @@ export interface SimMainThread {
 export const SESSION_TYPE = 'Session';
 /** Request ids and migration batch numbers of one incarnation start at incarnation * this. */
 const ID_SPAN = 10_000_000;
+/** How long a departed member's connection is kept for what is still in flight (ms, as cluster-node.ts). */
+const FORGET_AFTER_MS = 3000;
 /** How often the routers and hosts tick (ms), as the workers' interval does. */
 const ROUTING_TICK_MS = 250;
 const resolved = Promise.resolve();
@@ -165,6 +169,11 @@ export class SimNode implements NetworkEndpoint {
   /** Time of the last call between this node's threads, so they stay in order. */
   #threadHopAt = 0;
   #routingTickAt = -Infinity;
+  readonly #traceFrames: boolean;
+  /** Peers to forget once FORGET_AFTER_MS passed (unless dialed again meanwhile). */
+  readonly #forgetting = new Map<string, object>();
+  /** When the last session frame from another node arrived: a node that left exits once they stop. */
+  lastFrameAt = 0;
   /** Whether any session frame or call went through this node (its routers and hosts then tick). */
   #routing = false;
 
@@ -176,6 +185,7 @@ export class SimNode implements NetworkEndpoint {
     this.#observer = observer;
     this.#network = network;
     this.#queue = queue;
+    this.#traceFrames = options.traceFrames === true;
     const scheduler = new VirtualScheduler(queue, {
       now: () => observer.now(),
       whenAwake: (event) =>
@@ -238,7 +248,10 @@ export class SimNode implements NetworkEndpoint {
   deliver(from: string, payload: unknown): void {
     this.#whenAwake(() => {
       const { kind, value } = payload as { kind: 'cluster' | 'update' | 'frame'; value: unknown };
-      if (kind === 'frame') return this.#fromNode(from, value);
+      if (kind === 'frame') {
+        this.lastFrameAt = this.#observer.now();
+        return this.#fromNode(from, value);
+      }
       if (kind === 'update') return this.protocol.receiveUpdate(from, structuredClone(value) as Envelope);
       let message: ClusterMessage;
       try {
@@ -388,13 +401,13 @@ export class SimNode implements NetworkEndpoint {
     const sendFrame = (node: string, thread: number, frame: RoutedFrame): void => this.#workerSend(index, node, thread, frame);
     const routingLog = (message: string): void => observer.trace(this.id, 'routing', `${index}: ${message}`);
     let worker: SimWorker;
-    const system = new ActorSystem({
+    const system: ActorSystem = new ActorSystem({
       registry,
       scheduler,
       selfIndex: index,
       firstRequestId: firstId,
       askTimeoutMs,
-      router: { route: (def, id, key) => (system.hosts(key, def.name, id) ? LOCAL : ROUTED) },
+      router: { route: (def, id, key): number => (options.localShortcut !== false && system.hosts(key, def.name, id) ? LOCAL : ROUTED) },
       transport: {
         send: (destination, envelope) => {
           if (destination !== ROUTED) throw new Unavailable(`the simulation links no worker to destination ${destination}`);
@@ -480,6 +493,7 @@ export class SimNode implements NetworkEndpoint {
   #deliverFrame(thread: number, frame: RoutedFrame): void {
     const worker = this.threads[thread];
     if (worker === undefined) return;
+    if (this.#traceFrames) this.#observer.trace(this.id, 'frame', `${thread}: ${describeFrame(frame)}`);
     if (frame[0] === Frame.Call || frame[0] === Frame.Migration) worker.host.receive(frame);
     else worker.router.receive(frame);
   }
@@ -496,6 +510,7 @@ export class SimNode implements NetworkEndpoint {
   #mainLocal(thread: number, frame: RoutedFrame): void {
     if (thread === MAIN_THREAD) {
       if (frame[0] !== Frame.Result && frame[0] !== Frame.Notice) throw new Unavailable('the main thread hosts no sessions');
+      if (this.#traceFrames) this.#observer.trace(this.id, 'frame', `main: ${describeFrame(frame)}`);
       this.main.router.receive(frame);
       return;
     }
@@ -506,6 +521,7 @@ export class SimNode implements NetworkEndpoint {
 
   /** MainRouting.fromWorker. */
   #mainFromWorker(node: string, thread: number, frame: RoutedFrame): void {
+    if (this.#traceFrames) this.#observer.trace(this.id, 'frame', `main, for ${node}/${thread}: ${describeFrame(frame)}`);
     try {
       this.#mainSend(node, thread, frame);
     } catch (error) {
@@ -539,6 +555,7 @@ export class SimNode implements NetworkEndpoint {
 
   /** MainRouting's undeliverable frame: a call tries its bucket's owner, or fails back to its caller. */
   #undeliverable(node: string, frame: RoutedFrame, error: unknown): void {
+    if (this.#traceFrames) this.#observer.trace(this.id, 'frame', `main: undeliverable to ${node} (${(error as Error).message}): ${describeFrame(frame)}`);
     if (frame[0] !== Frame.Call) return;
     const bucket = bucketOf(frame[6], this.workers[0]!.buckets);
     const owner = this.main.router.ownerOf(bucket);
@@ -575,8 +592,23 @@ export class SimNode implements NetworkEndpoint {
       sendUpdate: (to, update) => {
         if (!this.#send(to, 'update', update)) throw new Error(`not connected to ${to}`);
       },
-      dial: (url) => void this.dialing.add(idOfUrl(url)),
-      forget: (url) => void this.dialing.delete(idOfUrl(url)),
+      dial: (url) => {
+        this.#forgetting.delete(idOfUrl(url));
+        this.dialing.add(idOfUrl(url));
+      },
+      // As a real node does: a member that left may still forward calls that were on their way
+      // to it, and results are still on their way out, so its connection is kept a while.
+      forget: (url) => {
+        const id = idOfUrl(url);
+        if (this.#forgetting.has(id)) return;
+        const token = {};
+        this.#forgetting.set(id, token);
+        this.#queue.push(this.#observer.now() + FORGET_AFTER_MS, () => {
+          if (this.#forgetting.get(id) !== token) return;
+          this.#forgetting.delete(id);
+          this.dialing.delete(id);
+        });
+      },
       persist: (state) => {
         this.disk = structuredClone(state);
         observer.persisted(this, state);
@@ -635,16 +667,35 @@ export class SimNode implements NetworkEndpoint {
         });
       },
       resync: (buckets) => this.#onThreads(() => this.workers.forEach((host) => host.resync(buckets))),
-      // The abstract sessions move in the simulation's model; the real ones evacuate (each worker's
-      // `SessionMigrations`, to the owner of their bucket), and the leave completes once they all did.
-      evacuate: (layout, done) =>
+      // The real sessions evacuate (each worker's `SessionMigrations`, to the owner of their
+      // bucket), and the leave completes once they all did; the abstract ones moved in the
+      // simulation's model at the leave step.
+      evacuate: (_layout, done) =>
         this.#onThreads(() => {
           this.#observer.touch();
-          this.#observer.evacuating(this, layout);
           let evacuating = this.threads.length;
           const evacuated = (): void => this.#onThreads(() => void (--evacuating === 0 && done()));
           for (const thread of this.threads) thread.host.migrations.evacuate((bucket) => thread.router.ownerOf(bucket), evacuated);
         }),
     };
+  }
+}
+
+/** A session frame in a trace line. */
+export function describeFrame(frame: RoutedFrame): string {
+  switch (frame[0]) {
+    case Frame.Call: {
+      const flags = [frame[11] & CallFlag.Direct ? 'direct' : '', frame[11] & CallFlag.Grant ? `grant v${frame[12]}` : '', frame[11] & CallFlag.Bounced ? `bounced by ${frame[14]}` : ''].filter((flag) => flag !== '');
+      return `call ${frame[1] === 0 ? 'tell' : `ask ${frame[1]}`} ${frame[6]}.${frame[7]}(${JSON.stringify(frame[8])}) from ${frame[2]}/${frame[4]} seq ${frame[10]} hops ${frame[9]}${flags.length > 0 ? ` [${flags.join(', ')}]` : ''}${frame[13] === '' ? '' : ` ${frame[13]}`}`;
+    }
+    case Frame.Result:
+      return `result ${frame[3]} ${frame[4] ? 'ok' : 'failed'}${frame[6] === null ? '' : ` notice ${JSON.stringify(frame[6]).replace(/\\u0000/g, ':')}`}`;
+    case Frame.Notice:
+      return `notice ${JSON.stringify(frame[3]).replace(/\\u0000/g, ':')}`;
+    case Frame.Migration: {
+      const message = frame[4];
+      const detail = message.t === 'offer' ? message.sessions.map((session) => `${session[1]} v${session[2]}`).join(' ') : message.t === 'handover' ? `${message.calls.length} calls` : message.t === 'accepted' ? `${message.accepted.length} accepted, ${message.refused.length} refused` : '';
+      return `migration ${message.t} batch ${message.batch} from ${frame[2]}/${frame[3]}${detail === '' ? '' : `: ${detail}`}`;
+    }
   }
 }

@@ -1,21 +1,40 @@
 /**
- * A simulated wadi cluster: node processes running the real protocol code, a simulated network, a
- * virtual clock and one seeded random generator. A run is determined by its options (the seed)
- * and its schedule of steps, so a failure replays exactly.
+ * A simulated wadi cluster: node processes running the real protocol and session code, a
+ * simulated network, a virtual clock and one seeded random generator. A run is determined by its
+ * options (the seed) and its schedule of steps, so a failure replays exactly.
+ *
+ * The nodes' actor systems run their turns on microtasks, as in a real process: after every event
+ * that ran session code, the run loop lets every microtask run (a `process.nextTick` queued from a
+ * microtask runs only once the microtask queue is empty) before the next event, so the order of
+ * everything stays a function of the seed and the schedule. That makes `run`, `apply` and
+ * `settle` asynchronous.
  *
  * While it runs, the simulation checks the safety properties as things happen (see
- * `SafetyMonitor`), and `settle` checks liveness and the state the cluster converges to once the
- * faults stop (see `checkConverged`).
+ * `SafetyMonitor`, and the `CallLedger` for the real sessions' messages), and `settle` checks
+ * liveness and the state the cluster converges to once the faults stop (see `convergence`);
+ * `checkSessions` then checks what the sessions applied.
  */
-import { bucketOf } from '@wadi/core';
-import type { ClusterMessage, DirectoryEntry, Layout } from '@wadi/cluster';
+import { bucketOf, type RoutingPolicy } from '@wadi/core';
+import { MAIN_THREAD, type ClusterMessage, type DirectoryEntry, type Layout } from '@wadi/cluster';
 import { EventQueue } from './event-queue.js';
 import { convergence, SafetyMonitor, type Violation } from './invariants.js';
 import { NO_FAULTS, SimNetwork, type LinkFaults } from './network.js';
 import { SeededRandom } from './random.js';
 import { describeStep, type SimulationOptions, type Step } from './schedule.js';
+import { CallLedger, sessionName, type LedgerSender, type SentMessage } from './sessions.js';
 import { SESSION_TYPE, SimNode, nodeUrl, type SimNodeObserver } from './sim-node.js';
 import { Trace } from './trace.js';
+
+/** After its leave, a node exits once no session frame reached it for this long... */
+const LEFT_QUIET_MS = 300;
+/** ...or this long after the leave completed, at most (both as cluster-node.ts). */
+const LEFT_GRACE_MAX_MS = 3000;
+
+/** Lets every queued microtask run, and the ones they queue: a tick queued from a microtask runs after them all. */
+async function drainMicrotasks(): Promise<void> {
+  await undefined;
+  await new Promise<void>((resolve) => process.nextTick(resolve));
+}
 
 /** Where the simulation knows a session to be: the truth the directories are checked against. */
 export interface SessionPlace {
@@ -26,7 +45,7 @@ export interface SessionPlace {
 }
 
 export class Simulation {
-  readonly options: Required<Omit<SimulationOptions, 'seeds' | 'faults' | 'handoffTimeoutMs' | 'maxHandoffs'>> & SimulationOptions;
+  readonly options: Required<Omit<SimulationOptions, 'seeds' | 'faults' | 'handoffTimeoutMs' | 'maxHandoffs' | 'askTimeoutMs' | 'localShortcut' | 'traceFrames'>> & SimulationOptions;
   readonly trace = new Trace();
   readonly random: SeededRandom;
   readonly network: SimNetwork;
@@ -37,7 +56,17 @@ export class Simulation {
   readonly sessions = new Map<string, SessionPlace>();
   /** Nodes that left gracefully (and have not been started since). */
   readonly left = new Set<string>();
+  /** What was sent to the real sessions, answered, and applied. */
+  readonly ledger = new CallLedger();
   readonly #queue = new EventQueue();
+  /** Which messages are asks: its own generator, so that calls shift no other random choice. */
+  readonly #callRandom: SeededRandom;
+  /** An event ran session code: its microtasks run before the next event. */
+  #dirty = false;
+  /** When the last message a `call` step scheduled is due (it may wait longer on a paused node). */
+  callsUntil = 0;
+  /** A process stopped while hosting real sessions (a crash, a removal, a leave given up or cut short): their messages may be lost. */
+  sessionsLost = false;
   readonly #incarnations = new Map<string, number>();
   readonly #disks = new Map<string, SimNode['disk']>();
   #now = 0;
@@ -52,6 +81,7 @@ export class Simulation {
   constructor(options: SimulationOptions) {
     this.options = { buckets: 64, workers: 2, timings: {}, tickMs: 100, ...options };
     this.random = new SeededRandom(options.seed);
+    this.#callRandom = new SeededRandom((options.seed ^ 0x2545f491) >>> 0);
     this.#faults = { ...NO_FAULTS, ...options.faults };
     this.network = new SimNetwork(this.#queue, this.random.fork(), () => this.#now, this.#faults);
     this.monitor = new SafetyMonitor(this.options.buckets, (at, kind, detail) => this.trace.add(at, '', kind, detail));
@@ -82,12 +112,15 @@ export class Simulation {
   // steps
 
   /** Applies one step; a step that does not apply in the current state is skipped (and traced). */
-  apply(step: Step): void {
-    const skipped = this.#apply(step);
+  async apply(step: Step): Promise<void> {
+    let skipped: string | undefined;
+    if (step.op === 'run') await this.run(step.ms);
+    else skipped = this.#apply(step);
     this.trace.add(this.#now, '', skipped === undefined ? 'step' : 'skip', skipped === undefined ? describeStep(step) : `${describeStep(step)}: ${skipped}`);
+    if (this.#dirty) await this.#drain();
   }
 
-  #apply(step: Step): string | undefined {
+  #apply(step: Exclude<Step, { op: 'run' }>): string | undefined {
     switch (step.op) {
       case 'start': {
         if (this.nodes.get(step.node)?.running) return 'already running';
@@ -154,9 +187,10 @@ export class Simulation {
         this.sessions.delete(id);
         return undefined;
       }
-      case 'run':
-        this.run(step.ms);
-        return undefined;
+      case 'call':
+        return this.#call(step.node, step.thread, step.session, step.count, step.everyMs ?? 0, undefined);
+      case 'migrate':
+        return this.#call(step.node, step.thread, step.session, 1, 0, 'migrate');
     }
   }
 
@@ -178,6 +212,9 @@ export class Simulation {
         disk: this.#disks.get(id) ?? { committed: null, accepted: null },
         ...(this.options.handoffTimeoutMs === undefined ? {} : { handoffTimeoutMs: this.options.handoffTimeoutMs }),
         ...(this.options.maxHandoffs === undefined ? {} : { maxHandoffs: this.options.maxHandoffs }),
+        ...(this.options.askTimeoutMs === undefined ? {} : { askTimeoutMs: this.options.askTimeoutMs }),
+        localShortcut: this.options.localShortcut ?? true,
+        traceFrames: this.options.traceFrames === true,
       },
       this.network,
       this.#queue,
@@ -211,16 +248,72 @@ export class Simulation {
     this.sessions.set(id, { node: target.id, incarnation: target.incarnation, worker, version: place.version + 1 });
   }
 
+  /**
+   * A graceful leave. The abstract sessions move to the other active members at once (the model's
+   * evacuation, as before real sessions existed); the real ones move once the node owns no bucket
+   * any more (its `NodeDirectories.evacuate`: every worker's `SessionMigrations.evacuate`).
+   */
   #leave(id: string): string | undefined {
     const node = this.nodes.get(id);
     if (node === undefined || !node.running || node.paused || node.leaving) return 'not a running, active node';
     if (node.protocol.member.phase !== 'member') return `in phase ${node.protocol.member.phase}`;
     const targets = this.running().filter((other) => other !== node && !other.paused && !other.leaving && other.protocol.member.phase === 'member');
     const mine = [...this.sessions].filter(([, place]) => place.node === id).map(([session]) => session);
-    if (targets.length === 0 && mine.length > 0) return 'nowhere to evacuate its sessions to';
+    if (targets.length === 0 && (mine.length > 0 || node.realSessions().length > 0)) return 'nowhere to evacuate its sessions to';
     mine.forEach((session, index) => this.moveSession(session, targets[index % targets.length]!));
     node.leave();
     return undefined;
+  }
+
+  /** `count` messages from thread `thread` of `nodeId` to session `pick`, one every `everyMs` (all at once for 0). */
+  #call(nodeId: string, thread: number, pick: number, count: number, everyMs: number, routing: RoutingPolicy | undefined): string | undefined {
+    const node = this.nodes.get(nodeId);
+    if (node === undefined || !node.running || node.paused) return 'not a running node';
+    const index = thread >= 0 ? thread % this.options.workers : MAIN_THREAD;
+    const session = sessionName(pick);
+    for (let i = 0; i < count; i++) {
+      if (i === 0 || everyMs <= 0) this.send(node, index, session, { routing });
+      else this.#at(this.#now + i * everyMs, () => node.whenAwake(() => this.send(node, index, session, { routing })));
+    }
+    this.callsUntil = Math.max(this.callsUntil, this.#now + (count - 1) * Math.max(0, everyMs));
+    return undefined;
+  }
+
+  /**
+   * One message from thread `thread` (a worker index, or MAIN_THREAD) of `node` to real session
+   * `session`, through that thread's actor system: an ask if `options.ask` says so (or for the
+   * `migrate` policy), else an ask or a tell at random.
+   */
+  send(node: SimNode, thread: number, session: string, options: { routing?: RoutingPolicy | undefined; ask?: boolean } = {}): SentMessage {
+    this.#dirty = true;
+    const routing = options.routing;
+    const { system, log } = node.caller(thread);
+    const sender: LedgerSender = { key: `${node.id}#${node.incarnation}/${thread === MAIN_THREAD ? 'main' : thread}`, node: node.id, incarnation: node.incarnation };
+    const ask = options.ask ?? (routing === 'migrate' || this.#callRandom.chance(0.5));
+    const layout = node.protocol.layout;
+    const member = layout !== null && layout.members.some((other) => other.id === node.id && other.incarnation === node.incarnation);
+    const message = this.ledger.send(sender, session, ask, routing ?? '', this.#now, member);
+    this.trace.add(this.#now, node.id, 'call', `${sender.key} -> ${session} #${message.n} ${ask ? 'ask' : 'tell'}${routing === undefined ? '' : ` (${routing})`}`);
+    const args = [sender.key, message.n];
+    if (ask) {
+      system.ask(log, session, 'append', args, this.options.askTimeoutMs ?? 30_000, undefined, routing).then(
+        (value) => this.#answered(node, message, true, value),
+        (error: unknown) => this.#answered(node, message, false, error),
+      );
+      return message;
+    }
+    try {
+      system.tell(log, session, 'append', args, routing);
+    } catch (error) {
+      this.ledger.refused(message, error);
+      this.trace.add(this.#now, node.id, 'call', `${sender.key} -> ${session} #${message.n} refused: ${(error as Error).message}`);
+    }
+    return message;
+  }
+
+  #answered(node: SimNode, message: SentMessage, ok: boolean, value: unknown): void {
+    this.ledger.settled(message, ok, value);
+    if (!ok) this.trace.add(this.#now, node.id, 'call', `${message.sender} -> ${message.session} #${message.n} failed: ${(value as Error).name}: ${(value as Error).message}`);
   }
 
   #pickSession(pick: number): string | undefined {
@@ -230,6 +323,20 @@ export class Simulation {
   }
 
   #stop(node: SimNode, why: string): void {
+    // Its actor systems fail the asks they were waiting on (promise callbacks: microtasks).
+    this.#dirty = true;
+    const hosted = node.realSessions();
+    if (hosted.length > 0) {
+      const ids = hosted.map(({ id }) => id).join(', ');
+      if (why === 'exited after leaving' && node.protocol.evacuation === 'done') {
+        this.monitor.violation(this.#now, 'leave evacuates', `${node.id} exited after its sessions were evacuated, still hosting ${ids}`);
+      } else {
+        // A crash, a removal, a leave given up or cut short (declared down while leaving): what
+        // its sessions applied dies with it.
+        this.sessionsLost = true;
+        this.trace.add(this.#now, node.id, 'lost', `sessions ${ids} die with the process`);
+      }
+    }
     node.stop();
     this.#disks.set(node.id, structuredClone(node.disk));
     for (const [session, place] of this.sessions) {
@@ -242,8 +349,9 @@ export class Simulation {
   // time
 
   /** Runs the simulation for `ms` of simulated time. */
-  run(ms: number): void {
+  async run(ms: number): Promise<void> {
     const end = this.#now + ms;
+    if (this.#dirty) await this.#drain();
     for (;;) {
       const at = this.#queue.peekTime();
       if (at === undefined || at > end) break;
@@ -251,18 +359,31 @@ export class Simulation {
       this.#now = event.at;
       this.events++;
       event.run();
+      if (this.#dirty) await this.#drain();
     }
     this.#now = end;
   }
 
   /** Runs until `done` holds (checked every `stepMs`), for at most `limitMs`; the time it took, or undefined. */
-  runUntil(done: () => boolean, limitMs: number, stepMs = 100): number | undefined {
+  async runUntil(done: () => boolean, limitMs: number, stepMs = 100): Promise<number | undefined> {
     const start = this.#now;
     while (!done()) {
       if (this.#now - start >= limitMs) return undefined;
-      this.run(stepMs);
+      await this.run(stepMs);
     }
     return this.#now - start;
+  }
+
+  /** Lets every microtask run now (after calling into an actor system from outside an event). */
+  async flush(): Promise<void> {
+    await this.#drain();
+  }
+
+  /** Lets the microtasks that session code queued run (actor turns, reply callbacks), and theirs. */
+  async #drain(): Promise<void> {
+    this.#dirty = false;
+    await drainMicrotasks();
+    this.#dirty = false;
   }
 
   /**
@@ -270,7 +391,7 @@ export class Simulation {
    * supervisor would restart them), the network stops losing messages. Then the cluster must
    * converge within `limitMs`; what did not is recorded as a liveness violation.
    */
-  settle(limitMs = 120_000): number | undefined {
+  async settle(limitMs = 120_000): Promise<number | undefined> {
     this.trace.add(this.#now, '', 'settle', 'faults stop');
     this.#supervising = true;
     this.network.heal();
@@ -280,7 +401,7 @@ export class Simulation {
       const node = this.nodes.get(id)!;
       if (!node.running && !this.left.has(id)) this.start(id);
     }
-    const took = this.runUntil(() => convergence(this).length === 0, limitMs);
+    const took = await this.runUntil(() => convergence(this).length === 0, limitMs);
     if (took === undefined) {
       this.monitor.violation(this.#now, 'liveness', `not converged ${limitMs / 1000} s after the faults stopped: ${convergence(this).slice(0, 5).join('; ')}`);
     } else {
@@ -317,6 +438,12 @@ export class Simulation {
       persisted: (_node, state) => {
         if (state.accepted !== null) this.monitor.accepted(state.accepted);
       },
+      applied: (node, worker, session, sender, n, position) => {
+        this.trace.add(this.#now, node.id, 'applied', `${worker}: ${session} <- ${sender} #${n} (${position} in its log)`);
+        const problem = this.ledger.applied(session, sender, n);
+        if (problem !== undefined) this.monitor.violation(this.#now, problem.property, `${problem.detail} (on ${node.id}/${worker})`);
+      },
+      touch: () => void (this.#dirty = true),
       exited: (node, why, reason) => {
         this.trace.add(this.#now, node.id, why, reason);
         if (why === 'left') {
@@ -324,8 +451,15 @@ export class Simulation {
           // given up (from a minority, or timed out) is an abandonment the supervisor undoes.
           const latest = this.monitor.latestChosen();
           if (latest === undefined || !latest.members.some((member) => member.id === node.id)) this.left.add(node.id);
-          // The process exits a moment later, once its last gossip is out.
-          this.#at(this.#now + 200, () => node.running && this.#stop(node, 'exited after leaving'));
+          // The process exits once no call has reached it for a moment (calls still on their way
+          // are forwarded to where the sessions went), at most a few seconds later, as cluster-node.ts does.
+          const deadline = this.#now + LEFT_GRACE_MAX_MS;
+          const exitWhenQuiet = (): void => {
+            if (!node.running) return;
+            if (this.#now >= deadline || this.#now - node.lastFrameAt >= LEFT_QUIET_MS) this.#stop(node, 'exited after leaving');
+            else this.#at(this.#now + 50, exitWhenQuiet);
+          };
+          this.#at(this.#now + LEFT_QUIET_MS, exitWhenQuiet);
         } else {
           this.#stop(node, 'exited: removed from the cluster');
         }

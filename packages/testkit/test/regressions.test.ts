@@ -1,6 +1,9 @@
 /**
  * Every schedule the simulator found a bug with, shrunk, kept as a regression test. Each names
  * what was wrong and where it was fixed; `pnpm sim:replay '<schedule>'` prints its trace.
+ *
+ * The session schedules (calls to real sessions, migrations) include bugs not fixed yet: those
+ * are `it.fails` and name where the bug is; once it is fixed, the test fails until it is flipped.
  */
 import { describe, expect, it } from 'vitest';
 import { describeFailure, runSchedule, type Schedule, type Step } from '../src/index.js';
@@ -17,6 +20,8 @@ const formed: Step[] = [
 ];
 
 const options = (seed: number, extra: Partial<Schedule['options']> = {}): Schedule['options'] => ({ seed, buckets: 64, seeds: ['n1', 'n2', 'n3'], ...extra });
+/** Loses, duplicates and reorders protocol messages; never breaks a connection. */
+const lossyProtocol: Schedule['options']['faults'] = { latencyMs: [1, 10], jitterMs: 30, loss: 0.03, duplicate: 0.03, reorder: true, reset: 0 };
 
 const found: { name: string; schedule: Schedule }[] = [
   {
@@ -134,12 +139,107 @@ const found: { name: string; schedule: Schedule }[] = [
   },
 ];
 
+/** Schedules that call real sessions; `open` names a bug that is not fixed yet (the test is expected to fail). */
+const sessions: { name: string; schedule: Schedule; open?: true }[] = [
+  {
+    name: 'a message that may overtake others (reordered protocol message) let a later in-order one overtake earlier frames on its connection (testkit SimNetwork: in-order delivery times never go back)',
+    schedule: { options: options(1204318947, { faults: lossyProtocol, localShortcut: false }), steps: [...formed, { op: 'call', node: 'n1', thread: 0, session: 6, count: 7, everyMs: 2 }, { op: 'run', ms: 34 }] },
+  },
+  {
+    name: 'OPEN: a worker runs a call for a session it has just started hosting at once, ahead of its earlier calls still travelling through the bucket owner (packages/node worker.ts: the router sends LOCAL without asking the SessionRouter about unacknowledged calls)',
+    schedule: { options: options(1), steps: [...formed, { op: 'call', node: 'n1', thread: 0, session: 2, count: 5, everyMs: 3 }] },
+    open: true,
+  },
+  {
+    name: "OPEN: a node restarted after leaving re-announces what it hosts (sync, empty) while the bucket owner places a new session on it: the sync erases the placement, the session lives on without a directory entry, and a call from another node activates it a second time (BucketDirectory.sync vs SessionHost's placement)",
+    schedule: { options: options(1), steps: [...formed, { op: 'leave', node: 'n2' }, { op: 'run', ms: 4000 }, { op: 'start', node: 'n2' }, { op: 'call', node: 'n2', thread: -2, session: 0, count: 1 }] },
+    open: true,
+  },
+  {
+    name: "OPEN: after a graceful leave, a member re-announces what it hosts in the buckets it had sent updates to the leaver for, and that sync erases the owner's placement of a new session on it, in flight (BucketDirectory.sync vs SessionHost's placement, as above)",
+    schedule: {
+      options: options(27),
+      steps: [...formed, { op: 'run', ms: 960 }, { op: 'call', node: 'n1', thread: 0, session: 0, count: 1, everyMs: 1 }, { op: 'run', ms: 2504 }, { op: 'leave', node: 'n1' }, { op: 'run', ms: 1146 }, { op: 'call', node: 'n3', thread: 0, session: 1, count: 1, everyMs: 1 }],
+    },
+    open: true,
+  },
+  {
+    name: "OPEN: a call reaching a bucket's new owner before it committed the new layout bounces between the old and the new owner until the hop limit refuses it (the tell is lost), and the new owner's placement, registered before the refusal, leaves a directory entry for a session that never starts (SessionHost: forwarding across layouts, #resolve before #forward's hop check)",
+    schedule: {
+      options: options(648207920, { faults: lossyProtocol }),
+      steps: [
+        ...formed,
+        { op: 'run', ms: 2605 },
+        { op: 'call', node: 'n2', thread: 0, session: 1, count: 1, everyMs: 1 },
+        { op: 'start', node: 'n5' },
+        { op: 'call', node: 'n5', thread: 0, session: 0, count: 6, everyMs: 1 },
+        { op: 'pause', node: 'n2', ms: 392 },
+        { op: 'run', ms: 391 },
+      ],
+    },
+    open: true,
+  },
+  {
+    name: "OPEN: a member not yet connected to a bucket's owner (it joined while that owner was paused) loses its tells to that bucket and fails its asks at once (main-routing.ts #undeliverable: 'a tell was lost'; SessionRouter #dispatch fails a call to the owner)",
+    schedule: {
+      options: options(422365421),
+      steps: [...formed, { op: 'pause', node: 'n2', ms: 301 }, { op: 'start', node: 'n6' }, { op: 'run', ms: 306 }, { op: 'call', node: 'n6', thread: 0, session: 2, count: 3, everyMs: 38 }],
+    },
+    open: true,
+  },
+  {
+    name: "OPEN: a bucket's new owner (just joined, not yet connected to the caller's node, which was paused) places a new session on the caller and registers it, but its Grant cannot be sent: the call is dropped (the ask times out after 30 s) and the directory keeps an entry for a session that never starts (SessionHost #resolve registers before the Grant is delivered; main-routing.ts #undeliverable drops a Grant it cannot send)",
+    schedule: { options: options(2), steps: [...formed, { op: 'start', node: 'n6' }, { op: 'call', node: 'n3', thread: 0, session: 7, count: 1, everyMs: 1 }, { op: 'pause', node: 'n3', ms: 335 }, { op: 'run', ms: 334 }] },
+    open: true,
+  },
+  {
+    name: "OPEN (faults): on the bucket owner's node, a call for a session on an unreachable node circles between the owner's worker and its main thread (no hop counted) until the node is reachable again, and two calls come out in the wrong order (main-routing.ts #undeliverable sends it to the owner, itself; SessionHost #resolve sends it back out)",
+    schedule: {
+      options: options(1),
+      steps: [
+        ...formed,
+        { op: 'start', node: 'n6' },
+        { op: 'call', node: 'n1', thread: 0, session: 1, count: 1, everyMs: 1 },
+        { op: 'run', ms: 510 },
+        { op: 'call', node: 'n6', thread: 0, session: 1, count: 2, everyMs: 3 },
+        { op: 'partition', side: ['n1'] },
+      ],
+    },
+    open: true,
+  },
+  {
+    name: "OPEN (faults): a node declared down while leaving (partition) re-announces its sessions to the bucket owners when it reconnects, after they forgot it, and then exits: their entries point at a node gone for good (NodeProtocol resyncs although it is no longer a member; the owners' BucketHost accepts it)",
+    schedule: {
+      options: { seed: 11, buckets: 97, seeds: ['a', 'b', 'c'] },
+      steps: [
+        ...['a', 'b', 'c', 'd', 'e'].flatMap((node): Step[] => [{ op: 'start', node }, { op: 'run', ms: 500 }]),
+        { op: 'run', ms: 5000 },
+        { op: 'call', node: 'c', thread: 0, session: 0, count: 1 },
+        { op: 'run', ms: 20 },
+        { op: 'leave', node: 'c' },
+        { op: 'partition', side: ['c', 'd'] },
+        { op: 'run', ms: 1100 },
+      ],
+    },
+    open: true,
+  },
+  {
+    name: "OPEN (faults): the re-announcement of a node's sessions when its connection to a bucket owner comes back erases the owner's placement of a new session on it, in flight (BucketDirectory.sync vs SessionHost's placement, as above)",
+    schedule: { options: options(1), steps: [...formed, { op: 'partition', side: ['n1'] }, { op: 'call', node: 'n2', thread: 0, session: 0, count: 6, everyMs: 20 }] },
+    open: true,
+  },
+];
+
+async function check(schedule: Schedule): Promise<void> {
+  const result = await runSchedule(schedule);
+  if (result.violations.length > 0) throw new Error(describeFailure(schedule, result));
+  expect(result.settledAfterMs).toBeDefined();
+}
+
 describe('schedules the simulator found bugs with', () => {
-  for (const { name, schedule } of found) {
-    it(name, () => {
-      const result = runSchedule(schedule);
-      if (result.violations.length > 0) throw new Error(describeFailure(schedule, result));
-      expect(result.settledAfterMs).toBeDefined();
-    });
-  }
+  for (const { name, schedule } of found) it(name, () => check(schedule));
+});
+
+describe('session schedules the simulator found bugs with', () => {
+  for (const { name, schedule, open } of sessions) (open === true ? it.fails : it)(name, () => check(schedule));
 });

@@ -43,11 +43,11 @@ export const simSpeed: Benchmark = {
   names: ['sim.speed'],
   async run() {
     const speeds: number[] = [];
-    runSchedule(faultSchedule(999)); // warm-up: the first run pays for compilation
+    await runSchedule(faultSchedule(999)); // warm-up: the first run pays for compilation
     for (let round = 0; round < ROUNDS; round++) {
       const schedule = faultSchedule(1000 + round);
       const started = performance.now();
-      const run = runSchedule(schedule);
+      const run = await runSchedule(schedule);
       const wallSeconds = (performance.now() - started) / 1000;
       if (run.violations.length > 0) throw new Error(`sim.speed: the fault schedule broke an invariant: ${run.violations[0]!.property}: ${run.violations[0]!.detail}`);
       speeds.push(run.simulation.now / 1000 / wallSeconds);

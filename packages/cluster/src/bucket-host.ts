@@ -140,8 +140,9 @@ export class BucketHost {
   }
 
   /** Installs a handed-off or rebuilt directory beneath the updates that arrived first. */
-  install(bucket: number, epoch: number, entries: readonly DirectoryEntry[]): void {
-    this.#directory(bucket).install(epoch, entries);
+  /** `now` (this thread's clock) starts the time an unconfirmed placement among `entries` may wait for its confirmation. */
+  install(bucket: number, epoch: number, entries: readonly DirectoryEntry[], now = 0): void {
+    this.#directory(bucket).install(epoch, entries, now);
   }
 
   /**
@@ -208,9 +209,19 @@ export class BucketHost {
     return this.#directories.get(bucket)?.groupLocation(group);
   }
 
-  /** The bucket actor's own placement: session `key` will live at `node`/`worker` (location `version`). */
-  place(bucket: number, key: string, node: string, worker: number, version: number): void {
-    this.#directory(bucket).register(key, node, worker, version);
+  /**
+   * The bucket actor's own placement: session `key` will live at `node`/`worker` (location
+   * `version`); unconfirmed until that node registers it (`confirmed` when it is this node).
+   */
+  place(bucket: number, key: string, node: string, worker: number, version: number, confirmed: boolean, now: number): void {
+    this.#directory(bucket).register(key, node, worker, version, confirmed, now);
+  }
+
+  /** Drops placements made before `before` that were never confirmed (see `BucketDirectory.expireUnconfirmed`). */
+  expirePlacements(before: number): number {
+    let expired = 0;
+    for (const directory of this.#directories.values()) expired += directory.expireUnconfirmed(before);
+    return expired;
   }
 
   /** Drops a location the bucket actor found stale (the node it names does not host the session). */

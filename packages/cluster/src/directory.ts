@@ -21,12 +21,19 @@ export interface SessionLocation {
   node: string;
   worker: number;
   version: number;
+  /**
+   * False while the bucket actor's own placement has not been confirmed by the node it chose: a
+   * sync from that node may have been taken before the activation, so it must not remove it.
+   */
+  confirmed: boolean;
 }
 
 export class BucketDirectory {
   readonly #entries = new Map<string, SessionLocation>();
   /** The keys of each group's sessions: a group lives on one node, so a new session joins the others. */
   readonly #groups = new Map<string, Set<string>>();
+  /** Placements not confirmed yet, with when they were made. */
+  readonly #unconfirmed = new Map<string, number>();
   /** Keys removed before the directory was installed, with the version removed: a late snapshot must not resurrect them. */
   readonly #removed = new Map<string, number>();
   /** Syncs heard before the directory was installed (`node/worker` -> what it hosts): they filter the snapshot too. */
@@ -40,10 +47,13 @@ export class BucketDirectory {
     return this.#entries.size;
   }
 
-  register(key: string, node: string, worker: number, version = 0): void {
+  register(key: string, node: string, worker: number, version = 0, confirmed = true, at = 0): void {
     const entry = this.#entries.get(key);
     if (entry !== undefined && entry.version > version) return;
-    this.#set(key, { node, worker, version });
+    const already = entry !== undefined && entry.confirmed && entry.node === node && entry.version === version;
+    this.#set(key, { node, worker, version, confirmed: confirmed || already });
+    if (confirmed || already) this.#unconfirmed.delete(key);
+    else this.#unconfirmed.set(key, at);
     this.#removed.delete(key);
   }
 
@@ -63,7 +73,7 @@ export class BucketDirectory {
       this.register(key, node, worker, version);
     }
     for (const [key, entry] of this.#entries) {
-      if (entry.node === node && entry.worker === worker && !listed.has(key)) this.#delete(key);
+      if (entry.node === node && entry.worker === worker && entry.confirmed && !listed.has(key)) this.#delete(key);
     }
     if (!this.installed) this.#synced.set(`${node}/${worker}`, listed);
   }
@@ -90,7 +100,22 @@ export class BucketDirectory {
     this.#entries.set(key, location);
   }
 
+  /**
+   * Drops placements made before `before` that their node never confirmed: the grant was lost with
+   * a connection, so the session was never activated (a late grant cannot come this long after).
+   */
+  expireUnconfirmed(before: number): number {
+    let expired = 0;
+    for (const [key, at] of this.#unconfirmed) {
+      if (at >= before) continue;
+      this.#delete(key);
+      expired++;
+    }
+    return expired;
+  }
+
   #delete(key: string): void {
+    this.#unconfirmed.delete(key);
     if (!this.#entries.delete(key)) return;
     const group = groupOfKey(key);
     const keys = this.#groups.get(group);
@@ -99,13 +124,14 @@ export class BucketDirectory {
   }
 
   /** Merges a handed-off or rebuilt directory beneath what this one already heard. */
-  install(epoch: number, entries: readonly DirectoryEntry[]): void {
-    for (const [key, node, worker, version] of entries) {
+  install(epoch: number, entries: readonly DirectoryEntry[], now = 0): void {
+    for (const [key, node, worker, version, unconfirmed] of entries) {
       const removed = this.#removed.get(key);
       if (removed !== undefined && removed >= version) continue;
-      if (this.#synced.get(`${node}/${worker}`)?.has(key) === false) continue;
+      // A sync heard meanwhile may predate the activation of a placement still unconfirmed.
+      if (unconfirmed !== 1 && this.#synced.get(`${node}/${worker}`)?.has(key) === false) continue;
       const entry = this.#entries.get(key);
-      if (entry === undefined || entry.version < version) this.#set(key, { node, worker, version });
+      if (entry === undefined || entry.version < version) this.register(key, node, worker, version, unconfirmed !== 1, now);
     }
     this.#removed.clear();
     this.#synced.clear();
@@ -115,7 +141,7 @@ export class BucketDirectory {
 
   entries(): DirectoryEntry[] {
     const list: DirectoryEntry[] = [];
-    for (const [key, { node, worker, version }] of this.#entries) list.push([key, node, worker, version]);
+    for (const [key, { node, worker, version, confirmed }] of this.#entries) list.push(confirmed ? [key, node, worker, version] : [key, node, worker, version, 1]);
     return list;
   }
 

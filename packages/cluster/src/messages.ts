@@ -36,9 +36,10 @@ export type ClusterMessage =
 /**
  * One line of a bucket's directory: which node and worker host a session (`type` + NUL + `id`),
  * and the version of that location (each move of a session to a new place increments it), so that
- * of two claims for one session the newer wins whatever order they arrive in.
+ * of two claims for one session the newer wins whatever order they arrive in. A fifth element 1
+ * marks a placement its node has not confirmed yet (see `BucketDirectory`).
  */
-export type DirectoryEntry = [sessionKey: string, node: string, worker: number, version: number];
+export type DirectoryEntry = [sessionKey: string, node: string, worker: number, version: number, unconfirmed?: 1];
 
 export type ClusterMessageType = ClusterMessage['t'];
 
@@ -106,7 +107,7 @@ export function parseClusterMessage(value: unknown, buckets: number): ClusterMes
 function isDirectoryEntry(value: unknown): value is DirectoryEntry {
   return (
     Array.isArray(value) &&
-    value.length === 4 &&
+    (value.length === 4 || (value.length === 5 && value[4] === 1)) &&
     typeof value[0] === 'string' &&
     typeof value[1] === 'string' &&
     Number.isSafeInteger(value[2]) &&

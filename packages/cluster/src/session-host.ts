@@ -35,6 +35,9 @@ import { SessionMigrations, type MigrationOptions } from './migration.js';
 import { CallFlag, Frame, type CallFrame, type LocationNotice, type MigrationFrame, type RoutedFrame } from './routing.js';
 import type { SessionRouter } from './session-router.js';
 
+/** A placement its node has not confirmed in this long was never activated (its grant was lost with a connection). */
+export const UNCONFIRMED_PLACEMENT_MS = 10_000;
+
 /** Where a new session is activated. */
 export interface PlacementPolicy {
   /**
@@ -187,12 +190,17 @@ export class SessionHost {
     const id = frame[6];
     const key = activationKey(type, id);
     const bucket = bucketOf(id, this.buckets);
-    if (this.#system.hosts(key, type, id)) return this.#deliver(frame, key);
+    if (this.#system.hosts(key, type, id)) {
+      // A grant for a session already here (an earlier grant arrived first): confirm the newer
+      // placement, or the owner would eventually drop it as never confirmed.
+      if ((frame[11] & CallFlag.Grant) !== 0 && frame[12] > this.versionOf(key)) this.register(type, id, frame[12]);
+      return this.#deliver(frame, key);
+    }
     if ((frame[11] & CallFlag.Grant) !== 0) {
-      // The bucket's owner placed the session here and registered it: activate it now.
+      // The bucket's owner placed the session here and registered it: activate it now, and confirm.
       this.#pointers.delete(key);
-      this.#versions.set(key, frame[12]);
       this.#indexGroup(key, id, true);
+      this.register(type, id, frame[12]);
       return this.#deliver(frame, key);
     }
     const pointer = this.#pointers.get(key);
@@ -209,11 +217,10 @@ export class SessionHost {
           // Another worker of this node owns it (a frame meant for a worker that is not this one).
           return this.#send(owner, this.#router.threadFor(owner, bucket), frame);
         }
-        // The caller thought the session was here: the owner must not send it back here.
-        if ((frame[11] & CallFlag.Direct) !== 0 || (frame[11] & CallFlag.Grant) !== 0) {
-          frame[11] |= CallFlag.Bounced;
-          frame[14] = this.node;
-        }
+        // Whoever sent it here (a caller's cache, or the owner's directory) thought the session was
+        // here: the owner must not send it back.
+        frame[11] = (frame[11] | CallFlag.Bounced) & ~CallFlag.Grant;
+        frame[14] = this.node;
         return this.#forward(frame, owner, bucket);
       }
     }
@@ -264,6 +271,8 @@ export class SessionHost {
   tick(): void {
     const now = this.#io.now();
     for (const [key, pointer] of this.#pointers) if (pointer.until <= now) this.#pointers.delete(key);
+    const expired = this.#directory.expirePlacements(now - UNCONFIRMED_PLACEMENT_MS);
+    if (expired > 0) this.#io.log(`dropped ${expired} placement(s) never confirmed by their node: the grant was lost`);
     this.migrations.tick();
   }
 
@@ -392,7 +401,7 @@ export class SessionHost {
     node ??= this.#placement.place({ type: frame[5], id, bucket, caller, owner: this.node, members: this.#members });
     if (!this.#members.includes(node)) node = this.node;
     this.#placed++;
-    this.#directory.place(bucket, key, node, this.#router.threadFor(node, bucket), version);
+    this.#directory.place(bucket, key, node, this.#router.threadFor(node, bucket), version, node === this.node, this.#io.now());
     frame[11] = (frame[11] | CallFlag.Grant) & ~CallFlag.Bounced;
     frame[12] = version;
     if (node === this.node) {

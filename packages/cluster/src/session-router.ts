@@ -20,7 +20,10 @@ import type { Layout } from './layout.js';
 import { CallFlag, Frame, type CallFrame, type LocationNotice, type NoticeFrame, type ResultFrame, type RoutedFrame } from './routing.js';
 
 export interface SessionRouterIO {
-  /** Sends a frame to thread `thread` of node `node` (this node included). Throws when it cannot be sent. */
+  /**
+   * Sends a frame to thread `thread` of node `node` (this node included). Throws when it cannot be
+   * sent. A frame for this very thread is delivered (as a copy) before `send` returns.
+   */
   send(node: string, thread: number, frame: RoutedFrame): void;
   /** Hands a Reply or Failure envelope to this thread's actor system (or whoever waits for `requestId`). */
   settle(envelope: Envelope): void;
@@ -131,6 +134,16 @@ export class SessionRouter {
     this.#send(frame);
   }
 
+  /**
+   * Whether a call to a session hosted on this very thread may skip the router and be delivered
+   * at once: only when no earlier call to it from here is still on its way (through its owner, or
+   * held), or it would overtake them.
+   */
+  mayShortcut(key: string): boolean {
+    const route = this.#routes.get(key);
+    return route === undefined || (route.held === undefined && route.noticed >= route.sentSeq);
+  }
+
   /** A result or a notice addressed to this thread. */
   receive(frame: ResultFrame | NoticeFrame): void {
     if (frame[0] === Frame.Notice) {
@@ -232,6 +245,8 @@ export class SessionRouter {
     }
     route.via = target;
     route.sentSeq = frame[10];
+    // Delivered already (see `SessionRouterIO.send`): nothing of it is in flight.
+    if (target === this.node && this.threadFor(target, bucket) === this.thread) route.noticed = Math.max(route.noticed, frame[10]);
   }
 
   #notice([key, node, version, seq]: LocationNotice): void {

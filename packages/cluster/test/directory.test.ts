@@ -6,7 +6,7 @@ describe('BucketDirectory', () => {
     const directory = new BucketDirectory(7);
     directory.register('cart\u0000a', 'n1', 0, 0);
     directory.register('cart\u0000a', 'n2', 1, 1);
-    expect(directory.lookup('cart\u0000a')).toEqual({ node: 'n2', worker: 1, version: 1 });
+    expect(directory.lookup('cart\u0000a')).toEqual({ node: 'n2', worker: 1, version: 1, confirmed: true });
     directory.unregister('cart\u0000a', 'n1', 0);
     expect(directory.size).toBe(1);
     directory.unregister('cart\u0000a', 'n2', 1);
@@ -17,7 +17,7 @@ describe('BucketDirectory', () => {
     const directory = new BucketDirectory(7);
     directory.register('s', 'n2', 0, 2);
     directory.register('s', 'n1', 1, 1); // the older location, arriving late
-    expect(directory.lookup('s')).toEqual({ node: 'n2', worker: 0, version: 2 });
+    expect(directory.lookup('s')).toEqual({ node: 'n2', worker: 0, version: 2, confirmed: true });
     directory.unregister('s', 'n2', 1); // an older removal does not undo the newer claim
     expect(directory.lookup('s')?.node).toBe('n2');
   });
@@ -69,5 +69,35 @@ describe('BucketDirectory', () => {
     ]);
     expect(directory.forgetNode('n1')).toBe(2);
     expect(directory.entries()).toEqual([['b', 'n2', 0, 0]]);
+  });
+});
+
+describe('BucketDirectory placements', () => {
+  it('keeps an unconfirmed placement through a sync that does not list it, until it is confirmed or expires', () => {
+    const directory = new BucketDirectory(0);
+    directory.install(1, []);
+    directory.register('T\u0000a', 'n2', 0, 1, false, 100);
+    // n2's sync was taken before its activation: it must not erase the placement.
+    directory.sync('n2', 0, []);
+    expect(directory.lookup('T\u0000a')).toMatchObject({ node: 'n2', confirmed: false });
+    expect(directory.entries()).toEqual([['T\u0000a', 'n2', 0, 1, 1]]);
+    expect(directory.expireUnconfirmed(100)).toBe(0);
+    directory.register('T\u0000a', 'n2', 0, 1);
+    expect(directory.lookup('T\u0000a')).toMatchObject({ confirmed: true });
+    expect(directory.expireUnconfirmed(1_000_000)).toBe(0);
+    directory.sync('n2', 0, []);
+    expect(directory.lookup('T\u0000a')).toBeUndefined();
+  });
+
+  it('drops a placement never confirmed once it is old enough, and carries the mark through a handoff', () => {
+    const directory = new BucketDirectory(0);
+    directory.install(1, []);
+    directory.register('T\u0000b', 'n3', 1, 1, false, 50);
+    const handedOff = new BucketDirectory(0);
+    handedOff.install(2, directory.entries(), 500);
+    expect(handedOff.lookup('T\u0000b')).toMatchObject({ confirmed: false });
+    expect(handedOff.expireUnconfirmed(400)).toBe(0);
+    expect(handedOff.expireUnconfirmed(501)).toBe(1);
+    expect(handedOff.lookup('T\u0000b')).toBeUndefined();
   });
 });

@@ -55,7 +55,7 @@ const send = (destination: number, message: ThreadMessage): void => {
 const router: Router = {
   route(def: AnyActorDef, id: string, key: string): number {
     if (cluster === undefined || def.stateless) return localRouter.route(def, id);
-    return system.hosts(key, def.name, id) ? LOCAL : ROUTED;
+    return system.hosts(key, def.name, id) && cluster.router.mayShortcut(key) ? LOCAL : ROUTED;
   },
 };
 
@@ -84,7 +84,6 @@ const system = new ActorSystem({
   onActivated: (type, id) => (cluster === undefined ? buckets.sessionActivated(type, id) : cluster.host.activated(type, id)),
 });
 
-const resolved = Promise.resolve();
 
 const deliver = (message: ThreadMessage): void => {
   switch (message[0]) {
@@ -102,14 +101,14 @@ const deliver = (message: ThreadMessage): void => {
 };
 const reportBadBatch = (error: unknown): void => console.error(`wadi worker ${data.index}: dropped an undecodable batch:`, error);
 
-/** Sends a session frame to thread `thread` of node `node`; to this very thread, as a copy on the next microtask. */
+/** Sends a session frame to thread `thread` of node `node`; to this very thread, as a copy delivered at once. */
 function sendFrame(node: string, thread: number, frame: RoutedFrame): void {
   if (node !== cluster?.node) {
     send(MAIN_THREAD, [Frame.Out, node, thread, frame]);
   } else if (thread === data.index) {
-    // As if it had crossed a thread: the receiver must not share objects with the sender.
-    const copy = decode(encode(frame)) as RoutedFrame;
-    void resolved.then(() => deliver(copy));
+    // As if it had crossed a thread (the receiver must not share objects with the sender), but at
+    // once: the router counts on it (a later call delivered locally must not overtake it).
+    deliver(decode(encode(frame)) as RoutedFrame);
   } else {
     send(thread, frame);
   }
@@ -165,7 +164,7 @@ const control: WorkerControl = {
     cluster?.host.setLayout(layout);
   },
   installBucket(bucket, epoch, entries) {
-    buckets.install(bucket, epoch, entries);
+    buckets.install(bucket, epoch, entries, performance.now());
     cluster?.host.bucketInstalled(bucket);
   },
   exportBucket: (bucket) => buckets.export(bucket),

@@ -24,6 +24,7 @@
  */
 import {
   BucketHost,
+  UNCONFIRMED_PLACEMENT_MS,
   CallFlag,
   Frame,
   MAIN_THREAD,
@@ -131,7 +132,6 @@ const ID_SPAN = 10_000_000;
 const FORGET_AFTER_MS = 3000;
 /** How often the routers and hosts tick (ms), as the workers' interval does. */
 const ROUTING_TICK_MS = 250;
-const resolved = Promise.resolve();
 
 export function nodeUrl(id: string): string {
   return `sim://${id}`;
@@ -226,6 +226,12 @@ export class SimNode implements NetworkEndpoint {
     if (this.paused) return;
     const now = this.#observer.now();
     this.protocol.tick(now);
+    if (!this.#routing && now - this.#routingTickAt >= ROUTING_TICK_MS) {
+      // No session code ran here yet, but a directory handed over may hold placements to expire
+      // (a real node's session hosts tick from the start).
+      this.#routingTickAt = now;
+      for (const host of this.workers) host.expirePlacements(now - UNCONFIRMED_PLACEMENT_MS);
+    }
     if (this.#routing && now - this.#routingTickAt >= ROUTING_TICK_MS) {
       this.#routingTickAt = now;
       this.#observer.touch();
@@ -407,7 +413,9 @@ export class SimNode implements NetworkEndpoint {
       selfIndex: index,
       firstRequestId: firstId,
       askTimeoutMs,
-      router: { route: (def, id, key): number => (options.localShortcut !== false && system.hosts(key, def.name, id) ? LOCAL : ROUTED) },
+      router: {
+        route: (def, id, key): number => (options.localShortcut !== false && system.hosts(key, def.name, id) && worker.router.mayShortcut(key) ? LOCAL : ROUTED),
+      },
       transport: {
         send: (destination, envelope) => {
           if (destination !== ROUTED) throw new Unavailable(`the simulation links no worker to destination ${destination}`);
@@ -477,13 +485,13 @@ export class SimNode implements NetworkEndpoint {
 
   // session frames, as worker.ts and main-routing.ts move them
 
-  /** A worker's `sendFrame`: to another node through the main thread; to itself on a microtask; to another worker directly. */
+  /** A worker's `sendFrame`: to another node through the main thread; to itself at once; to another worker directly. */
   #workerSend(from: number, node: string, thread: number, frame: RoutedFrame): void {
     const sent = copy(frame);
     if (node !== this.id || thread === MAIN_THREAD) {
       this.#routedHop(() => this.#mainFromWorker(node, thread, sent));
     } else if (thread === from) {
-      void resolved.then(() => this.#whenAwake(() => this.#deliverFrame(thread, sent)));
+      this.#deliverFrame(thread, sent);
     } else {
       this.#routedHop(() => this.#deliverFrame(thread, sent));
     }
@@ -559,7 +567,7 @@ export class SimNode implements NetworkEndpoint {
     if (frame[0] !== Frame.Call) return;
     const bucket = bucketOf(frame[6], this.workers[0]!.buckets);
     const owner = this.main.router.ownerOf(bucket);
-    if (owner !== undefined && owner !== node && (frame[11] & CallFlag.Grant) === 0) {
+    if (owner !== undefined && owner !== node && owner !== this.id && (frame[11] & CallFlag.Grant) === 0) {
       frame[11] &= ~CallFlag.Direct;
       try {
         this.#mainSend(owner, this.main.router.threadFor(owner, bucket), frame);
@@ -640,7 +648,7 @@ export class SimNode implements NetworkEndpoint {
         this.#onThreads(() => {
           this.#observer.touch();
           this.#observer.installed(this, bucket, epoch, entries);
-          worker(bucket).install(bucket, epoch, entries);
+          worker(bucket).install(bucket, epoch, entries, this.#observer.now());
           this.threads[bucket % this.threads.length]!.host.bucketInstalled(bucket);
           this.#onThreads(done);
         }),

@@ -49,12 +49,10 @@ describe('rebalance invariants over random fault schedules', () => {
 
 /**
  * What the session properties generate until the OPEN bugs in regressions.test.ts are fixed: no
- * short pauses and no restart of a node that left (both reach bugs there), and workers that route
- * calls to their own sessions through their router (worker.ts's shortcut reorders calls). The
- * seed is fixed for the same reason (a leave now and then reaches the directory sync race); `pnpm
- * soak -- --sessions` explores the whole promise with random seeds.
+ * short pauses and no restart of a node that left (both reach bugs there). The seed is fixed for
+ * the same reason; `pnpm soak -- --sessions` explores the whole promise with random seeds.
  */
-const SESSIONS: SessionScheduleShape = { maxSteps: 30, pauses: false, rejoins: false, options: { localShortcut: false } };
+const SESSIONS: SessionScheduleShape = { maxSteps: 30, pauses: false, rejoins: false };
 const SESSION_SEED = SEED ?? 1_905_090_418;
 
 describe('sessions across migrations, handoffs, joins and graceful leaves', () => {

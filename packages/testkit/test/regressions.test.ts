@@ -146,22 +146,19 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
     schedule: { options: options(1204318947, { faults: lossyProtocol, localShortcut: false }), steps: [...formed, { op: 'call', node: 'n1', thread: 0, session: 6, count: 7, everyMs: 2 }, { op: 'run', ms: 34 }] },
   },
   {
-    name: 'OPEN: a worker runs a call for a session it has just started hosting at once, ahead of its earlier calls still travelling through the bucket owner (packages/node worker.ts: the router sends LOCAL without asking the SessionRouter about unacknowledged calls)',
+    name: 'a worker ran a call for a session it had just started hosting at once, ahead of its earlier calls still travelling through the bucket owner (fixed: the router shortcuts only when none of its calls to it is in flight, SessionRouter.mayShortcut)',
     schedule: { options: options(1), steps: [...formed, { op: 'call', node: 'n1', thread: 0, session: 2, count: 5, everyMs: 3 }] },
-    open: true,
   },
   {
-    name: "OPEN: a node restarted after leaving re-announces what it hosts (sync, empty) while the bucket owner places a new session on it: the sync erases the placement, the session lives on without a directory entry, and a call from another node activates it a second time (BucketDirectory.sync vs SessionHost's placement)",
+    name: "a node restarted after leaving re-announced what it hosts (sync, empty) while the bucket owner placed a new session on it, and the sync erased the placement (fixed: a placement is unconfirmed until its node registers it, and a sync does not remove it)",
     schedule: { options: options(1), steps: [...formed, { op: 'leave', node: 'n2' }, { op: 'run', ms: 4000 }, { op: 'start', node: 'n2' }, { op: 'call', node: 'n2', thread: -2, session: 0, count: 1 }] },
-    open: true,
   },
   {
-    name: "OPEN: after a graceful leave, a member re-announces what it hosts in the buckets it had sent updates to the leaver for, and that sync erases the owner's placement of a new session on it, in flight (BucketDirectory.sync vs SessionHost's placement, as above)",
+    name: "after a graceful leave, a member re-announced what it hosts and the sync erased the owner's placement of a new session on it, in flight (fixed as above)",
     schedule: {
       options: options(27),
       steps: [...formed, { op: 'run', ms: 960 }, { op: 'call', node: 'n1', thread: 0, session: 0, count: 1, everyMs: 1 }, { op: 'run', ms: 2504 }, { op: 'leave', node: 'n1' }, { op: 'run', ms: 1146 }, { op: 'call', node: 'n3', thread: 0, session: 1, count: 1, everyMs: 1 }],
     },
-    open: true,
   },
   {
     name: "OPEN: a call reaching a bucket's new owner before it committed the new layout bounces between the old and the new owner until the hop limit refuses it (the tell is lost), and the new owner's placement, registered before the refusal, leaves a directory entry for a session that never starts (SessionHost: forwarding across layouts, #resolve before #forward's hop check)",
@@ -193,7 +190,7 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
     open: true,
   },
   {
-    name: "OPEN (faults): on the bucket owner's node, a call for a session on an unreachable node circles between the owner's worker and its main thread (no hop counted) until the node is reachable again, and two calls come out in the wrong order (main-routing.ts #undeliverable sends it to the owner, itself; SessionHost #resolve sends it back out)",
+    name: "(faults) on the bucket owner's node, a call for a session on an unreachable node circled between the owner's worker and its main thread until the node was reachable again, and two calls came out in the wrong order (fixed: main-routing.ts sends an undeliverable call to the owner only when that is another node; on the owner it fails)",
     schedule: {
       options: options(1),
       steps: [
@@ -205,7 +202,6 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'partition', side: ['n1'] },
       ],
     },
-    open: true,
   },
   {
     name: "OPEN (faults): a node declared down while leaving (partition) re-announces its sessions to the bucket owners when it reconnects, after they forgot it, and then exits: their entries point at a node gone for good (NodeProtocol resyncs although it is no longer a member; the owners' BucketHost accepts it)",
@@ -224,8 +220,15 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
     open: true,
   },
   {
-    name: "OPEN (faults): the re-announcement of a node's sessions when its connection to a bucket owner comes back erases the owner's placement of a new session on it, in flight (BucketDirectory.sync vs SessionHost's placement, as above)",
+    name: "(faults) the re-announcement of a node's sessions when its connection to a bucket owner came back erased the owner's placement of a new session on it, in flight (fixed as above)",
     schedule: { options: options(1), steps: [...formed, { op: 'partition', side: ['n1'] }, { op: 'call', node: 'n2', thread: 0, session: 0, count: 6, everyMs: 20 }] },
+  },
+  {
+    name: "OPEN (crash): a session first called just before its caller's node crashed does not answer a probe on the settled cluster within the ask deadline (seen once in a soak; cause not yet found: suspect the unconfirmed placement on the crashed incarnation and the bounce that should replace it)",
+    schedule: {
+      options: options(1),
+      steps: [...formed, { op: 'call', node: 'n1', thread: 0, session: 3, count: 1, everyMs: 1 }, { op: 'migrate', node: 'n2', thread: 0, session: 7 }, { op: 'run', ms: 10 }, { op: 'crash', node: 'n1' }],
+    },
     open: true,
   },
 ];

@@ -59,9 +59,7 @@ describe('real sessions in the simulator', () => {
   it('a session migrates three times under a stream of calls from three senders: each message applied once, in each sender’s order', async () => {
     const session = sessionName(1);
     const result = await run({
-      // Workers route calls to sessions they host through their router: worker.ts's shortcut
-      // reorders calls (an OPEN bug in regressions.test.ts).
-      options: options(3, { localShortcut: false }),
+      options: options(3),
       steps: [
         ...formed,
         { op: 'call', node: 'n1', thread: 0, session: 1, count: 60, everyMs: 5 },

@@ -115,7 +115,8 @@ export class MainRouting {
     if (frame[0] !== Frame.Call) return; // results, notices and migration messages are repeated or timed out by their senders
     const bucket = bucketOf(frame[6], this.#buckets);
     const owner = this.router.ownerOf(bucket);
-    if (owner !== undefined && owner !== node && (frame[11] & CallFlag.Grant) === 0) {
+    // Not when this node is the owner: its bucket actor sent the call there, and would again.
+    if (owner !== undefined && owner !== node && owner !== this.#node && (frame[11] & CallFlag.Grant) === 0) {
       frame[11] &= ~CallFlag.Direct;
       try {
         this.send(owner, this.router.threadFor(owner, bucket), frame);

@@ -150,9 +150,19 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Polls until `predicate` returns a value; throws after WAIT_MS. A throwing predicate means "not yet". */
-export async function waitFor<T>(what: string, predicate: () => Promise<T | undefined>, intervalMs = 50): Promise<T> {
-  const deadline = performance.now() + WAIT_MS;
+export interface WaitOptions {
+  intervalMs?: number;
+  timeoutMs?: number;
+  /** Runs every round; throws to give up at once (a process the wait depends on exited). */
+  check?: () => void;
+  /** More words for the timeout error (the processes' last output). */
+  context?: () => string;
+}
+
+/** Polls until `predicate` returns a value; throws after the timeout. A throwing predicate means "not yet". */
+export async function waitFor<T>(what: string, predicate: () => Promise<T | undefined>, options: WaitOptions = {}): Promise<T> {
+  const { intervalMs = 50, timeoutMs = WAIT_MS, check, context } = options;
+  const deadline = performance.now() + timeoutMs;
   let last: unknown;
   while (performance.now() < deadline) {
     try {
@@ -161,9 +171,10 @@ export async function waitFor<T>(what: string, predicate: () => Promise<T | unde
     } catch (error) {
       last = error;
     }
+    check?.();
     await sleep(intervalMs);
   }
-  throw new Error(`timed out after ${WAIT_MS} ms waiting for ${what}${last instanceof Error ? ` (${last.message})` : ''}`);
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? ` (${last.message})` : ''}${context === undefined ? '' : `\n${context()}`}`);
 }
 
 /**

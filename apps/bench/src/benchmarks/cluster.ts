@@ -19,6 +19,7 @@ import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 // @wadi/cluster is not a dependency of the bench: use its build (built before the bench by turbo).
 import { minimumMoves } from '@wadi/cluster';
+import { waitFor as poll } from '../child-nodes.js';
 import { median, result, type Benchmark } from '../harness.js';
 
 const CLI = fileURLToPath(new URL('../../../../packages/node/dist/cli.js', import.meta.url));
@@ -67,10 +68,6 @@ async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Spawns a node (default timings, one worker) without waiting for it. */
@@ -125,21 +122,16 @@ function getJson<T>(node: Node, path: string): Promise<T> {
   });
 }
 
-/** Polls until `predicate` returns a value; throws after WAIT_MS. A throwing predicate means "not yet". */
-async function waitFor<T>(what: string, nodes: readonly Node[], predicate: () => Promise<T | undefined>, intervalMs = 25): Promise<T> {
-  const deadline = performance.now() + WAIT_MS;
-  let last: unknown;
-  while (performance.now() < deadline) {
-    try {
-      const value = await predicate();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    for (const node of nodes) if (node.gone) throw new Error(`${node.name} exited while waiting for ${what}:\n${tail(node)}`);
-    await sleep(intervalMs);
-  }
-  throw new Error(`timed out after ${WAIT_MS} ms waiting for ${what}${last instanceof Error ? ` (${last.message})` : ''}\n${nodes.map(tail).join('\n')}`);
+/** Polls until `predicate` returns a value; gives up at once if one of `nodes` exits. */
+function waitFor<T>(what: string, nodes: readonly Node[], predicate: () => Promise<T | undefined>, intervalMs = 25): Promise<T> {
+  return poll(what, predicate, {
+    intervalMs,
+    timeoutMs: WAIT_MS,
+    check: () => {
+      for (const node of nodes) if (node.gone) throw new Error(`${node.name} exited while waiting for ${what}:\n${tail(node)}`);
+    },
+    context: () => nodes.map(tail).join('\n'),
+  });
 }
 
 function tail(node: Node): string {

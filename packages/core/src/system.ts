@@ -9,6 +9,7 @@
 import { checkRouting, type AnyActorDef, type RefOf, type RefOptions, type RoutingPolicy } from './actor.js';
 import { Kind, type Envelope } from './envelope.js';
 import {
+  DecodeError,
   InvalidArgument,
   Overloaded,
   Stopped,
@@ -56,11 +57,19 @@ export interface StatelessExecutor {
   run(def: AnyActorDef, method: string, args: unknown[]): Promise<unknown>;
 }
 
-/** Where deactivated actors' state is parked, and where activation looks first. */
+/**
+ * Where deactivated actors' state is parked, and where activation looks first. A store backed by
+ * a disk or a database may answer `load` later (a promise): the activation's messages wait for
+ * it, and if it fails (a corrupt record, say) they all fail with that error and nothing else is
+ * touched. `has` is only what this thread hosts parked; `load` may also look further (a shared
+ * store) for an actor nobody hosts.
+ */
 export interface ParkedStateStore {
-  load(type: string, id: string): Uint8Array | undefined;
+  load(type: string, id: string): Uint8Array | undefined | PromiseLike<Uint8Array | undefined>;
   has(type: string, id: string): boolean;
   save(type: string, id: string, state: Uint8Array): void;
+  /** False while the store cannot take more (a full disk): idle actors then stay active. */
+  accepting?(): boolean;
   /** The (type, id) pairs parked here. */
   keys(): Iterable<[type: string, id: string]>;
   readonly size: number;
@@ -292,7 +301,7 @@ export class ActorSystem implements ActivationHost {
       activation = this.#activate(def, id, key, false);
     }
     activation.frozen = true;
-    if (activation.active) this.#pauseWaiters.set(activation, paused);
+    if (activation.active || activation.loading) this.#pauseWaiters.set(activation, paused);
     else paused();
     return true;
   }
@@ -300,7 +309,7 @@ export class ActorSystem implements ActivationHost {
   /** The encoded state of a frozen, paused actor (throws `NotSerializable` if it cannot be encoded). */
   frozenState(type: string, id: string): Uint8Array {
     const activation = this.#activations.get(activationKey(type, id));
-    if (activation === undefined || !activation.frozen || activation.active) throw new InvalidArgument(`${type} '${id}' is not frozen and paused here`);
+    if (activation === undefined || !activation.frozen || activation.active || activation.loading) throw new InvalidArgument(`${type} '${id}' is not frozen and paused here`);
     return encode(activation.state);
   }
 
@@ -538,8 +547,20 @@ export class ActorSystem implements ActivationHost {
   #activate(def: AnyActorDef, id: string, key: string, notify = true): Activation {
     validateId(id);
     const activation = new Activation(this, def, id, key, def.mailboxCapacity ?? this.#mailboxCapacity);
-    const parked = this.#parked.load(def.name, id);
-    activation.state = parked === undefined ? def.state() : decode(parked);
+    let parked: ReturnType<ParkedStateStore['load']>;
+    try {
+      parked = this.#parked.load(def.name, id);
+    } catch (error) {
+      parked = Promise.reject(error);
+    }
+    if (parked === undefined || parked instanceof Uint8Array) activation.state = restoreState(def, id, parked);
+    else {
+      activation.loading = true;
+      parked.then(
+        (state) => this.#loaded(activation, state),
+        (error: unknown) => this.#loadFailed(activation, error),
+      );
+    }
     activation.lastUsed = this.scheduler.now();
     this.#activations.set(key, activation);
     this.#activated++;
@@ -548,8 +569,31 @@ export class ActorSystem implements ActivationHost {
     return activation;
   }
 
+  #loaded(activation: Activation, state: Uint8Array | undefined): void {
+    if (this.#activations.get(activation.key) !== activation) return;
+    try {
+      activation.state = restoreState(activation.def, activation.id, state);
+    } catch (error) {
+      return this.#loadFailed(activation, error);
+    }
+    activation.loading = false;
+    // Frozen meanwhile (a migration): it may leave now, with its state; the mailbox waits for the thaw.
+    if (activation.frozen) return this.paused(activation);
+    activation.thaw();
+  }
+
+  /** The state could not be loaded: the actor is not activated and every message that waited fails with why. */
+  #loadFailed(activation: Activation, error: unknown): void {
+    if (this.#activations.get(activation.key) !== activation) return;
+    this.#activations.delete(activation.key);
+    this.#pauseWaiters.delete(activation);
+    activation.stopTimers();
+    for (const message of activation.takeQueued()) this.turnFinished(activation, message, false, error);
+  }
+
   /** False when the state cannot be encoded: the actor then stays active, its state intact. */
   #deactivate(activation: Activation): boolean {
+    if (this.#parked.accepting?.() === false) return false;
     let parked: Uint8Array;
     try {
       parked = encode(activation.state);
@@ -613,4 +657,14 @@ const inlineStatelessExecutor: StatelessExecutor = {
 
 function defaultTellFailure(type: string, id: string, method: string, error: unknown): void {
   console.warn(`wadi: tell ${type}.${method} to '${id}' failed:`, error);
+}
+
+/** An actor's state from its parked bytes, or a fresh one. */
+function restoreState(def: AnyActorDef, id: string, parked: Uint8Array | undefined): unknown {
+  if (parked === undefined) return def.state();
+  try {
+    return decode(parked);
+  } catch (error) {
+    throw new DecodeError(`the stored state of ${def.name} '${id}' cannot be decoded: ${(error as Error).message}`, { cause: error });
+  }
 }

@@ -1,7 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   ActorSystem,
+  DecodeError,
   InvalidArgument,
+  MemoryParkedStateStore,
   NotSerializable,
   Overloaded,
   Stopped,
@@ -9,7 +11,10 @@ import {
   UnknownActorType,
   UnknownMethod,
   WadiError,
+  activationKey,
+  decode,
   defineActor,
+  encode,
   type ActorSystemOptions,
 } from '../src/index.js';
 import { VirtualScheduler, deferred, rejectionOf, settle, thrownBy } from './helpers.js';
@@ -650,6 +655,123 @@ describe('idle deactivation', () => {
     await system.ref(Counter, 'forever').add(1);
     await scheduler.advance(10_000);
     expect(system.stats()).toMatchObject({ activations: 1, parked: 0 });
+  });
+});
+
+describe('a parked-state store that answers later (a disk or a database)', () => {
+  /** Holds each load until the test answers it, as a database would. */
+  class SlowStore extends MemoryParkedStateStore {
+    readonly loads: Array<{ id: string; answer: ReturnType<typeof deferred<Uint8Array | undefined>> }> = [];
+    full = false;
+    override load(_type: string, id: string): Promise<Uint8Array | undefined> {
+      const answer = deferred<Uint8Array | undefined>();
+      this.loads.push({ id, answer });
+      return answer.promise;
+    }
+    accepting(): boolean {
+      return !this.full;
+    }
+  }
+  const Tally = defineActor('Tally', {
+    idleTimeoutMs: 100,
+    state: () => ({ items: [] as string[] }),
+    handlers: {
+      push(state, item: string) {
+        state.items.push(item);
+        return state.items.length;
+      },
+      items: (state) => state.items,
+    },
+  });
+
+  function tallySystem(): { system: ActorSystem; store: SlowStore; scheduler: VirtualScheduler } {
+    const scheduler = new VirtualScheduler();
+    const store = new SlowStore();
+    const system = makeSystem({ scheduler, idleSweepMs: 25, parkedStates: store });
+    system.registry.add(Tally);
+    return { system, store, scheduler };
+  }
+
+  it('runs the messages that waited for the load in order, on the loaded state', async () => {
+    const { system, store } = tallySystem();
+    const ref = system.ref(Tally, 'alice/list');
+    const first = ref.push('b');
+    const second = ref.push('c');
+    await settle();
+    expect(store.loads.map((load) => load.id)).toEqual(['alice/list']);
+    expect(system.stats()).toMatchObject({ activations: 1, turns: 0 });
+    store.loads[0]!.answer.resolve(encode({ items: ['a'] }));
+    expect(await first).toBe(2);
+    expect(await second).toBe(3);
+    expect(await ref.items()).toEqual(['a', 'b', 'c']);
+    expect(store.loads).toHaveLength(1);
+  });
+
+  it('starts fresh when the store has nothing', async () => {
+    const { system, store } = tallySystem();
+    const pushed = system.ref(Tally, 'new').push('x');
+    await settle();
+    store.loads[0]!.answer.resolve(undefined);
+    expect(await pushed).toBe(1);
+  });
+
+  it('fails every waiting message with the load error, touches no other actor, and tries again on the next call', async () => {
+    const { system, store } = tallySystem();
+    const broken = system.ref(Tally, 'broken');
+    const healthy = system.ref(Tally, 'healthy');
+    const calls = [broken.push('1'), broken.push('2'), broken.tell.push('3')];
+    const other = healthy.push('fine');
+    await settle();
+    store.loads[0]!.answer.reject(new CodedError("record of Tally 'broken' is corrupt", 'CORRUPT'));
+    store.loads[1]!.answer.resolve(undefined);
+    for (const call of calls.slice(0, 2)) expect(await rejectionOf(call as Promise<unknown>)).toMatchObject({ code: 'CORRUPT' });
+    expect(await other).toBe(1);
+    expect(system.hosts(activationKey('Tally', 'broken'), 'Tally', 'broken')).toBe(false);
+    const again = broken.push('4');
+    await settle();
+    expect(store.loads.map((load) => load.id)).toEqual(['broken', 'healthy', 'broken']);
+    store.loads[2]!.answer.resolve(encode({ items: [] }));
+    expect(await again).toBe(1);
+  });
+
+  it('reports undecodable stored bytes as a DecodeError naming the actor', async () => {
+    const { system, store } = tallySystem();
+    const pushed = system.ref(Tally, 'garbled').push('x');
+    await settle();
+    store.loads[0]!.answer.resolve(new Uint8Array([0x92, 0x01])); // a truncated array
+    const error = await rejectionOf(pushed);
+    expect(error).toBeInstanceOf(DecodeError);
+    expect((error as Error).message).toContain("Tally 'garbled'");
+  });
+
+  it('a migration freezing an actor still loading gets its state once the load is done', async () => {
+    const { system, store } = tallySystem();
+    const pushed = system.ref(Tally, 'moving').push('x');
+    await settle();
+    let paused = false;
+    expect(system.freeze('Tally', 'moving', () => (paused = true))).toBe(true);
+    expect(paused).toBe(false);
+    expect(() => system.frozenState('Tally', 'moving')).toThrow(InvalidArgument);
+    store.loads[0]!.answer.resolve(encode({ items: ['loaded'] }));
+    await settle();
+    expect(paused).toBe(true);
+    expect(decode(system.frozenState('Tally', 'moving'))).toEqual({ items: ['loaded'] });
+    system.thaw('Tally', 'moving');
+    expect(await pushed).toBe(2);
+  });
+
+  it('keeps idle actors active while the store is not accepting', async () => {
+    const { system, store, scheduler } = tallySystem();
+    const pushed = system.ref(Tally, 'kept').push('x');
+    await settle();
+    store.loads[0]!.answer.resolve(undefined);
+    await pushed;
+    store.full = true;
+    await scheduler.advance(500);
+    expect(system.stats()).toMatchObject({ activations: 1, parked: 0, deactivated: 0 });
+    store.full = false;
+    await scheduler.advance(500);
+    expect(system.stats()).toMatchObject({ activations: 0, parked: 1, deactivated: 1 });
   });
 });
 

@@ -120,6 +120,8 @@ export interface ActorSystemOptions {
   parkedStates?: ParkedStateStore;
   /** How often idle activations are looked for (ms). */
   idleSweepMs?: number;
+  /** Stamp every activation's last use, not only those of types with `idleTimeoutMs` (for evicters outside the system). */
+  trackLastUse?: boolean;
   /** Called when a tell's handler fails: nobody waits for it, but it must not vanish. */
   onTellFailure?: (type: string, id: string, method: string, error: unknown) => void;
   /** Called when an actor is activated here (fresh or from parked state), before its first turn. */
@@ -157,6 +159,7 @@ export class ActorSystem implements ActivationHost {
   readonly #pauseWaiters = new Map<Activation, () => void>();
   readonly #pending: PendingAsks;
   readonly #idleSweepMs: number;
+  readonly #trackLastUse: boolean;
   #idleTimer: TimerHandle | undefined;
   #stopped = false;
   /** Set by close(): new asks and tells from this thread are refused; accepted work finishes. */
@@ -184,6 +187,7 @@ export class ActorSystem implements ActivationHost {
     this.#statelessExecutor = options.statelessExecutor ?? inlineStatelessExecutor;
     this.#parked = options.parkedStates ?? new MemoryParkedStateStore();
     this.#idleSweepMs = options.idleSweepMs ?? 1000;
+    this.#trackLastUse = options.trackLastUse ?? false;
     this.#onTellFailure = options.onTellFailure ?? defaultTellFailure;
     this.#onActivated = options.onActivated;
     this.#pending = new PendingAsks(this.scheduler, undefined, options.firstRequestId ?? 1);
@@ -375,6 +379,17 @@ export class ActorSystem implements ActivationHost {
     };
   }
 
+  /**
+   * The activations an evicter may deactivate now (no turn running or queued, not loading, not
+   * migrating), with when each was last used (`trackLastUse`, or a type with `idleTimeoutMs`).
+   */
+  *evictable(): IterableIterator<[type: string, id: string, lastUsed: number]> {
+    for (const activation of this.#activations.values()) {
+      if (activation.active || activation.loading || activation.frozen || activation.queued > 0 || activation.def.stateless) continue;
+      yield [activation.type, activation.id, activation.lastUsed];
+    }
+  }
+
   /** Every (type, id) this thread hosts: active, or parked after deactivation. */
   hostedIds(): [type: string, id: string][] {
     const ids: [string, string][] = [];
@@ -430,7 +445,7 @@ export class ActorSystem implements ActivationHost {
 
   turnFinished(activation: Activation, message: Message, ok: boolean, value: unknown): void {
     this.#turns++;
-    if (activation.def.idleTimeoutMs !== undefined) activation.lastUsed = this.scheduler.now();
+    if (this.#trackLastUse || activation.def.idleTimeoutMs !== undefined) activation.lastUsed = this.scheduler.now();
     if (!ok) this.#failedTurns++;
     if (message.reply !== undefined) {
       message.reply.settle(ok, value);

@@ -775,6 +775,23 @@ describe('a parked-state store that answers later (a disk or a database)', () =>
   });
 });
 
+describe('what an evicter outside the system sees', () => {
+  it('lists idle activations with their last use, and none that are busy', async () => {
+    const scheduler = new VirtualScheduler();
+    const system = makeSystem({ scheduler, trackLastUse: true });
+    system.registry.add(Counter);
+    await system.ref(Counter, 'early').add(1);
+    await scheduler.advance(40);
+    await system.ref(Counter, 'late').add(1);
+    expect([...system.evictable()]).toEqual([
+      ['Counter', 'early', 0],
+      ['Counter', 'late', 40],
+    ]);
+    expect(system.deactivate('Counter', 'early')).toBe(true);
+    expect([...system.evictable()].map(([, id]) => id)).toEqual(['late']);
+  });
+});
+
 describe('stop', () => {
   it('rejects new asks with Stopped and tells throw Stopped', async () => {
     const system = makeSystem();

@@ -15,7 +15,11 @@ export type WadiErrorCode =
   | 'WADI_DECODE'
   | 'WADI_INVALID_ARGUMENT'
   | 'WADI_WORKER_CRASHED'
-  | 'WADI_REDIRECTED';
+  | 'WADI_REDIRECTED'
+  // Store errors: the classes live in @wadi/store, which registers them with `registerErrorClass`.
+  | 'WADI_STALE_WRITE'
+  | 'WADI_CORRUPT_RECORD'
+  | 'WADI_STORE_FULL';
 
 export class WadiError extends Error {
   readonly code: WadiErrorCode;
@@ -110,8 +114,7 @@ export class Redirected extends WadiError {
 
 type WadiErrorClass = new (...args: never[]) => WadiError;
 
-/** Classes the codec rebuilds by code, so `instanceof` works on the far side of a thread or node. */
-export const errorClassesByCode: ReadonlyMap<string, WadiErrorClass> = new Map<string, WadiErrorClass>([
+const errorClasses = new Map<string, WadiErrorClass>([
   ['WADI_OVERLOADED', Overloaded],
   ['WADI_TIMEOUT', Timeout],
   ['WADI_UNAVAILABLE', Unavailable],
@@ -124,6 +127,20 @@ export const errorClassesByCode: ReadonlyMap<string, WadiErrorClass> = new Map<s
   ['WADI_INVALID_ARGUMENT', InvalidArgument],
   ['WADI_REDIRECTED', Redirected],
 ]);
+
+/** Classes the codec rebuilds by code, so `instanceof` works on the far side of a thread or node. */
+export const errorClassesByCode: ReadonlyMap<string, WadiErrorClass> = errorClasses;
+
+/**
+ * Lets a package that defines its own `WadiError` subclasses (the store's) have them rebuilt by
+ * the codec too. Registering is idempotent; a code already bound to another class is refused,
+ * so two packages cannot silently fight over one code.
+ */
+export function registerErrorClass(code: WadiErrorCode, Class: WadiErrorClass): void {
+  const known = errorClasses.get(code);
+  if (known !== undefined && known !== Class) throw new InvalidArgument(`error code ${code} is already registered to ${known.name}`);
+  errorClasses.set(code, Class);
+}
 
 /** The wire form of an error: what survives a thread or node boundary. */
 export interface ErrorShape {

@@ -1,0 +1,425 @@
+/**
+ * LmdbTier: the tier contract over one LMDB environment (lmdb-js). A node's local-disk tier
+ * (an environment in its data directory), and the default shared tier of nodes on one host (an
+ * environment at a path they all open: LMDB is multi-process and multi-thread safe).
+ *
+ * Writes: lmdb-js runs write transactions on its own thread and batches everything queued in
+ * one event turn into one transaction, so the tier never writes from the caller's thread.
+ * Each write is an optimistic compare-and-set decided in JavaScript and checked atomically by
+ * LMDB at commit: read the stored record and the bucket's fence, apply the acceptance rule
+ * (internal/fencing.ts), then queue the puts inside two nested `ifVersion` conditions, "the
+ * fence entry is still at the epoch I read" and "the record entry still carries the write stamp
+ * I read" (every write gives its entry a fresh random stamp as its lmdb-js version). If another
+ * thread or process committed in between, the condition fails, nothing is written, and the
+ * write is decided again against what is now stored. So racing writers anywhere on the host can
+ * never make a stored version or epoch go backwards, and a write can never slip under a fence.
+ *
+ * Durability: lmdb-js resolves a write when its transaction commits (visible to every reader)
+ * and syncs to disk afterwards (`overlappingSync`); `store` resolves only after `flushed`.
+ *
+ * Reads are synchronous (`loadSync`, `findSync`) from a read transaction that lmdb-js renews
+ * every event turn; the tier resets it before each read so a record another thread or process
+ * committed is seen at once. Bucket listings read a page at a time, so no read transaction stays
+ * open while the caller awaits (a long read transaction pins old pages and grows the file).
+ *
+ * Disk full: lmdb-js grows the map by itself, so the limit that bites is the file system's
+ * (ENOSPC, EDQUOT, EFBIG under RLIMIT_FSIZE). The failed transaction writes nothing; the writes
+ * in it reject with `StoreFull`; everything committed before stays readable and later writes
+ * work again once there is room.
+ */
+import { mkdirSync } from 'node:fs';
+import { Stopped, Unavailable, decode, encode } from '@wadi/core';
+import { getLastVersion, open, type Database, type Key, type RootDatabase } from 'lmdb';
+import { CorruptRecord } from './errors.js';
+import { removeRefusal, writeRefusal } from './internal/fencing.js';
+import { bucketBounds, indexKey, isHashed, recordKey, type IndexKey, type RecordKey } from './internal/lmdb-keys.js';
+import { RecordDecodeFailure, decodeRecord, encodeRecord, metaOf } from './internal/record-codec.js';
+import { storageError } from './internal/storage-errors.js';
+import { checkBucket, checkEpoch, checkKey, checkRecord, checkRemoveFence, recordError } from './internal/validate.js';
+import type { QuarantinedRecord, RemoveFence, SessionMeta, SessionRecord, SyncReadTier } from './tier.js';
+
+export interface LmdbTierOptions {
+  /** Directory of the environment (created if missing). */
+  path: string;
+  /** The tier's name in errors and stats; defaults to 'lmdb'. */
+  name?: string;
+  /** Initial size of the memory map in bytes; lmdb-js grows it as the data grows. */
+  mapSize?: number;
+}
+
+/** Layout version of the environment, kept in its `meta` database. */
+const FORMAT = 1;
+/** Index entries read per page by `listBucket` (one short read transaction each). */
+const LIST_PAGE = 512;
+/** A write decided again this many times in a row gives up (each retry means another writer won). */
+const MAX_ATTEMPTS = 1000;
+const EMPTY = Buffer.alloc(0);
+
+/** What a write saw: the stored entry's stamp and record (or the reason it did not decode). */
+interface Current {
+  /** lmdb-js entry version of the record, null when absent. */
+  stamp: number | null;
+  record: SessionRecord | undefined;
+  corrupt: { reason: string; raw: Uint8Array } | undefined;
+}
+
+/** lmdb-js reads `null` as "the entry does not exist" in `ifVersion`; its typings only say number. */
+const ABSENT = null as unknown as number;
+
+export class LmdbTier implements SyncReadTier {
+  readonly name: string;
+  readonly durability = 'when store() resolves: committed and synced to disk (lmdb-js flushed); survives a process or machine crash';
+  readonly path: string;
+  readonly #env: RootDatabase;
+  readonly #records: Database<Buffer, Key>;
+  readonly #index: Database<Buffer, Key>;
+  readonly #fences: Database<Buffer, Key>;
+  readonly #quarantine: Database<Buffer, Key>;
+  /** Operations in flight, awaited by `close` (and quarantine moves, awaited by `quarantined`). */
+  readonly #inFlight = new Set<Promise<unknown>>();
+  #closed = false;
+
+  constructor(options: LmdbTierOptions) {
+    this.name = options.name ?? 'lmdb';
+    this.path = options.path;
+    mkdirSync(options.path, { recursive: true });
+    this.#env = open({ path: options.path, ...(options.mapSize === undefined ? {} : { mapSize: options.mapSize }), maxDbs: 8 });
+    const binary = { encoding: 'binary' as const };
+    this.#records = this.#env.openDB<Buffer, Key>({ name: 'records', ...binary, useVersions: true });
+    this.#index = this.#env.openDB<Buffer, Key>({ name: 'bucketIndex', ...binary });
+    this.#fences = this.#env.openDB<Buffer, Key>({ name: 'fences', ...binary, useVersions: true });
+    this.#quarantine = this.#env.openDB<Buffer, Key>({ name: 'quarantine', ...binary });
+    this.#checkFormat();
+  }
+
+  // Reads
+
+  findSync(type: string, id: string): SessionMeta | undefined {
+    const record = this.loadSync(type, id);
+    return record === undefined ? undefined : metaOf(record);
+  }
+
+  loadSync(type: string, id: string): SessionRecord | undefined {
+    this.#ensureOpen();
+    checkKey(type, id);
+    this.#env.resetReadTxn();
+    const current = this.#read(type, id, recordKey(type, id));
+    if (current.corrupt !== undefined) {
+      this.#track(this.#moveAside(type, id, current));
+      throw new CorruptRecord(type, id, this.name, current.corrupt.reason);
+    }
+    return current.record;
+  }
+
+  async find(type: string, id: string): Promise<SessionMeta | undefined> {
+    return this.findSync(type, id);
+  }
+
+  async load(type: string, id: string): Promise<SessionRecord | undefined> {
+    return this.loadSync(type, id);
+  }
+
+  async *listBucket(bucket: number): AsyncIterable<SessionMeta> {
+    this.#ensureOpen();
+    checkBucket(bucket);
+    const { start, end } = bucketBounds(bucket);
+    let from: Key = start;
+    let exclusiveStart = false;
+    for (;;) {
+      this.#env.resetReadTxn();
+      const page: Array<{ key: IndexKey; value: Buffer }> = [];
+      for (const entry of this.#index.getRange({ start: from, end, exclusiveStart, limit: LIST_PAGE })) {
+        page.push({ key: entry.key as IndexKey, value: Buffer.from(entry.value) });
+      }
+      const metas: SessionMeta[] = [];
+      for (const { key, value } of page) {
+        const meta = indexMeta(key, value);
+        const rkey = recordKey(meta.type, meta.id);
+        if (this.#records.doesExist(rkey)) {
+          metas.push(meta);
+        } else {
+          // Left behind when a corrupt record was quarantined (its bucket was unreadable): drop it,
+          // unless the record was stored again meanwhile.
+          this.#track(quiet(this.#records.ifVersion(rkey, ABSENT, () => void quiet(this.#index.remove(key)))));
+        }
+      }
+      // The page is copied out: the caller may take its time, no read transaction waits for it.
+      yield* metas;
+      if (page.length < LIST_PAGE) return;
+      from = page[page.length - 1]!.key;
+      exclusiveStart = true;
+    }
+  }
+
+  async *quarantined(): AsyncIterable<QuarantinedRecord> {
+    this.#ensureOpen();
+    await Promise.allSettled([...this.#inFlight]);
+    this.#env.resetReadTxn();
+    const entries: QuarantinedRecord[] = [];
+    for (const { key, value } of this.#quarantine.getRange({})) {
+      const [type, id, reason, raw] = decode(Buffer.from(value)) as [string, string, string, Uint8Array];
+      entries.push({ type, id, reason, bytes: raw.byteLength, at: (key as [number, number])[0], raw });
+    }
+    yield* entries;
+  }
+
+  async count(): Promise<number> {
+    this.#ensureOpen();
+    this.#env.resetReadTxn();
+    return (this.#records.getStats() as { entryCount: number }).entryCount;
+  }
+
+  // Writes
+
+  async store(record: SessionRecord): Promise<void> {
+    checkRecord(record);
+    const [outcome] = await this.storeMany([record]);
+    if (outcome !== undefined) throw outcome;
+  }
+
+  async storeMany(records: readonly SessionRecord[]): Promise<Array<Error | undefined>> {
+    this.#ensureOpen();
+    return this.#track(this.#storeMany(records));
+  }
+
+  async remove(type: string, id: string, fence: RemoveFence): Promise<boolean> {
+    this.#ensureOpen();
+    checkKey(type, id);
+    checkRemoveFence(fence);
+    return this.#track(this.#remove(type, id, fence));
+  }
+
+  async fence(bucket: number, epoch: number): Promise<void> {
+    this.#ensureOpen();
+    checkBucket(bucket);
+    checkEpoch(epoch);
+    await this.#track(this.#raiseFence(bucket, epoch));
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled([...this.#inFlight]);
+    await this.#env.close();
+  }
+
+  async #storeMany(records: readonly SessionRecord[]): Promise<Array<Error | undefined>> {
+    const outcomes: Array<Error | undefined> = records.map((record) => recordError(record));
+    let pending = records.map((_, i) => i).filter((i) => outcomes[i] === undefined);
+    let wrote = false;
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      if (attempt >= MAX_ATTEMPTS) {
+        for (const i of pending) outcomes[i] = contention(records[i]!);
+        break;
+      }
+      // See what other threads and processes committed since this thread's snapshot.
+      this.#env.resetReadTxn();
+      const attempts: Array<{ index: number; committed: Promise<boolean> }> = [];
+      for (const index of pending) {
+        const record = records[index]!;
+        const key = recordKey(record.type, record.id);
+        const current = this.#read(record.type, record.id, key);
+        const fence = this.#fenceOf(record.bucket);
+        const refusal = writeRefusal(record.type, record.id, record, current.record, fence ?? 0);
+        if (refusal !== undefined) {
+          outcomes[index] = refusal;
+          continue;
+        }
+        const value = encodeRecord(record);
+        const meta = encode([record.version, record.epoch, record.updatedAt, record.state.byteLength, ...(isHashed(record.type, record.id) ? [record.id] : [])]);
+        const committed = this.#conditionally(record.bucket, fence, key, current.stamp, () => {
+          quiet(this.#records.put(key, asBuffer(value), newStamp()));
+          quiet(this.#index.put(indexKey(record.bucket, record.type, record.id), asBuffer(meta)));
+          const old = current.record;
+          if (old !== undefined && old.bucket !== record.bucket) quiet(this.#index.remove(indexKey(old.bucket, old.type, old.id)));
+          if (current.corrupt !== undefined) this.#putQuarantine(record.type, record.id, current.corrupt);
+        });
+        attempts.push({ index, committed });
+      }
+      // Conditions that failed are decided again; commit failures are final for their records.
+      const settled = await Promise.allSettled(attempts.map((a) => a.committed));
+      pending = [];
+      for (let k = 0; k < attempts.length; k++) {
+        const { index } = attempts[k]!;
+        const result = settled[k]!;
+        if (result.status === 'rejected') outcomes[index] = await storageError(result.reason, this.name);
+        else if (result.value) wrote = true;
+        else pending.push(index);
+      }
+    }
+    if (wrote) await this.#flushed(outcomes);
+    return outcomes;
+  }
+
+  async #remove(type: string, id: string, claim: RemoveFence): Promise<boolean> {
+    const key = recordKey(type, id);
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      this.#env.resetReadTxn();
+      const current = this.#read(type, id, key);
+      if (current.stamp === null) return false;
+      if (current.corrupt !== undefined) {
+        // Nothing readable to remove: the bytes go to quarantine, the session reads as absent.
+        await this.#moveAside(type, id, current);
+        return false;
+      }
+      const stored = current.record!;
+      const fence = this.#fenceOf(stored.bucket);
+      const refusal = removeRefusal(type, id, claim, stored, fence ?? 0);
+      if (refusal !== undefined) throw refusal;
+      const committed = this.#conditionally(stored.bucket, fence, key, current.stamp, () => {
+        quiet(this.#records.remove(key));
+        quiet(this.#index.remove(indexKey(stored.bucket, type, id)));
+      });
+      if (await this.#settle(committed)) {
+        await this.#flushedOrThrow();
+        return true;
+      }
+    }
+    throw contention({ type, id });
+  }
+
+  async #raiseFence(bucket: number, epoch: number): Promise<void> {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      this.#env.resetReadTxn();
+      const current = this.#fenceOf(bucket);
+      if (current !== null && current >= epoch) return;
+      // The entry's version is the fence epoch: the put only lands if nobody moved the fence meanwhile.
+      const committed = this.#fences.put(bucket, EMPTY, epoch, current ?? ABSENT);
+      if (await this.#settle(committed)) {
+        await this.#flushedOrThrow();
+        return;
+      }
+    }
+    throw new Unavailable(`fence of bucket ${bucket} in tier ${this.name}: too much contention`);
+  }
+
+  /**
+   * Queues `writes` to run in the next write transaction only if the bucket's fence entry and
+   * the record entry are still what was read (`fence`, `stamp`; null = absent). Resolves true
+   * if they were and the writes committed, false if not (nothing written).
+   */
+  #conditionally(bucket: number, fence: number | null, key: RecordKey, stamp: number | null, writes: () => void): Promise<boolean> {
+    let inner: Promise<boolean> | undefined;
+    const outer = this.#fences.ifVersion(bucket, fence ?? ABSENT, () => {
+      inner = this.#records.ifVersion(key, stamp ?? ABSENT, writes);
+    });
+    // A nested block reports only its own condition: when the outer one fails, the inner
+    // promise still says true although nothing in it ran. Both must hold.
+    return Promise.all([outer, inner!]).then(([fenceHeld, stampHeld]) => fenceHeld && stampHeld);
+  }
+
+  /** Moves the corrupt bytes of `current` aside, if they are still what is stored. */
+  async #moveAside(type: string, id: string, current: Current): Promise<void> {
+    const key = recordKey(type, id);
+    const committed = this.#records.ifVersion(key, current.stamp!, () => {
+      this.#putQuarantine(type, id, current.corrupt!);
+      quiet(this.#records.remove(key));
+    });
+    if (await this.#settle(committed)) await this.#flushedOrThrow();
+  }
+
+  #putQuarantine(type: string, id: string, corrupt: { reason: string; raw: Uint8Array }): void {
+    const entry = encode([type, id, corrupt.reason, corrupt.raw]);
+    quiet(this.#quarantine.put([Date.now(), newStamp()], asBuffer(entry)));
+  }
+
+  /** The record stored under `key`, read in this thread's read transaction. */
+  #read(type: string, id: string, key: RecordKey): Current {
+    const raw = this.#records.getBinaryFast(key);
+    if (raw === undefined) return { stamp: null, record: undefined, corrupt: undefined };
+    // The stamp of the entry just read; must be taken before any other read.
+    const stamp = getLastVersion();
+    try {
+      return { stamp, record: decodeRecord(raw, type, id), corrupt: undefined };
+    } catch (error) {
+      if (!(error instanceof RecordDecodeFailure)) throw error;
+      // getBinaryFast's buffer is reused by the next read: keep a copy of the evidence.
+      return { stamp, record: undefined, corrupt: { reason: error.reason, raw: Uint8Array.prototype.slice.call(raw) } };
+    }
+  }
+
+  /** The bucket's fence epoch, null when it was never raised. */
+  #fenceOf(bucket: number): number | null {
+    return this.#fences.getBinaryFast(bucket) === undefined ? null : getLastVersion();
+  }
+
+  /** A commit's outcome, with storage failures turned into the store's errors. */
+  async #settle(committed: Promise<boolean>): Promise<boolean> {
+    try {
+      return await committed;
+    } catch (error) {
+      throw await storageError(error, this.name);
+    }
+  }
+
+  async #flushedOrThrow(): Promise<void> {
+    try {
+      await this.#env.flushed;
+    } catch (error) {
+      throw await storageError(error, this.name);
+    }
+  }
+
+  /** Waits until what committed is on disk; if syncing failed, every write of the batch failed. */
+  async #flushed(outcomes: Array<Error | undefined>): Promise<void> {
+    try {
+      await this.#env.flushed;
+    } catch (error) {
+      const failure = await storageError(error, this.name);
+      for (let i = 0; i < outcomes.length; i++) outcomes[i] ??= failure;
+    }
+  }
+
+  #checkFormat(): void {
+    const meta = this.#env.openDB<unknown, Key>({ name: 'meta' });
+    const format = meta.get('format');
+    if (format === undefined) meta.putSync('format', FORMAT);
+    else if (format !== FORMAT) {
+      throw new Unavailable(`tier ${this.name} at ${this.path} has layout format ${String(format)}; this version reads format ${FORMAT}`);
+    }
+  }
+
+  #track<T>(operation: Promise<T>): Promise<T> {
+    this.#inFlight.add(operation);
+    const forget = (): void => void this.#inFlight.delete(operation);
+    operation.then(forget, forget);
+    return operation;
+  }
+
+  #ensureOpen(): void {
+    if (this.#closed) throw new Stopped(`tier ${this.name} is closed`);
+  }
+}
+
+/** A random stamp below 2^52: two writes of one key never share one in practice. */
+function newStamp(): number {
+  return Math.floor(Math.random() * 2 ** 52) + 1;
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function indexMeta(key: IndexKey, value: Buffer): SessionMeta {
+  const [bucket, type, keyId] = key;
+  const [version, epoch, updatedAt, bytes, hashedId] = decode(value) as [number, number, number, number, string?];
+  return { type, id: hashedId ?? keyId, bucket, version, epoch, updatedAt, bytes };
+}
+
+function contention(record: { type: string; id: string }): Unavailable {
+  return new Unavailable(`write of ${record.type}/${record.id}: decided ${MAX_ATTEMPTS} times, another writer won each time`);
+}
+
+/**
+ * lmdb-js write promises that nobody awaits must not become unhandled rejections (a failed
+ * commit rejects every promise of its transaction, and its `commitError` too).
+ */
+function quiet<T>(promise: T): T {
+  if (promise instanceof Promise) {
+    promise.catch((error: unknown) => {
+      const commitError = (error as { commitError?: unknown } | undefined)?.commitError;
+      if (commitError instanceof Promise) commitError.catch(() => undefined);
+    });
+  }
+  return promise;
+}

@@ -13,6 +13,7 @@ import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { askCrossNode } from './benchmarks/ask-cross-node.js';
 import { askCrossWorker } from './benchmarks/ask-cross-worker.js';
+import { storeActivate } from './benchmarks/store-activate.js';
 import { askInThread } from './benchmarks/ask-in-thread.js';
 import { clusterMembership } from './benchmarks/cluster.js';
 import { sessionEvacuate } from './benchmarks/session-evacuate.js';
@@ -22,7 +23,7 @@ import { memoryPerActor } from './benchmarks/memory-per-actor.js';
 import { rawPostMessage } from './benchmarks/raw-post-message.js';
 import { formatTable, writeResults, type BenchResult, type Benchmark } from './harness.js';
 
-const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, rawPostMessage, clusterMembership, simSpeed, askCrossNode, sessionMigrate, sessionEvacuate];
+const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, rawPostMessage, clusterMembership, simSpeed, askCrossNode, sessionMigrate, sessionEvacuate, storeActivate];
 
 const RESULTS_FILE = new URL('../../../bench-results.json', import.meta.url);
 

@@ -25,6 +25,13 @@ const USAGE = `usage: wadi node [options]
   --heartbeat-ms N --suspect-after-ms N --down-after-ms N --probe-interval-ms N
                          failure detection timings (defaults 500, 2000, 1000, 500)
   --max-payload-bytes N  largest frame accepted from a peer (default 16 MiB)
+  --shared DIR|URL       shared session store: a directory every node on this host opens
+                         (LMDB), or postgres://user@host/db
+  --idle-ms N            demote sessions idle this long from memory to disk
+  --max-active N         at most N active sessions per worker (least recently used demoted)
+  --max-heap-mb N        demote least recently used sessions while a worker's heap exceeds N MiB
+
+Sessions parked on disk go to DIR/sessions when --data is given.
 
 The cluster secret comes from the WADI_SECRET environment variable.`;
 
@@ -77,6 +84,10 @@ function parseNodeOptions(args: string[]): NodeOptions {
       'down-after-ms': { type: 'string' },
       'probe-interval-ms': { type: 'string' },
       'max-payload-bytes': { type: 'string' },
+      shared: { type: 'string' },
+      'idle-ms': { type: 'string' },
+      'max-active': { type: 'string' },
+      'max-heap-mb': { type: 'string' },
     },
   });
   const integer = (name: string, min: number, max: number): number | undefined => {
@@ -102,7 +113,18 @@ function parseNodeOptions(args: string[]): NodeOptions {
   const buckets = integer('buckets', 1, 65_536);
   const httpPort = integer('http-port', 0, 65_535);
   const maxPayloadBytes = integer('max-payload-bytes', 1024, 1024 * 1024 * 1024);
+  const idleMs = integer('idle-ms', 1, 30 * 24 * 3600 * 1000);
+  const maxActivePerWorker = integer('max-active', 1, 100_000_000);
+  const maxHeapMb = integer('max-heap-mb', 16, 1024 * 1024);
+  if (values.shared !== undefined && values.shared.trim() === '') throw new Error('--shared needs a directory or a postgres:// URL');
+  const store = {
+    ...(values.shared === undefined ? {} : { shared: values.shared }),
+    ...(idleMs === undefined ? {} : { idleMs }),
+    ...(maxActivePerWorker === undefined ? {} : { maxActivePerWorker }),
+    ...(maxHeapMb === undefined ? {} : { maxHeapBytesPerWorker: maxHeapMb * 1024 * 1024 }),
+  };
   return {
+    store,
     ...(actors === undefined ? {} : { actors }),
     ...(workers === undefined ? {} : { workers }),
     ...(buckets === undefined ? {} : { buckets }),

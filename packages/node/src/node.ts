@@ -9,6 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { Piscina } from 'piscina';
@@ -44,7 +45,7 @@ import { startCluster, type ClusterHandle, type ClusterHost, type ClusterOptions
 import { BUCKET_ACTOR, type DirectoryEntry, type DirectoryStats } from '@wadi/cluster';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { loadActorModules, toModuleUrl } from './internal/modules.js';
-import { MAIN_THREAD, type StatelessPoolData, type StatelessTask, type ThreadMessage, type WorkerControl, type WorkerData } from './internal/protocol.js';
+import { MAIN_THREAD, type WorkerStoreData, type StatelessPoolData, type StatelessTask, type ThreadMessage, type WorkerControl, type WorkerData } from './internal/protocol.js';
 import { BucketRouter, roundRobinTable } from './internal/router.js';
 
 export interface NodeOptions {
@@ -66,6 +67,30 @@ export interface NodeOptions {
   maxRestartsPerMinute?: number;
   /** Makes this node a cluster member: listen for other nodes, join through seeds. */
   cluster?: ClusterOptions;
+  /** Where sessions go when they leave memory: see `StoreOptions`. */
+  store?: StoreOptions;
+}
+
+/**
+ * The store stack of a node (docs/store.md). Without a disk, a deactivated session stays parked
+ * in its worker's memory; with one, it is written to the node's LMDB environment and found there
+ * again after a restart.
+ */
+export interface StoreOptions {
+  /** Directory of this node's disk tier (default: `sessions` in the cluster's data directory, if there is one). */
+  disk?: string;
+  /** LMDB map size of the disk tier in bytes (default 1 GiB); a full map stops demotion, nothing is lost. */
+  diskMapBytes?: number;
+  /** The shared tier: a directory (an LMDB environment every node on this host opens) or a `postgres://` URL. */
+  shared?: string;
+  /** Sessions idle this long are demoted from memory to disk (ms; types may set a shorter `idleTimeoutMs`). */
+  idleMs?: number;
+  /** At most this many active sessions per worker: beyond it, the least recently used are demoted. */
+  maxActivePerWorker?: number;
+  /** A worker whose heap grows past this many bytes demotes its least recently used sessions. */
+  maxHeapBytesPerWorker?: number;
+  /** Demotions per second per worker, at most (default 2,000): a burst never stalls a worker. */
+  demotionsPerSecond?: number;
 }
 
 export interface WorkerStats extends SystemStats {
@@ -107,6 +132,8 @@ const WORKER_URL = new URL('./worker.js', import.meta.url);
 const STATELESS_WORKER_URL = new URL('./stateless-worker.js', import.meta.url);
 const DEFAULT_MAX_HELD_BYTES = 64 * 1024 * 1024;
 const CONTROL_TIMEOUT_MS = 30_000;
+/** Longest a worker may take to write what it still holds down the store stack when the node stops. */
+const DEMOTE_ALL_TIMEOUT_MS = 120_000;
 /** Longest a worker may take to move its sessions away when the node leaves. */
 const EVACUATION_TIMEOUT_MS = 120_000;
 
@@ -157,7 +184,8 @@ class LocalNode implements WadiNode {
   actorTypes: readonly string[] = [];
   cluster: ClusterHandle | undefined;
   readonly #modules: string[];
-  readonly #options: Required<Omit<NodeOptions, 'actors' | 'workers' | 'buckets' | 'cluster'>>;
+  readonly #options: Required<Omit<NodeOptions, 'actors' | 'workers' | 'buckets' | 'cluster' | 'store'>>;
+  readonly #store: WorkerStoreData | undefined;
   readonly #clusterOptions: ClusterOptions | undefined;
   readonly #registry = new Registry();
   readonly #slots: WorkerSlot[] = [];
@@ -185,6 +213,7 @@ class LocalNode implements WadiNode {
       maxHeldBytes: positive('maxHeldBytes', options.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES),
       maxRestartsPerMinute: positive('maxRestartsPerMinute', options.maxRestartsPerMinute ?? 5),
     };
+    this.#store = resolveStore(options.store, options.cluster?.dataDir);
     this.#router = new BucketRouter(this.buckets, roundRobinTable(this.buckets, this.workers), MAIN_THREAD, LOCAL);
     const statelessExecutor: StatelessExecutor = { run: (def, method, args) => this.#runStateless(def, method, args) };
     const localRouter = this.#router;
@@ -285,8 +314,12 @@ class LocalNode implements WadiNode {
     const up = this.#slots.filter((slot) => slot.state === 'up');
     const all = await Promise.all(up.map((slot) => this.#control(slot, (c) => c.routingStats()).catch(() => undefined)));
     const { workers } = await this.stats();
+    const stores = await Promise.all(up.map((slot) => this.#control(slot, (c) => c.storeStats()).catch(() => undefined)));
     let memory = 0;
-    for (const worker of workers) memory += worker.activations + worker.parked;
+    let disk = 0;
+    // Without a disk tier, parked sessions stay in their worker's memory.
+    for (const worker of workers) memory += worker.activations + (this.#store === undefined ? worker.parked : 0);
+    for (const store of stores) disk += store?.disk ?? 0;
     const hops: Record<string, number> = {};
     const routing: RoutingCounters = { forwarded: 0, placed: 0, waiting: 0, pointers: 0, migratedOut: 0, migratedIn: 0, migrationsFailed: 0, cached: 0, held: 0, rerouted: 0 };
     for (const stats of all) {
@@ -297,7 +330,7 @@ class LocalNode implements WadiNode {
       routing.held += stats.router.held;
       routing.rerouted += stats.router.rerouted;
     }
-    return { memory, disk: 0, hops, routing: { ...routing } };
+    return { memory, disk, hops, routing: { ...routing } };
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
@@ -336,6 +369,16 @@ class LocalNode implements WadiNode {
     await Promise.all(
       this.#slots.filter((slot) => slot.state === 'up').map((slot) => this.#control(slot, (c) => c.drain(remaining())).catch(() => false)),
     );
+    if (this.#store !== undefined) {
+      const results = await Promise.all(
+        this.#slots.filter((slot) => slot.state === 'up').map((slot) => this.#control(slot, (c) => c.demoteAll(), DEMOTE_ALL_TIMEOUT_MS).catch((error: unknown) => {
+          console.error(`wadi: worker ${slot.index} could not demote its sessions before stopping:`, error);
+          return { demoted: 0, moved: 0, kept: 0 };
+        })),
+      );
+      const total = results.reduce((sum, r) => ({ demoted: sum.demoted + r.demoted, moved: sum.moved + r.moved, kept: sum.kept + r.kept }), { demoted: 0, moved: 0, kept: 0 });
+      if (total.demoted + total.moved + total.kept > 0) console.log(`wadi: stopping: ${total.demoted} session(s) demoted to disk, ${total.moved} moved to the shared store, ${total.kept} kept on disk`);
+    }
     await Promise.all(
       this.#slots.map(async (slot) => {
         const worker = slot.worker;
@@ -373,6 +416,7 @@ class LocalNode implements WadiNode {
       mailboxCapacity: this.#options.mailboxCapacity,
       maxHeldBytes: this.#options.maxHeldBytes,
       controlPort: port2,
+      ...(this.#store === undefined ? {} : { store: this.#store }),
     };
     const worker = new Worker(WORKER_URL, { workerData: data, transferList: [port2], name: `wadi-worker-${slot.index}` });
     slot.worker = worker;
@@ -503,3 +547,28 @@ function emptyStats(): SystemStats {
   return { activations: 0, parked: 0, queued: 0, pendingAsks: 0, turns: 0, failedTurns: 0, activated: 0, deactivated: 0 };
 }
 
+const DEFAULT_DEMOTIONS_PER_SECOND = 2_000;
+
+/** The workers' view of `StoreOptions`: the disk defaults to `sessions` in the data directory. */
+function resolveStore(options: StoreOptions | undefined, dataDir: string | undefined): WorkerStoreData | undefined {
+  const disk = options?.disk ?? (dataDir === undefined ? undefined : join(dataDir, 'sessions'));
+  const wantsDisk = options !== undefined && (options.shared !== undefined || options.idleMs !== undefined || options.maxActivePerWorker !== undefined || options.maxHeapBytesPerWorker !== undefined);
+  if (disk === undefined) {
+    if (wantsDisk) throw new InvalidArgument('the store options need a disk tier: give a data directory (--data) or store.disk');
+    return undefined;
+  }
+  const positiveOrUndefined = (name: string, value: number | undefined): number | undefined => (value === undefined ? undefined : positive(`store.${name}`, value));
+  const idleMs = positiveOrUndefined('idleMs', options?.idleMs);
+  const maxActive = positiveOrUndefined('maxActivePerWorker', options?.maxActivePerWorker);
+  const maxHeapBytes = positiveOrUndefined('maxHeapBytesPerWorker', options?.maxHeapBytesPerWorker);
+  const diskMapBytes = positiveOrUndefined('diskMapBytes', options?.diskMapBytes);
+  return {
+    disk,
+    demotionsPerSecond: positive('store.demotionsPerSecond', options?.demotionsPerSecond ?? DEFAULT_DEMOTIONS_PER_SECOND),
+    ...(options?.shared === undefined ? {} : { shared: options.shared }),
+    ...(idleMs === undefined ? {} : { idleMs }),
+    ...(maxActive === undefined ? {} : { maxActive }),
+    ...(maxHeapBytes === undefined ? {} : { maxHeapBytes }),
+    ...(diskMapBytes === undefined ? {} : { diskMapBytes }),
+  };
+}

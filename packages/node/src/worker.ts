@@ -17,6 +17,8 @@ import {
   Registry,
   Unavailable,
   WorkerCrashed,
+  activationKey,
+  bucketOf,
   decode,
   encode,
   type AnyActorDef,
@@ -25,7 +27,10 @@ import {
   type Router,
   type TellEnvelope,
 } from '@wadi/core';
+import { LmdbTier, PostgresTier, type Tier } from '@wadi/store';
+import { Demotions, heapEvicter, idleEvicter, lruEvicter, type MemoryEvicter } from './internal/demotions.js';
 import { PortLink, receiveBatch } from './internal/link.js';
+import { SessionStates } from './internal/session-states.js';
 import { loadActorModules } from './internal/modules.js';
 import { MAIN_THREAD, REQUEST_ID_SPAN, type ThreadMessage, type WorkerControl, type WorkerData } from './internal/protocol.js';
 import { BucketRouter, roundRobinTable } from './internal/router.js';
@@ -59,6 +64,22 @@ const router: Router = {
   },
 };
 
+/** The layout epoch this worker holds: the fencing epoch of its store writes. */
+let layoutEpoch = 0;
+const log = (message: string): void => console.warn(`wadi worker ${data.index}: ${message}`);
+
+const states =
+  data.store === undefined
+    ? undefined
+    : new SessionStates({
+        disk: new LmdbTier({ path: data.store.disk, name: 'disk', ...(data.store.diskMapBytes === undefined ? {} : { mapSize: data.store.diskMapBytes }) }),
+        bucketOf: (id) => bucketOf(id, data.buckets),
+        versionOf: (key) => cluster?.host.versionOf(key) ?? 0,
+        epoch: () => layoutEpoch,
+        now: () => Date.now(),
+        log,
+      });
+
 const buckets = new BucketHost(data.index, data.workers, data.buckets, {
   toWorker: send,
   toNode: (envelope) => send(MAIN_THREAD, envelope),
@@ -81,6 +102,8 @@ const system = new ActorSystem({
       } else send(destination, envelope);
     },
   },
+  ...(states === undefined ? {} : { parkedStates: states }),
+  trackLastUse: data.store?.maxActive !== undefined || data.store?.maxHeapBytes !== undefined || data.store?.idleMs !== undefined,
   onActivated: (type, id) => (cluster === undefined ? buckets.sessionActivated(type, id) : cluster.host.activated(type, id)),
 });
 
@@ -99,6 +122,28 @@ const deliver = (message: ThreadMessage): void => {
       if (!buckets.receive(message as Envelope)) system.receive(message as Envelope);
   }
 };
+/** The memory evicters `StoreOptions` asked for; they demote to the disk tier. */
+function memoryEvicters(): MemoryEvicter[] {
+  const store = data.store;
+  if (store === undefined) return [];
+  return [
+    ...(store.idleMs === undefined ? [] : [idleEvicter(store.idleMs)]),
+    ...(store.maxActive === undefined ? [] : [lruEvicter(store.maxActive)]),
+    ...(store.maxHeapBytes === undefined ? [] : [heapEvicter(store.maxHeapBytes)]),
+  ];
+}
+const evicters = memoryEvicters();
+const demotions =
+  evicters.length === 0 || data.store === undefined
+    ? undefined
+    : new Demotions({ system, evicters, perSecond: data.store.demotionsPerSecond, now: () => system.scheduler.now() });
+
+/** Opens the shared tier named by `--shared`: a postgres:// URL, else a directory for LMDB. */
+async function openSharedTier(spec: string): Promise<Tier> {
+  if (/^postgres(ql)?:\/\//.test(spec)) return PostgresTier.connect({ url: spec, name: 'shared' });
+  return new LmdbTier({ path: spec, name: 'shared' });
+}
+
 const reportBadBatch = (error: unknown): void => console.error(`wadi worker ${data.index}: dropped an undecodable batch:`, error);
 
 /** Sends a session frame to thread `thread` of node `node`; to this very thread, as a copy delivered at once. */
@@ -121,7 +166,18 @@ const peerPorts = new Map<number, MessagePort>();
 let ticker: NodeJS.Timeout | undefined;
 
 const control: WorkerControl = {
-  start: () => loadActorModules(registry, data.modules),
+  async start() {
+    const types = await loadActorModules(registry, data.modules);
+    if (states !== undefined) {
+      // Before any call: a session parked on disk must be found here, not created afresh.
+      const mine: number[] = [];
+      for (let bucket = data.index; bucket < data.buckets; bucket += data.workers) mine.push(bucket);
+      await states.index(mine);
+      if (data.store?.shared !== undefined) states.shared = await openSharedTier(data.store.shared);
+    }
+    if (demotions !== undefined) setInterval(() => demotions.tick(), TICK_MS).unref();
+    return types;
+  },
   connectPeer(peer, port) {
     peerPorts.get(peer)?.close();
     peerPorts.set(peer, port);
@@ -137,8 +193,8 @@ const control: WorkerControl = {
     return system.failPendingTo(peer, () => new WorkerCrashed(`worker ${peer} died before replying`));
   },
   stats: () => system.stats(),
+  storeStats: () => (states === undefined ? undefined : { ...states.stats(), evicted: demotions?.demoted ?? 0 }),
   joinCluster(node, incarnation) {
-    const log = (message: string): void => console.warn(`wadi worker ${data.index}: ${message}`);
     const now = (): number => performance.now();
     const sessionRouter = new SessionRouter(
       { node, incarnation, thread: data.index, buckets: data.buckets },
@@ -152,6 +208,8 @@ const control: WorkerControl = {
       { send: sendFrame, now, log },
     );
     cluster = { node, router: sessionRouter, host };
+    // Sessions on this node's disk from before a restart: claimed at their stored versions.
+    if (states !== undefined) for (const [type, id] of states.keys()) host.movedIn(activationKey(type, id), id, states.parkedVersion(type, id));
     ticker = setInterval(() => {
       sessionRouter.tick();
       host.tick();
@@ -159,6 +217,7 @@ const control: WorkerControl = {
     ticker.unref();
   },
   setLayout(self, layout) {
+    layoutEpoch = layout.epoch;
     buckets.setLayout(self, layout.epoch, ownerIds(layout));
     cluster?.router.setLayout(layout);
     cluster?.host.setLayout(layout);
@@ -187,11 +246,22 @@ const control: WorkerControl = {
   directoryStats: () => buckets.stats(),
   lookupSession: (bucket, key) => buckets.lookup(bucket, key),
   drain: (timeoutMs) => system.drain(timeoutMs),
-  stop() {
+  async demoteAll() {
+    if (states === undefined) return { demoted: 0, moved: 0, kept: 0 };
+    // What is still here when the node stops (the last node of a cluster, or what could not be
+    // evacuated) goes down the stack rather than vanish with the process.
+    let demoted = 0;
+    for (const [type, id] of [...system.evictable()]) if (system.deactivate(type, id)) demoted++;
+    await states.flush();
+    const { moved, kept } = await states.moveAllToShared();
+    return { demoted, moved, kept };
+  },
+  async stop() {
     clearInterval(ticker);
     system.stop();
     for (const link of links.values()) link.close();
     for (const port of peerPorts.values()) port.close();
+    await states?.close();
     toMain.close();
   },
 };

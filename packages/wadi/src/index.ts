@@ -32,4 +32,4 @@ export {
   type TimerId,
   type WadiErrorCode,
 } from '@wadi/core';
-export { startNode, connect, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type WadiNode, type WorkerStats } from '@wadi/node';
+export { startNode, connect, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type StoreOptions, type WadiNode, type WorkerStats } from '@wadi/node';

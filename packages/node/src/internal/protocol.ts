@@ -6,6 +6,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { MAIN_THREAD, type DirectoryEntry, type DirectoryStats, type Layout, type OutFrame, type RoutedFrame, type SessionHostStats, type SessionRouterStats } from '@wadi/cluster';
 import type { Envelope, SystemStats } from '@wadi/core';
+import type { SessionStatesStats } from './session-states.js';
 
 /** The destination index of a node's main thread; workers are 0..W-1. */
 export { MAIN_THREAD };
@@ -32,6 +33,24 @@ export interface WorkerData {
   maxHeldBytes: number;
   /** The comlink control port. */
   controlPort: MessagePort;
+  /** The node's store stack, if sessions leave memory for a disk (`StoreOptions`). */
+  store?: WorkerStoreData;
+}
+
+export interface WorkerStoreStats extends SessionStatesStats {
+  /** Sessions demoted by the memory evicters. */
+  evicted: number;
+}
+
+/** What a worker needs of `StoreOptions` (paths resolved by the node). */
+export interface WorkerStoreData {
+  disk: string;
+  diskMapBytes?: number;
+  shared?: string;
+  idleMs?: number;
+  maxActive?: number;
+  maxHeapBytes?: number;
+  demotionsPerSecond: number;
 }
 
 export interface WorkerControl {
@@ -42,6 +61,10 @@ export interface WorkerControl {
   /** Worker `peer` died: fail what waits on it and hold new messages until it is back. */
   peerDown(peer: number): number;
   stats(): SystemStats;
+  /** Demotes every session still in memory to disk, then everything on disk to the shared tier if there is one. */
+  demoteAll(): Promise<{ demoted: number; moved: number; kept: number }>;
+  /** The store stack as this worker sees it; undefined without a disk tier. */
+  storeStats(): WorkerStoreStats | undefined;
   /** This node became a cluster member: from now on sessions are placed and routed cluster-wide. */
   joinCluster(node: string, incarnation: number): void;
   /** A committed layout; `self` is this node's id. */
@@ -64,7 +87,7 @@ export interface WorkerControl {
   lookupSession(bucket: number, key: string): { node: string; worker: number } | undefined;
   /** Resolves true once every accepted message has been processed (false on timeout). */
   drain(timeoutMs: number): Promise<boolean>;
-  stop(): void;
+  stop(): Promise<void>;
 }
 
 /** Request ids of one worker incarnation: [incarnation * span + 1, (incarnation + 1) * span). */

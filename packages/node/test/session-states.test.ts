@@ -1,0 +1,153 @@
+/**
+ * A worker's view of the store stack (`SessionStates`) under a real actor system, over the
+ * store's in-memory tiers: demotion reported only once durable, promotion takes the record off the
+ * disk, a restart finds what the disk holds, a shared copy is found for a session nobody hosts,
+ * a full disk keeps sessions in memory, and a corrupt record fails only its own session's calls.
+ */
+import { describe, expect, it } from 'vitest';
+import { ActorSystem, activationKey, bucketOf, defineActor, encode } from '@wadi/core';
+import { MemoryStorage, MemoryTier, StoreFull, type SessionRecord } from '@wadi/store';
+import { FULL_RETRY_MS, SessionStates } from '../src/internal/session-states.js';
+
+const BUCKETS = 64;
+const Counter = defineActor('Counter', {
+  state: () => ({ count: 0 }),
+  handlers: {
+    add(state, n: number) {
+      state.count += n;
+      return state.count;
+    },
+  },
+});
+
+/** A disk whose writes can be held back, or refused as full. */
+class TestDisk extends MemoryTier {
+  full = false;
+  held: Array<() => void> | undefined;
+  override async store(record: SessionRecord): Promise<void> {
+    if (this.full) throw new StoreFull(this.name, 'no space left on device');
+    if (this.held !== undefined) await new Promise<void>((resolve) => this.held!.push(resolve));
+    return super.store(record);
+  }
+}
+
+function setup(options: { disk?: TestDisk; shared?: MemoryTier; versions?: Map<string, number> } = {}) {
+  const disk = options.disk ?? new TestDisk({ name: 'disk' });
+  const demoted: string[] = [];
+  const logs: string[] = [];
+  const clock = { now: 1_000 };
+  const states = new SessionStates({
+    disk,
+    bucketOf: (id) => bucketOf(id, BUCKETS),
+    versionOf: (key) => options.versions?.get(key) ?? 1,
+    epoch: () => 7,
+    now: () => clock.now,
+    onDemoted: (type, id) => demoted.push(`${type}/${id}`),
+    log: (message) => logs.push(message),
+  });
+  if (options.shared !== undefined) states.shared = options.shared;
+  const system = new ActorSystem({ parkedStates: states });
+  system.registry.add(Counter);
+  return { disk, states, system, demoted, logs, clock };
+}
+
+describe('SessionStates', () => {
+  it('reports a demotion only once the disk holds it, and a call meanwhile gets the state back', async () => {
+    const { disk, states, system, demoted } = setup();
+    disk.held = [];
+    const ref = system.ref(Counter, 'alice/counter');
+    await ref.add(5);
+    expect(system.deactivate('Counter', 'alice/counter')).toBe(true);
+    await Promise.resolve();
+    expect(demoted).toEqual([]);
+    expect(states.stats()).toMatchObject({ disk: 0, writing: 1 });
+    expect(system.hosts(activationKey('Counter', 'alice/counter'), 'Counter', 'alice/counter')).toBe(true);
+    expect(await ref.add(1)).toBe(6); // taken back from the write in flight
+    for (const release of disk.held.splice(0)) release();
+    await states.flush();
+    expect(demoted).toEqual([]); // promoted again before it was durable: not demoted
+    expect(await disk.count()).toBe(0);
+  });
+
+  it('demotes to disk and promotes back, taking the record off the disk', async () => {
+    const { disk, states, system, demoted } = setup();
+    const ref = system.ref(Counter, 'bob/counter');
+    await ref.add(2);
+    system.deactivate('Counter', 'bob/counter');
+    await states.flush();
+    expect(demoted).toEqual(['Counter/bob/counter']);
+    expect(states.stats()).toMatchObject({ disk: 1, writing: 0, demoted: 1 });
+    expect(disk.findSync('Counter', 'bob/counter')).toMatchObject({ version: 1, epoch: 7, bucket: bucketOf('bob/counter', BUCKETS) });
+    expect(await ref.add(3)).toBe(5);
+    expect(states.stats()).toMatchObject({ disk: 0, promoted: 1 });
+    await states.flush();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(disk.findSync('Counter', 'bob/counter')).toBeUndefined();
+  });
+
+  it('finds after a restart what the disk holds, at its stored version', async () => {
+    const storage = new MemoryStorage();
+    const first = setup({ disk: new TestDisk({ name: 'disk', storage }), versions: new Map([[activationKey('Counter', 'carol/counter'), 4]]) });
+    await first.system.ref(Counter, 'carol/counter').add(9);
+    first.system.deactivate('Counter', 'carol/counter');
+    await first.states.flush();
+
+    const second = setup({ disk: new TestDisk({ name: 'disk', storage }) });
+    expect(await second.states.index(Array.from({ length: BUCKETS }, (_, bucket) => bucket))).toBe(1);
+    expect([...second.states.keys()]).toEqual([['Counter', 'carol/counter']]);
+    expect(second.states.parkedVersion('Counter', 'carol/counter')).toBe(4);
+    expect(await second.system.ref(Counter, 'carol/counter').add(1)).toBe(10);
+  });
+
+  it('activates a session nobody hosts from the shared tier, and moves what is on disk there when asked', async () => {
+    const shared = new MemoryTier({ name: 'shared' });
+    await shared.store({ type: 'Counter', id: 'dave/counter', bucket: bucketOf('dave/counter', BUCKETS), version: 3, epoch: 1, state: encode({ count: 40 }), updatedAt: 0 });
+    const { states, system } = setup({ shared });
+    expect(await system.ref(Counter, 'dave/counter').add(2)).toBe(42);
+    expect(states.stats()).toMatchObject({ fromShared: 1 });
+    expect(await system.ref(Counter, 'erin/counter').add(1)).toBe(1); // nowhere: fresh
+
+    for (const id of ['dave/counter', 'erin/counter']) system.deactivate('Counter', id);
+    await states.flush();
+    expect(await states.moveAllToShared()).toEqual({ moved: 2, kept: 0 });
+    expect(states.stats()).toMatchObject({ disk: 0 });
+    // The version never goes below what was loaded, so the shared tier accepts the newer state.
+    expect(await shared.find('Counter', 'dave/counter')).toMatchObject({ version: 3 });
+    expect((await shared.load('Counter', 'dave/counter'))?.state).toEqual(encode({ count: 42 }));
+  });
+
+  it('keeps sessions in memory while the disk is full, and demotes again once it has room', async () => {
+    const { disk, states, system, logs, clock } = setup();
+    disk.full = true;
+    await system.ref(Counter, 'frank/counter').add(1);
+    expect(system.deactivate('Counter', 'frank/counter')).toBe(true);
+    await states.flush();
+    expect(states.stats()).toMatchObject({ full: true, failedWrites: 1, disk: 0, writing: 1 });
+    expect(logs.join('\n')).toContain("could not park Counter 'frank/counter'");
+    await system.ref(Counter, 'grace/counter').add(1);
+    expect(system.deactivate('Counter', 'grace/counter')).toBe(false); // not accepting: stays active
+    disk.full = false;
+    expect(system.deactivate('Counter', 'grace/counter')).toBe(false); // not tried again yet
+    clock.now += FULL_RETRY_MS;
+    expect(system.deactivate('Counter', 'grace/counter')).toBe(true); // the probe
+    await states.flush();
+    await states.flush(); // and the write the full disk refused, written again
+    expect(states.stats()).toMatchObject({ full: false, disk: 2, writing: 0 });
+    expect(await system.ref(Counter, 'frank/counter').add(1)).toBe(2); // nothing lost
+  });
+
+  it('fails the calls of a session whose record is corrupt, with an error naming it, and serves the others', async () => {
+    const storage = new MemoryStorage();
+    const { states, system } = setup({ disk: new TestDisk({ name: 'disk', storage }) });
+    for (const id of ['bad/counter', 'good/counter']) {
+      await system.ref(Counter, id).add(1);
+      system.deactivate('Counter', id);
+    }
+    await states.flush();
+    storage.replaceRaw('Counter', 'bad/counter', new Uint8Array([1, 2, 3]));
+    const error = await system.ref(Counter, 'bad/counter').add(1).then(() => undefined, (failure: unknown) => failure);
+    expect(error).toMatchObject({ code: 'WADI_CORRUPT_RECORD' });
+    expect((error as Error).message).toContain('bad/counter');
+    expect(await system.ref(Counter, 'good/counter').add(1)).toBe(2);
+  });
+});

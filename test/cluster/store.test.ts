@@ -1,0 +1,96 @@
+/**
+ * Sessions down the store stack, on real node processes with real data directories: an idle
+ * evicter demotes them to each node's disk and a call promotes them back with their values; a
+ * node SIGKILLed and restarted with its data directory serves the sessions on its disk again; and
+ * the last node of a cluster leaves everything in the shared store, where a new cluster finds it.
+ *
+ * The steps share one cluster (then a second one) and run in order.
+ */
+import { describe, expect, it } from 'vitest';
+import { connect, type WadiClient } from 'wadi';
+import { Ledger } from './fixtures/sessions.mjs';
+import { FAST_TIMINGS, SECRET, killNode, restartNode, startNode, status, stopNode, tempDir, waitFor, waitForAgreement, type NodeProcess } from './helpers.js';
+
+const ACTORS = new URL('./fixtures/sessions.mjs', import.meta.url).pathname;
+const SESSIONS = 300;
+const IDLE_MS = 400;
+const sessionId = (i: number): string => `stored-${i}/ledger`;
+
+async function storeCounts(nodes: readonly NodeProcess[]): Promise<{ memory: number; disk: number }> {
+  const statuses = await Promise.all(nodes.map((node) => status(node)));
+  return statuses.reduce((sum, s) => ({ memory: sum.memory + s.sessions.memory, disk: sum.disk + s.sessions.disk }), { memory: 0, disk: 0 });
+}
+
+async function totals(client: WadiClient, count: number): Promise<number[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => client.ref(Ledger, sessionId(i)).total()));
+}
+
+describe('sessions down the store stack, on real processes', () => {
+  const nodes: NodeProcess[] = [];
+  const expected = Array.from({ length: SESSIONS }, (_, i) => i + 1);
+  let client: WadiClient | undefined;
+
+  it('idle sessions are demoted to disk, and a call promotes them back with their values', async () => {
+    const options = (name: string) => ({ name, workers: 2, dataDir: tempDir(`wadi-store-${name}-`), extraArgs: [...FAST_TIMINGS, '--actors', ACTORS, '--idle-ms', String(IDLE_MS)] });
+    const n1 = await startNode(options('n1'));
+    const n2 = await startNode({ ...options('n2'), seeds: [n1] });
+    const n3 = await startNode({ ...options('n3'), seeds: [n1] });
+    nodes.push(n1, n2, n3);
+    await waitForAgreement(nodes);
+    client = await connect({ seeds: nodes.map((node) => node.url), secret: SECRET });
+    await Promise.all(expected.map((value, i) => client!.ref(Ledger, sessionId(i)).add(value)));
+
+    const demoted = await waitFor(async () => {
+      const counts = await storeCounts(nodes);
+      return counts.disk === SESSIONS && counts.memory === 0 && counts;
+    }, { timeoutMs: 20_000, what: 'every session demoted to disk' });
+    expect(demoted).toEqual({ memory: 0, disk: SESSIONS });
+
+    expect(await totals(client, SESSIONS)).toEqual(expected);
+    const promoted = await storeCounts(nodes);
+    expect(promoted.memory + promoted.disk).toBe(SESSIONS);
+    expect(promoted.memory).toBeGreaterThan(0);
+  });
+
+  it('a node SIGKILLed and restarted with its data directory serves the sessions on its disk again', async () => {
+    await waitFor(async () => (await storeCounts(nodes)).disk === SESSIONS, { timeoutMs: 20_000, what: 'every session back on disk' });
+    const victim = nodes[1]!;
+    const onVictim = (await status(victim)).sessions.disk;
+    expect(onVictim).toBeGreaterThan(0);
+    await killNode(victim);
+    await waitFor(async () => (await status(nodes[0]!)).members.every((member) => member.id !== victim.id || member.state === 'down'), {
+      timeoutMs: 30_000,
+      what: `${victim.name} declared down`,
+    });
+    const restarted = await restartNode(victim);
+    nodes[1] = restarted;
+    await waitForAgreement(nodes);
+    expect((await status(restarted)).sessions.disk).toBe(onVictim);
+    expect(await totals(client!, SESSIONS)).toEqual(expected);
+  });
+
+  it('the last node to leave puts every session in the shared store, and a new cluster finds them all', async () => {
+    await client?.close();
+    for (const node of nodes.splice(0)) expect(await stopNode(node)).toBe(0);
+
+    const shared = tempDir('wadi-store-shared-');
+    const options = (name: string) => ({ name, workers: 2, dataDir: tempDir(`wadi-store-${name}-`), extraArgs: [...FAST_TIMINGS, '--actors', ACTORS, '--shared', shared] });
+    const first = [await startNode(options('s1'))];
+    first.push(await startNode({ ...options('s2'), seeds: [first[0]!] }));
+    await waitForAgreement(first);
+    const writer = await connect({ seeds: first.map((node) => node.url), secret: SECRET });
+    await Promise.all(expected.map((value, i) => writer.ref(Ledger, sessionId(i)).add(value)));
+    await writer.close();
+    // One leaves (its sessions are evacuated to the other), then the last one leaves.
+    expect(await stopNode(first[1]!)).toBe(0);
+    expect(await stopNode(first[0]!)).toBe(0);
+
+    const second = [await startNode(options('t1'))];
+    second.push(await startNode({ ...options('t2'), seeds: [second[0]!] }));
+    await waitForAgreement(second);
+    const reader = await connect({ seeds: second.map((node) => node.url), secret: SECRET });
+    expect(await totals(reader, SESSIONS)).toEqual(expected);
+    await reader.close();
+    for (const node of second) expect(await stopNode(node)).toBe(0);
+  });
+});

@@ -154,7 +154,7 @@ export class SessionMigrations {
     }
   }
 
-  /** A node left or crashed: moves to it cannot finish, and moves from it will never be handed over. */
+  /** A node left, crashed or restarted: moves to it cannot finish, and moves from it will never be handed over. */
   nodeGone(node: string): void {
     for (const batch of [...this.#outgoing.values()]) {
       if (batch.target !== node) continue;

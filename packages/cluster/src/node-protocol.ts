@@ -33,6 +33,13 @@ export interface NodeDirectories {
   report(bucket: number, reply: (entries: DirectoryEntry[]) => void): void;
   /** Drops directory entries pointing at a node that is gone. */
   forgetNode(node: string): void;
+  /**
+   * An earlier incarnation of `node` is gone (a new one connected, or is in a layout), perhaps
+   * before anyone declared it down: session moves to or from it will never finish. Its directory
+   * entries stay: the new incarnation's resync on its first layout corrects them, and dropping
+   * them here could drop what the new one registered already.
+   */
+  nodeRestarted(node: string): void;
   /** Re-announces what this node hosts in `buckets` to their owners (see `BucketHost.resync`). */
   resync(buckets: readonly number[]): void;
   /**
@@ -81,6 +88,8 @@ export class NodeProtocol {
   #installing = 0;
   /** The incarnation of each peer this node is connected to. */
   readonly #peers = new Map<string, number>();
+  /** The highest incarnation seen of each other node (connections, layouts): a higher one means the earlier died. */
+  readonly #incarnations = new Map<string, number>();
   /** A leaving node moves its sessions away once it owns no bucket; its leave completes after that. */
   #evacuation: 'idle' | 'running' | 'done' = 'idle';
 
@@ -150,6 +159,7 @@ export class NodeProtocol {
   connected(peer: { id: string; incarnation: number }, now: number): void {
     this.#now = now;
     this.#peers.set(peer.id, peer.incarnation);
+    this.#seen(peer.id, peer.incarnation);
     this.member.connected(peer, now);
     // A new connection may be the way to an owner that updates could not reach.
     this.#resync();
@@ -194,6 +204,13 @@ export class NodeProtocol {
       this.#io.log('warn', `refused an envelope from ${from}: not a directory update`, { peer: from });
       return;
     }
+    // What a node says it hosts after the cluster declared it down (it reconnected after a
+    // partition, on its way out) would outlive it: every member already forgot its sessions.
+    const incarnation = this.#peers.get(from);
+    if (envelope[4][1] === from && incarnation !== undefined && this.member.isGone(from, incarnation)) {
+      this.droppedUpdates++;
+      return;
+    }
     this.#directories.deliver(envelope);
   }
 
@@ -201,7 +218,7 @@ export class NodeProtocol {
   routeUpdate(update: TellEnvelope): void {
     const bucket = Number(update[2]);
     const layout = this.layout;
-    const member = layout === null ? undefined : layout.members[layout.owners[bucket]!];
+    const member = layout === null || this.#outOfCluster() ? undefined : layout.members[layout.owners[bucket]!];
     if (member === undefined) {
       this.droppedUpdates++;
       return;
@@ -231,10 +248,15 @@ export class NodeProtocol {
   /** Re-announces the buckets whose updates may have been lost (a failed one marks its bucket again). */
   #resync(): void {
     this.#resyncedAt = this.#now;
-    if (this.#unsynced.size === 0 || this.layout === null) return;
+    if (this.#unsynced.size === 0 || this.layout === null || this.#outOfCluster()) return;
     const buckets = [...this.#unsynced];
     this.#unsynced.clear();
     this.#directories.resync(buckets);
+  }
+
+  /** Left, or declared down: the members forgot what this node hosts, and must not learn it again. */
+  #outOfCluster(): boolean {
+    return this.member.phase === 'left' || this.member.phase === 'removed';
   }
 
   /** The bucket actors holding `buckets` were replaced: rebuild those directories from the members. */
@@ -245,8 +267,18 @@ export class NodeProtocol {
     this.handoffs.rebuild(buckets, layout.epoch);
   }
 
+  /** Notes an incarnation of node `id`; a newer one than before means the earlier one is gone. */
+  #seen(id: string, incarnation: number): void {
+    if (id === this.id) return;
+    const known = this.#incarnations.get(id);
+    if (known !== undefined && known >= incarnation) return;
+    this.#incarnations.set(id, incarnation);
+    if (known !== undefined) this.#directories.nodeRestarted(id);
+  }
+
   #onLayout(layout: Layout, previous: Layout | null): void {
     this.#previousLayout = previous;
+    for (const member of layout.members) this.#seen(member.id, member.incarnation);
     const owners = ownerIds(layout);
     // Only the owner in the layout just before a new one is ever asked for a bucket's directory,
     // so what is left to hand off is what this incarnation (not an earlier self, whose

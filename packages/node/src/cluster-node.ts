@@ -95,6 +95,8 @@ export interface ClusterHost {
   exportBucket(bucket: number): Promise<DirectoryEntry[] | null>;
   reportBucket(bucket: number): Promise<DirectoryEntry[]>;
   forgetNode(node: string): Promise<void>;
+  /** An earlier incarnation of `node` is gone: session moves to or from it are given up. */
+  nodeRestarted(node: string): Promise<void>;
   /** Every worker re-announces what it hosts in `buckets` to their owners. */
   resyncDirectories(buckets: number[]): Promise<void>;
   directoryStats(): Promise<DirectoryStats>;
@@ -409,6 +411,7 @@ class Membership implements ClusterHandle {
       export: (bucket, reply) => this.#directoryOp<DirectoryEntry[] | null>(() => host.exportBucket(bucket), null, reply),
       report: (bucket, reply) => this.#directoryOp<DirectoryEntry[]>(() => host.reportBucket(bucket), [], reply),
       forgetNode: (node) => this.#directoryOp(() => host.forgetNode(node), undefined),
+      nodeRestarted: (node) => this.#directoryOp(() => host.nodeRestarted(node), undefined),
       resync: (buckets) => this.#directoryOp(() => host.resyncDirectories([...buckets]), undefined),
     };
   }

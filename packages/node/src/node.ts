@@ -273,6 +273,9 @@ class LocalNode implements WadiNode {
         this.#routing?.router.nodeGone(node);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node)).catch(() => 0)));
       },
+      nodeRestarted: async (node) => {
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.nodeRestarted(node)).catch(() => undefined)));
+      },
       lookupSession: (bucket, key) => this.#control(slotOf(bucket), (c) => c.lookupSession(bucket, key)),
       directoryStats: async () => {
         const all = await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.directoryStats()).catch((): DirectoryStats => ({ buckets: 0, entries: 0 }))));

@@ -87,6 +87,8 @@ export interface ClusterHost {
   applyLayout(self: string, layout: Layout): Promise<void>;
   /** A session frame (`Deliver`) from another node. */
   deliverFrame(peer: string, value: unknown[]): void;
+  /** A connection to another member is up (frames that waited for it go now). */
+  peerConnected(peer: { id: string; incarnation: number }): void;
   /** Moves every session hosted here to the owners of their buckets; resolves once none is left. */
   evacuate(): Promise<void>;
   /** Delivers a directory update to the worker holding its bucket here. */
@@ -247,7 +249,11 @@ class Membership implements ClusterHandle {
       this.#directories(),
     );
     this.#protocol = protocol;
-    transport.on('peer-up', (peer: PeerIdentity) => (isClientId(peer.id) ? this.#clientUp(peer.id) : protocol.connected(peer, now())));
+    transport.on('peer-up', (peer: PeerIdentity) => {
+      if (isClientId(peer.id)) return this.#clientUp(peer.id);
+      protocol.connected(peer, now());
+      this.#host.peerConnected(peer);
+    });
     transport.on('peer-down', (peer: PeerIdentity) => (isClientId(peer.id) ? this.#clients.delete(peer.id) : protocol.disconnected(peer.id, now())));
     transport.on('message', (peer: PeerIdentity, value: unknown) => {
       if (Array.isArray(value) && value[0] === Frame.Deliver) this.#lastReceivedAt = now();

@@ -241,7 +241,7 @@ class LocalNode implements WadiNode {
           settle: (envelope) => this.#system.receive(envelope),
           log: (level, message) => (level === 'error' ? console.error : console.warn)(`wadi: ${message}`),
         });
-        this.#routingTicker = setInterval(() => this.#routing?.router.tick(), 250);
+        this.#routingTicker = setInterval(() => this.#routing?.tick(), 250);
         this.#routingTicker.unref();
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.joinCluster(self.node, self.incarnation))));
       },
@@ -250,6 +250,7 @@ class LocalNode implements WadiNode {
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.setLayout(self, layout))));
       },
       deliverFrame: (peer, value) => this.#routing?.fromNode(peer, value),
+      peerConnected: (peer) => this.#routing?.connected(peer),
       evacuate: async () => {
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.evacuate(), EVACUATION_TIMEOUT_MS).catch(() => undefined)));
       },

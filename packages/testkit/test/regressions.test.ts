@@ -177,17 +177,15 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
     open: true,
   },
   {
-    name: "OPEN: a member not yet connected to a bucket's owner (it joined while that owner was paused) loses its tells to that bucket and fails its asks at once (main-routing.ts #undeliverable: 'a tell was lost'; SessionRouter #dispatch fails a call to the owner)",
+    name: "a member not yet connected to a bucket's owner (it joined while that owner was paused) lost its tells to that bucket and failed its asks at once (fixed: the main thread's FrameRelay holds frames for a layout member it has not been connected to yet, in order and bounded, and sends them once the connection is up)",
     schedule: {
       options: options(422365421),
       steps: [...formed, { op: 'pause', node: 'n2', ms: 301 }, { op: 'start', node: 'n6' }, { op: 'run', ms: 306 }, { op: 'call', node: 'n6', thread: 0, session: 2, count: 3, everyMs: 38 }],
     },
-    open: true,
   },
   {
-    name: "OPEN: a bucket's new owner (just joined, not yet connected to the caller's node, which was paused) places a new session on the caller and registers it, but its Grant cannot be sent: the call is dropped (the ask times out after 30 s) and the directory keeps an entry for a session that never starts (SessionHost #resolve registers before the Grant is delivered; main-routing.ts #undeliverable drops a Grant it cannot send)",
+    name: "a bucket's new owner (just joined, not yet connected to the caller's node, which was paused) placed a new session on the caller and registered it, but its Grant could not be sent: the call was dropped and the directory kept an entry for a session that never started (fixed: FrameRelay holds the Grant until the connection is up; a Grant that still cannot go comes back to the owner's worker, which activates the session itself)",
     schedule: { options: options(2), steps: [...formed, { op: 'start', node: 'n6' }, { op: 'call', node: 'n3', thread: 0, session: 7, count: 1, everyMs: 1 }, { op: 'pause', node: 'n3', ms: 335 }, { op: 'run', ms: 334 }] },
-    open: true,
   },
   {
     name: "(faults) on the bucket owner's node, a call for a session on an unreachable node circled between the owner's worker and its main thread until the node was reachable again, and two calls came out in the wrong order (fixed: main-routing.ts sends an undeliverable call to the owner only when that is another node; on the owner it fails)",

@@ -246,6 +246,7 @@ export class FrameRelay {
     } else if (owner !== undefined && owner !== node && owner !== this.#node) {
       // Not when this node is the owner: its bucket actor sent the call there, and would again.
       frame[11] &= ~CallFlag.Direct;
+      frame[15] = Math.max(frame[15], this.router.layout?.epoch ?? 0);
       try {
         return this.send(owner, this.router.threadFor(owner, bucket), frame);
       } catch {

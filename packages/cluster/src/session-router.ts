@@ -129,8 +129,8 @@ export class SessionRouter {
   send(envelope: AskEnvelope | TellEnvelope): void {
     const ask = envelope[0] === Kind.Ask;
     const frame: CallFrame = ask
-      ? [Frame.Call, envelope[1], this.node, this.#incarnation, this.thread, envelope[3], envelope[4], envelope[5], envelope[6], 0, 0, 0, 0, envelope[7] ?? '', '']
-      : [Frame.Call, 0, this.node, this.#incarnation, this.thread, envelope[1], envelope[2], envelope[3], envelope[4], 0, 0, 0, 0, envelope[5] ?? '', ''];
+      ? [Frame.Call, envelope[1], this.node, this.#incarnation, this.thread, envelope[3], envelope[4], envelope[5], envelope[6], 0, 0, 0, 0, envelope[7] ?? '', '', 0]
+      : [Frame.Call, 0, this.node, this.#incarnation, this.thread, envelope[1], envelope[2], envelope[3], envelope[4], 0, 0, 0, 0, envelope[5] ?? '', '', 0];
     this.#send(frame);
   }
 
@@ -220,6 +220,7 @@ export class SessionRouter {
     const direct = route.node !== undefined;
     const target = route.node ?? this.#owners[bucket]!;
     frame[11] = direct ? frame[11] | CallFlag.Direct : frame[11] & ~CallFlag.Direct;
+    frame[15] = Math.max(frame[15], this.#layout?.epoch ?? 0);
     try {
       this.#io.send(target, this.threadFor(target, bucket), frame);
     } catch (error) {

@@ -49,7 +49,7 @@ function harness() {
 
 /** A call from thread 0 of node `from` to session 's' (a tell unless `requestId`). */
 function call(n: number, options: { from?: string; requestId?: number; flags?: number } = {}): CallFrame {
-  return [Frame.Call, options.requestId ?? 0, options.from ?? 'a', 1, 0, 'T', 's', 'm', [n], 0, n, options.flags ?? 0, 1, '', ''];
+  return [Frame.Call, options.requestId ?? 0, options.from ?? 'a', 1, 0, 'T', 's', 'm', [n], 0, n, options.flags ?? 0, 1, '', '', 0];
 }
 
 const numbers = (list: { frame: RoutedFrame }[]): unknown[] => list.map(({ frame }) => (frame as CallFrame)[8][0]);

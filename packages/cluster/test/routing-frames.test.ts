@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { InvalidArgument } from '@wadi/core';
 import { Frame, parseFrame, type CallFrame } from '../src/index.js';
 
-const call = (): CallFrame => [Frame.Call, 1, 'n1', 7, 0, 'Cart', 'alice/cart', 'add', ['apple', 1], 0, 1, 0, 0, '', ''];
+const call = (): CallFrame => [Frame.Call, 1, 'n1', 7, 0, 'Cart', 'alice/cart', 'add', ['apple', 1], 0, 1, 0, 0, '', '', 0];
 
 describe('parseFrame', () => {
   it('accepts well-formed frames of every kind', () => {
@@ -27,6 +27,7 @@ describe('parseFrame', () => {
     ['a call whose arguments are not a list', Object.assign(call(), { 8: 'x' }), /arguments are not an array/],
     ['a negative hop count', Object.assign(call(), { 9: -1 }), /hops is not a non-negative integer/],
     ['an unknown routing policy', Object.assign(call(), { 13: 'teleport' }), /unknown routing policy/],
+    ['a call without a layout epoch', Object.assign(call(), { 15: 'one' }), /epoch is not a non-negative integer/],
     ['a failure without an error', [Frame.Result, 0, 7, 1, false, 'oops', null], /a failure without an error/],
     ['a malformed notice', [Frame.Notice, 0, 7, ['k', 'n', -1, 0]], /notice version/],
     ['a thread out of range', [Frame.Notice, 99_999, 7, ['k', 'n', 0, 0]], /no thread 99999/],

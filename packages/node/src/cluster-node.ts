@@ -359,7 +359,7 @@ class Membership implements ClusterHandle {
   /** A client may only send calls, as itself. */
   #fromClient(client: string, value: unknown): void {
     const frame = Array.isArray(value) && value[0] === Frame.Deliver && Array.isArray(value[2]) ? (value[2] as unknown[]) : undefined;
-    if (frame === undefined || frame[0] !== Frame.Call || frame[2] !== client || frame.length !== 15) {
+    if (frame === undefined || frame[0] !== Frame.Call || frame[2] !== client || frame.length !== 16) {
       this.#log('warn', `refused a value from client ${client}: clients may only send their own calls`);
       return;
     }
@@ -368,6 +368,7 @@ class Membership implements ClusterHandle {
     frame[11] = Number(frame[11]) & CallFlag.Direct;
     frame[12] = 0;
     frame[14] = '';
+    frame[15] = 0;
     this.#host.deliverFrame(client, value as unknown[]);
   }
 

@@ -635,7 +635,7 @@ export function describeFrame(frame: RoutedFrame): string {
   switch (frame[0]) {
     case Frame.Call: {
       const flags = [frame[11] & CallFlag.Direct ? 'direct' : '', frame[11] & CallFlag.Grant ? `grant v${frame[12]}` : '', frame[11] & CallFlag.Bounced ? `bounced by ${frame[14]}` : ''].filter((flag) => flag !== '');
-      return `call ${frame[1] === 0 ? 'tell' : `ask ${frame[1]}`} ${frame[6]}.${frame[7]}(${JSON.stringify(frame[8])}) from ${frame[2]}/${frame[4]} seq ${frame[10]} hops ${frame[9]}${flags.length > 0 ? ` [${flags.join(', ')}]` : ''}${frame[13] === '' ? '' : ` ${frame[13]}`}`;
+      return `call ${frame[1] === 0 ? 'tell' : `ask ${frame[1]}`} ${frame[6]}.${frame[7]}(${JSON.stringify(frame[8])}) from ${frame[2]}/${frame[4]} seq ${frame[10]} hops ${frame[9]} e${frame[15]}${flags.length > 0 ? ` [${flags.join(', ')}]` : ''}${frame[13] === '' ? '' : ` ${frame[13]}`}`;
     }
     case Frame.Result:
       return `result ${frame[3]} ${frame[4] ? 'ok' : 'failed'}${frame[6] === null ? '' : ` notice ${JSON.stringify(frame[6]).replace(/\\u0000/g, ':')}`}`;

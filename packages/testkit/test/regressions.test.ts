@@ -161,7 +161,7 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
     },
   },
   {
-    name: "OPEN: a call reaching a bucket's new owner before it committed the new layout bounces between the old and the new owner until the hop limit refuses it (the tell is lost), and the new owner's placement, registered before the refusal, leaves a directory entry for a session that never starts (SessionHost: forwarding across layouts, #resolve before #forward's hop check)",
+    name: "a call reaching a bucket's new owner before it committed the new layout bounced between the old and the new owner until the hop limit refused it (the tell was lost), and the new owner's placement, registered before the refusal, left a directory entry for a session that never started (fixed: a call carries the newest layout epoch it was routed by, and a worker with an older layout waits for that one instead of sending it back; SessionHost refuses before it places)",
     schedule: {
       options: options(648207920, { faults: lossyProtocol }),
       steps: [
@@ -174,7 +174,6 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'run', ms: 391 },
       ],
     },
-    open: true,
   },
   {
     name: "a member not yet connected to a bucket's owner (it joined while that owner was paused) lost its tells to that bucket and failed its asks at once (fixed: the main thread's FrameRelay holds frames for a layout member it has not been connected to yet, in order and bounded, and sends them once the connection is up)",

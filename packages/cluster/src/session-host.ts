@@ -213,7 +213,15 @@ export class SessionHost {
       if ((frame[11] & CallFlag.Grant) !== 0 && frame[12] > this.versionOf(key)) this.register(type, id, frame[12]);
       return this.#deliver(frame, key);
     }
+    // Routed (or placed here) by a layout this worker has not got: by its own it might send it
+    // back where it came from, or take a session this node is no longer meant to have.
+    if (frame[15] > this.#epoch) return this.#awaitLayout(frame);
     if ((frame[11] & CallFlag.Grant) !== 0) {
+      if (!this.#members.includes(this.node)) {
+        // Placed by an owner that did not know yet that this node left the layout: its sessions
+        // are moving away (or have), so this one must not start here; the owner places it again.
+        return this.#bounce(frame, bucket);
+      }
       // The bucket's owner placed the session here and registered it: activate it now, and confirm.
       this.#pointers.delete(key);
       this.#indexGroup(key, id, true);
@@ -227,21 +235,8 @@ export class SessionHost {
         return this.#resolve(frame, key, bucket);
       case 'awaiting':
         return this.#wait(frame, bucket);
-      case 'elsewhere': {
-        // Routed by a layout this worker has not got: by its own it would send it back.
-        if (frame[15] > this.#epoch) return this.#awaitLayout(frame);
-        const owner = this.#router.ownerOf(bucket);
-        if (owner === undefined) return this.#refuse(frame, new Unavailable(`no layout yet to route ${type} '${id}'`));
-        if (owner === this.node) {
-          // Another worker of this node owns it (a frame meant for a worker that is not this one).
-          return this.#send(owner, this.#router.threadFor(owner, bucket), frame);
-        }
-        // Whoever sent it here (a caller's cache, or the owner's directory) thought the session was
-        // here: the owner must not send it back.
-        frame[11] = (frame[11] | CallFlag.Bounced) & ~CallFlag.Grant;
-        frame[14] = this.node;
-        return this.#forward(frame, owner, bucket);
-      }
+      case 'elsewhere':
+        return this.#bounce(frame, bucket);
     }
   }
 
@@ -442,6 +437,21 @@ export class SessionHost {
     if (frames === undefined) this.#waiting.set(bucket, (frames = []));
     if (frames.length >= this.#maxWaiting) return this.#refuse(frame, new Unavailable(`bucket ${bucket} is being handed over and ${frames.length} calls already wait for it`));
     frames.push(frame);
+  }
+
+  /** A call for a session not here, in a bucket another worker or node owns: to that owner. */
+  #bounce(frame: CallFrame, bucket: number): void {
+    const owner = this.#router.ownerOf(bucket);
+    if (owner === undefined) return this.#refuse(frame, new Unavailable(`no layout yet to route ${frame[5]} '${frame[6]}'`));
+    if (owner === this.node) {
+      // Another worker of this node owns it (a frame meant for a worker that is not this one).
+      return this.#send(owner, this.#router.threadFor(owner, bucket), frame);
+    }
+    // Whoever sent it here (a caller's cache, or the owner's directory) thought the session was
+    // here: the owner must not send it back.
+    frame[11] = (frame[11] | CallFlag.Bounced) & ~CallFlag.Grant;
+    frame[14] = this.node;
+    this.#forward(frame, owner, bucket);
   }
 
   #awaitLayout(frame: CallFrame): void {

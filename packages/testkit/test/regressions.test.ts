@@ -226,6 +226,13 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       steps: [...formed, { op: 'call', node: 'n1', thread: 0, session: 3, count: 1, everyMs: 1 }, { op: 'migrate', node: 'n2', thread: 0, session: 7 }, { op: 'run', ms: 10 }, { op: 'crash', node: 'n1' }],
     },
   },
+  {
+    name: "a bucket owner that had missed a node's leave (it was paused) placed a new session on that node after it had evacuated, and the node exited with it (fixed: a grant is not taken by a node outside its layout, which bounces it to the owner; a worker routes nothing by a layout older than the call's)",
+    schedule: {
+      options: options(1),
+      steps: [...formed, { op: 'pause', node: 'n2', ms: 308 }, { op: 'leave', node: 'n3' }, { op: 'call', node: 'n3', thread: 0, session: 6, count: 1, everyMs: 0 }, { op: 'run', ms: 308 }],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

@@ -164,10 +164,14 @@ export class SessionRouter {
     }
   }
 
-  /** A node left or went down: forget the locations there, so calls go through the owners again. */
+  /**
+   * A node left or went down: forget the locations there, so calls go through the owners again.
+   * Calls already sent there are not taken for lost: a node that leaves forwards them to where
+   * its sessions went, and even a crashed one may have passed them on first; a later call waits
+   * for them (or the hold timeout) like on any path switch, or it could overtake them.
+   */
   nodeGone(node: string): void {
     for (const route of this.#routes.values()) {
-      if (route.via === node) route.noticed = Math.max(route.noticed, route.sentSeq); // in flight there: lost, not worth waiting for
       if (route.node === node) route.node = undefined;
     }
   }

@@ -233,6 +233,21 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       steps: [...formed, { op: 'pause', node: 'n2', ms: 308 }, { op: 'leave', node: 'n3' }, { op: 'call', node: 'n3', thread: 0, session: 6, count: 1, everyMs: 0 }, { op: 'run', ms: 308 }],
     },
   },
+  {
+    name: "a caller whose calls went to a session's old node, which forwarded them as it left, took its departure for a crash, counted them as lost and sent the next call straight to the session's new node, overtaking them (fixed: SessionRouter.nodeGone forgets locations but not calls in flight; a path switch waits for them or the hold timeout)",
+    schedule: {
+      options: options(1148340661, { faults: lossyProtocol }),
+      steps: [
+        ...formed,
+        { op: 'leave', node: 'n3' },
+        { op: 'leave', node: 'n1' },
+        { op: 'start', node: 'n5' },
+        { op: 'call', node: 'n5', thread: 0, session: 0, count: 18, everyMs: 0 },
+        { op: 'call', node: 'n5', thread: 0, session: 7, count: 17, everyMs: 29 },
+        { op: 'run', ms: 391 },
+      ],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

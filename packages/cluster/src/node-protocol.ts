@@ -73,6 +73,12 @@ export class NodeProtocol {
   readonly #buckets: number;
   /** Buckets this node lost and has not handed off yet: a leave waits for them. */
   readonly #toHandOff = new Set<number>();
+  /**
+   * Buckets this node reported on for a rebuild, with the epoch of the layout that moved them: their
+   * new owner rebuilds rather than pulls them for that layout, even if the report came before this
+   * node committed it.
+   */
+  readonly #reportedFor = new Map<number, number>();
   /** The layout before the committed one, as this node saw it. */
   #previousLayout: Layout | null = null;
   /** Buckets each peer was sent directory updates for: if the connection breaks, they may be lost. */
@@ -285,12 +291,19 @@ export class NodeProtocol {
     // directories died with it) owned in `previous` and does not own now; anything older can no
     // longer be pulled and its new owner rebuilt it.
     this.#toHandOff.clear();
+    const rebuiltElsewhere: number[] = [];
     if (previous !== null) {
       for (let bucket = 0; bucket < previous.owners.length; bucket++) {
-        if (this.#ownedBySelf(previous, bucket) && owners[bucket] !== this.id) this.#toHandOff.add(bucket);
+        if (!this.#ownedBySelf(previous, bucket) || owners[bucket] === this.id) continue;
+        // Its new owner already rebuilt it (it had skipped a layout): nobody will pull this copy.
+        if ((this.#reportedFor.get(bucket) ?? 0) >= layout.epoch) rebuiltElsewhere.push(bucket);
+        else this.#toHandOff.add(bucket);
       }
     }
+    for (const [bucket, epoch] of this.#reportedFor) if (epoch < layout.epoch) this.#reportedFor.delete(bucket);
     this.#directories.applyLayout(this.id, layout);
+    // A report drops the copy of a lost bucket that will never be pulled (after the layout that lost it).
+    for (const bucket of rebuiltElsewhere) this.#directories.report(bucket, () => undefined);
     this.handoffs.layoutCommitted(layout, previous, this.member.liveMembers());
     this.#io.committed?.(layout, previous);
     this.#evacuateIfDrained();
@@ -335,6 +348,7 @@ export class NodeProtocol {
 
   /** A member's part of a rebuild: what this node hosts in the bucket. */
   #report(requester: string, bucket: number, epoch: number): void {
+    this.#reportedFor.set(bucket, Math.max(epoch, this.#reportedFor.get(bucket) ?? 0));
     this.#directories.report(bucket, (entries) => {
       // This node will never be asked to hand the bucket off any more.
       this.#toHandOff.delete(bucket);

@@ -137,6 +137,13 @@ const found: { name: string; schedule: Schedule }[] = [
     name: 'SAFETY: a coordinator committed alone a layout planned from its own merely accepted proposal (ClusterMember: joint majority of that base and of the last committed layout)',
     schedule: { options: options(2094932658), steps: [...formed, { op: 'leave', node: 'n3' }, { op: 'run', ms: 175 }, { op: 'leave', node: 'n1' }] },
   },
+  {
+    name: "a joiner that skipped a layout rebuilt its new buckets from reports, one of which came before the reporting node committed that layout; that node then waited forever to hand those buckets off (NodeProtocol: a bucket reported on for a layout's rebuild is not waited for)",
+    schedule: {
+      options: options(729914840, { faults: lossyProtocol }),
+      steps: [...formed, { op: 'leave', node: 'n1' }, { op: 'start', node: 'n4' }, { op: 'run', ms: 448 }],
+    },
+  },
 ];
 
 /** Schedules that call real sessions; `open` names a bug that is not fixed yet (the test is expected to fail). */

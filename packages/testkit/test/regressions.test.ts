@@ -255,6 +255,13 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       ],
     },
   },
+  {
+    name: '(faults) the session checks probed a cluster that looked settled while a member already held a partitioned node down; that node was removed with the probes sent to it (testkit: convergence requires that no member holds a running node down)',
+    schedule: {
+      options: options(1, { faults: { ...lossyProtocol, reset: 0.0005 } }),
+      steps: [...formed, { op: 'call', node: 'n1', thread: 0, session: 0, count: 1, everyMs: 1 }, { op: 'partition', side: ['n1'] }, { op: 'run', ms: 1100 }],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

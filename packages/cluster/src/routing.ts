@@ -96,6 +96,10 @@ export type MigrationMessage =
   | { t: 'handover'; batch: number; calls: CallFrame[] }
   /** The target thawed the batch; the source may forget it. */
   | { t: 'done'; batch: number }
+  /** The source asks a bucket owner on a third node whether it routes these sessions (at these versions) to the target yet. */
+  | { t: 'fence'; batch: number; sessions: [key: string, version: number][] }
+  /** The owner does: every call it sent the source before comes before this answer. */
+  | { t: 'fenced'; batch: number; keys: string[] }
   /** The source gave up before handing over: drop what was accepted and send back what waited. */
   | { t: 'abort'; batch: number };
 
@@ -194,6 +198,14 @@ function migration(value: unknown, buckets: number): void {
         if (!Array.isArray(call) || call[0] !== Frame.Call) throw new InvalidArgument('handover: a call is malformed');
         parseCall(call);
       }
+      return;
+    case 'fence':
+      if (!Array.isArray(message.sessions) || !message.sessions.every((item) => Array.isArray(item) && item.length === 2 && typeof item[0] === 'string' && Number.isSafeInteger(item[1]))) {
+        throw new InvalidArgument('fence: malformed sessions');
+      }
+      return;
+    case 'fenced':
+      if (!Array.isArray(message.keys) || !message.keys.every((key) => typeof key === 'string')) throw new InvalidArgument('fenced: malformed keys');
       return;
     case 'done':
     case 'abort':

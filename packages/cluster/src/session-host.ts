@@ -327,6 +327,22 @@ export class SessionHost {
     this.#indexGroup(key, id, true);
   }
 
+  /**
+   * Whether this worker's bucket actor sends calls for session `key` to a location of version
+   * `version` or newer now (or no longer answers for its bucket): the owner's side of a fence.
+   */
+  routesPast(key: string, version: number): boolean {
+    const bucket = bucketOf(key.slice(key.indexOf('\u0000') + 1), this.buckets);
+    switch (this.#directory.ownership(bucket)) {
+      case 'serving':
+        return (this.#directory.locate(bucket, key)?.version ?? -1) >= version;
+      case 'awaiting':
+        return false;
+      case 'elsewhere':
+        return true;
+    }
+  }
+
   /** Tells the session's bucket actor that it lives here now, at `version`. */
   register(type: string, id: string, version: number): void {
     this.#versions.set(activationKey(type, id), version);

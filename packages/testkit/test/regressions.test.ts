@@ -262,6 +262,21 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       steps: [...formed, { op: 'call', node: 'n1', thread: 0, session: 0, count: 1, everyMs: 1 }, { op: 'partition', side: ['n1'] }, { op: 'run', ms: 1100 }],
     },
   },
+  {
+    name: "a caller's calls through the bucket owner, during a migration of the session: the owner sent one to the source just before it heard of the target and the next one straight to the target, which ran it first (fixed: the source fences the bucket owners on a third node before it hands over, so what they sent it is handed over too)",
+    schedule: {
+      options: options(1121652798),
+      steps: [
+        ...formed,
+        { op: 'call', node: 'n3', thread: 0, session: 0, count: 1, everyMs: 1 },
+        { op: 'run', ms: 10 },
+        { op: 'run', ms: 2535 },
+        { op: 'migrate', node: 'n2', thread: 0, session: 0 },
+        { op: 'call', node: 'n2', thread: 0, session: 0, count: 4, everyMs: 6 },
+        { op: 'call', node: 'n1', thread: -2, session: 4, count: 1, everyMs: 1 },
+      ],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

@@ -799,6 +799,15 @@ export class ClusterMember {
     else this.#io.log('warn', 'in a minority: fewer than a majority of the layout\'s members are reachable; no layout can change until they are', { epoch: this.#committed?.epoch ?? 0 });
   }
 
+  /**
+   * Whether incarnation `incarnation` of node `id` is out of the cluster as far as this node
+   * knows: declared down (it failed, or left), or replaced by a later incarnation.
+   */
+  isGone(id: string, incarnation: number): boolean {
+    const entry = this.#table.get(id);
+    return entry !== undefined && (entry.incarnation > incarnation || (entry.incarnation === incarnation && entry.state === 'down'));
+  }
+
   /** Ids of the members that are not down (this node included). */
   liveMembers(): string[] {
     return this.#table.live().map((entry) => entry.id);

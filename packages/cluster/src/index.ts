@@ -7,6 +7,7 @@ export * from './bucket-host.js';
 export * from './cluster-member.js';
 export * from './directory.js';
 export * from './election.js';
+export * from './frame-relay.js';
 export * from './handoff.js';
 export * from './layout.js';
 export * from './membership.js';

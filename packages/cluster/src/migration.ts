@@ -8,13 +8,19 @@
  *   target: install them frozen, register them with their bucket owners (new calls that the owners
  *           now send here wait too)
  *   target -> source  accepted  (or refused, per session)
+ *   source -> owners  fence     (each bucket owner on a third node: do you route them to the target yet?)
+ *   owners -> source  fenced    (yes: and every call it sent the source before came before this answer)
  *   source: take them out, leave forwarding pointers, send what waited for them
  *   source -> target  handover  (the waiting calls, in order)
  *   target: run the handed-over calls first, then what waited at the target; thaw
  *   target -> source  done
  *
  * No call is lost or run twice, and each caller's order holds: everything that reached the
- * source runs before anything that reached the target. A batch the target does not accept in time
+ * source runs before anything that reached the target. The fence is what makes that true of calls
+ * a bucket owner forwards: until the owner heard of the new location it sent a caller's calls to
+ * the source, and after, straight to the target; its answer comes after the former on the same
+ * way, so they are all handed over (rather than forwarded after the thaw, behind later calls).
+ * An owner that does not answer in time is not waited for. A batch the target does not accept in time
  * is aborted: the source thaws its sessions (re-registering them above the target's version) and
  * tells the target, which drops its frozen copies and sends back what waited there. Handovers and
  * aborts are repeated until acknowledged, and the target answers repeats idempotently, so a
@@ -51,9 +57,13 @@ interface OutgoingBatch {
   target: string;
   thread: number;
   sessions: Map<string, Moving>;
-  phase: 'freezing' | 'offered' | 'handing-over' | 'aborting';
+  phase: 'freezing' | 'offered' | 'fencing' | 'handing-over' | 'aborting';
   unpaused: number;
   sentAt: number;
+  /** While fencing: the keys the target accepted, the sessions each owner (`node` NUL `thread`) has not fenced yet, and since when. */
+  accepted: readonly string[];
+  fences: Map<string, [key: string, version: number][]>;
+  fencingSince: number;
   /** What is repeated until acknowledged. */
   message: MigrationMessage | undefined;
 }
@@ -151,15 +161,20 @@ export class SessionMigrations {
         return this.#onAccepted(message.batch, message.accepted, message.refused);
       case 'done':
         return this.#onDone(message.batch);
+      case 'fence':
+        return this.#onFence(from, thread, message.batch, message.sessions);
+      case 'fenced':
+        return this.#onFenced(from, thread, message.batch, message.keys);
     }
   }
 
-  /** A node left or crashed: moves to it cannot finish, and moves from it will never be handed over. */
+  /** A node left, crashed or restarted: moves to it cannot finish, and moves from it will never be handed over. */
   nodeGone(node: string): void {
     for (const batch of [...this.#outgoing.values()]) {
       if (batch.target !== node) continue;
-      // Offered but not accepted: the sessions are still here. Accepted: they died with that node.
-      if (batch.phase === 'freezing' || batch.phase === 'offered') this.#reclaim(batch);
+      // Not taken out yet (offered, or accepted and fencing): the sessions are still here. Handed
+      // over: they died with that node.
+      if (batch.phase === 'freezing' || batch.phase === 'offered' || batch.phase === 'fencing') this.#reclaim(batch);
       this.#finish(batch);
     }
     for (const [name, incoming] of [...this.#incoming]) {
@@ -182,6 +197,11 @@ export class SessionMigrations {
         this.#sendTo(batch);
       } else if ((batch.phase === 'handing-over' || batch.phase === 'aborting') && now - batch.sentAt >= this.#timeoutMs / 2) {
         this.#sendTo(batch);
+      } else if (batch.phase === 'fencing' && now - batch.fencingSince >= this.#timeoutMs) {
+        this.#io.log(`bucket owners did not fence ${batch.sessions.size} session(s) moving to ${batch.target} in ${this.#timeoutMs} ms: handed over without them`);
+        this.#handOver(batch);
+      } else if (batch.phase === 'fencing' && now - batch.sentAt >= this.#timeoutMs / 2) {
+        this.#sendFences(batch);
       }
     }
     for (const [name, at] of this.#completed) if (now - at > COMPLETED_KEPT_MS) this.#completed.delete(name);
@@ -201,6 +221,9 @@ export class SessionMigrations {
       unpaused: keys.length,
       sentAt: this.#io.now(),
       message: undefined,
+      accepted: [],
+      fences: new Map(),
+      fencingSince: 0,
     };
     this.#outgoing.set(batch.batch, batch);
     for (const key of keys) {
@@ -275,8 +298,55 @@ export class SessionMigrations {
       batch.sessions.delete(key);
       this.#moving.delete(key);
     }
-    const calls: CallFrame[] = [];
+    batch.accepted = accepted;
+    // Bucket owners on a third node may have sent calls here that are still on their way: fence them.
     for (const key of accepted) {
+      const moving = batch.sessions.get(key);
+      if (moving === undefined) continue;
+      const bucket = bucketOf(moving.id, this.#host.buckets);
+      const owner = this.#router.ownerOf(bucket);
+      if (owner === undefined || owner === this.#host.node || owner === batch.target) continue;
+      const name = `${owner}\u0000${this.#router.threadFor(owner, bucket)}`;
+      let list = batch.fences.get(name);
+      if (list === undefined) batch.fences.set(name, (list = []));
+      list.push([key, moving.version]);
+    }
+    if (batch.fences.size === 0) return this.#handOver(batch);
+    batch.phase = 'fencing';
+    batch.fencingSince = this.#io.now();
+    this.#sendFences(batch);
+  }
+
+  #sendFences(batch: OutgoingBatch): void {
+    batch.sentAt = this.#io.now();
+    for (const [name, sessions] of batch.fences) {
+      const split = name.indexOf('\u0000');
+      const [owner, thread] = [name.slice(0, split), Number(name.slice(split + 1))];
+      try {
+        this.#host.send(owner, thread, [Frame.Migration, thread, this.#host.node, this.#host.thread, { t: 'fence', batch: batch.batch, sessions }]);
+      } catch (error) {
+        // Asked again at the next repeat, and not waited for past the timeout.
+        this.#io.log(`fence request to ${owner} not sent: ${(error as Error).message}`);
+      }
+    }
+  }
+
+  #onFenced(owner: string, thread: number, number: number, keys: readonly string[]): void {
+    const batch = this.#outgoing.get(number);
+    if (batch === undefined || batch.phase !== 'fencing') return;
+    const name = `${owner}\u0000${thread}`;
+    const fenced = new Set(keys);
+    const left = (batch.fences.get(name) ?? []).filter(([key]) => !fenced.has(key));
+    if (left.length > 0) batch.fences.set(name, left);
+    else batch.fences.delete(name);
+    if (batch.fences.size === 0) this.#handOver(batch);
+  }
+
+  /** Takes the accepted sessions out, leaves forwarding pointers, and hands over what waited for them. */
+  #handOver(batch: OutgoingBatch): void {
+    batch.fences.clear();
+    const calls: CallFrame[] = [];
+    for (const key of batch.accepted) {
       const moving = batch.sessions.get(key);
       if (moving === undefined) continue;
       for (const message of this.#system.removeFrozen(moving.type, moving.id)) {
@@ -390,6 +460,15 @@ export class SessionMigrations {
     }
     for (const name of this.#gathered.keys()) return take(name);
     return undefined;
+  }
+
+  // a bucket owner's side
+
+  /** A source asks whether this bucket actor routes moving sessions to their new location yet. */
+  #onFence(from: string, thread: number, number: number, sessions: readonly [string, number][]): void {
+    const keys = sessions.filter(([key, version]) => this.#host.routesPast(key, version)).map(([key]) => key);
+    // None yet: the source asks again (its target's registration is still on its way here).
+    if (keys.length > 0) this.#reply(from, thread, { t: 'fenced', batch: number, keys });
   }
 
   // target side

@@ -33,6 +33,13 @@ export interface NodeDirectories {
   report(bucket: number, reply: (entries: DirectoryEntry[]) => void): void;
   /** Drops directory entries pointing at a node that is gone. */
   forgetNode(node: string): void;
+  /**
+   * An earlier incarnation of `node` is gone (a new one connected, or is in a layout), perhaps
+   * before anyone declared it down: session moves to or from it will never finish. Its directory
+   * entries stay: the new incarnation's resync on its first layout corrects them, and dropping
+   * them here could drop what the new one registered already.
+   */
+  nodeRestarted(node: string): void;
   /** Re-announces what this node hosts in `buckets` to their owners (see `BucketHost.resync`). */
   resync(buckets: readonly number[]): void;
   /**
@@ -66,6 +73,12 @@ export class NodeProtocol {
   readonly #buckets: number;
   /** Buckets this node lost and has not handed off yet: a leave waits for them. */
   readonly #toHandOff = new Set<number>();
+  /**
+   * Buckets this node reported on for a rebuild, with the epoch of the layout that moved them: their
+   * new owner rebuilds rather than pulls them for that layout, even if the report came before this
+   * node committed it.
+   */
+  readonly #reportedFor = new Map<number, number>();
   /** The layout before the committed one, as this node saw it. */
   #previousLayout: Layout | null = null;
   /** Buckets each peer was sent directory updates for: if the connection breaks, they may be lost. */
@@ -81,6 +94,8 @@ export class NodeProtocol {
   #installing = 0;
   /** The incarnation of each peer this node is connected to. */
   readonly #peers = new Map<string, number>();
+  /** The highest incarnation seen of each other node (connections, layouts): a higher one means the earlier died. */
+  readonly #incarnations = new Map<string, number>();
   /** A leaving node moves its sessions away once it owns no bucket; its leave completes after that. */
   #evacuation: 'idle' | 'running' | 'done' = 'idle';
 
@@ -150,6 +165,7 @@ export class NodeProtocol {
   connected(peer: { id: string; incarnation: number }, now: number): void {
     this.#now = now;
     this.#peers.set(peer.id, peer.incarnation);
+    this.#seen(peer.id, peer.incarnation);
     this.member.connected(peer, now);
     // A new connection may be the way to an owner that updates could not reach.
     this.#resync();
@@ -194,6 +210,13 @@ export class NodeProtocol {
       this.#io.log('warn', `refused an envelope from ${from}: not a directory update`, { peer: from });
       return;
     }
+    // What a node says it hosts after the cluster declared it down (it reconnected after a
+    // partition, on its way out) would outlive it: every member already forgot its sessions.
+    const incarnation = this.#peers.get(from);
+    if (envelope[4][1] === from && incarnation !== undefined && this.member.isGone(from, incarnation)) {
+      this.droppedUpdates++;
+      return;
+    }
     this.#directories.deliver(envelope);
   }
 
@@ -201,7 +224,7 @@ export class NodeProtocol {
   routeUpdate(update: TellEnvelope): void {
     const bucket = Number(update[2]);
     const layout = this.layout;
-    const member = layout === null ? undefined : layout.members[layout.owners[bucket]!];
+    const member = layout === null || this.#outOfCluster() ? undefined : layout.members[layout.owners[bucket]!];
     if (member === undefined) {
       this.droppedUpdates++;
       return;
@@ -231,10 +254,15 @@ export class NodeProtocol {
   /** Re-announces the buckets whose updates may have been lost (a failed one marks its bucket again). */
   #resync(): void {
     this.#resyncedAt = this.#now;
-    if (this.#unsynced.size === 0 || this.layout === null) return;
+    if (this.#unsynced.size === 0 || this.layout === null || this.#outOfCluster()) return;
     const buckets = [...this.#unsynced];
     this.#unsynced.clear();
     this.#directories.resync(buckets);
+  }
+
+  /** Left, or declared down: the members forgot what this node hosts, and must not learn it again. */
+  #outOfCluster(): boolean {
+    return this.member.phase === 'left' || this.member.phase === 'removed';
   }
 
   /** The bucket actors holding `buckets` were replaced: rebuild those directories from the members. */
@@ -245,20 +273,37 @@ export class NodeProtocol {
     this.handoffs.rebuild(buckets, layout.epoch);
   }
 
+  /** Notes an incarnation of node `id`; a newer one than before means the earlier one is gone. */
+  #seen(id: string, incarnation: number): void {
+    if (id === this.id) return;
+    const known = this.#incarnations.get(id);
+    if (known !== undefined && known >= incarnation) return;
+    this.#incarnations.set(id, incarnation);
+    if (known !== undefined) this.#directories.nodeRestarted(id);
+  }
+
   #onLayout(layout: Layout, previous: Layout | null): void {
     this.#previousLayout = previous;
+    for (const member of layout.members) this.#seen(member.id, member.incarnation);
     const owners = ownerIds(layout);
     // Only the owner in the layout just before a new one is ever asked for a bucket's directory,
     // so what is left to hand off is what this incarnation (not an earlier self, whose
     // directories died with it) owned in `previous` and does not own now; anything older can no
     // longer be pulled and its new owner rebuilt it.
     this.#toHandOff.clear();
+    const rebuiltElsewhere: number[] = [];
     if (previous !== null) {
       for (let bucket = 0; bucket < previous.owners.length; bucket++) {
-        if (this.#ownedBySelf(previous, bucket) && owners[bucket] !== this.id) this.#toHandOff.add(bucket);
+        if (!this.#ownedBySelf(previous, bucket) || owners[bucket] === this.id) continue;
+        // Its new owner already rebuilt it (it had skipped a layout): nobody will pull this copy.
+        if ((this.#reportedFor.get(bucket) ?? 0) >= layout.epoch) rebuiltElsewhere.push(bucket);
+        else this.#toHandOff.add(bucket);
       }
     }
+    for (const [bucket, epoch] of this.#reportedFor) if (epoch < layout.epoch) this.#reportedFor.delete(bucket);
     this.#directories.applyLayout(this.id, layout);
+    // A report drops the copy of a lost bucket that will never be pulled (after the layout that lost it).
+    for (const bucket of rebuiltElsewhere) this.#directories.report(bucket, () => undefined);
     this.handoffs.layoutCommitted(layout, previous, this.member.liveMembers());
     this.#io.committed?.(layout, previous);
     this.#evacuateIfDrained();
@@ -303,6 +348,7 @@ export class NodeProtocol {
 
   /** A member's part of a rebuild: what this node hosts in the bucket. */
   #report(requester: string, bucket: number, epoch: number): void {
+    this.#reportedFor.set(bucket, Math.max(epoch, this.#reportedFor.get(bucket) ?? 0));
     this.#directories.report(bucket, (entries) => {
       // This node will never be asked to hand the bucket off any more.
       this.#toHandOff.delete(bucket);

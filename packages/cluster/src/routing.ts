@@ -35,7 +35,9 @@ export const enum CallFlag {
 /**
  * An ask (`requestId` > 0) or a tell (0) for session (`type`, `id`). `from*` is the caller's thread,
  * where the result and location notices go. `hops` counts node-to-node transfers so far. `seq`
- * numbers the caller thread's messages to this session (see `SessionRouter`).
+ * numbers the caller thread's messages to this session (see `SessionRouter`). `epoch` is the
+ * newest layout epoch any node that routed it had: a node with an older layout does not route it
+ * by that one (it would send it back where it came from), but waits until it has caught up.
  */
 export type CallFrame = [
   kind: Frame.Call,
@@ -53,6 +55,7 @@ export type CallFrame = [
   version: number,
   routing: RoutingPolicy | '',
   bouncedBy: string,
+  epoch: number,
 ];
 
 /** Where a session is: `version` grows with each move, so of two notices the newer wins. */
@@ -93,6 +96,10 @@ export type MigrationMessage =
   | { t: 'handover'; batch: number; calls: CallFrame[] }
   /** The target thawed the batch; the source may forget it. */
   | { t: 'done'; batch: number }
+  /** The source asks a bucket owner on a third node whether it routes these sessions (at these versions) to the target yet. */
+  | { t: 'fence'; batch: number; sessions: [key: string, version: number][] }
+  /** The owner does: every call it sent the source before comes before this answer. */
+  | { t: 'fenced'; batch: number; keys: string[] }
   /** The source gave up before handing over: drop what was accepted and send back what waited. */
   | { t: 'abort'; batch: number };
 
@@ -145,7 +152,7 @@ export function parseFrame(value: unknown, buckets: number): RoutedFrame {
 }
 
 export function parseCall(value: unknown[]): CallFrame {
-  if (value.length !== 15) throw new InvalidArgument('call frame: wrong length');
+  if (value.length !== 16) throw new InvalidArgument('call frame: wrong length');
   integer(value[1], 'request id');
   if (typeof value[2] !== 'string') throw new InvalidArgument('call frame: no caller node');
   integer(value[3], 'caller incarnation');
@@ -160,6 +167,7 @@ export function parseCall(value: unknown[]): CallFrame {
   integer(value[12], 'version');
   if (!ROUTING_CODES.includes(value[13] as RoutingPolicy)) throw new InvalidArgument(`call frame: unknown routing policy ${JSON.stringify(value[13])}`);
   if (typeof value[14] !== 'string') throw new InvalidArgument('call frame: bouncedBy is not a string');
+  integer(value[15], 'epoch');
   return value as CallFrame;
 }
 
@@ -190,6 +198,14 @@ function migration(value: unknown, buckets: number): void {
         if (!Array.isArray(call) || call[0] !== Frame.Call) throw new InvalidArgument('handover: a call is malformed');
         parseCall(call);
       }
+      return;
+    case 'fence':
+      if (!Array.isArray(message.sessions) || !message.sessions.every((item) => Array.isArray(item) && item.length === 2 && typeof item[0] === 'string' && Number.isSafeInteger(item[1]))) {
+        throw new InvalidArgument('fence: malformed sessions');
+      }
+      return;
+    case 'fenced':
+      if (!Array.isArray(message.keys) || !message.keys.every((key) => typeof key === 'string')) throw new InvalidArgument('fenced: malformed keys');
       return;
     case 'done':
     case 'abort':

@@ -12,7 +12,9 @@
  *   never a second activation. While the bucket's directory is still being handed over, its
  *   calls wait here and go on, in order, once it is installed.
  * - Anything else goes to the bucket's owner, marked as bounced if the caller thought the session
- *   was here, so the owner never points back at a place that does not have it.
+ *   was here, so the owner never points back at a place that does not have it. A call that a node
+ *   with a newer layout routed here waits until this worker has that layout too: by its older one
+ *   it would send the call back to where it came from, and the two would pass it to and fro.
  *
  * Migration (`SessionMigrations`) and the routing policies `migrate` and `redirect` start here too.
  */
@@ -37,6 +39,9 @@ import type { SessionRouter } from './session-router.js';
 
 /** A placement its node has not confirmed in this long was never activated (its grant was lost with a connection). */
 export const UNCONFIRMED_PLACEMENT_MS = 10_000;
+
+/** A call routed by a layout this worker has not got waits this long for it (default), then fails. */
+export const LAYOUT_CATCH_UP_MS = 5000;
 
 /** Where a new session is activated. */
 export interface PlacementPolicy {
@@ -73,6 +78,8 @@ export interface SessionHostOptions {
   maxHops?: number;
   /** Calls waiting for one bucket's directory (default 10,000); more fail with `Overloaded`-like `Unavailable`. */
   maxWaitingPerBucket?: number;
+  /** How long a call routed by a newer layout than this worker's waits for it (default `LAYOUT_CATCH_UP_MS`). */
+  layoutCatchUpMs?: number;
   migration?: MigrationOptions;
 }
 
@@ -125,6 +132,9 @@ export class SessionHost {
   readonly #pointers = new Map<string, { node: string; version: number; until: number }>();
   /** Calls for buckets this worker owns whose directory is not installed yet, in arrival order. */
   readonly #waiting = new Map<number, CallFrame[]>();
+  /** Calls routed by a newer layout than this worker's, in arrival order, with when they came. */
+  #behind: { frame: CallFrame; since: number }[] = [];
+  readonly #catchUpMs: number;
   readonly #hops: number[] = [];
   #forwarded = 0;
   #placed = 0;
@@ -142,6 +152,7 @@ export class SessionHost {
     this.#forwardForMs = options.forwardForMs ?? 60_000;
     this.#maxHops = options.maxHops ?? 6;
     this.#maxWaiting = options.maxWaitingPerBucket ?? 10_000;
+    this.#catchUpMs = options.layoutCatchUpMs ?? LAYOUT_CATCH_UP_MS;
     this.migrations = new SessionMigrations(options.migration ?? {}, this, system, router, io);
   }
 
@@ -163,6 +174,12 @@ export class SessionHost {
       if (this.#directory.ownership(bucket) !== 'elsewhere') continue;
       this.#waiting.delete(bucket);
       for (const frame of frames) this.receiveCall(frame);
+    }
+    // Calls that waited for this layout (or an older one) go on by it, in order.
+    if (this.#behind.some(({ frame }) => frame[15] <= layout.epoch)) {
+      const ready = this.#behind.filter(({ frame }) => frame[15] <= layout.epoch);
+      this.#behind = this.#behind.filter(({ frame }) => frame[15] > layout.epoch);
+      for (const { frame } of ready) this.receiveCall(frame);
     }
   }
 
@@ -196,7 +213,15 @@ export class SessionHost {
       if ((frame[11] & CallFlag.Grant) !== 0 && frame[12] > this.versionOf(key)) this.register(type, id, frame[12]);
       return this.#deliver(frame, key);
     }
+    // Routed (or placed here) by a layout this worker has not got: by its own it might send it
+    // back where it came from, or take a session this node is no longer meant to have.
+    if (frame[15] > this.#epoch) return this.#awaitLayout(frame);
     if ((frame[11] & CallFlag.Grant) !== 0) {
+      if (!this.#members.includes(this.node)) {
+        // Placed by an owner that did not know yet that this node left the layout: its sessions
+        // are moving away (or have), so this one must not start here; the owner places it again.
+        return this.#bounce(frame, bucket);
+      }
       // The bucket's owner placed the session here and registered it: activate it now, and confirm.
       this.#pointers.delete(key);
       this.#indexGroup(key, id, true);
@@ -210,19 +235,8 @@ export class SessionHost {
         return this.#resolve(frame, key, bucket);
       case 'awaiting':
         return this.#wait(frame, bucket);
-      case 'elsewhere': {
-        const owner = this.#router.ownerOf(bucket);
-        if (owner === undefined) return this.#refuse(frame, new Unavailable(`no layout yet to route ${type} '${id}'`));
-        if (owner === this.node) {
-          // Another worker of this node owns it (a frame meant for a worker that is not this one).
-          return this.#send(owner, this.#router.threadFor(owner, bucket), frame);
-        }
-        // Whoever sent it here (a caller's cache, or the owner's directory) thought the session was
-        // here: the owner must not send it back.
-        frame[11] = (frame[11] | CallFlag.Bounced) & ~CallFlag.Grant;
-        frame[14] = this.node;
-        return this.#forward(frame, owner, bucket);
-      }
+      case 'elsewhere':
+        return this.#bounce(frame, bucket);
     }
   }
 
@@ -273,6 +287,10 @@ export class SessionHost {
     for (const [key, pointer] of this.#pointers) if (pointer.until <= now) this.#pointers.delete(key);
     const expired = this.#directory.expirePlacements(now - UNCONFIRMED_PLACEMENT_MS);
     if (expired > 0) this.#io.log(`dropped ${expired} placement(s) never confirmed by their node: the grant was lost`);
+    while (this.#behind.length > 0 && now - this.#behind[0]!.since >= this.#catchUpMs) {
+      const { frame } = this.#behind.shift()!;
+      this.#refuse(frame, new Unavailable(`${frame[5]} '${frame[6]}' was routed by layout epoch ${frame[15]}, which node ${this.node} did not get within ${this.#catchUpMs} ms`));
+    }
     this.migrations.tick();
   }
 
@@ -281,7 +299,7 @@ export class SessionHost {
     this.#hops.forEach((count, index) => {
       if (count > 0) hops[String(index)] = count;
     });
-    let waiting = 0;
+    let waiting = this.#behind.length;
     for (const frames of this.#waiting.values()) waiting += frames.length;
     return {
       hops,
@@ -307,6 +325,22 @@ export class SessionHost {
     this.#pointers.delete(key);
     this.#versions.set(key, version);
     this.#indexGroup(key, id, true);
+  }
+
+  /**
+   * Whether this worker's bucket actor sends calls for session `key` to a location of version
+   * `version` or newer now (or no longer answers for its bucket): the owner's side of a fence.
+   */
+  routesPast(key: string, version: number): boolean {
+    const bucket = bucketOf(key.slice(key.indexOf('\u0000') + 1), this.buckets);
+    switch (this.#directory.ownership(bucket)) {
+      case 'serving':
+        return (this.#directory.locate(bucket, key)?.version ?? -1) >= version;
+      case 'awaiting':
+        return false;
+      case 'elsewhere':
+        return true;
+    }
   }
 
   /** Tells the session's bucket actor that it lives here now, at `version`. */
@@ -336,7 +370,7 @@ export class SessionHost {
     // A caller on this node (this thread, or another one by a plain ask): its reply comes back here.
     const requestId = this.#system.remoteRequestId(message);
     const thread = message.pending !== undefined || message.from === LOCAL ? this.thread : message.from;
-    return [Frame.Call, requestId, this.node, this.incarnation, thread, type, id, message.method, message.args, 0, 0, 0, 0, '', ''];
+    return [Frame.Call, requestId, this.node, this.incarnation, thread, type, id, message.method, message.args, 0, 0, 0, 0, '', '', this.#epoch];
   }
 
   /** Call frames handed over by a migration's source, as messages for the session's mailbox here. */
@@ -400,6 +434,8 @@ export class SessionHost {
     let node = group === undefined ? undefined : this.#members.includes(group.node) ? group.node : this.node;
     node ??= this.#placement.place({ type: frame[5], id, bucket, caller, owner: this.node, members: this.#members });
     if (!this.#members.includes(node)) node = this.node;
+    // Refused before it is registered: a placement whose grant never leaves would name a session nobody starts.
+    if (node !== this.node && frame[9] >= this.#maxHops) return this.#refuse(frame, this.#tooManyHops(frame));
     this.#placed++;
     this.#directory.place(bucket, key, node, this.#router.threadFor(node, bucket), version, node === this.node, this.#io.now());
     frame[11] = (frame[11] | CallFlag.Grant) & ~CallFlag.Bounced;
@@ -419,11 +455,38 @@ export class SessionHost {
     frames.push(frame);
   }
 
-  #forward(frame: CallFrame, node: string, bucket: number): void {
-    if (frame[9] >= this.#maxHops) {
-      return this.#refuse(frame, new Unavailable(`${frame[5]} '${frame[6]}' was forwarded ${frame[9]} times: the nodes disagree on where it is`));
+  /** A call for a session not here, in a bucket another worker or node owns: to that owner. */
+  #bounce(frame: CallFrame, bucket: number): void {
+    const owner = this.#router.ownerOf(bucket);
+    if (owner === undefined) return this.#refuse(frame, new Unavailable(`no layout yet to route ${frame[5]} '${frame[6]}'`));
+    if (owner === this.node) {
+      // Another worker of this node owns it (a frame meant for a worker that is not this one).
+      return this.#send(owner, this.#router.threadFor(owner, bucket), frame);
     }
+    // Whoever sent it here (a caller's cache, or the owner's directory) thought the session was
+    // here: the owner must not send it back.
+    frame[11] = (frame[11] | CallFlag.Bounced) & ~CallFlag.Grant;
+    frame[14] = this.node;
+    this.#forward(frame, owner, bucket);
+  }
+
+  #awaitLayout(frame: CallFrame): void {
+    if (this.#behind.length >= this.#maxWaiting) return this.#refuse(frame, new Unavailable(`${this.#behind.length} calls already wait for a newer layout on node ${this.node}`));
+    this.#behind.push({ frame, since: this.#io.now() });
+  }
+
+  get #epoch(): number {
+    return this.#layout?.epoch ?? 0;
+  }
+
+  #tooManyHops(frame: CallFrame): Unavailable {
+    return new Unavailable(`${frame[5]} '${frame[6]}' was forwarded ${frame[9]} times: the nodes disagree on where it is`);
+  }
+
+  #forward(frame: CallFrame, node: string, bucket: number): void {
+    if (frame[9] >= this.#maxHops) return this.#refuse(frame, this.#tooManyHops(frame));
     frame[11] &= ~CallFlag.Direct;
+    frame[15] = Math.max(frame[15], this.#epoch);
     this.#forwarded++;
     this.#send(node, this.#router.threadFor(node, bucket), frame);
   }

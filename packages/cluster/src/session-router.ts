@@ -129,8 +129,8 @@ export class SessionRouter {
   send(envelope: AskEnvelope | TellEnvelope): void {
     const ask = envelope[0] === Kind.Ask;
     const frame: CallFrame = ask
-      ? [Frame.Call, envelope[1], this.node, this.#incarnation, this.thread, envelope[3], envelope[4], envelope[5], envelope[6], 0, 0, 0, 0, envelope[7] ?? '', '']
-      : [Frame.Call, 0, this.node, this.#incarnation, this.thread, envelope[1], envelope[2], envelope[3], envelope[4], 0, 0, 0, 0, envelope[5] ?? '', ''];
+      ? [Frame.Call, envelope[1], this.node, this.#incarnation, this.thread, envelope[3], envelope[4], envelope[5], envelope[6], 0, 0, 0, 0, envelope[7] ?? '', '', 0]
+      : [Frame.Call, 0, this.node, this.#incarnation, this.thread, envelope[1], envelope[2], envelope[3], envelope[4], 0, 0, 0, 0, envelope[5] ?? '', '', 0];
     this.#send(frame);
   }
 
@@ -164,10 +164,14 @@ export class SessionRouter {
     }
   }
 
-  /** A node left or went down: forget the locations there, so calls go through the owners again. */
+  /**
+   * A node left or went down: forget the locations there, so calls go through the owners again.
+   * Calls already sent there are not taken for lost: a node that leaves forwards them to where
+   * its sessions went, and even a crashed one may have passed them on first; a later call waits
+   * for them (or the hold timeout) like on any path switch, or it could overtake them.
+   */
   nodeGone(node: string): void {
     for (const route of this.#routes.values()) {
-      if (route.via === node) route.noticed = Math.max(route.noticed, route.sentSeq); // in flight there: lost, not worth waiting for
       if (route.node === node) route.node = undefined;
     }
   }
@@ -220,6 +224,7 @@ export class SessionRouter {
     const direct = route.node !== undefined;
     const target = route.node ?? this.#owners[bucket]!;
     frame[11] = direct ? frame[11] | CallFlag.Direct : frame[11] & ~CallFlag.Direct;
+    frame[15] = Math.max(frame[15], this.#layout?.epoch ?? 0);
     try {
       this.#io.send(target, this.threadFor(target, bucket), frame);
     } catch (error) {

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { InvalidArgument } from '@wadi/core';
 import { Frame, parseFrame, type CallFrame } from '../src/index.js';
 
-const call = (): CallFrame => [Frame.Call, 1, 'n1', 7, 0, 'Cart', 'alice/cart', 'add', ['apple', 1], 0, 1, 0, 0, '', ''];
+const call = (): CallFrame => [Frame.Call, 1, 'n1', 7, 0, 'Cart', 'alice/cart', 'add', ['apple', 1], 0, 1, 0, 0, '', '', 0];
 
 describe('parseFrame', () => {
   it('accepts well-formed frames of every kind', () => {
@@ -17,6 +17,8 @@ describe('parseFrame', () => {
     const offer = { t: 'offer', batch: 1, sessions: [['Cart', 'a', 2, new Uint8Array([0x80])]] };
     expect(parseFrame([Frame.Migration, 0, 'n1', 1, offer], 64)[0]).toBe(Frame.Migration);
     expect(parseFrame([Frame.Migration, 0, 'n1', 1, { t: 'handover', batch: 1, calls: [call()] }], 64)[0]).toBe(Frame.Migration);
+    expect(parseFrame([Frame.Migration, 0, 'n1', 1, { t: 'fence', batch: 1, sessions: [['Cart\u0000a', 2]] }], 64)[0]).toBe(Frame.Migration);
+    expect(parseFrame([Frame.Migration, 0, 'n1', 1, { t: 'fenced', batch: 1, keys: ['Cart\u0000a'] }], 64)[0]).toBe(Frame.Migration);
   });
 
   const bad: [string, unknown, RegExp][] = [
@@ -27,11 +29,13 @@ describe('parseFrame', () => {
     ['a call whose arguments are not a list', Object.assign(call(), { 8: 'x' }), /arguments are not an array/],
     ['a negative hop count', Object.assign(call(), { 9: -1 }), /hops is not a non-negative integer/],
     ['an unknown routing policy', Object.assign(call(), { 13: 'teleport' }), /unknown routing policy/],
+    ['a call without a layout epoch', Object.assign(call(), { 15: 'one' }), /epoch is not a non-negative integer/],
     ['a failure without an error', [Frame.Result, 0, 7, 1, false, 'oops', null], /a failure without an error/],
     ['a malformed notice', [Frame.Notice, 0, 7, ['k', 'n', -1, 0]], /notice version/],
     ['a thread out of range', [Frame.Notice, 99_999, 7, ['k', 'n', 0, 0]], /no thread 99999/],
     ['an offer with a state that is not bytes', [Frame.Migration, 0, 'n1', 0, { t: 'offer', batch: 1, sessions: [['T', 'a', 1, 'x']] }], /not bytes/],
     ['a handover carrying a bad call', [Frame.Migration, 0, 'n1', 0, { t: 'handover', batch: 1, calls: [[Frame.Call, 1]] }], /wrong length/],
+    ['a fence with malformed sessions', [Frame.Migration, 0, 'n1', 0, { t: 'fence', batch: 1, sessions: [['k']] }], /fence: malformed sessions/],
     ['an unknown migration message', [Frame.Migration, 0, 'n1', 0, { t: 'steal', batch: 1 }], /unknown migration message 'steal'/],
   ];
   for (const [what, value, message] of bad) {

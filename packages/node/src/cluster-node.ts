@@ -87,6 +87,8 @@ export interface ClusterHost {
   applyLayout(self: string, layout: Layout): Promise<void>;
   /** A session frame (`Deliver`) from another node. */
   deliverFrame(peer: string, value: unknown[]): void;
+  /** A connection to another member is up (frames that waited for it go now). */
+  peerConnected(peer: { id: string; incarnation: number }): void;
   /** Moves every session hosted here to the owners of their buckets; resolves once none is left. */
   evacuate(): Promise<void>;
   /** Delivers a directory update to the worker holding its bucket here. */
@@ -95,6 +97,8 @@ export interface ClusterHost {
   exportBucket(bucket: number): Promise<DirectoryEntry[] | null>;
   reportBucket(bucket: number): Promise<DirectoryEntry[]>;
   forgetNode(node: string): Promise<void>;
+  /** An earlier incarnation of `node` is gone: session moves to or from it are given up. */
+  nodeRestarted(node: string): Promise<void>;
   /** Every worker re-announces what it hosts in `buckets` to their owners. */
   resyncDirectories(buckets: number[]): Promise<void>;
   directoryStats(): Promise<DirectoryStats>;
@@ -245,7 +249,11 @@ class Membership implements ClusterHandle {
       this.#directories(),
     );
     this.#protocol = protocol;
-    transport.on('peer-up', (peer: PeerIdentity) => (isClientId(peer.id) ? this.#clientUp(peer.id) : protocol.connected(peer, now())));
+    transport.on('peer-up', (peer: PeerIdentity) => {
+      if (isClientId(peer.id)) return this.#clientUp(peer.id);
+      protocol.connected(peer, now());
+      this.#host.peerConnected(peer);
+    });
     transport.on('peer-down', (peer: PeerIdentity) => (isClientId(peer.id) ? this.#clients.delete(peer.id) : protocol.disconnected(peer.id, now())));
     transport.on('message', (peer: PeerIdentity, value: unknown) => {
       if (Array.isArray(value) && value[0] === Frame.Deliver) this.#lastReceivedAt = now();
@@ -351,7 +359,7 @@ class Membership implements ClusterHandle {
   /** A client may only send calls, as itself. */
   #fromClient(client: string, value: unknown): void {
     const frame = Array.isArray(value) && value[0] === Frame.Deliver && Array.isArray(value[2]) ? (value[2] as unknown[]) : undefined;
-    if (frame === undefined || frame[0] !== Frame.Call || frame[2] !== client || frame.length !== 15) {
+    if (frame === undefined || frame[0] !== Frame.Call || frame[2] !== client || frame.length !== 16) {
       this.#log('warn', `refused a value from client ${client}: clients may only send their own calls`);
       return;
     }
@@ -360,6 +368,7 @@ class Membership implements ClusterHandle {
     frame[11] = Number(frame[11]) & CallFlag.Direct;
     frame[12] = 0;
     frame[14] = '';
+    frame[15] = 0;
     this.#host.deliverFrame(client, value as unknown[]);
   }
 
@@ -409,6 +418,7 @@ class Membership implements ClusterHandle {
       export: (bucket, reply) => this.#directoryOp<DirectoryEntry[] | null>(() => host.exportBucket(bucket), null, reply),
       report: (bucket, reply) => this.#directoryOp<DirectoryEntry[]>(() => host.reportBucket(bucket), [], reply),
       forgetNode: (node) => this.#directoryOp(() => host.forgetNode(node), undefined),
+      nodeRestarted: (node) => this.#directoryOp(() => host.nodeRestarted(node), undefined),
       resync: (buckets) => this.#directoryOp(() => host.resyncDirectories([...buckets]), undefined),
     };
   }

@@ -270,7 +270,7 @@ class LocalNode implements WadiNode {
           settle: (envelope) => this.#system.receive(envelope),
           log: (level, message) => (level === 'error' ? console.error : console.warn)(`wadi: ${message}`),
         });
-        this.#routingTicker = setInterval(() => this.#routing?.router.tick(), 250);
+        this.#routingTicker = setInterval(() => this.#routing?.tick(), 250);
         this.#routingTicker.unref();
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.joinCluster(self.node, self.incarnation))));
       },
@@ -279,6 +279,7 @@ class LocalNode implements WadiNode {
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.setLayout(self, layout))));
       },
       deliverFrame: (peer, value) => this.#routing?.fromNode(peer, value),
+      peerConnected: (peer) => this.#routing?.connected(peer),
       evacuate: async () => {
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.evacuate(), EVACUATION_TIMEOUT_MS).catch(() => undefined)));
       },
@@ -301,6 +302,9 @@ class LocalNode implements WadiNode {
       forgetNode: async (node) => {
         this.#routing?.router.nodeGone(node);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node)).catch(() => 0)));
+      },
+      nodeRestarted: async (node) => {
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.nodeRestarted(node)).catch(() => undefined)));
       },
       lookupSession: (bucket, key) => this.#control(slotOf(bucket), (c) => c.lookupSession(bucket, key)),
       directoryStats: async () => {

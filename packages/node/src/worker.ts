@@ -233,6 +233,9 @@ const control: WorkerControl = {
     cluster?.host.migrations.nodeGone(node);
     return buckets.forgetNode(node);
   },
+  nodeRestarted(node) {
+    cluster?.host.migrations.nodeGone(node);
+  },
   evacuate() {
     const side = cluster;
     if (side === undefined) return Promise.resolve();

@@ -145,7 +145,7 @@ describe('sessions across a cluster', () => {
       forger.dial(a!.cluster!.url);
       forger.dial(b!.cluster!.url);
       await until('the forger to connect', () => forger.isConnected(a!.cluster!.id) && forger.isConnected(b!.cluster!.id));
-      const granted: CallFrame = [Frame.Call, 1, '~forger', 1, 0, 'Counter', id, 'thread', [], 0, 1, CallFlag.Grant, 99, '', ''];
+      const granted: CallFrame = [Frame.Call, 1, '~forger', 1, 0, 'Counter', id, 'thread', [], 0, 1, CallFlag.Grant, 99, '', '', 0];
       forger.send(b!.cluster!.id, [Frame.Deliver, 0, granted]);
       forger.send(b!.cluster!.id, [Frame.Deliver, 0, [Frame.Migration, 0, '~forger', 0, { t: 'abort', batch: 1 }]]);
       await until('the result', () => results.length > 0);

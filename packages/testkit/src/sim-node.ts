@@ -27,14 +27,13 @@ import {
   UNCONFIRMED_PLACEMENT_MS,
   CallFlag,
   Frame,
+  FrameRelay,
   MAIN_THREAD,
   NodeProtocol,
   SessionHost,
   SessionRouter,
   ownerIds,
   parseClusterMessage,
-  parseFrame,
-  type CallFrame,
   type ClusterMessage,
   type ClusterTimings,
   type DirectoryEntry,
@@ -54,7 +53,6 @@ import {
   bucketOf,
   decode,
   encode,
-  errorToShape,
   type AskEnvelope,
   type Envelope,
   type TellEnvelope,
@@ -116,13 +114,12 @@ export interface SimWorker {
   log: LogActor;
 }
 
-/** The main thread's side of session routing: its own actor system (its calls) and router. */
+/** The main thread's side of session routing: its own actor system (its calls), and the relay of frames with its router. */
 export interface SimMainThread {
   system: ActorSystem;
+  relay: FrameRelay;
   router: SessionRouter;
   log: LogActor;
-  /** Frames from other nodes refused as malformed. */
-  refusedFrames: number;
 }
 
 export const SESSION_TYPE = 'Session';
@@ -235,7 +232,7 @@ export class SimNode implements NetworkEndpoint {
     if (this.#routing && now - this.#routingTickAt >= ROUTING_TICK_MS) {
       this.#routingTickAt = now;
       this.#observer.touch();
-      this.main.router.tick();
+      this.main.relay.tick();
       for (const thread of this.threads) {
         thread.router.tick();
         thread.host.tick();
@@ -244,7 +241,10 @@ export class SimNode implements NetworkEndpoint {
   }
 
   connected(peer: NetworkEndpoint): void {
-    this.#whenAwake(() => this.protocol.connected({ id: peer.id, incarnation: peer.incarnation }, this.#observer.now()));
+    this.#whenAwake(() => {
+      this.protocol.connected({ id: peer.id, incarnation: peer.incarnation }, this.#observer.now());
+      this.main.relay.connected({ id: peer.id, incarnation: peer.incarnation });
+    });
   }
 
   disconnected(peer: string): void {
@@ -470,16 +470,29 @@ export class SimNode implements NetworkEndpoint {
       },
       onTellFailure: (type, id, method, error) => observer.trace(this.id, 'routing', `main: tell ${type}.${method} to '${id}' failed: ${(error as Error).message}`),
     });
-    const router = new SessionRouter(
-      { node: this.id, incarnation: this.incarnation, thread: MAIN_THREAD, buckets: options.buckets },
+    // As packages/node's main-routing.ts: the cluster's FrameRelay between the network and the workers.
+    const relay = new FrameRelay(
+      { node: this.id, incarnation: this.incarnation, buckets: options.buckets, workers: options.workers },
       {
-        send: (node, thread, frame) => this.#mainSend(node, thread, frame),
+        toNode: (node, value) => {
+          if (!this.#send(node, 'frame', value)) throw new Unavailable(`not connected to ${node}`);
+        },
+        toWorker: (thread, frame) => {
+          // Across a thread: a copy, a simulated millisecond later.
+          const sent = copy(frame);
+          this.#routedHop(() => this.#deliverFrame(thread, sent));
+        },
         settle: (envelope) => system.receive(envelope),
         now: () => observer.now(),
-        log: (message) => observer.trace(this.id, 'routing', `main: ${message}`),
+        log: (_level, message) => observer.trace(this.id, 'routing', `main: ${message}`),
+        trace: (event, frame, detail) => {
+          if (!this.#traceFrames) return;
+          const where = event === 'out' ? `, for ${detail}` : event === 'in' ? '' : ` ${event === 'held' ? `held for ${detail}` : `undeliverable ${detail}`}`;
+          observer.trace(this.id, 'frame', `main${where}: ${describeFrame(frame)}`);
+        },
       },
     );
-    main = { system, router, log, refusedFrames: 0 };
+    main = { system, relay, router: relay.router, log };
     return main;
   }
 
@@ -489,7 +502,7 @@ export class SimNode implements NetworkEndpoint {
   #workerSend(from: number, node: string, thread: number, frame: RoutedFrame): void {
     const sent = copy(frame);
     if (node !== this.id || thread === MAIN_THREAD) {
-      this.#routedHop(() => this.#mainFromWorker(node, thread, sent));
+      this.#routedHop(() => this.main.relay.fromWorker(node, thread, sent));
     } else if (thread === from) {
       this.#deliverFrame(thread, sent);
     } else {
@@ -506,88 +519,11 @@ export class SimNode implements NetworkEndpoint {
     else worker.router.receive(frame);
   }
 
-  /** MainRouting.send: to another node over the cluster connection (throws when not connected), or to a thread here. */
-  #mainSend(node: string, thread: number, frame: RoutedFrame): void {
-    if (node !== this.id) {
-      if (!this.#send(node, 'frame', [Frame.Deliver, thread, frame])) throw new Unavailable(`not connected to ${node}`);
-      return;
-    }
-    this.#mainLocal(thread, frame);
-  }
-
-  #mainLocal(thread: number, frame: RoutedFrame): void {
-    if (thread === MAIN_THREAD) {
-      if (frame[0] !== Frame.Result && frame[0] !== Frame.Notice) throw new Unavailable('the main thread hosts no sessions');
-      if (this.#traceFrames) this.#observer.trace(this.id, 'frame', `main: ${describeFrame(frame)}`);
-      this.main.router.receive(frame);
-      return;
-    }
-    if (!(thread >= 0 && thread < this.threads.length)) throw new Unavailable(`this node has no worker ${thread}`);
-    const sent = copy(frame);
-    this.#routedHop(() => this.#deliverFrame(thread, sent));
-  }
-
-  /** MainRouting.fromWorker. */
-  #mainFromWorker(node: string, thread: number, frame: RoutedFrame): void {
-    if (this.#traceFrames) this.#observer.trace(this.id, 'frame', `main, for ${node}/${thread}: ${describeFrame(frame)}`);
-    try {
-      this.#mainSend(node, thread, frame);
-    } catch (error) {
-      this.#undeliverable(node, frame, error);
-    }
-  }
-
-  /** MainRouting.fromNode: a `Deliver` frame from another node. */
+  /** A `Deliver` frame from another node, for the main thread's relay. */
   #fromNode(peer: string, value: unknown): void {
     this.#routing = true;
     this.#observer.touch();
-    const array = value as unknown[];
-    const thread = array[1];
-    let frame: RoutedFrame;
-    try {
-      if (!Array.isArray(value) || array.length !== 3 || array[0] !== Frame.Deliver || !Number.isSafeInteger(thread)) throw new Error('malformed deliver frame');
-      frame = parseFrame(array[2], this.workers[0]!.buckets);
-    } catch (error) {
-      this.main.refusedFrames++;
-      this.#observer.trace(this.id, 'refused', `a frame from ${peer}: ${(error as Error).message}`);
-      return;
-    }
-    if (frame[0] === Frame.Call) frame[9]++;
-    else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice) && frame[2] !== this.incarnation) return; // for an earlier incarnation
-    try {
-      this.#mainLocal(thread as number, frame);
-    } catch (error) {
-      this.#undeliverable(this.id, frame, error);
-    }
-  }
-
-  /** MainRouting's undeliverable frame: a call tries its bucket's owner, or fails back to its caller. */
-  #undeliverable(node: string, frame: RoutedFrame, error: unknown): void {
-    if (this.#traceFrames) this.#observer.trace(this.id, 'frame', `main: undeliverable to ${node} (${(error as Error).message}): ${describeFrame(frame)}`);
-    if (frame[0] !== Frame.Call) return;
-    const bucket = bucketOf(frame[6], this.workers[0]!.buckets);
-    const owner = this.main.router.ownerOf(bucket);
-    if (owner !== undefined && owner !== node && owner !== this.id && (frame[11] & CallFlag.Grant) === 0) {
-      frame[11] &= ~CallFlag.Direct;
-      try {
-        this.#mainSend(owner, this.main.router.threadFor(owner, bucket), frame);
-        return;
-      } catch {
-        // The owner is unreachable too.
-      }
-    }
-    const reason = new Unavailable(`${frame[5]} '${frame[6]}' could not be routed to node ${node}: ${(error as Error).message}`);
-    const call = frame as CallFrame;
-    if (call[1] === 0) {
-      this.#observer.trace(this.id, 'routing', `main: a tell was lost: ${reason.message}`);
-      return;
-    }
-    const ack: [string, string, number, number] = [activationKey(call[5], call[6]), '', 0, call[10]];
-    try {
-      this.#mainSend(call[2], call[4], [Frame.Result, call[4], call[3], call[1], false, errorToShape(reason), ack]);
-    } catch {
-      // The caller is unreachable as well: its ask times out.
-    }
+    this.main.relay.fromNode(peer, value);
   }
 
   #io(): NodeProtocolIO {
@@ -633,7 +569,7 @@ export class SimNode implements NetworkEndpoint {
     return {
       applyLayout: (self, layout) => {
         // The main thread's router takes it at once; the workers' bucket actors, routers and hosts a hop later.
-        this.main.router.setLayout(layout);
+        this.main.relay.setLayout(layout);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {
@@ -674,6 +610,11 @@ export class SimNode implements NetworkEndpoint {
           }
         });
       },
+      nodeRestarted: (node) =>
+        this.#onThreads(() => {
+          this.#observer.touch();
+          for (const thread of this.threads) thread.host.migrations.nodeGone(node);
+        }),
       resync: (buckets) => this.#onThreads(() => this.workers.forEach((host) => host.resync(buckets))),
       // The real sessions evacuate (each worker's `SessionMigrations`, to the owner of their
       // bucket), and the leave completes once they all did; the abstract ones moved in the
@@ -694,7 +635,7 @@ export function describeFrame(frame: RoutedFrame): string {
   switch (frame[0]) {
     case Frame.Call: {
       const flags = [frame[11] & CallFlag.Direct ? 'direct' : '', frame[11] & CallFlag.Grant ? `grant v${frame[12]}` : '', frame[11] & CallFlag.Bounced ? `bounced by ${frame[14]}` : ''].filter((flag) => flag !== '');
-      return `call ${frame[1] === 0 ? 'tell' : `ask ${frame[1]}`} ${frame[6]}.${frame[7]}(${JSON.stringify(frame[8])}) from ${frame[2]}/${frame[4]} seq ${frame[10]} hops ${frame[9]}${flags.length > 0 ? ` [${flags.join(', ')}]` : ''}${frame[13] === '' ? '' : ` ${frame[13]}`}`;
+      return `call ${frame[1] === 0 ? 'tell' : `ask ${frame[1]}`} ${frame[6]}.${frame[7]}(${JSON.stringify(frame[8])}) from ${frame[2]}/${frame[4]} seq ${frame[10]} hops ${frame[9]} e${frame[15]}${flags.length > 0 ? ` [${flags.join(', ')}]` : ''}${frame[13] === '' ? '' : ` ${frame[13]}`}`;
     }
     case Frame.Result:
       return `result ${frame[3]} ${frame[4] ? 'ok' : 'failed'}${frame[6] === null ? '' : ` notice ${JSON.stringify(frame[6]).replace(/\\u0000/g, ':')}`}`;

@@ -137,6 +137,13 @@ const found: { name: string; schedule: Schedule }[] = [
     name: 'SAFETY: a coordinator committed alone a layout planned from its own merely accepted proposal (ClusterMember: joint majority of that base and of the last committed layout)',
     schedule: { options: options(2094932658), steps: [...formed, { op: 'leave', node: 'n3' }, { op: 'run', ms: 175 }, { op: 'leave', node: 'n1' }] },
   },
+  {
+    name: "a joiner that skipped a layout rebuilt its new buckets from reports, one of which came before the reporting node committed that layout; that node then waited forever to hand those buckets off (NodeProtocol: a bucket reported on for a layout's rebuild is not waited for)",
+    schedule: {
+      options: options(729914840, { faults: lossyProtocol }),
+      steps: [...formed, { op: 'leave', node: 'n1' }, { op: 'start', node: 'n4' }, { op: 'run', ms: 448 }],
+    },
+  },
 ];
 
 /** Schedules that call real sessions; `open` names a bug that is not fixed yet (the test is expected to fail). */
@@ -161,7 +168,7 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
     },
   },
   {
-    name: "OPEN: a call reaching a bucket's new owner before it committed the new layout bounces between the old and the new owner until the hop limit refuses it (the tell is lost), and the new owner's placement, registered before the refusal, leaves a directory entry for a session that never starts (SessionHost: forwarding across layouts, #resolve before #forward's hop check)",
+    name: "a call reaching a bucket's new owner before it committed the new layout bounced between the old and the new owner until the hop limit refused it (the tell was lost), and the new owner's placement, registered before the refusal, left a directory entry for a session that never started (fixed: a call carries the newest layout epoch it was routed by, and a worker with an older layout waits for that one instead of sending it back; SessionHost refuses before it places)",
     schedule: {
       options: options(648207920, { faults: lossyProtocol }),
       steps: [
@@ -174,20 +181,17 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'run', ms: 391 },
       ],
     },
-    open: true,
   },
   {
-    name: "OPEN: a member not yet connected to a bucket's owner (it joined while that owner was paused) loses its tells to that bucket and fails its asks at once (main-routing.ts #undeliverable: 'a tell was lost'; SessionRouter #dispatch fails a call to the owner)",
+    name: "a member not yet connected to a bucket's owner (it joined while that owner was paused) lost its tells to that bucket and failed its asks at once (fixed: the main thread's FrameRelay holds frames for a layout member it has not been connected to yet, in order and bounded, and sends them once the connection is up)",
     schedule: {
       options: options(422365421),
       steps: [...formed, { op: 'pause', node: 'n2', ms: 301 }, { op: 'start', node: 'n6' }, { op: 'run', ms: 306 }, { op: 'call', node: 'n6', thread: 0, session: 2, count: 3, everyMs: 38 }],
     },
-    open: true,
   },
   {
-    name: "OPEN: a bucket's new owner (just joined, not yet connected to the caller's node, which was paused) places a new session on the caller and registers it, but its Grant cannot be sent: the call is dropped (the ask times out after 30 s) and the directory keeps an entry for a session that never starts (SessionHost #resolve registers before the Grant is delivered; main-routing.ts #undeliverable drops a Grant it cannot send)",
+    name: "a bucket's new owner (just joined, not yet connected to the caller's node, which was paused) placed a new session on the caller and registered it, but its Grant could not be sent: the call was dropped and the directory kept an entry for a session that never started (fixed: FrameRelay holds the Grant until the connection is up; a Grant that still cannot go comes back to the owner's worker, which activates the session itself)",
     schedule: { options: options(2), steps: [...formed, { op: 'start', node: 'n6' }, { op: 'call', node: 'n3', thread: 0, session: 7, count: 1, everyMs: 1 }, { op: 'pause', node: 'n3', ms: 335 }, { op: 'run', ms: 334 }] },
-    open: true,
   },
   {
     name: "(faults) on the bucket owner's node, a call for a session on an unreachable node circled between the owner's worker and its main thread until the node was reachable again, and two calls came out in the wrong order (fixed: main-routing.ts sends an undeliverable call to the owner only when that is another node; on the owner it fails)",
@@ -204,7 +208,7 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
     },
   },
   {
-    name: "OPEN (faults): a node declared down while leaving (partition) re-announces its sessions to the bucket owners when it reconnects, after they forgot it, and then exits: their entries point at a node gone for good (NodeProtocol resyncs although it is no longer a member; the owners' BucketHost accepts it)",
+    name: "(faults) a node declared down while leaving (partition) re-announced its sessions to the bucket owners when it reconnected, after they forgot it, and then exited: their entries pointed at a node gone for good (fixed: NodeProtocol refuses directory updates from an incarnation the cluster declared down, and sends none once it left or was removed)",
     schedule: {
       options: { seed: 11, buckets: 97, seeds: ['a', 'b', 'c'] },
       steps: [
@@ -217,19 +221,61 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'run', ms: 1100 },
       ],
     },
-    open: true,
   },
   {
     name: "(faults) the re-announcement of a node's sessions when its connection to a bucket owner came back erased the owner's placement of a new session on it, in flight (fixed as above)",
     schedule: { options: options(1), steps: [...formed, { op: 'partition', side: ['n1'] }, { op: 'call', node: 'n2', thread: 0, session: 0, count: 6, everyMs: 20 }] },
   },
   {
-    name: "OPEN (crash): a session first called just before its caller's node crashed does not answer a probe on the settled cluster within the ask deadline (seen once in a soak; cause not yet found: suspect the unconfirmed placement on the crashed incarnation and the bounce that should replace it)",
+    name: "(crash) a session whose group was being migrated away when its node crashed and restarted (faster than the failure detector) stayed frozen at the target forever, and no probe was answered (fixed: NodeProtocol notices a newer incarnation, connected or in a layout, and the workers give up migrations to and from the earlier one: the target thaws the copy it was offered)",
     schedule: {
       options: options(1),
       steps: [...formed, { op: 'call', node: 'n1', thread: 0, session: 3, count: 1, everyMs: 1 }, { op: 'migrate', node: 'n2', thread: 0, session: 7 }, { op: 'run', ms: 10 }, { op: 'crash', node: 'n1' }],
     },
-    open: true,
+  },
+  {
+    name: "a bucket owner that had missed a node's leave (it was paused) placed a new session on that node after it had evacuated, and the node exited with it (fixed: a grant is not taken by a node outside its layout, which bounces it to the owner; a worker routes nothing by a layout older than the call's)",
+    schedule: {
+      options: options(1),
+      steps: [...formed, { op: 'pause', node: 'n2', ms: 308 }, { op: 'leave', node: 'n3' }, { op: 'call', node: 'n3', thread: 0, session: 6, count: 1, everyMs: 0 }, { op: 'run', ms: 308 }],
+    },
+  },
+  {
+    name: "a caller whose calls went to a session's old node, which forwarded them as it left, took its departure for a crash, counted them as lost and sent the next call straight to the session's new node, overtaking them (fixed: SessionRouter.nodeGone forgets locations but not calls in flight; a path switch waits for them or the hold timeout)",
+    schedule: {
+      options: options(1148340661, { faults: lossyProtocol }),
+      steps: [
+        ...formed,
+        { op: 'leave', node: 'n3' },
+        { op: 'leave', node: 'n1' },
+        { op: 'start', node: 'n5' },
+        { op: 'call', node: 'n5', thread: 0, session: 0, count: 18, everyMs: 0 },
+        { op: 'call', node: 'n5', thread: 0, session: 7, count: 17, everyMs: 29 },
+        { op: 'run', ms: 391 },
+      ],
+    },
+  },
+  {
+    name: '(faults) the session checks probed a cluster that looked settled while a member already held a partitioned node down; that node was removed with the probes sent to it (testkit: convergence requires that no member holds a running node down)',
+    schedule: {
+      options: options(1, { faults: { ...lossyProtocol, reset: 0.0005 } }),
+      steps: [...formed, { op: 'call', node: 'n1', thread: 0, session: 0, count: 1, everyMs: 1 }, { op: 'partition', side: ['n1'] }, { op: 'run', ms: 1100 }],
+    },
+  },
+  {
+    name: "a caller's calls through the bucket owner, during a migration of the session: the owner sent one to the source just before it heard of the target and the next one straight to the target, which ran it first (fixed: the source fences the bucket owners on a third node before it hands over, so what they sent it is handed over too)",
+    schedule: {
+      options: options(1121652798),
+      steps: [
+        ...formed,
+        { op: 'call', node: 'n3', thread: 0, session: 0, count: 1, everyMs: 1 },
+        { op: 'run', ms: 10 },
+        { op: 'run', ms: 2535 },
+        { op: 'migrate', node: 'n2', thread: 0, session: 0 },
+        { op: 'call', node: 'n2', thread: 0, session: 0, count: 4, everyMs: 6 },
+        { op: 'call', node: 'n1', thread: -2, session: 4, count: 1, everyMs: 1 },
+      ],
+    },
   },
 ];
 

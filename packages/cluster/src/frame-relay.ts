@@ -1,0 +1,266 @@
+/**
+ * A node's main thread in session routing: it holds the connections to the other nodes, so every
+ * session frame between this node and another passes through here. The same code runs in a real
+ * node (packages/node's main-routing.ts) and in the simulator.
+ *
+ * - A frame a thread of this node hands out for another node goes on over that node's connection.
+ * - A frame from another node goes to the worker (or the main thread's own router) it names; a
+ *   call's hop count goes up by one on the way in.
+ * - A member of the layout this node has not been connected to yet (it just joined, or this node
+ *   did, while the other was busy or paused) is not a lost cause: its frames wait here, in order,
+ *   until the connection is up, for a bounded time and number. Once the connection to a member has
+ *   been up, a broken one is not waited for: what was in flight on it is lost with it anyway.
+ * - A call that cannot reach its node goes to its bucket's owner instead (when that is another
+ *   node and not where it failed to go); the owner's own grant, which placed a new session on a
+ *   node it cannot reach, comes back to the owner's worker, which activates the session itself;
+ *   anything else fails back to its caller. Results, notices and migration messages are repeated
+ *   or timed out by their senders.
+ * - The main thread's own calls (`node.ref()`) are routed by its own `SessionRouter`.
+ */
+import { Unavailable, activationKey, bucketOf, errorToShape, type Envelope } from '@wadi/core';
+import type { Layout } from './layout.js';
+import { CallFlag, Frame, MAIN_THREAD, parseFrame, type CallFrame, type DeliverFrame, type RoutedFrame } from './routing.js';
+import { SessionRouter } from './session-router.js';
+
+export interface FrameRelayIO {
+  /** Sends a frame to another node over its connection; throws when not connected or overloaded. */
+  toNode(node: string, value: DeliverFrame): void;
+  /** Hands a frame to worker `thread` of this node. */
+  toWorker(thread: number, frame: RoutedFrame): void;
+  /** Settles an ask of the main thread's actor system. */
+  settle(envelope: Envelope): void;
+  now(): number;
+  log(level: 'info' | 'warn', message: string): void;
+  /** Sees each frame as the relay handles it (the simulator's traces). */
+  trace?(event: 'out' | 'in' | 'held' | 'undeliverable', frame: RoutedFrame, detail: string): void;
+}
+
+export interface FrameRelayOptions {
+  node: string;
+  incarnation: number;
+  buckets: number;
+  workers: number;
+  /** Longest frames wait for the first connection to a member (default 5000 ms; a node paused longer is being declared down). */
+  firstConnectionTimeoutMs?: number;
+  /** Frames waiting for one member at most (default 10,000); past it a frame is undeliverable at once. */
+  maxWaitingFrames?: number;
+}
+
+export interface FrameRelayStats {
+  /** Frames waiting for a member's first connection. */
+  waitingForConnection: number;
+  /** Frames from other nodes refused as malformed. */
+  refusedFrames: number;
+}
+
+interface Waiting {
+  incarnation: number;
+  since: number;
+  frames: [thread: number, frame: RoutedFrame][];
+}
+
+export class FrameRelay {
+  readonly router: SessionRouter;
+  refusedFrames = 0;
+  readonly #node: string;
+  readonly #incarnation: number;
+  readonly #buckets: number;
+  readonly #workers: number;
+  readonly #io: FrameRelayIO;
+  readonly #timeoutMs: number;
+  readonly #maxWaiting: number;
+  /** Members of the current layout: id -> incarnation. */
+  #members = new Map<string, number>();
+  /** `id@incarnation` of the nodes this one has been connected to (or sent to), and of those given up on. */
+  readonly #reached = new Set<string>();
+  readonly #givenUp = new Set<string>();
+  /** Frames for members not connected yet, in order, per node id. */
+  readonly #waiting = new Map<string, Waiting>();
+
+  constructor(options: FrameRelayOptions, io: FrameRelayIO) {
+    this.#node = options.node;
+    this.#incarnation = options.incarnation;
+    this.#buckets = options.buckets;
+    this.#workers = options.workers;
+    this.#io = io;
+    this.#timeoutMs = options.firstConnectionTimeoutMs ?? 5000;
+    this.#maxWaiting = options.maxWaitingFrames ?? 10_000;
+    this.router = new SessionRouter(
+      { node: options.node, incarnation: options.incarnation, thread: MAIN_THREAD, buckets: options.buckets },
+      {
+        send: (node, thread, frame) => this.send(node, thread, frame),
+        settle: io.settle,
+        now: io.now,
+        log: (message) => io.log('warn', message),
+      },
+    );
+  }
+
+  setLayout(layout: Layout): void {
+    this.router.setLayout(layout);
+    this.#members = new Map(layout.members.map((member) => [member.id, member.incarnation]));
+    const current = new Set(layout.members.map((member) => `${member.id}@${member.incarnation}`));
+    for (const key of [...this.#reached]) if (!current.has(key)) this.#reached.delete(key);
+    for (const key of [...this.#givenUp]) if (!current.has(key)) this.#givenUp.delete(key);
+    // Frames waiting for a node that is no longer that member of the layout wait no more.
+    for (const [node, waiting] of [...this.#waiting]) {
+      if (this.#members.get(node) !== waiting.incarnation) this.#giveUp(node, waiting, `${node} is no longer a member`);
+    }
+  }
+
+  /** A connection to another node is up: what waited for it goes now, in order. */
+  connected(peer: { id: string; incarnation: number }): void {
+    this.#reached.add(`${peer.id}@${peer.incarnation}`);
+    this.#flush(peer.id);
+  }
+
+  /** Sends what waits once a connection is up (in case its `connected` was not seen), and gives up on what waited too long. */
+  tick(): void {
+    this.router.tick();
+    const now = this.#io.now();
+    for (const [node, waiting] of [...this.#waiting]) {
+      if (this.#flush(node)) continue;
+      if (now - waiting.since >= this.#timeoutMs) {
+        this.#givenUp.add(`${node}@${waiting.incarnation}`);
+        this.#giveUp(node, waiting, `no connection to ${node} within ${this.#timeoutMs} ms`);
+      }
+    }
+  }
+
+  stats(): FrameRelayStats {
+    let waiting = 0;
+    for (const entry of this.#waiting.values()) waiting += entry.frames.length;
+    return { waitingForConnection: waiting, refusedFrames: this.refusedFrames };
+  }
+
+  /**
+   * Sends a frame to thread `thread` of node `node` (this node included); throws when it cannot.
+   * A frame for a member this node has not been connected to yet waits (see the module comment).
+   */
+  send(node: string, thread: number, frame: RoutedFrame): void {
+    if (node === this.#node) return this.#local(thread, frame);
+    const waiting = this.#waiting.get(node);
+    if (waiting !== undefined) {
+      // Behind the frames that wait already, whatever the connection does meanwhile: order.
+      if (waiting.frames.length >= this.#maxWaiting) throw new Unavailable(`${waiting.frames.length} frames already wait for a connection to ${node}`);
+      waiting.frames.push([thread, frame]);
+      this.#io.trace?.('held', frame, node);
+      return;
+    }
+    try {
+      this.#io.toNode(node, [Frame.Deliver, thread, frame]);
+    } catch (error) {
+      const incarnation = this.#members.get(node);
+      const key = `${node}@${incarnation}`;
+      if (incarnation === undefined || this.#reached.has(key) || this.#givenUp.has(key)) throw error;
+      this.#waiting.set(node, { incarnation, since: this.#io.now(), frames: [[thread, frame]] });
+      this.#io.trace?.('held', frame, node);
+      return;
+    }
+    const incarnation = this.#members.get(node);
+    if (incarnation !== undefined) this.#reached.add(`${node}@${incarnation}`);
+  }
+
+  /** A frame a thread of this node handed out for thread `thread` of `node`. */
+  fromWorker(node: string, thread: number, frame: RoutedFrame): void {
+    this.#io.trace?.('out', frame, `${node}/${thread}`);
+    try {
+      this.send(node, thread, frame);
+    } catch (error) {
+      this.#undeliverable(node, frame, error);
+    }
+  }
+
+  /** A `Deliver` frame from another node (not yet checked). */
+  fromNode(peer: string, value: unknown): void {
+    let thread: number;
+    let frame: RoutedFrame;
+    try {
+      if (!Array.isArray(value) || value.length !== 3 || value[0] !== Frame.Deliver || !Number.isSafeInteger(value[1])) throw new Error('malformed deliver frame');
+      thread = value[1] as number;
+      frame = parseFrame(value[2], this.#buckets);
+    } catch (error) {
+      this.refusedFrames++;
+      this.#io.log('warn', `refused a frame from ${peer}: ${(error as Error).message}`);
+      return;
+    }
+    if (frame[0] === Frame.Call) frame[9]++;
+    else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice) && frame[2] !== this.#incarnation) return; // for an earlier incarnation of this node
+    try {
+      this.#local(thread, frame);
+    } catch (error) {
+      this.#undeliverable(this.#node, frame, error);
+    }
+  }
+
+  #local(thread: number, frame: RoutedFrame): void {
+    if (thread === MAIN_THREAD) {
+      if (frame[0] !== Frame.Result && frame[0] !== Frame.Notice) throw new Unavailable('the main thread hosts no sessions');
+      this.#io.trace?.('in', frame, '');
+      this.router.receive(frame);
+      return;
+    }
+    if (!(thread >= 0 && thread < this.#workers)) throw new Unavailable(`this node has no worker ${thread}`);
+    this.#io.toWorker(thread, frame);
+  }
+
+  /** Sends what waits for `node` if its connection takes it; true when nothing waits any more. */
+  #flush(node: string): boolean {
+    const waiting = this.#waiting.get(node);
+    if (waiting === undefined) return true;
+    while (waiting.frames.length > 0) {
+      const [thread, frame] = waiting.frames[0]!;
+      try {
+        this.#io.toNode(node, [Frame.Deliver, thread, frame]);
+      } catch {
+        return false;
+      }
+      waiting.frames.shift();
+    }
+    this.#waiting.delete(node);
+    this.#reached.add(`${node}@${waiting.incarnation}`);
+    return true;
+  }
+
+  #giveUp(node: string, waiting: Waiting, reason: string): void {
+    this.#waiting.delete(node);
+    for (const [, frame] of waiting.frames) this.#undeliverable(node, frame, new Unavailable(reason));
+  }
+
+  /** A frame could not reach `node` (see the module comment). */
+  #undeliverable(node: string, frame: RoutedFrame, error: unknown): void {
+    this.#io.trace?.('undeliverable', frame, `to ${node} (${(error as Error).message})`);
+    if (frame[0] !== Frame.Call) return;
+    const bucket = bucketOf(frame[6], this.#buckets);
+    const owner = this.router.ownerOf(bucket);
+    if ((frame[11] & CallFlag.Grant) !== 0) {
+      // This node's bucket actor placed a new session on a node it cannot reach: it never got
+      // there, so the owner's worker activates it itself (the grant confirms the placement there).
+      if (owner === this.#node && node !== this.#node) {
+        try {
+          return this.#local(this.router.threadFor(owner, bucket), frame);
+        } catch {
+          // No such worker: fail it below.
+        }
+      }
+    } else if (owner !== undefined && owner !== node && owner !== this.#node) {
+      // Not when this node is the owner: its bucket actor sent the call there, and would again.
+      frame[11] &= ~CallFlag.Direct;
+      frame[15] = Math.max(frame[15], this.router.layout?.epoch ?? 0);
+      try {
+        return this.send(owner, this.router.threadFor(owner, bucket), frame);
+      } catch {
+        // The owner is unreachable too.
+      }
+    }
+    const reason = new Unavailable(`${frame[5]} '${frame[6]}' could not be routed to node ${node}: ${(error as Error).message}`);
+    const call = frame as CallFrame;
+    if (call[1] === 0) return this.#io.log('warn', `a tell was lost: ${reason.message}`);
+    const ack: [string, string, number, number] = [activationKey(call[5], call[6]), '', 0, call[10]];
+    try {
+      this.send(call[2], call[4], [Frame.Result, call[4], call[3], call[1], false, errorToShape(reason), ack]);
+    } catch {
+      // The caller is unreachable as well: its ask times out.
+    }
+  }
+}

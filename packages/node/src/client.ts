@@ -221,7 +221,9 @@ class Client implements WadiClient {
     const now = performance.now();
     const urls = new Set(layout.members.map((member) => member.url));
     for (const url of urls) {
+      // A member back after a crash is dialled at once, not when the backoff of its downtime ends.
       if (!this.#urls.has(url)) this.#transport.dial(url);
+      else this.#transport.redialNow(url);
       this.#urls.set(url, undefined);
     }
     for (const [url, leftAt] of this.#urls) if (!urls.has(url) && leftAt === undefined) this.#urls.set(url, now);

@@ -373,6 +373,20 @@ export class ClusterTransport extends EventEmitter<ClusterTransportEvents> {
     if (this.#state === 'started') this.#connect(dial);
   }
 
+  /**
+   * Dial `url` now rather than at the end of its backoff: a node known to be back (a layout lists
+   * it again) should not wait out the delay its earlier failures earned.
+   */
+  redialNow(url: string): void {
+    const dial = this.#dials.get(url);
+    if (dial === undefined) return this.dial(url);
+    if (dial.stopped || dial.connection !== undefined || dial.timer === undefined || this.#state !== 'started') return;
+    clearTimeout(dial.timer);
+    dial.timer = undefined;
+    dial.attempts = 0;
+    this.#connect(dial);
+  }
+
   /** Stop redialling `url`, and close the connection to the node there, if any (peer-down at once). */
   forget(url: string): void {
     const dial = this.#dials.get(url);

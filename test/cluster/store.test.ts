@@ -45,6 +45,9 @@ describe('sessions down the store stack, on real processes', () => {
       return counts.disk === SESSIONS && counts.memory === 0 && counts;
     }, { timeoutMs: 20_000, what: 'every session demoted to disk' });
     expect(demoted).toEqual({ memory: 0, disk: SESSIONS });
+    const stores = await Promise.all(nodes.map(async (node) => (await status(node)) as unknown as { store: { demoted: number; diskFull: boolean } }));
+    expect(stores.reduce((sum, s) => sum + s.store.demoted, 0)).toBe(SESSIONS);
+    expect(stores.every((s) => !s.store.diskFull)).toBe(true);
 
     expect(await totals(client, SESSIONS)).toEqual(expected);
     const promoted = await storeCounts(nodes);

@@ -80,7 +80,7 @@ export interface ClusterOptions {
 export interface ClusterHost {
   readonly workers: number;
   readonly buckets: number;
-  sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number> }>;
+  sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number>; store: StoreStatus | null }>;
   /** This node is a member now, as `self`; `toNode` sends a value to another member over its cluster connection (throws when it cannot). */
   joined(self: { node: string; incarnation: number }, toNode: (node: string, value: unknown) => void): Promise<void>;
   /** Gives every thread the committed layout. */
@@ -105,6 +105,19 @@ export interface ClusterHost {
   lookupSession(bucket: number, key: string): Promise<{ node: string; worker: number } | undefined>;
 }
 
+/** What `/status` says of the store stack, summed over the workers. */
+export interface StoreStatus {
+  /** Sessions demoted to disk, promoted back, and found in the shared tier since the start. */
+  demoted: number;
+  promoted: number;
+  fromShared: number;
+  /** Demotions whose write is not durable yet. */
+  writing: number;
+  failedWrites: number;
+  /** True while the disk refuses writes for lack of space: demotion has stopped, sessions stay in memory. */
+  diskFull: boolean;
+}
+
 export interface NodeStatus {
   id: string;
   incarnation: number;
@@ -121,6 +134,8 @@ export interface NodeStatus {
   routing: { hops: Record<string, number> } & Record<string, unknown>;
   /** 'idle', or this leaving node's progress moving its sessions away. */
   evacuation: 'idle' | 'running' | 'done';
+  /** The store stack (null without a disk tier): see docs/store.md. */
+  store: StoreStatus | null;
 }
 
 /** Events: 'layout' (layout, previous), 'left', 'removed' (reason). */
@@ -300,6 +315,7 @@ class Membership implements ClusterHandle {
       sessions: { memory: sessions.memory, disk: sessions.disk },
       routing: { hops: sessions.hops, ...sessions.routing },
       evacuation: protocol.evacuation,
+      store: sessions.store,
     };
   }
 

@@ -41,7 +41,7 @@ import {
 } from '@wadi/core';
 import { Frame } from '@wadi/cluster';
 import { MainRouting } from './internal/main-routing.js';
-import { startCluster, type ClusterHandle, type ClusterHost, type ClusterOptions } from './cluster-node.js';
+import { startCluster, type ClusterHandle, type ClusterHost, type ClusterOptions, type StoreStatus } from './cluster-node.js';
 import { BUCKET_ACTOR, type DirectoryEntry, type DirectoryStats } from '@wadi/cluster';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { loadActorModules, toModuleUrl } from './internal/modules.js';
@@ -314,7 +314,7 @@ class LocalNode implements WadiNode {
     };
   }
 
-  async #sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number> }> {
+  async #sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number>; store: StoreStatus | null }> {
     const up = this.#slots.filter((slot) => slot.state === 'up');
     const all = await Promise.all(up.map((slot) => this.#control(slot, (c) => c.routingStats()).catch(() => undefined)));
     const { workers } = await this.stats();
@@ -323,7 +323,17 @@ class LocalNode implements WadiNode {
     let disk = 0;
     // Without a disk tier, parked sessions stay in their worker's memory.
     for (const worker of workers) memory += worker.activations + (this.#store === undefined ? worker.parked : 0);
-    for (const store of stores) disk += store?.disk ?? 0;
+    const store: StoreStatus | null = this.#store === undefined ? null : { demoted: 0, promoted: 0, fromShared: 0, writing: 0, failedWrites: 0, diskFull: false };
+    for (const worker of stores) {
+      if (worker === undefined || store === null) continue;
+      disk += worker.disk;
+      store.demoted += worker.demoted;
+      store.promoted += worker.promoted;
+      store.fromShared += worker.fromShared;
+      store.writing += worker.writing;
+      store.failedWrites += worker.failedWrites;
+      store.diskFull ||= worker.full;
+    }
     const hops: Record<string, number> = {};
     const routing: RoutingCounters = { forwarded: 0, placed: 0, waiting: 0, pointers: 0, migratedOut: 0, migratedIn: 0, migrationsFailed: 0, cached: 0, held: 0, rerouted: 0 };
     for (const stats of all) {
@@ -334,7 +344,7 @@ class LocalNode implements WadiNode {
       routing.held += stats.router.held;
       routing.rerouted += stats.router.rerouted;
     }
-    return { memory, disk, hops, routing: { ...routing } };
+    return { memory, disk, hops, routing: { ...routing }, store };
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {

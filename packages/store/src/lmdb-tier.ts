@@ -78,6 +78,7 @@ export class LmdbTier implements SyncReadTier {
   /** Operations in flight, awaited by `close` (and quarantine moves, awaited by `quarantined`). */
   readonly #inFlight = new Set<Promise<unknown>>();
   #closed = false;
+  #commitGuarded = false;
 
   constructor(options: LmdbTierOptions) {
     this.name = options.name ?? 'lmdb';
@@ -141,6 +142,7 @@ export class LmdbTier implements SyncReadTier {
           // Left behind when a corrupt record was quarantined (its bucket was unreadable): drop it,
           // unless the record was stored again meanwhile.
           this.#track(quiet(this.#records.ifVersion(rkey, ABSENT, () => void quiet(this.#index.remove(key)))));
+          this.#guardCommit();
         }
       }
       // The page is copied out: the caller may take its time, no read transaction waits for it.
@@ -285,6 +287,7 @@ export class LmdbTier implements SyncReadTier {
       if (current !== null && current >= epoch) return;
       // The entry's version is the fence epoch: the put only lands if nobody moved the fence meanwhile.
       const committed = this.#fences.put(bucket, EMPTY, epoch, current ?? ABSENT);
+      this.#guardCommit();
       if (await this.#settle(committed)) {
         await this.#flushedOrThrow();
         return;
@@ -303,9 +306,25 @@ export class LmdbTier implements SyncReadTier {
     const outer = this.#fences.ifVersion(bucket, fence ?? ABSENT, () => {
       inner = this.#records.ifVersion(key, stamp ?? ABSENT, writes);
     });
+    this.#guardCommit();
     // A nested block reports only its own condition: when the outer one fails, the inner
     // promise still says true although nothing in it ran. Both must hold.
     return Promise.all([outer, inner!]).then(([fenceHeld, stampHeld]) => fenceHeld && stampHeld);
+  }
+
+  /**
+   * lmdb-js starts each event turn's transaction with a write of its own whose promise
+   * (`committed`) nobody holds; when the commit fails (disk full) it would be an unhandled
+   * rejection. lmdb-js creates it in a setImmediate queued by the turn's first write, so a
+   * setImmediate queued after ours runs after it and can take hold of it.
+   */
+  #guardCommit(): void {
+    if (this.#commitGuarded) return;
+    this.#commitGuarded = true;
+    setImmediate(() => {
+      this.#commitGuarded = false;
+      quiet(this.#records.committed);
+    });
   }
 
   /** Moves the corrupt bytes of `current` aside, if they are still what is stored. */
@@ -315,6 +334,7 @@ export class LmdbTier implements SyncReadTier {
       this.#putQuarantine(type, id, current.corrupt!);
       quiet(this.#records.remove(key));
     });
+    this.#guardCommit();
     if (await this.#settle(committed)) await this.#flushedOrThrow();
   }
 
@@ -334,7 +354,8 @@ export class LmdbTier implements SyncReadTier {
     } catch (error) {
       if (!(error instanceof RecordDecodeFailure)) throw error;
       // getBinaryFast's buffer is reused by the next read: keep a copy of the evidence.
-      return { stamp, record: undefined, corrupt: { reason: error.reason, raw: Uint8Array.prototype.slice.call(raw) } };
+      // (Its `length` is the entry's size; the typed array behind it is larger: copy by `length`.)
+      return { stamp, record: undefined, corrupt: { reason: error.reason, raw: Uint8Array.from(raw.subarray(0, raw.length)) } };
     }
   }
 
@@ -415,10 +436,12 @@ function contention(record: { type: string; id: string }): Unavailable {
  * commit rejects every promise of its transaction, and its `commitError` too).
  */
 function quiet<T>(promise: T): T {
-  if (promise instanceof Promise) {
-    promise.catch((error: unknown) => {
-      const commitError = (error as { commitError?: unknown } | undefined)?.commitError;
-      if (commitError instanceof Promise) commitError.catch(() => undefined);
+  // lmdb-js returns its own promise-likes from writes inside a conditional block.
+  const then = (promise as { then?: unknown } | null | undefined)?.then;
+  if (typeof then === 'function') {
+    (then as (onFulfilled: undefined, onRejected: (error: unknown) => void) => unknown).call(promise, undefined, (error: unknown) => {
+      const commitError = (error as { commitError?: { catch?: unknown } } | undefined)?.commitError;
+      if (typeof commitError?.catch === 'function') (commitError as Promise<unknown>).catch(() => undefined);
     });
   }
   return promise;

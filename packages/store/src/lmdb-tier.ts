@@ -7,12 +7,14 @@
  * one event turn into one transaction, so the tier never writes from the caller's thread.
  * Each write is an optimistic compare-and-set decided in JavaScript and checked atomically by
  * LMDB at commit: read the stored record and the bucket's fence, apply the acceptance rule
- * (internal/fencing.ts), then queue the puts inside two nested `ifVersion` conditions, "the
- * fence entry is still at the epoch I read" and "the record entry still carries the write stamp
- * I read" (every write gives its entry a fresh random stamp as its lmdb-js version). If another
- * thread or process committed in between, the condition fails, nothing is written, and the
- * write is decided again against what is now stored. So racing writers anywhere on the host can
- * never make a stored version or epoch go backwards, and a write can never slip under a fence.
+ * (internal/fencing.ts), then queue the puts inside two nested `ifVersion` conditions: "no fence
+ * changed since I read them" (one per batch: every fence change also restamps a fence generation
+ * entry) and "the record entry still carries the write stamp I read" (every write gives its
+ * entry a fresh random stamp as its lmdb-js version). If another thread or process committed in
+ * between, the condition fails, nothing is written, and the write is decided again against what
+ * is now stored. So racing writers anywhere on the host can never make a stored version or epoch
+ * go backwards, and a write can never slip under a fence. (lmdb-js checks the conditions on its
+ * write thread, inside the transaction, so no JavaScript runs while the write lock is held.)
  *
  * Durability: lmdb-js resolves a write when its transaction commits (visible to every reader)
  * and syncs to disk afterwards (`overlappingSync`); `store` resolves only after `flushed`.
@@ -33,7 +35,7 @@ import { getLastVersion, open, type Database, type Key, type RootDatabase } from
 import { CorruptRecord } from './errors.js';
 import { removeRefusal, writeRefusal } from './internal/fencing.js';
 import { bucketBounds, indexKey, isHashed, recordKey, type IndexKey, type RecordKey } from './internal/lmdb-keys.js';
-import { RecordDecodeFailure, decodeRecord, encodeRecord, metaOf } from './internal/record-codec.js';
+import { RecordDecodeFailure, decodeRecord, encodeRecords, metaOf } from './internal/record-codec.js';
 import { storageError } from './internal/storage-errors.js';
 import { checkBucket, checkEpoch, checkKey, checkRecord, checkRemoveFence, recordError } from './internal/validate.js';
 import type { QuarantinedRecord, RemoveFence, SessionMeta, SessionRecord, SyncReadTier } from './tier.js';
@@ -54,6 +56,8 @@ const LIST_PAGE = 512;
 /** A write decided again this many times in a row gives up (each retry means another writer won). */
 const MAX_ATTEMPTS = 1000;
 const EMPTY = Buffer.alloc(0);
+/** Key, in the fences database, of the entry whose version changes with every fence change. */
+const FENCE_GENERATION = -1;
 
 /** What a write saw: the stored entry's stamp and record (or the reason it did not decode). */
 interface Current {
@@ -79,12 +83,13 @@ export class LmdbTier implements SyncReadTier {
   readonly #inFlight = new Set<Promise<unknown>>();
   #closed = false;
   #commitGuarded = false;
+  #fenceCache: { generation: number | undefined; epochs: Map<number, number> } = { generation: undefined, epochs: new Map() };
 
   constructor(options: LmdbTierOptions) {
     this.name = options.name ?? 'lmdb';
     this.path = options.path;
     mkdirSync(options.path, { recursive: true });
-    this.#env = open({ path: options.path, ...(options.mapSize === undefined ? {} : { mapSize: options.mapSize }), maxDbs: 8 });
+    this.#env = open({ path: options.path, ...(options.mapSize === undefined ? {} : { mapSize: options.mapSize }), maxDbs: 8, batchStartThreshold: 1e9 } as Parameters<typeof open>[0]);
     const binary = { encoding: 'binary' as const };
     this.#records = this.#env.openDB<Buffer, Key>({ name: 'records', ...binary, useVersions: true });
     this.#index = this.#env.openDB<Buffer, Key>({ name: 'bucketIndex', ...binary });
@@ -128,29 +133,34 @@ export class LmdbTier implements SyncReadTier {
     let exclusiveStart = false;
     for (;;) {
       this.#env.resetReadTxn();
-      const page: Array<{ key: IndexKey; value: Buffer }> = [];
-      for (const entry of this.#index.getRange({ start: from, end, exclusiveStart, limit: LIST_PAGE })) {
-        page.push({ key: entry.key as IndexKey, value: Buffer.from(entry.value) });
-      }
+      const keys: IndexKey[] = [];
       const metas: SessionMeta[] = [];
-      for (const { key, value } of page) {
-        const meta = indexMeta(key, value);
-        const rkey = recordKey(meta.type, meta.id);
-        if (this.#records.doesExist(rkey)) {
-          metas.push(meta);
-        } else {
-          // Left behind when a corrupt record was quarantined (its bucket was unreadable): drop it,
-          // unless the record was stored again meanwhile.
-          this.#track(quiet(this.#records.ifVersion(rkey, ABSENT, () => void quiet(this.#index.remove(key)))));
-          this.#guardCommit();
-        }
+      for (const { key, value } of this.#index.getRange({ start: from, end, exclusiveStart, limit: LIST_PAGE })) {
+        const ikey = key as IndexKey;
+        keys.push(ikey);
+        const type = ikey[1];
+        // A hashed key keeps the id in the entry's value.
+        const id = ikey.length === 4 ? value.toString('utf8') : ikey[2];
+        const current = this.#read(type, id, recordKey(type, id), false);
+        if (current.record !== undefined) metas.push(metaOf(current.record));
+        else if (current.corrupt !== undefined) this.#track(this.#moveAside(type, id, current));
+        else this.#dropOrphan(ikey, recordKey(type, id));
       }
-      // The page is copied out: the caller may take its time, no read transaction waits for it.
+      // Copied out: the caller may take its time, no read transaction waits for it.
       yield* metas;
-      if (page.length < LIST_PAGE) return;
-      from = page[page.length - 1]!.key;
+      if (keys.length < LIST_PAGE) return;
+      from = keys[keys.length - 1]!;
       exclusiveStart = true;
     }
+  }
+
+  /**
+   * Removes an index entry whose record is gone (left when a record was quarantined by a read:
+   * its bucket was unknown), unless the record was stored again meanwhile.
+   */
+  #dropOrphan(ikey: IndexKey, rkey: RecordKey): void {
+    this.#track(quiet(this.#records.ifVersion(rkey, ABSENT, () => void quiet(this.#index.remove(ikey)))));
+    this.#guardCommit();
   }
 
   async *quarantined(): AsyncIterable<QuarantinedRecord> {
@@ -216,28 +226,29 @@ export class LmdbTier implements SyncReadTier {
       }
       // See what other threads and processes committed since this thread's snapshot.
       this.#env.resetReadTxn();
-      const attempts: Array<{ index: number; committed: Promise<boolean> }> = [];
+      const generation = this.#fenceGeneration();
+      // Decide and encode everything first, then queue the conditional writes in one tight
+      // loop: lmdb-js's write thread may start on a batch while it is still being queued.
+      const accepted: Array<{ index: number; key: RecordKey; current: Current }> = [];
       for (const index of pending) {
         const record = records[index]!;
         const key = recordKey(record.type, record.id);
-        const current = this.#read(record.type, record.id, key);
-        const fence = this.#fenceOf(record.bucket);
-        const refusal = writeRefusal(record.type, record.id, record, current.record, fence ?? 0);
-        if (refusal !== undefined) {
-          outcomes[index] = refusal;
-          continue;
-        }
-        const value = encodeRecord(record);
-        const meta = encode([record.version, record.epoch, record.updatedAt, record.state.byteLength, ...(isHashed(record.type, record.id) ? [record.id] : [])]);
-        const committed = this.#conditionally(record.bucket, fence, key, current.stamp, () => {
-          quiet(this.#records.put(key, asBuffer(value), newStamp()));
-          quiet(this.#index.put(indexKey(record.bucket, record.type, record.id), asBuffer(meta)));
-          const old = current.record;
-          if (old !== undefined && old.bucket !== record.bucket) quiet(this.#index.remove(indexKey(old.bucket, old.type, old.id)));
+        const current = this.#read(record.type, record.id, key, false);
+        const refusal = writeRefusal(record.type, record.id, record, current.record, this.#fenceOf(record.bucket, generation));
+        if (refusal === undefined) accepted.push({ index, key, current });
+        else outcomes[index] = refusal;
+      }
+      const values = encodeRecords(accepted.map((a) => records[a.index]!));
+      const attempts = accepted.map(({ index, key, current }, k) => {
+        const record = records[index]!;
+        const committed = this.#conditionally(key, current.stamp, generation, () => {
+          quiet(this.#records.put(key, values[k]!, newStamp()));
+          // Bucket membership: the same for every version of the record.
+          quiet(this.#index.put(indexKey(record.bucket, record.type, record.id), indexValue(record.type, record.id)));
           if (current.corrupt !== undefined) this.#putQuarantine(record.type, record.id, current.corrupt);
         });
-        attempts.push({ index, committed });
-      }
+        return { index, committed };
+      });
       // Conditions that failed are decided again; commit failures are final for their records.
       const settled = await Promise.allSettled(attempts.map((a) => a.committed));
       pending = [];
@@ -257,7 +268,7 @@ export class LmdbTier implements SyncReadTier {
     const key = recordKey(type, id);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       this.#env.resetReadTxn();
-      const current = this.#read(type, id, key);
+      const current = this.#read(type, id, key, false);
       if (current.stamp === null) return false;
       if (current.corrupt !== undefined) {
         // Nothing readable to remove: the bytes go to quarantine, the session reads as absent.
@@ -265,10 +276,10 @@ export class LmdbTier implements SyncReadTier {
         return false;
       }
       const stored = current.record!;
-      const fence = this.#fenceOf(stored.bucket);
-      const refusal = removeRefusal(type, id, claim, stored, fence ?? 0);
+      const generation = this.#fenceGeneration();
+      const refusal = removeRefusal(type, id, claim, stored, this.#fenceOf(stored.bucket, generation));
       if (refusal !== undefined) throw refusal;
-      const committed = this.#conditionally(stored.bucket, fence, key, current.stamp, () => {
+      const committed = this.#conditionally(key, current.stamp, generation, () => {
         quiet(this.#records.remove(key));
         quiet(this.#index.remove(indexKey(stored.bucket, type, id)));
       });
@@ -283,10 +294,13 @@ export class LmdbTier implements SyncReadTier {
   async #raiseFence(bucket: number, epoch: number): Promise<void> {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       this.#env.resetReadTxn();
-      const current = this.#fenceOf(bucket);
-      if (current !== null && current >= epoch) return;
-      // The entry's version is the fence epoch: the put only lands if nobody moved the fence meanwhile.
-      const committed = this.#fences.put(bucket, EMPTY, epoch, current ?? ABSENT);
+      const generation = this.#fenceGeneration();
+      if (this.#fenceOf(bucket, generation) >= epoch) return;
+      // A new generation stamp makes every write decided against the old fences try again.
+      const committed = this.#fences.ifVersion(FENCE_GENERATION, generation, () => {
+        quiet(this.#fences.put(bucket, EMPTY, epoch));
+        quiet(this.#fences.put(FENCE_GENERATION, EMPTY, newStamp()));
+      });
       this.#guardCommit();
       if (await this.#settle(committed)) {
         await this.#flushedOrThrow();
@@ -297,19 +311,29 @@ export class LmdbTier implements SyncReadTier {
   }
 
   /**
-   * Queues `writes` to run in the next write transaction only if the bucket's fence entry and
-   * the record entry are still what was read (`fence`, `stamp`; null = absent). Resolves true
-   * if they were and the writes committed, false if not (nothing written).
+   * Queues `writes` to run in the next write transaction only if the record entry still carries
+   * the stamp that was read (`stamp`; null = absent) and no fence changed since the fences were
+   * read (every fence change renews the fence generation's stamp, so one entry covers every
+   * bucket). Resolves true if both held and the writes committed, false if not (nothing written).
+   *
+   * The record's condition is the outer one on purpose: in lmdb-js 3.5 an "absent" condition
+   * (IF_NO_EXISTS) nested inside another block overrides that block's failure for what follows
+   * it, so such a condition only ever appears at the top level here.
    */
-  #conditionally(bucket: number, fence: number | null, key: RecordKey, stamp: number | null, writes: () => void): Promise<boolean> {
-    let inner: Promise<boolean> | undefined;
-    const outer = this.#fences.ifVersion(bucket, fence ?? ABSENT, () => {
-      inner = this.#records.ifVersion(key, stamp ?? ABSENT, writes);
+  #conditionally(key: RecordKey, stamp: number | null, generation: number, writes: () => void): Promise<boolean> {
+    let fencesHeld: Promise<boolean> | undefined;
+    const recordHeld = this.#records.ifVersion(key, stamp ?? ABSENT, () => {
+      fencesHeld = this.#fences.ifVersion(FENCE_GENERATION, generation, writes);
     });
     this.#guardCommit();
-    // A nested block reports only its own condition: when the outer one fails, the inner
-    // promise still says true although nothing in it ran. Both must hold.
-    return Promise.all([outer, inner!]).then(([fenceHeld, stampHeld]) => fenceHeld && stampHeld);
+    // A nested block reports only its own condition: both must hold.
+    return Promise.all([recordHeld, fencesHeld!]).then(([a, b]) => a && b);
+  }
+
+  /** The fence generation's stamp in this thread's read transaction (the entry exists from open on). */
+  #fenceGeneration(): number {
+    if (this.#fences.getBinaryFast(FENCE_GENERATION) === undefined) throw new Unavailable(`tier ${this.name}: fence generation entry missing`);
+    return getLastVersion();
   }
 
   /**
@@ -343,14 +367,17 @@ export class LmdbTier implements SyncReadTier {
     quiet(this.#quarantine.put([Date.now(), newStamp()], asBuffer(entry)));
   }
 
-  /** The record stored under `key`, read in this thread's read transaction. */
-  #read(type: string, id: string, key: RecordKey): Current {
+  /**
+   * The record stored under `key`, read in this thread's read transaction; without its state
+   * unless `withState` (deciding a write or listing needs only the rest).
+   */
+  #read(type: string, id: string, key: RecordKey, withState = true): Current {
     const raw = this.#records.getBinaryFast(key);
     if (raw === undefined) return { stamp: null, record: undefined, corrupt: undefined };
     // The stamp of the entry just read; must be taken before any other read.
     const stamp = getLastVersion();
     try {
-      return { stamp, record: decodeRecord(raw, type, id), corrupt: undefined };
+      return { stamp, record: decodeRecord(raw, type, id, withState), corrupt: undefined };
     } catch (error) {
       if (!(error instanceof RecordDecodeFailure)) throw error;
       // getBinaryFast's buffer is reused by the next read: keep a copy of the evidence.
@@ -359,9 +386,19 @@ export class LmdbTier implements SyncReadTier {
     }
   }
 
-  /** The bucket's fence epoch, null when it was never raised. */
-  #fenceOf(bucket: number): number | null {
-    return this.#fences.getBinaryFast(bucket) === undefined ? null : getLastVersion();
+  /**
+   * The bucket's fence epoch (0 when never raised) as of fence generation `generation`. Fences
+   * read under one generation stay valid until it changes, so they are cached per generation:
+   * a write reads one entry (the generation) instead of one per bucket.
+   */
+  #fenceOf(bucket: number, generation: number): number {
+    if (this.#fenceCache.generation !== generation) this.#fenceCache = { generation, epochs: new Map() };
+    let epoch = this.#fenceCache.epochs.get(bucket);
+    if (epoch === undefined) {
+      epoch = this.#fences.getBinaryFast(bucket) === undefined ? 0 : getLastVersion();
+      this.#fenceCache.epochs.set(bucket, epoch);
+    }
+    return epoch;
   }
 
   /** A commit's outcome, with storage failures turned into the store's errors. */
@@ -398,6 +435,9 @@ export class LmdbTier implements SyncReadTier {
     else if (format !== FORMAT) {
       throw new Unavailable(`tier ${this.name} at ${this.path} has layout format ${String(format)}; this version reads format ${FORMAT}`);
     }
+    // Writes condition on the fence generation's stamp, so the entry must always exist (another
+    // process opening at the same time may create it too: either stamp will do).
+    if (this.#fences.get(FENCE_GENERATION) === undefined) this.#fences.putSync(FENCE_GENERATION, EMPTY, newStamp());
   }
 
   #track<T>(operation: Promise<T>): Promise<T> {
@@ -421,10 +461,9 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function indexMeta(key: IndexKey, value: Buffer): SessionMeta {
-  const [bucket, type, keyId] = key;
-  const [version, epoch, updatedAt, bytes, hashedId] = decode(value) as [number, number, number, number, string?];
-  return { type, id: hashedId ?? keyId, bucket, version, epoch, updatedAt, bytes };
+/** The bucket index entry's value: empty, or the id when the key holds its hash. */
+function indexValue(type: string, id: string): Buffer {
+  return isHashed(type, id) ? Buffer.from(id, 'utf8') : EMPTY;
 }
 
 function contention(record: { type: string; id: string }): Unavailable {

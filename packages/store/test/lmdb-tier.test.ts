@@ -136,6 +136,17 @@ describe('LmdbTier', () => {
     for (const id of report.acknowledged) expect(tier.loadSync('cart', id)?.state.length).toBe(4096);
   });
 
+  it('a fence raised in the same transaction as writes of new sessions refuses them all', async () => {
+    // lmdb-js 3.5: an "absent" condition nested in a failed block re-enabled what followed it;
+    // the tier keeps such conditions at the top level. Same event turn = same transaction.
+    const tier = openTier();
+    const fresh = Array.from({ length: 5 }, (_, i) => record({ id: `new-${i}`, bucket: 3, epoch: 1 }));
+    const [fenced, outcomes] = await Promise.all([tier.fence(3, 2), tier.storeMany(fresh)]);
+    expect(fenced).toBeUndefined();
+    expect(outcomes.map((o) => (o as { reason?: string } | undefined)?.reason)).toEqual(new Array(5).fill('fence'));
+    for (const r of fresh) expect(tier.loadSync('cart', r.id)).toBeUndefined();
+  });
+
   it('keeps ids too long for an LMDB key, under their hash, and lists them by their id', async () => {
     const tier = openTier();
     const long = 'x'.repeat(1024);

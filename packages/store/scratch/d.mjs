@@ -1,0 +1,15 @@
+import * as l from 'lmdb';
+import { rmSync } from 'node:fs';
+console.log('accel', l.v8AccelerationEnabled, l.version);
+const path = '/tmp/wadi-store-exp/db4';
+rmSync(path, { recursive: true, force: true });
+const env = l.open({ path });
+const db = env.openDB({ name: 's', encoding: 'binary' });
+setTimeout(() => { console.log('timeout'); process.exit(1); }, 3000);
+await db.put('x', Buffer.from([2]));
+console.log('put ok');
+const r = await db.childTransaction(() => { db.putSync('a', Buffer.from([1])); return 5; });
+console.log('child ok', r);
+await db.transaction(() => { db.putSync('b', Buffer.from([1])); });
+console.log('txn ok');
+process.exit(0);

@@ -1,0 +1,10 @@
+import { open, getLastVersion } from 'lmdb';
+import { rmSync } from 'node:fs';
+const path = '/tmp/wadi-store-exp/db8';
+rmSync(path, { recursive: true, force: true });
+const env = open({ path });
+const s = env.openDB({ name: 's', encoding: 'binary', useVersions: true });
+await s.put('a', Buffer.from([1,2]), 42);
+const b = s.getBinaryFast('a'); console.log(b, getLastVersion());
+console.log(s.getStats());
+console.log(env.getStats());

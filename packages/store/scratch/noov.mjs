@@ -1,0 +1,17 @@
+import { open } from 'lmdb';
+import { rmSync } from 'node:fs';
+rmSync('/tmp/wadi-store-exp/noov', { recursive: true, force: true });
+const env = open({ path: '/tmp/wadi-store-exp/noov', maxDbs: 8 });
+const s = env.openDB({ name: 's', encoding: 'binary', useVersions: true });
+const f = env.openDB({ name: 'f', encoding: 'binary', useVersions: true });
+console.log('first', await s.put('k', Buffer.from([1]), 1, null));
+console.log('second (exists)', await s.put('k', Buffer.from([2]), 2, null), s.getEntry('k'));
+console.log('cas ok', await s.put('k', Buffer.from([3]), 3, 1), s.getEntry('k'));
+console.log('cas stale', await s.put('k', Buffer.from([4]), 4, 1), s.getEntry('k'));
+let inner;
+const outer = f.ifVersion(-1, null, () => { inner = s.put('k', Buffer.from([5]), 5, 3); });
+console.log('in block ok', await outer, await inner, s.getEntry('k'));
+await f.put(-1, Buffer.alloc(0), 9);
+const outer2 = f.ifVersion(-1, null, () => { inner = s.put('k', Buffer.from([6]), 6, 5); });
+console.log('in block, outer fails', await outer2, await inner, s.getEntry('k'));
+await env.close();

@@ -1,0 +1,10 @@
+import { startPostgres } from '../dist/testing/postgres.js';
+import pg from 'pg';
+const t = performance.now();
+const s = await startPostgres({ fast: true });
+console.log('started', s.url, Math.round(performance.now() - t), 'ms');
+const c = new pg.Client({ connectionString: s.url }); await c.connect();
+console.log((await c.query('select version()')).rows[0]);
+await c.end();
+await s.stop();
+console.log('stopped', Math.round(performance.now() - t));

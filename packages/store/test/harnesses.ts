@@ -39,9 +39,9 @@ export function tempDir(prefix: string): string {
 export async function rewriteLmdbRecord(path: string, type: string, id: string, rewrite: (bytes: Uint8Array) => Uint8Array): Promise<void> {
   const env = open({ path, maxDbs: 8 });
   try {
-    const records = env.openDB<Buffer, ReturnType<typeof recordKey>>({ name: 'records', encoding: 'binary', useVersions: true });
-    const entry = records.getEntry(recordKey(type, id))!;
-    await records.put(recordKey(type, id), Buffer.from(rewrite(entry.value)), entry.version!);
+    const records = env.openDB<Buffer, ReturnType<typeof recordKey>>({ name: 'records', encoding: 'binary' });
+    const bytes = records.getBinary(recordKey(type, id))!;
+    await records.put(recordKey(type, id), Buffer.from(rewrite(bytes)));
   } finally {
     await env.close();
   }

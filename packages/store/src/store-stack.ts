@@ -97,21 +97,20 @@ export class StoreStack {
       return records.map(() => ({ outcome: 'full', removed: false, error: new StoreFull(to.name, 'marked full by an earlier write; not attempted') }));
     }
     const written = await this.storeMany(to, records);
-    return Promise.all(
-      records.map(async (record, i): Promise<DemoteResult> => {
-        const error = written[i];
-        if (error instanceof StoreFull) return { outcome: 'full', removed: false, error };
-        if (error instanceof StaleWrite && error.reason === 'fence') return { outcome: 'refused', removed: false, error };
-        if (error !== undefined && !(error instanceof StaleWrite)) return { outcome: 'failed', removed: false, error };
-        // Written, or the lower tier already holds a newer copy: either way the upper copy has
-        // served its purpose, unless it changed since `record` was taken from it.
-        const removed = await this.#removeFrom(from, record);
-        if (removed instanceof Error) {
-          return removed instanceof StaleWrite ? { outcome: 'superseded', removed: false, error: removed } : { outcome: 'failed', removed: false, error: removed };
-        }
-        return { outcome: error === undefined ? 'demoted' : 'superseded', removed, ...(error === undefined ? {} : { error }) };
-      }),
-    );
+    return Promise.all(records.map((record, i) => this.#finishDemotion(record, written[i], from)));
+  }
+
+  /** One record's demotion after the write below: classify, and remove the upper copy if it is done with. */
+  async #finishDemotion(record: SessionRecord, error: Error | undefined, from: Tier | null): Promise<DemoteResult> {
+    if (error instanceof StoreFull) return { outcome: 'full', removed: false, error };
+    if (error instanceof StaleWrite && error.reason === 'fence') return { outcome: 'refused', removed: false, error };
+    if (error !== undefined && !(error instanceof StaleWrite)) return { outcome: 'failed', removed: false, error };
+    // Written, or the lower tier already holds a newer copy: either way the upper copy has
+    // served its purpose, unless it changed since `record` was taken from it.
+    const removed = from === null ? false : await this.#removeFrom(from, record);
+    if (removed instanceof StaleWrite) return { outcome: 'superseded', removed: false, error: removed };
+    if (removed instanceof Error) return { outcome: 'failed', removed: false, error: removed };
+    return error === undefined ? { outcome: 'demoted', removed } : { outcome: 'superseded', removed, error };
   }
 
   /**
@@ -151,8 +150,7 @@ export class StoreStack {
   }
 
   /** true / false from the remove, or the error it rejected with. */
-  async #removeFrom(from: Tier | null, record: SessionRecord): Promise<boolean | Error> {
-    if (from === null) return false;
+  async #removeFrom(from: Tier, record: SessionRecord): Promise<boolean | Error> {
     try {
       return await from.remove(record.type, record.id, { version: record.version, epoch: record.epoch });
     } catch (error) {

@@ -10,10 +10,16 @@
  * - `WsEcho`: the same two ops over a WebSocket to another process (a `ws` echo server on
  *   loopback), the floors of asks between nodes: one WebSocket message per message each way,
  *   encoded with wadi's codec, no batching.
+ * - `lmdbBatchedPuts`: lmdb-js `put`s of ready values, a batch per event turn (one transaction),
+ *   awaiting the commit and the flush to disk: the floor of writing sessions to the disk tier.
+ * - `pgBatchedInserts`: multi-row INSERTs of ready rows through `pg`, one statement per batch:
+ *   the floor of writing sessions to a PostgreSQL shared tier.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { decode, encode } from '@wadi/core';
+import type { Database, Key } from 'lmdb';
+import type pg from 'pg';
 import { measure, type MeasureOptions, type Op, type Timing } from './harness.js';
 import { loadWs, type WsSocket } from './ws.js';
 
@@ -23,6 +29,8 @@ export const RAW_POSTMESSAGE_PIPELINED = 'raw.postMessage.pipelined';
 export const RAW_POSTMESSAGE_LATENCY = 'raw.postMessage.latency';
 export const RAW_WS_PIPELINED = 'raw.ws.pipelined';
 export const RAW_WS_LATENCY = 'raw.ws.latency';
+export const RAW_LMDB_BATCHED_PUT = 'raw.lmdb.batchedPut';
+export const RAW_PG_BATCHED_INSERT = 'raw.pg.batchedInsert';
 
 /** Messages in flight for the pipelined echo unless told otherwise. */
 export const DEFAULT_ECHO_WINDOW = 1000;
@@ -304,4 +312,49 @@ export async function withWsEcho<T>(use: (echo: WsEcho) => Promise<T>): Promise<
   } finally {
     await echo.close();
   }
+}
+
+/** `n` fresh values put into `db`, `batch` per transaction, each batch awaited until flushed. */
+export function lmdbBatchedPuts(db: Database<Buffer, Key>, value: Uint8Array, batch: number): Op {
+  const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  let serial = 0;
+  return async (n) => {
+    for (let done = 0; done < n; done += batch) {
+      const size = Math.min(batch, n - done);
+      let last: Promise<boolean> | undefined;
+      for (let i = 0; i < size; i++) last = db.put(['cart', `raw-${serial++}`], bytes);
+      await last;
+      await db.flushed;
+    }
+  };
+}
+
+/** The columns of a session row, as the PostgreSQL tier stores them. */
+export const PG_SESSION_COLUMNS = '(type, id, bucket, version, epoch, state, updated_at, checksum)';
+
+/**
+ * `n` fresh rows inserted into `table` (which has PG_SESSION_COLUMNS), `batch` rows per
+ * multi-row INSERT statement, one statement at a time.
+ */
+export function pgBatchedInserts(pool: pg.Pool, table: string, state: Uint8Array, batch: number): Op {
+  const bytes = Buffer.from(state.buffer, state.byteOffset, state.byteLength);
+  const statements = new Map<number, string>();
+  const statement = (rows: number): string => {
+    let text = statements.get(rows);
+    if (text === undefined) {
+      const values = Array.from({ length: rows }, (_, r) => `(${Array.from({ length: 8 }, (_, c) => `$${r * 8 + c + 1}`).join(', ')})`);
+      text = `INSERT INTO ${table} ${PG_SESSION_COLUMNS} VALUES ${values.join(', ')}`;
+      statements.set(rows, text);
+    }
+    return text;
+  };
+  let serial = 0;
+  return async (n) => {
+    for (let done = 0; done < n; done += batch) {
+      const size = Math.min(batch, n - done);
+      const params: unknown[] = [];
+      for (let i = 0; i < size; i++, serial++) params.push('cart', `raw-${serial}`, serial % 1024, 1, 1, bytes, Date.now(), 0);
+      await pool.query(statement(size), params);
+    }
+  };
 }

@@ -19,11 +19,12 @@ import { clusterMembership } from './benchmarks/cluster.js';
 import { sessionEvacuate } from './benchmarks/session-evacuate.js';
 import { sessionMigrate } from './benchmarks/session-migrate.js';
 import { simSpeed } from './benchmarks/sim-speed.js';
+import { storeWrites } from './benchmarks/store.js';
 import { memoryPerActor } from './benchmarks/memory-per-actor.js';
 import { rawPostMessage } from './benchmarks/raw-post-message.js';
 import { formatTable, writeResults, type BenchResult, type Benchmark } from './harness.js';
 
-const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, rawPostMessage, clusterMembership, simSpeed, askCrossNode, sessionMigrate, sessionEvacuate, storeActivate];
+const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, rawPostMessage, clusterMembership, simSpeed, askCrossNode, sessionMigrate, sessionEvacuate, storeWrites, storeActivate];
 
 const RESULTS_FILE = new URL('../../../bench-results.json', import.meta.url);
 

@@ -9,3 +9,6 @@ export * from './errors.js';
 export { MemoryStorage, MemoryTier, type MemoryTierOptions } from './memory-tier.js';
 export { LmdbTier, type LmdbTierOptions } from './lmdb-tier.js';
 export { PostgresTier, type PostgresTierOptions } from './postgres-tier.js';
+export { AnyEvicter, IdleEvicter, LruEvicter, MemoryEvicter, anyOf, type Evicter } from './evicters.js';
+export { RateLimiter, type RateLimiterOptions } from './rate-limiter.js';
+export { StoreStack, type DemoteOutcome, type DemoteResult, type Located, type StackStats, type StackTierStats } from './store-stack.js';

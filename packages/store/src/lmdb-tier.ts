@@ -3,19 +3,18 @@
  * (an environment in its data directory), and the default shared tier of nodes on one host (an
  * environment at a path they all open: LMDB is multi-process and multi-thread safe).
  *
- * Writes: lmdb-js runs write transactions on its own thread and batches everything queued in
- * one event turn into one transaction, so the tier never writes from the caller's thread.
- * Each write is an optimistic compare-and-set decided in JavaScript and checked atomically by
- * LMDB at commit: read the stored record and the bucket's fence, apply the acceptance rule
- * (internal/fencing.ts), then queue the puts inside two nested `ifVersion` conditions, "the
- * fence entry is still at the epoch I read" and "the record entry still carries the write stamp
- * I read" (every write gives its entry a fresh random stamp as its lmdb-js version). If another
- * thread or process committed in between, the condition fails, nothing is written, and the
- * write is decided again against what is now stored. So racing writers anywhere on the host can
- * never make a stored version or epoch go backwards, and a write can never slip under a fence.
+ * Writes: every write (a `storeMany` batch, a remove, a fence) is decided inside the LMDB write
+ * transaction that applies it, in an lmdb-js asynchronous transaction callback: lmdb-js takes
+ * the environment's write lock on its own thread (so the caller never blocks waiting for it),
+ * then runs the callback on the caller's thread, where reads see the latest committed state of
+ * every thread and process plus the transaction's own writes. The acceptance rule
+ * (internal/fencing.ts) is applied there against the stored record and the bucket's fence, so
+ * racing writers anywhere on the host can never make a stored version or epoch go backwards, and
+ * no write can slip under a fence. The records are encoded before the callback, so the lock is
+ * held only for the reads and puts; lmdb-js commits on its write thread.
  *
- * Durability: lmdb-js resolves a write when its transaction commits (visible to every reader)
- * and syncs to disk afterwards (`overlappingSync`); `store` resolves only after `flushed`.
+ * Durability: lmdb-js resolves a transaction when it commits (visible to every reader) and syncs
+ * to disk afterwards (`overlappingSync`); `store` resolves only after `flushed`.
  *
  * Reads are synchronous (`loadSync`, `findSync`) from a read transaction that lmdb-js renews
  * every event turn; the tier resets it before each read so a record another thread or process
@@ -29,11 +28,11 @@
  */
 import { mkdirSync } from 'node:fs';
 import { Stopped, Unavailable, decode, encode } from '@wadi/core';
-import { getLastVersion, open, type Database, type Key, type RootDatabase } from 'lmdb';
-import { CorruptRecord } from './errors.js';
+import { open, type Database, type Key, type RootDatabase } from 'lmdb';
+import { CorruptRecord, type StaleWrite } from './errors.js';
 import { removeRefusal, writeRefusal } from './internal/fencing.js';
 import { bucketBounds, indexKey, isHashed, recordKey, type IndexKey, type RecordKey } from './internal/lmdb-keys.js';
-import { RecordDecodeFailure, decodeRecord, encodeRecord, metaOf } from './internal/record-codec.js';
+import { RecordDecodeFailure, decodeRecord, encodeRecords, metaOf } from './internal/record-codec.js';
 import { storageError } from './internal/storage-errors.js';
 import { checkBucket, checkEpoch, checkKey, checkRecord, checkRemoveFence, recordError } from './internal/validate.js';
 import type { QuarantinedRecord, RemoveFence, SessionMeta, SessionRecord, SyncReadTier } from './tier.js';
@@ -51,20 +50,15 @@ export interface LmdbTierOptions {
 const FORMAT = 1;
 /** Index entries read per page by `listBucket` (one short read transaction each). */
 const LIST_PAGE = 512;
-/** A write decided again this many times in a row gives up (each retry means another writer won). */
-const MAX_ATTEMPTS = 1000;
 const EMPTY = Buffer.alloc(0);
 
-/** What a write saw: the stored entry's stamp and record (or the reason it did not decode). */
+/** What is stored under a key: a record, bytes that do not decode, or nothing. */
 interface Current {
-  /** lmdb-js entry version of the record, null when absent. */
-  stamp: number | null;
   record: SessionRecord | undefined;
   corrupt: { reason: string; raw: Uint8Array } | undefined;
 }
 
-/** lmdb-js reads `null` as "the entry does not exist" in `ifVersion`; its typings only say number. */
-const ABSENT = null as unknown as number;
+const NOTHING: Current = { record: undefined, corrupt: undefined };
 
 export class LmdbTier implements SyncReadTier {
   readonly name: string;
@@ -78,6 +72,7 @@ export class LmdbTier implements SyncReadTier {
   /** Operations in flight, awaited by `close` (and quarantine moves, awaited by `quarantined`). */
   readonly #inFlight = new Set<Promise<unknown>>();
   #closed = false;
+  #commitGuarded = false;
 
   constructor(options: LmdbTierOptions) {
     this.name = options.name ?? 'lmdb';
@@ -85,9 +80,9 @@ export class LmdbTier implements SyncReadTier {
     mkdirSync(options.path, { recursive: true });
     this.#env = open({ path: options.path, ...(options.mapSize === undefined ? {} : { mapSize: options.mapSize }), maxDbs: 8 });
     const binary = { encoding: 'binary' as const };
-    this.#records = this.#env.openDB<Buffer, Key>({ name: 'records', ...binary, useVersions: true });
+    this.#records = this.#env.openDB<Buffer, Key>({ name: 'records', ...binary });
     this.#index = this.#env.openDB<Buffer, Key>({ name: 'bucketIndex', ...binary });
-    this.#fences = this.#env.openDB<Buffer, Key>({ name: 'fences', ...binary, useVersions: true });
+    this.#fences = this.#env.openDB<Buffer, Key>({ name: 'fences', ...binary });
     this.#quarantine = this.#env.openDB<Buffer, Key>({ name: 'quarantine', ...binary });
     this.#checkFormat();
   }
@@ -102,10 +97,11 @@ export class LmdbTier implements SyncReadTier {
   loadSync(type: string, id: string): SessionRecord | undefined {
     this.#ensureOpen();
     checkKey(type, id);
+    // See what other threads and processes committed since this thread's snapshot.
     this.#env.resetReadTxn();
-    const current = this.#read(type, id, recordKey(type, id));
+    const current = this.#read(type, id, recordKey(type, id), true);
     if (current.corrupt !== undefined) {
-      this.#track(this.#moveAside(type, id, current));
+      this.#moveAside(type, id, current.corrupt);
       throw new CorruptRecord(type, id, this.name, current.corrupt.reason);
     }
     return current.record;
@@ -127,26 +123,23 @@ export class LmdbTier implements SyncReadTier {
     let exclusiveStart = false;
     for (;;) {
       this.#env.resetReadTxn();
-      const page: Array<{ key: IndexKey; value: Buffer }> = [];
-      for (const entry of this.#index.getRange({ start: from, end, exclusiveStart, limit: LIST_PAGE })) {
-        page.push({ key: entry.key as IndexKey, value: Buffer.from(entry.value) });
-      }
+      const keys: IndexKey[] = [];
       const metas: SessionMeta[] = [];
-      for (const { key, value } of page) {
-        const meta = indexMeta(key, value);
-        const rkey = recordKey(meta.type, meta.id);
-        if (this.#records.doesExist(rkey)) {
-          metas.push(meta);
-        } else {
-          // Left behind when a corrupt record was quarantined (its bucket was unreadable): drop it,
-          // unless the record was stored again meanwhile.
-          this.#track(quiet(this.#records.ifVersion(rkey, ABSENT, () => void quiet(this.#index.remove(key)))));
-        }
+      for (const { key, value } of this.#index.getRange({ start: from, end, exclusiveStart, limit: LIST_PAGE })) {
+        const ikey = key as IndexKey;
+        keys.push(ikey);
+        const type = ikey[1];
+        // A hashed key keeps the id in the entry's value.
+        const id = ikey.length === 4 ? value.toString('utf8') : ikey[2];
+        const current = this.#read(type, id, recordKey(type, id), false);
+        if (current.record !== undefined) metas.push(metaOf(current.record));
+        else if (current.corrupt !== undefined) this.#moveAside(type, id, current.corrupt);
+        else this.#dropOrphan(ikey, recordKey(type, id));
       }
-      // The page is copied out: the caller may take its time, no read transaction waits for it.
+      // Copied out: the caller may take its time, no read transaction waits for it.
       yield* metas;
-      if (page.length < LIST_PAGE) return;
-      from = page[page.length - 1]!.key;
+      if (keys.length < LIST_PAGE) return;
+      from = keys[keys.length - 1]!;
       exclusiveStart = true;
     }
   }
@@ -179,21 +172,74 @@ export class LmdbTier implements SyncReadTier {
 
   async storeMany(records: readonly SessionRecord[]): Promise<Array<Error | undefined>> {
     this.#ensureOpen();
-    return this.#track(this.#storeMany(records));
+    const outcomes: Array<Error | undefined> = records.map((record) => recordError(record));
+    const valid = records.filter((_, i) => outcomes[i] === undefined);
+    if (valid.length === 0) return outcomes;
+    // Encoded before the transaction, so the write lock is held only for reads and puts.
+    const values = encodeRecords(valid);
+    const written: number[] = [];
+    const applied = this.#transaction(() => {
+      for (let i = 0, v = 0; i < records.length; i++) {
+        if (outcomes[i] !== undefined) continue;
+        const record = records[i]!;
+        const refusal = this.#apply(record, values[v++]!);
+        if (refusal === undefined) written.push(i);
+        else outcomes[i] = refusal;
+      }
+    });
+    try {
+      await applied;
+      await this.#env.flushed;
+    } catch (error) {
+      // Nothing of the transaction was written (or it is not known to be on disk).
+      const failure = await storageError(error, this.name);
+      for (const i of written) outcomes[i] = failure;
+    }
+    return outcomes;
   }
 
   async remove(type: string, id: string, fence: RemoveFence): Promise<boolean> {
     this.#ensureOpen();
     checkKey(type, id);
     checkRemoveFence(fence);
-    return this.#track(this.#remove(type, id, fence));
+    const key = recordKey(type, id);
+    const result: { outcome: boolean | StaleWrite } = { outcome: false };
+    await this.#commit(
+      this.#transaction(() => {
+        const current = this.#read(type, id, key, false);
+        if (current.corrupt !== undefined) {
+          // Nothing readable to remove: the bytes go to quarantine, the session reads as absent.
+          this.#quarantineInTxn(type, id, key, current.corrupt);
+          return;
+        }
+        const stored = current.record;
+        if (stored === undefined) return;
+        const refusal = removeRefusal(type, id, fence, stored, this.#fenceOf(stored.bucket));
+        if (refusal !== undefined) {
+          result.outcome = refusal;
+          return;
+        }
+        this.#records.removeSync(key);
+        this.#index.removeSync(indexKey(stored.bucket, type, id));
+        result.outcome = true;
+      }),
+    );
+    if (result.outcome instanceof Error) throw result.outcome;
+    return result.outcome;
   }
 
   async fence(bucket: number, epoch: number): Promise<void> {
     this.#ensureOpen();
     checkBucket(bucket);
     checkEpoch(epoch);
-    await this.#track(this.#raiseFence(bucket, epoch));
+    const value = Buffer.alloc(8);
+    value.writeDoubleBE(epoch);
+    await this.#commit(
+      this.#transaction(() => {
+        // Only ever raised: a lower epoch leaves the fence where it is.
+        if (this.#fenceOf(bucket) < epoch) this.#fences.putSync(bucket, value);
+      }),
+    );
   }
 
   async close(): Promise<void> {
@@ -203,171 +249,118 @@ export class LmdbTier implements SyncReadTier {
     await this.#env.close();
   }
 
-  async #storeMany(records: readonly SessionRecord[]): Promise<Array<Error | undefined>> {
-    const outcomes: Array<Error | undefined> = records.map((record) => recordError(record));
-    let pending = records.map((_, i) => i).filter((i) => outcomes[i] === undefined);
-    let wrote = false;
-    for (let attempt = 0; pending.length > 0; attempt++) {
-      if (attempt >= MAX_ATTEMPTS) {
-        for (const i of pending) outcomes[i] = contention(records[i]!);
-        break;
-      }
-      // See what other threads and processes committed since this thread's snapshot.
-      this.#env.resetReadTxn();
-      const attempts: Array<{ index: number; committed: Promise<boolean> }> = [];
-      for (const index of pending) {
-        const record = records[index]!;
-        const key = recordKey(record.type, record.id);
-        const current = this.#read(record.type, record.id, key);
-        const fence = this.#fenceOf(record.bucket);
-        const refusal = writeRefusal(record.type, record.id, record, current.record, fence ?? 0);
-        if (refusal !== undefined) {
-          outcomes[index] = refusal;
-          continue;
-        }
-        const value = encodeRecord(record);
-        const meta = encode([record.version, record.epoch, record.updatedAt, record.state.byteLength, ...(isHashed(record.type, record.id) ? [record.id] : [])]);
-        const committed = this.#conditionally(record.bucket, fence, key, current.stamp, () => {
-          quiet(this.#records.put(key, asBuffer(value), newStamp()));
-          quiet(this.#index.put(indexKey(record.bucket, record.type, record.id), asBuffer(meta)));
-          const old = current.record;
-          if (old !== undefined && old.bucket !== record.bucket) quiet(this.#index.remove(indexKey(old.bucket, old.type, old.id)));
-          if (current.corrupt !== undefined) this.#putQuarantine(record.type, record.id, current.corrupt);
-        });
-        attempts.push({ index, committed });
-      }
-      // Conditions that failed are decided again; commit failures are final for their records.
-      const settled = await Promise.allSettled(attempts.map((a) => a.committed));
-      pending = [];
-      for (let k = 0; k < attempts.length; k++) {
-        const { index } = attempts[k]!;
-        const result = settled[k]!;
-        if (result.status === 'rejected') outcomes[index] = await storageError(result.reason, this.name);
-        else if (result.value) wrote = true;
-        else pending.push(index);
-      }
-    }
-    if (wrote) await this.#flushed(outcomes);
-    return outcomes;
-  }
-
-  async #remove(type: string, id: string, claim: RemoveFence): Promise<boolean> {
-    const key = recordKey(type, id);
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      this.#env.resetReadTxn();
-      const current = this.#read(type, id, key);
-      if (current.stamp === null) return false;
-      if (current.corrupt !== undefined) {
-        // Nothing readable to remove: the bytes go to quarantine, the session reads as absent.
-        await this.#moveAside(type, id, current);
-        return false;
-      }
-      const stored = current.record!;
-      const fence = this.#fenceOf(stored.bucket);
-      const refusal = removeRefusal(type, id, claim, stored, fence ?? 0);
-      if (refusal !== undefined) throw refusal;
-      const committed = this.#conditionally(stored.bucket, fence, key, current.stamp, () => {
-        quiet(this.#records.remove(key));
-        quiet(this.#index.remove(indexKey(stored.bucket, type, id)));
-      });
-      if (await this.#settle(committed)) {
-        await this.#flushedOrThrow();
-        return true;
-      }
-    }
-    throw contention({ type, id });
-  }
-
-  async #raiseFence(bucket: number, epoch: number): Promise<void> {
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      this.#env.resetReadTxn();
-      const current = this.#fenceOf(bucket);
-      if (current !== null && current >= epoch) return;
-      // The entry's version is the fence epoch: the put only lands if nobody moved the fence meanwhile.
-      const committed = this.#fences.put(bucket, EMPTY, epoch, current ?? ABSENT);
-      if (await this.#settle(committed)) {
-        await this.#flushedOrThrow();
-        return;
-      }
-    }
-    throw new Unavailable(`fence of bucket ${bucket} in tier ${this.name}: too much contention`);
+  /**
+   * Inside the write transaction: stores `record` (encoded as `value`) if the acceptance rule
+   * allows it, else returns the refusal. Unreadable bytes under the key are moved to quarantine
+   * and count as nothing stored.
+   */
+  #apply(record: SessionRecord, value: Buffer): StaleWrite | undefined {
+    const key = recordKey(record.type, record.id);
+    const current = this.#read(record.type, record.id, key, false);
+    const refusal = writeRefusal(record.type, record.id, record, current.record, this.#fenceOf(record.bucket));
+    if (refusal !== undefined) return refusal;
+    if (current.corrupt !== undefined) this.#putQuarantine(record.type, record.id, current.corrupt);
+    const old = current.record;
+    if (old !== undefined && old.bucket !== record.bucket) this.#index.removeSync(indexKey(old.bucket, old.type, old.id));
+    // Membership first: if anything failed in between, an index entry without its record is
+    // harmless (listings skip and drop it), a record missing from its bucket's listing is not.
+    if (old === undefined || old.bucket !== record.bucket) this.#index.putSync(indexKey(record.bucket, record.type, record.id), indexValue(record.type, record.id));
+    this.#records.putSync(key, value);
+    return undefined;
   }
 
   /**
-   * Queues `writes` to run in the next write transaction only if the bucket's fence entry and
-   * the record entry are still what was read (`fence`, `stamp`; null = absent). Resolves true
-   * if they were and the writes committed, false if not (nothing written).
+   * Runs `body` inside the next write transaction (an lmdb-js asynchronous transaction: the
+   * write lock is taken on lmdb-js's thread, then `body` runs here with every read seeing the
+   * latest committed state). Resolves when the transaction committed.
    */
-  #conditionally(bucket: number, fence: number | null, key: RecordKey, stamp: number | null, writes: () => void): Promise<boolean> {
-    let inner: Promise<boolean> | undefined;
-    const outer = this.#fences.ifVersion(bucket, fence ?? ABSENT, () => {
-      inner = this.#records.ifVersion(key, stamp ?? ABSENT, writes);
-    });
-    // A nested block reports only its own condition: when the outer one fails, the inner
-    // promise still says true although nothing in it ran. Both must hold.
-    return Promise.all([outer, inner!]).then(([fenceHeld, stampHeld]) => fenceHeld && stampHeld);
+  #transaction(body: () => void): Promise<unknown> {
+    const committed = this.#track(this.#env.transaction(body));
+    this.#guardCommit();
+    return committed;
   }
 
-  /** Moves the corrupt bytes of `current` aside, if they are still what is stored. */
-  async #moveAside(type: string, id: string, current: Current): Promise<void> {
-    const key = recordKey(type, id);
-    const committed = this.#records.ifVersion(key, current.stamp!, () => {
-      this.#putQuarantine(type, id, current.corrupt!);
-      quiet(this.#records.remove(key));
+  /** Waits for a transaction to commit and reach the disk; storage failures become store errors. */
+  async #commit(committed: Promise<unknown>): Promise<void> {
+    try {
+      await committed;
+      await this.#env.flushed;
+    } catch (error) {
+      throw await storageError(error, this.name);
+    }
+  }
+
+  /**
+   * lmdb-js starts each event turn's transaction with a write of its own whose promise
+   * (`committed`) nobody holds; when the commit fails (disk full) it would be an unhandled
+   * rejection. lmdb-js creates it in a setImmediate queued by the turn's first write, so a
+   * setImmediate queued after ours runs after it and can take hold of it.
+   */
+  #guardCommit(): void {
+    if (this.#commitGuarded) return;
+    this.#commitGuarded = true;
+    setImmediate(() => {
+      this.#commitGuarded = false;
+      quiet(this.#records.committed);
     });
-    if (await this.#settle(committed)) await this.#flushedOrThrow();
+  }
+
+  /** Moves corrupt bytes found by a read aside, if they are still what is stored. */
+  #moveAside(type: string, id: string, corrupt: { reason: string; raw: Uint8Array }): void {
+    const key = recordKey(type, id);
+    const moved = this.#transaction(() => {
+      const current = this.#read(type, id, key, false);
+      if (current.corrupt !== undefined && Buffer.compare(current.corrupt.raw, corrupt.raw) === 0) {
+        this.#quarantineInTxn(type, id, key, current.corrupt);
+      }
+    });
+    quiet(moved.then(() => this.#env.flushed));
+  }
+
+  /** Inside the write transaction: moves the record's bytes to quarantine. */
+  #quarantineInTxn(type: string, id: string, key: RecordKey, corrupt: { reason: string; raw: Uint8Array }): void {
+    this.#putQuarantine(type, id, corrupt);
+    this.#records.removeSync(key);
   }
 
   #putQuarantine(type: string, id: string, corrupt: { reason: string; raw: Uint8Array }): void {
-    const entry = encode([type, id, corrupt.reason, corrupt.raw]);
-    quiet(this.#quarantine.put([Date.now(), newStamp()], asBuffer(entry)));
+    this.#quarantine.putSync([Date.now(), Math.random()], Buffer.from(encode([type, id, corrupt.reason, corrupt.raw])));
   }
 
-  /** The record stored under `key`, read in this thread's read transaction. */
-  #read(type: string, id: string, key: RecordKey): Current {
+  /**
+   * Removes an index entry whose record is gone (left when a record was quarantined by a read:
+   * its bucket was unknown), unless the record was stored again meanwhile.
+   */
+  #dropOrphan(ikey: IndexKey, rkey: RecordKey): void {
+    quiet(
+      this.#transaction(() => {
+        if (!this.#records.doesExist(rkey)) this.#index.removeSync(ikey);
+      }),
+    );
+  }
+
+  /**
+   * The record stored under `key`: in the write transaction inside a transaction callback, else
+   * in this thread's read transaction. Its state is copied only if `withState` (deciding a write
+   * or listing needs only the rest, and `getBinaryFast`'s buffer is reused by the next read).
+   */
+  #read(type: string, id: string, key: RecordKey, withState: boolean): Current {
     const raw = this.#records.getBinaryFast(key);
-    if (raw === undefined) return { stamp: null, record: undefined, corrupt: undefined };
-    // The stamp of the entry just read; must be taken before any other read.
-    const stamp = getLastVersion();
+    if (raw === undefined) return NOTHING;
     try {
-      return { stamp, record: decodeRecord(raw, type, id), corrupt: undefined };
+      return { record: decodeRecord(raw, type, id, withState), corrupt: undefined };
     } catch (error) {
       if (!(error instanceof RecordDecodeFailure)) throw error;
-      // getBinaryFast's buffer is reused by the next read: keep a copy of the evidence.
-      return { stamp, record: undefined, corrupt: { reason: error.reason, raw: Uint8Array.prototype.slice.call(raw) } };
+      // Keep a copy of the evidence. (The buffer's `length` is the entry's size; the typed array
+      // behind it is larger: copy by `length`.)
+      return { record: undefined, corrupt: { reason: error.reason, raw: Uint8Array.from(raw.subarray(0, raw.length)) } };
     }
   }
 
-  /** The bucket's fence epoch, null when it was never raised. */
-  #fenceOf(bucket: number): number | null {
-    return this.#fences.getBinaryFast(bucket) === undefined ? null : getLastVersion();
-  }
-
-  /** A commit's outcome, with storage failures turned into the store's errors. */
-  async #settle(committed: Promise<boolean>): Promise<boolean> {
-    try {
-      return await committed;
-    } catch (error) {
-      throw await storageError(error, this.name);
-    }
-  }
-
-  async #flushedOrThrow(): Promise<void> {
-    try {
-      await this.#env.flushed;
-    } catch (error) {
-      throw await storageError(error, this.name);
-    }
-  }
-
-  /** Waits until what committed is on disk; if syncing failed, every write of the batch failed. */
-  async #flushed(outcomes: Array<Error | undefined>): Promise<void> {
-    try {
-      await this.#env.flushed;
-    } catch (error) {
-      const failure = await storageError(error, this.name);
-      for (let i = 0; i < outcomes.length; i++) outcomes[i] ??= failure;
-    }
+  /** The bucket's fence epoch (0 when never raised). */
+  #fenceOf(bucket: number): number {
+    const value = this.#fences.getBinaryFast(bucket);
+    return value === undefined ? 0 : value.readDoubleBE(0);
   }
 
   #checkFormat(): void {
@@ -391,23 +384,9 @@ export class LmdbTier implements SyncReadTier {
   }
 }
 
-/** A random stamp below 2^52: two writes of one key never share one in practice. */
-function newStamp(): number {
-  return Math.floor(Math.random() * 2 ** 52) + 1;
-}
-
-function asBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-function indexMeta(key: IndexKey, value: Buffer): SessionMeta {
-  const [bucket, type, keyId] = key;
-  const [version, epoch, updatedAt, bytes, hashedId] = decode(value) as [number, number, number, number, string?];
-  return { type, id: hashedId ?? keyId, bucket, version, epoch, updatedAt, bytes };
-}
-
-function contention(record: { type: string; id: string }): Unavailable {
-  return new Unavailable(`write of ${record.type}/${record.id}: decided ${MAX_ATTEMPTS} times, another writer won each time`);
+/** The bucket index entry's value: empty, or the id when the key holds its hash. */
+function indexValue(type: string, id: string): Buffer {
+  return isHashed(type, id) ? Buffer.from(id, 'utf8') : EMPTY;
 }
 
 /**
@@ -415,10 +394,11 @@ function contention(record: { type: string; id: string }): Unavailable {
  * commit rejects every promise of its transaction, and its `commitError` too).
  */
 function quiet<T>(promise: T): T {
-  if (promise instanceof Promise) {
-    promise.catch((error: unknown) => {
-      const commitError = (error as { commitError?: unknown } | undefined)?.commitError;
-      if (commitError instanceof Promise) commitError.catch(() => undefined);
+  const then = (promise as { then?: unknown } | null | undefined)?.then;
+  if (typeof then === 'function') {
+    (then as (onFulfilled: undefined, onRejected: (error: unknown) => void) => unknown).call(promise, undefined, (error: unknown) => {
+      const commitError = (error as { commitError?: { catch?: unknown } } | undefined)?.commitError;
+      if (typeof commitError?.catch === 'function') (commitError as Promise<unknown>).catch(() => undefined);
     });
   }
   return promise;

@@ -42,6 +42,13 @@ const MAX_RETRIES = 5;
 const LIST_PAGE = 500;
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
+/** What is stored for a (type, id, bucket), as `explain` reads it. */
+interface ExplainRow {
+  version: number | null;
+  epoch: number | null;
+  fence: number;
+}
+
 interface RecordRow {
   bucket: number;
   version: number;
@@ -195,17 +202,15 @@ export class PostgresTier implements Tier {
     this.#ensureOpen();
     checkKey(type, id);
     checkRemoveFence(fence);
-    const { rows } = await this.#query<{ deleted: number; version: number | null; epoch: number | null; fence: number | null }>(this.#sql.remove, [
-      type,
-      id,
-      fence.version,
-      fence.epoch,
-    ]);
+    const { rows } = await this.#query<{ deleted: number; bucket: number | null }>(this.#sql.remove, [type, id, fence.version, fence.epoch]);
     const row = rows[0]!;
     if (row.deleted > 0) return true;
-    if (row.version === null || row.epoch === null) return false;
-    const stored = { version: row.version, epoch: row.epoch };
-    throw removeRefusal(type, id, fence, stored, row.fence ?? 0) ?? raced(type, id, fence, stored, row.fence ?? 0, 'remove');
+    if (row.bucket === null) return false;
+    // Refused (or removed by someone else meanwhile): say why from what is stored now.
+    const now = (await this.#query<ExplainRow>(this.#sql.explain, [[type], [id], [row.bucket]])).rows[0]!;
+    if (now.version === null || now.epoch === null) return false;
+    const stored = { version: now.version, epoch: now.epoch };
+    throw removeRefusal(type, id, fence, stored, now.fence) ?? raced(type, id, fence, stored, now.fence, 'remove');
   }
 
   async fence(bucket: number, epoch: number): Promise<void> {
@@ -246,7 +251,7 @@ export class PostgresTier implements Tier {
   /** Builds each refused record's `StaleWrite` from what is stored now. */
   async #explain(records: readonly SessionRecord[], refused: number[], outcomes: Array<Error | undefined>): Promise<void> {
     const pick = <T>(f: (r: SessionRecord) => T): T[] => refused.map((i) => f(records[i]!));
-    const { rows } = await this.#query<{ version: number | null; epoch: number | null; fence: number }>(this.#sql.explain, [
+    const { rows } = await this.#query<ExplainRow>(this.#sql.explain, [
       pick((r) => r.type),
       pick((r) => r.id),
       pick((r) => r.bucket),

@@ -35,18 +35,23 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
+/** Rewrites a record's stored bytes through a second handle on the environment (as another process could). */
+export async function rewriteLmdbRecord(path: string, type: string, id: string, rewrite: (bytes: Uint8Array) => Uint8Array): Promise<void> {
+  const env = open({ path, maxDbs: 8 });
+  try {
+    const records = env.openDB<Buffer, ReturnType<typeof recordKey>>({ name: 'records', encoding: 'binary' });
+    const bytes = records.getBinary(recordKey(type, id))!;
+    await records.put(recordKey(type, id), Buffer.from(rewrite(bytes)));
+  } finally {
+    await env.close();
+  }
+}
+
 export async function lmdbHarness(): Promise<TierHarness> {
   const path = tempDir('wadi-lmdb-');
   return {
     open: async () => new LmdbTier({ path, mapSize: 1 << 20 }),
-    corrupt: async (type, id) => {
-      // A second handle on the environment, as another process would have.
-      const env = open({ path, maxDbs: 8 });
-      const records = env.openDB<Buffer, ReturnType<typeof recordKey>>({ name: 'records', encoding: 'binary', useVersions: true });
-      const entry = records.getEntry(recordKey(type, id))!;
-      await records.put(recordKey(type, id), Buffer.from(flipped(entry.value)), entry.version!);
-      await env.close();
-    },
+    corrupt: (type, id) => rewriteLmdbRecord(path, type, id, flipped),
     durable: true,
     propertyRuns: 100,
     dispose: async () => rmSync(path, { recursive: true, force: true }),

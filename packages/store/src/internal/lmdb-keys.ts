@@ -1,14 +1,16 @@
 /**
  * LMDB key layout of LmdbTier. Keys are lmdb-js ordered-binary arrays:
  *
- *   records     [type, id]                     -> record bytes (record-codec), entry version = write stamp
- *   bucketIndex [bucket, type, id]             -> msgpack [version, epoch, updatedAt, bytes, id?]
- *   fences      bucket                         -> empty, entry version = the fence epoch
- *   quarantine  [at, stamp]                    -> msgpack [type, id, reason, raw]
+ *   records     [type, id]          -> record bytes (record-codec); entry version = write stamp
+ *   bucketIndex [bucket, type, id]  -> empty (membership; the record has the rest)
+ *   fences      bucket              -> empty; entry version = the bucket's fence epoch
+ *   fences      -1                  -> empty; entry version = a stamp renewed on every fence change
+ *   quarantine  [at, stamp]         -> msgpack [type, id, reason, raw]
  *
  * LMDB keys are limited (lmdb-js: 1978 bytes) while an id may be up to 1024 characters of any
  * script, so an id whose key would be too long is replaced by its SHA-256 and the key gets a third
- * element: a hashed key can never equal a plain one. The bucket index then keeps the id in its value.
+ * element: a hashed key can never equal a plain one. The bucket index then keeps the id (UTF-8)
+ * in its value.
  */
 import { createHash } from 'node:crypto';
 

@@ -103,17 +103,16 @@ export function pgSql(schema: string): PgSql {
           RETURNING type, id, bucket, version, epoch, state)
         INSERT INTO ${s}.quarantine (type, id, reason, at, bucket, version, epoch, raw)
         SELECT type, id, $7, $8, bucket, version, epoch, state FROM moved`,
-    // The outer SELECT reads the statement's snapshot: what was stored when the delete was decided.
+    // Deletes only if the claim covers the latest committed row and its fence; also says
+    // whether a row existed (so a refusal can be told from an absent session).
     remove: `WITH target AS (
-          SELECT version, epoch, bucket FROM ${s}.sessions WHERE type = $1 AND id = $2),
+          SELECT bucket FROM ${s}.sessions WHERE type = $1 AND id = $2),
         deleted AS (
           DELETE FROM ${s}.sessions stored
            WHERE stored.type = $1 AND stored.id = $2 AND stored.version <= $3 AND stored.epoch <= $4
              AND $4 >= (SELECT f.epoch FROM ${s}.fences f WHERE f.bucket = stored.bucket FOR SHARE)
           RETURNING 1)
-        SELECT (SELECT count(*) FROM deleted)::integer AS deleted,
-               t.version::float8 AS version, t.epoch::float8 AS epoch,
-               (SELECT COALESCE(max(f.epoch), 0) FROM ${s}.fences f WHERE f.bucket = t.bucket)::float8 AS fence
+        SELECT (SELECT count(*) FROM deleted)::integer AS deleted, t.bucket
           FROM (SELECT 1) one LEFT JOIN target t ON true`,
     raiseFence: `INSERT INTO ${s}.fences (bucket, epoch) VALUES ($1, $2)
         ON CONFLICT (bucket) DO UPDATE SET epoch = GREATEST(${s}.fences.epoch, excluded.epoch)`,

@@ -2,12 +2,15 @@
  * Turns what a storage engine throws when it runs out of room into `StoreFull`, whatever the
  * engine's way of saying it: LMDB's MDB_MAP_FULL, the OS's ENOSPC / EFBIG / EDQUOT on a write
  * (lmdb-js hides those behind "Commit failed" with a `commitError` promise), PostgreSQL's
- * SQLSTATE 53100 (disk_full). Anything else is returned unchanged.
+ * SQLSTATE 53100 (disk_full). LMDB reports a page write cut short (what a disk that fills up
+ * mid-write does) as EIO, so EIO from a commit counts as full too: either way the transaction
+ * wrote nothing, what was committed before is intact, and the caller should stop writing to
+ * this tier until a later write succeeds. Anything else is returned unchanged.
  */
 import { StoreFull } from '../errors.js';
 
-const FULL_ERRNOS = new Set([27 /* EFBIG */, 28 /* ENOSPC */, 122 /* EDQUOT */, -30792 /* MDB_MAP_FULL */]);
-const FULL_CODES = new Set(['EFBIG', 'ENOSPC', 'EDQUOT', 'MDB_MAP_FULL', '53100']);
+const FULL_ERRNOS = new Set([5 /* EIO: a short write */, 27 /* EFBIG */, 28 /* ENOSPC */, 122 /* EDQUOT */, -30792 /* MDB_MAP_FULL */]);
+const FULL_CODES = new Set(['EIO', 'EFBIG', 'ENOSPC', 'EDQUOT', 'MDB_MAP_FULL', '53100']);
 const FULL_MESSAGE = /MDB_MAP_FULL|No space left|File too large|quota exceeded|could not extend file/i;
 
 function isFull(error: unknown): boolean {

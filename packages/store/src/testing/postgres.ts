@@ -39,21 +39,21 @@ export interface StartPostgresOptions {
 }
 
 /** Directory holding `initdb`, `pg_ctl` and `postgres` of the newest installed major version. */
-export function findPostgresBinaries(): string {
-  const majors = existsSync(DEBIAN_ROOT)
-    ? readdirSync(DEBIAN_ROOT)
-        .filter((name) => existsSync(join(DEBIAN_ROOT, name, 'bin', 'postgres')) && existsSync(join(DEBIAN_ROOT, name, 'bin', 'initdb')))
+export function findPostgresBinaries(root = DEBIAN_ROOT): string {
+  const majors = existsSync(root)
+    ? readdirSync(root)
+        .filter((name) => existsSync(join(root, name, 'bin', 'postgres')) && existsSync(join(root, name, 'bin', 'initdb')))
         .sort((a, b) => Number(b) - Number(a))
     : [];
   const newest = majors[0];
   if (newest === undefined) {
     throw new Error(
-      `PostgreSQL server binaries not found (looked for ${DEBIAN_ROOT}/*/bin/postgres). The store's tests and ` +
+      `PostgreSQL server binaries not found (looked for ${root}/*/bin/postgres). The store's tests and ` +
         'benchmarks start a private PostgreSQL: install Debian\'s package with ' +
         '`apt-get install -y --no-install-recommends postgresql` (.ci/run does this), or set WADI_PG_URL to a server to use.',
     );
   }
-  return join(DEBIAN_ROOT, newest, 'bin');
+  return join(root, newest, 'bin');
 }
 
 export async function startPostgres(options: StartPostgresOptions = {}): Promise<PostgresServer> {

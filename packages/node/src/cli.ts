@@ -30,6 +30,8 @@ const USAGE = `usage: wadi node [options]
   --idle-ms N            demote sessions idle this long from memory to disk
   --max-active N         at most N active sessions per worker (least recently used demoted)
   --max-heap-mb N        demote least recently used sessions while a worker's heap exceeds N MiB
+  --disk-idle-ms N       move sessions parked on disk this long on to the shared store
+  --max-on-disk N        at most N sessions on disk per worker (the rest go to the shared store)
 
 Sessions parked on disk go to DIR/sessions when --data is given.
 
@@ -88,6 +90,8 @@ function parseNodeOptions(args: string[]): NodeOptions {
       'idle-ms': { type: 'string' },
       'max-active': { type: 'string' },
       'max-heap-mb': { type: 'string' },
+      'disk-idle-ms': { type: 'string' },
+      'max-on-disk': { type: 'string' },
     },
   });
   const integer = (name: string, min: number, max: number): number | undefined => {
@@ -116,12 +120,16 @@ function parseNodeOptions(args: string[]): NodeOptions {
   const idleMs = integer('idle-ms', 1, 30 * 24 * 3600 * 1000);
   const maxActivePerWorker = integer('max-active', 1, 100_000_000);
   const maxHeapMb = integer('max-heap-mb', 16, 1024 * 1024);
+  const diskIdleMs = integer('disk-idle-ms', 1, 365 * 24 * 3600 * 1000);
+  const maxOnDiskPerWorker = integer('max-on-disk', 1, 1_000_000_000);
   if (values.shared !== undefined && values.shared.trim() === '') throw new Error('--shared needs a directory or a postgres:// URL');
   const store = {
     ...(values.shared === undefined ? {} : { shared: values.shared }),
     ...(idleMs === undefined ? {} : { idleMs }),
     ...(maxActivePerWorker === undefined ? {} : { maxActivePerWorker }),
     ...(maxHeapMb === undefined ? {} : { maxHeapBytesPerWorker: maxHeapMb * 1024 * 1024 }),
+    ...(diskIdleMs === undefined ? {} : { diskIdleMs }),
+    ...(maxOnDiskPerWorker === undefined ? {} : { maxOnDiskPerWorker }),
   };
   return {
     store,

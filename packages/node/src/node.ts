@@ -91,6 +91,12 @@ export interface StoreOptions {
   maxHeapBytesPerWorker?: number;
   /** Demotions per second per worker, at most (default 2,000): a burst never stalls a worker. */
   demotionsPerSecond?: number;
+  /** Promotions from disk per second per worker, at most (default 50,000; a tenth of a second's worth at once). */
+  promotionsPerSecond?: number;
+  /** Sessions on disk untouched this long move on to the shared tier (needs `shared`). */
+  diskIdleMs?: number;
+  /** At most this many sessions on disk per worker: beyond it, the least recently parked move on to the shared tier (needs `shared`). */
+  maxOnDiskPerWorker?: number;
 }
 
 export interface WorkerStats extends SystemStats {
@@ -562,11 +568,12 @@ function emptyStats(): SystemStats {
 }
 
 const DEFAULT_DEMOTIONS_PER_SECOND = 2_000;
+const DEFAULT_PROMOTIONS_PER_SECOND = 50_000;
 
 /** The workers' view of `StoreOptions`: the disk defaults to `sessions` in the data directory. */
 function resolveStore(options: StoreOptions | undefined, dataDir: string | undefined): WorkerStoreData | undefined {
   const disk = options?.disk ?? (dataDir === undefined ? undefined : join(dataDir, 'sessions'));
-  const wantsDisk = options !== undefined && (options.shared !== undefined || options.idleMs !== undefined || options.maxActivePerWorker !== undefined || options.maxHeapBytesPerWorker !== undefined);
+  const wantsDisk = options !== undefined && Object.values(options).some((value) => value !== undefined);
   if (disk === undefined) {
     if (wantsDisk) throw new InvalidArgument('the store options need a disk tier: give a data directory (--data) or store.disk');
     return undefined;
@@ -576,9 +583,17 @@ function resolveStore(options: StoreOptions | undefined, dataDir: string | undef
   const maxActive = positiveOrUndefined('maxActivePerWorker', options?.maxActivePerWorker);
   const maxHeapBytes = positiveOrUndefined('maxHeapBytesPerWorker', options?.maxHeapBytesPerWorker);
   const diskMapBytes = positiveOrUndefined('diskMapBytes', options?.diskMapBytes);
+  const diskIdleMs = positiveOrUndefined('diskIdleMs', options?.diskIdleMs);
+  const maxOnDisk = positiveOrUndefined('maxOnDiskPerWorker', options?.maxOnDiskPerWorker);
+  if ((diskIdleMs !== undefined || maxOnDisk !== undefined) && options?.shared === undefined) {
+    throw new InvalidArgument('store.diskIdleMs and store.maxOnDiskPerWorker move sessions to the shared tier: give store.shared too');
+  }
   return {
     disk,
     demotionsPerSecond: positive('store.demotionsPerSecond', options?.demotionsPerSecond ?? DEFAULT_DEMOTIONS_PER_SECOND),
+    promotionsPerSecond: positive('store.promotionsPerSecond', options?.promotionsPerSecond ?? DEFAULT_PROMOTIONS_PER_SECOND),
+    ...(diskIdleMs === undefined ? {} : { diskIdleMs }),
+    ...(maxOnDisk === undefined ? {} : { maxOnDisk }),
     ...(options?.shared === undefined ? {} : { shared: options.shared }),
     ...(idleMs === undefined ? {} : { idleMs }),
     ...(maxActive === undefined ? {} : { maxActive }),

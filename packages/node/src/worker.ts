@@ -27,12 +27,12 @@ import {
   type Router,
   type TellEnvelope,
 } from '@wadi/core';
-import { LmdbTier, PostgresTier, type Tier } from '@wadi/store';
+import { IdleEvicter, LmdbTier, LruEvicter, PostgresTier, RateLimiter, type Evicter, type Tier } from '@wadi/store';
 import { Demotions, heapEvicter, idleEvicter, lruEvicter, type MemoryEvicter } from './internal/demotions.js';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { SessionStates } from './internal/session-states.js';
 import { loadActorModules } from './internal/modules.js';
-import { MAIN_THREAD, REQUEST_ID_SPAN, type ThreadMessage, type WorkerControl, type WorkerData } from './internal/protocol.js';
+import { MAIN_THREAD, REQUEST_ID_SPAN, type ThreadMessage, type WorkerControl, type WorkerData, type WorkerStoreData } from './internal/protocol.js';
 import { BucketRouter, roundRobinTable } from './internal/router.js';
 
 const data = workerData as WorkerData;
@@ -64,6 +64,14 @@ const router: Router = {
   },
 };
 
+/** The disk tier's evicters `StoreOptions` asked for; they move sessions on to the shared tier. */
+function diskEvicters(store: WorkerStoreData): Evicter[] {
+  return [
+    ...(store.diskIdleMs === undefined ? [] : [new IdleEvicter({ idleMs: store.diskIdleMs })]),
+    ...(store.maxOnDisk === undefined ? [] : [new LruEvicter({ maxCount: store.maxOnDisk })]),
+  ];
+}
+
 /** The layout epoch this worker holds: the fencing epoch of its store writes. */
 let layoutEpoch = 0;
 const log = (message: string): void => console.warn(`wadi worker ${data.index}: ${message}`);
@@ -78,6 +86,14 @@ const states =
         epoch: () => layoutEpoch,
         now: () => Date.now(),
         log,
+        onLeft: (type, id, version) => {
+          // Gone to the shared tier: nobody hosts it now, and its next call activates it from there.
+          cluster?.host.unregister(type, id, version);
+          cluster?.host.moveAborted(activationKey(type, id), id);
+        },
+        promotions: new RateLimiter({ perSecond: data.store.promotionsPerSecond, burst: Math.max(1, Math.round(data.store.promotionsPerSecond / 10)) }),
+        diskEvicters: diskEvicters(data.store),
+        diskDemotions: new RateLimiter({ perSecond: data.store.demotionsPerSecond, burst: data.store.demotionsPerSecond }),
       });
 
 const buckets = new BucketHost(data.index, data.workers, data.buckets, {
@@ -136,7 +152,12 @@ const evicters = memoryEvicters();
 const demotions =
   evicters.length === 0 || data.store === undefined
     ? undefined
-    : new Demotions({ system, evicters, perSecond: data.store.demotionsPerSecond, now: () => system.scheduler.now() });
+    : new Demotions({
+        system,
+        evicters,
+        limiter: new RateLimiter({ perSecond: data.store.demotionsPerSecond, burst: data.store.demotionsPerSecond }),
+        now: () => system.scheduler.now(),
+      });
 
 /** Opens the shared tier named by `--shared`: a postgres:// URL, else a directory for LMDB. */
 async function openSharedTier(spec: string): Promise<Tier> {
@@ -175,7 +196,12 @@ const control: WorkerControl = {
       await states.index(mine);
       if (data.store?.shared !== undefined) states.shared = await openSharedTier(data.store.shared);
     }
-    if (demotions !== undefined) setInterval(() => demotions.tick(), TICK_MS).unref();
+    if (demotions !== undefined || (data.store?.diskIdleMs ?? data.store?.maxOnDisk) !== undefined) {
+      setInterval(() => {
+        demotions?.tick();
+        states?.tick().catch((error: unknown) => log(`moving sessions to the shared tier failed: ${(error as Error).message}`));
+      }, TICK_MS).unref();
+    }
     return types;
   },
   connectPeer(peer, port) {

@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ActorSystem, defineActor, type Scheduler, type TimerHandle } from '@wadi/core';
+import { RateLimiter } from '@wadi/store';
 import { Demotions, heapEvicter, idleEvicter, lruEvicter, type MemoryEvicter } from '../src/internal/demotions.js';
 
 const Box = defineActor('Box', {
@@ -38,7 +39,7 @@ async function boxes(count: number, clock: ManualClock, evicters: MemoryEvicter[
     clock.at = i;
     await system.ref(Box, `b${i}`).set(i);
   }
-  const demotions = new Demotions({ system, evicters, perSecond, now: () => clock.now() });
+  const demotions = new Demotions({ system, evicters, limiter: new RateLimiter({ perSecond, burst: perSecond }), now: () => clock.now() });
   return { system, demotions };
 }
 

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ActorSystem, activationKey, bucketOf, defineActor, encode } from '@wadi/core';
-import { MemoryStorage, MemoryTier, StoreFull, type SessionRecord } from '@wadi/store';
+import { IdleEvicter, MemoryStorage, MemoryTier, RateLimiter, StoreFull, type SessionRecord } from '@wadi/store';
 import { FULL_RETRY_MS, SessionStates } from '../src/internal/session-states.js';
 
 const BUCKETS = 64;
@@ -31,9 +31,10 @@ class TestDisk extends MemoryTier {
   }
 }
 
-function setup(options: { disk?: TestDisk; shared?: MemoryTier; versions?: Map<string, number> } = {}) {
+function setup(options: { disk?: TestDisk; shared?: MemoryTier; versions?: Map<string, number>; promotionsPerSecond?: number; diskIdleMs?: number } = {}) {
   const disk = options.disk ?? new TestDisk({ name: 'disk' });
   const demoted: string[] = [];
+  const left: string[] = [];
   const logs: string[] = [];
   const clock = { now: 1_000 };
   const states = new SessionStates({
@@ -43,12 +44,15 @@ function setup(options: { disk?: TestDisk; shared?: MemoryTier; versions?: Map<s
     epoch: () => 7,
     now: () => clock.now,
     onDemoted: (type, id) => demoted.push(`${type}/${id}`),
+    onLeft: (type, id) => left.push(`${type}/${id}`),
     log: (message) => logs.push(message),
+    ...(options.promotionsPerSecond === undefined ? {} : { promotions: new RateLimiter({ perSecond: options.promotionsPerSecond, burst: 1 }) }),
+    ...(options.diskIdleMs === undefined ? {} : { diskEvicters: [new IdleEvicter({ idleMs: options.diskIdleMs })] }),
   });
   if (options.shared !== undefined) states.shared = options.shared;
   const system = new ActorSystem({ parkedStates: states });
   system.registry.add(Counter);
-  return { disk, states, system, demoted, logs, clock };
+  return { disk, states, system, demoted, left, logs, clock };
 }
 
 describe('SessionStates', () => {
@@ -149,5 +153,40 @@ describe('SessionStates', () => {
     expect(error).toMatchObject({ code: 'WADI_CORRUPT_RECORD' });
     expect((error as Error).message).toContain('bad/counter');
     expect(await system.ref(Counter, 'good/counter').add(1)).toBe(2);
+  });
+
+  it('promotes over the rate limit later, in arrival order, without losing a call', async () => {
+    const { states, system } = setup({ promotionsPerSecond: 200 });
+    const ids = ['p1/counter', 'p2/counter', 'p3/counter', 'p4/counter'];
+    for (const id of ids) {
+      await system.ref(Counter, id).add(1);
+      system.deactivate('Counter', id);
+    }
+    await states.flush();
+    const order: string[] = [];
+    const calls = ids.map((id) => system.ref(Counter, id).add(1).then((count) => order.push(id) && count));
+    await Promise.resolve();
+    expect(states.stats().promotionsWaiting).toBeGreaterThan(0);
+    expect(await Promise.all(calls)).toEqual([2, 2, 2, 2]);
+    expect(order).toEqual(ids);
+    expect(states.stats()).toMatchObject({ promotionsWaiting: 0, promoted: 4, disk: 0 });
+  });
+
+  it("moves what the disk's evicters say is due on to the shared tier, and the bucket actor is told", async () => {
+    const shared = new MemoryTier({ name: 'shared' });
+    const { states, system, left, clock } = setup({ shared, diskIdleMs: 1000 });
+    for (const id of ['old/counter', 'new/counter']) {
+      await system.ref(Counter, id).add(7);
+      system.deactivate('Counter', id);
+      await states.flush();
+      clock.now += 600;
+    }
+    await states.tick();
+    expect(left).toEqual(['Counter/old/counter']);
+    expect(states.stats()).toMatchObject({ disk: 1, toShared: 1 });
+    expect(await shared.find('Counter', 'old/counter')).toMatchObject({ version: 1 });
+    // Its next call finds it in the shared tier.
+    expect(await system.ref(Counter, 'old/counter').add(1)).toBe(8);
+    expect(states.stats()).toMatchObject({ fromShared: 1 });
   });
 });

@@ -7,6 +7,7 @@
  * count (least recently used beyond it), and a heap limit are provided; `StoreOptions` picks them.
  */
 import type { ActorSystem } from '@wadi/core';
+import type { RateLimiter } from '@wadi/store';
 
 /** An activation that could be deactivated now, and when it was last used. */
 export interface Candidate {
@@ -44,21 +45,17 @@ export function heapEvicter(maxBytes: number, heapUsed: () => number = () => pro
 export interface DemotionsOptions {
   system: ActorSystem;
   evicters: readonly MemoryEvicter[];
-  /** Demotions per second at most; a tick may use up to one second's worth saved up. */
-  perSecond: number;
+  /** Bounds the demotions per second, so a burst of expiries is spread over several ticks. */
+  limiter: RateLimiter;
   now(): number;
 }
 
 export class Demotions {
   readonly #options: DemotionsOptions;
-  #tokens: number;
-  #refilledAt: number;
   #demoted = 0;
 
   constructor(options: DemotionsOptions) {
     this.#options = options;
-    this.#tokens = options.perSecond;
-    this.#refilledAt = options.now();
   }
 
   get demoted(): number {
@@ -66,21 +63,18 @@ export class Demotions {
   }
 
   tick(): number {
-    const { system, evicters, perSecond, now } = this.#options;
+    const { system, evicters, limiter, now } = this.#options;
     const at = now();
-    this.#tokens = Math.min(perSecond, this.#tokens + ((at - this.#refilledAt) * perSecond) / 1000);
-    this.#refilledAt = at;
-    if (this.#tokens < 1) return 0;
+    if (limiter.available(at) < 1) return 0;
     const candidates: Candidate[] = [];
     for (const [type, id, lastUsed] of system.evictable()) candidates.push({ type, id, lastUsed });
     if (candidates.length === 0) return 0;
     candidates.sort((a, b) => a.lastUsed - b.lastUsed);
     let due = 0;
     for (const evicter of evicters) due = Math.max(due, evicter.due(candidates, at));
-    due = Math.min(due, Math.floor(this.#tokens));
+    due = limiter.take(at, due);
     let demoted = 0;
     for (let i = 0; i < due; i++) if (system.deactivate(candidates[i]!.type, candidates[i]!.id)) demoted++;
-    this.#tokens -= demoted;
     this.#demoted += demoted;
     return demoted;
   }

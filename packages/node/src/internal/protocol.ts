@@ -51,6 +51,9 @@ export interface WorkerStoreData {
   maxActive?: number;
   maxHeapBytes?: number;
   demotionsPerSecond: number;
+  promotionsPerSecond: number;
+  diskIdleMs?: number;
+  maxOnDisk?: number;
 }
 
 export interface WorkerControl {

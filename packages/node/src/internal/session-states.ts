@@ -18,9 +18,13 @@
  * A full disk stops demotion (`accepting()` is false, so idle sessions stay active) until a write
  * succeeds again; a corrupt record fails that session's calls with the store's typed error, and
  * the store keeps the bytes aside.
+ *
+ * Promotions are rate-limited (a node restarted with its disk full of sessions and a crowd calling
+ * them reads them over several ticks, not in one stall), and the disk tier's own evicters move
+ * sessions on to the shared tier, a batch per tick, so a session is never on both.
  */
 import { activationKey, type ParkedStateStore } from '@wadi/core';
-import type { SessionRecord, SyncReadTier, Tier } from '@wadi/store';
+import type { Evicter, RateLimiter, SessionRecord, SyncReadTier, Tier } from '@wadi/store';
 
 /** While the disk is full, one demotion is let through this often to find out whether it has room again. */
 export const FULL_RETRY_MS = 5_000;
@@ -35,8 +39,16 @@ export interface SessionStatesOptions {
   /** The bucket epoch this worker holds (the fencing epoch of its writes). */
   epoch(bucket: number): number;
   now(): number;
-  /** A session's state reached the disk durably (or could not): the worker tells its bucket actor. */
+  /** A session's state reached the disk durably: the worker tells its bucket actor. */
   onDemoted?(type: string, id: string, version: number): void;
+  /** A session left this node for the shared tier: the worker tells its bucket actor it is not here. */
+  onLeft?(type: string, id: string, version: number): void;
+  /** Bounds promotions from disk per second (none by default); it runs on this thread's monotonic clock. */
+  promotions?: RateLimiter;
+  /** Decide which sessions on disk go on to the shared tier (only with a shared tier). */
+  diskEvicters?: readonly Evicter[];
+  /** Bounds the moves to the shared tier per tick. */
+  diskDemotions?: RateLimiter;
   log(message: string): void;
 }
 
@@ -56,6 +68,10 @@ export interface SessionStatesStats {
   promoted: number;
   /** Sessions found in the shared store and activated here. */
   fromShared: number;
+  /** Sessions moved from this disk to the shared tier by the disk's evicters. */
+  toShared: number;
+  /** Promotions waiting for the rate limit. */
+  promotionsWaiting: number;
   failedWrites: number;
   /** True while the disk refuses writes for lack of space. */
   full: boolean;
@@ -75,7 +91,12 @@ export class SessionStates implements ParkedStateStore {
   #demoted = 0;
   #promoted = 0;
   #fromShared = 0;
+  #toShared = 0;
   #failedWrites = 0;
+  /** Promotions over the rate, in arrival order. */
+  readonly #promotionQueue: Array<() => void> = [];
+  #promotionTimer: ReturnType<typeof setTimeout> | undefined;
+  #movingToShared = false;
 
   /** The shared tier, once connected (a database connects after the worker started). */
   #shared: Tier | undefined;
@@ -93,7 +114,9 @@ export class SessionStates implements ParkedStateStore {
     let count = 0;
     for (const bucket of buckets) {
       for await (const meta of this.#options.disk.listBucket(bucket)) {
-        this.#parked.set(activationKey(meta.type, meta.id), { type: meta.type, id: meta.id, version: meta.version, bytes: meta.bytes });
+        const key = activationKey(meta.type, meta.id);
+        this.#parked.set(key, { type: meta.type, id: meta.id, version: meta.version, bytes: meta.bytes });
+        for (const evicter of this.#options.diskEvicters ?? []) evicter.touched(key, meta.bytes, meta.updatedAt);
         count++;
       }
     }
@@ -119,15 +142,19 @@ export class SessionStates implements ParkedStateStore {
       this.#loadedVersions.set(key, writing.version);
       return writing.state;
     }
-    const parked = this.#parked.get(key);
-    if (parked !== undefined) {
-      const record = this.#options.disk.loadSync(type, id);
-      this.#parked.delete(key);
-      this.#promoted++;
-      if (record === undefined) return undefined;
-      this.#loadedVersions.set(key, record.version);
-      this.#forget(record);
-      return record.state;
+    if (this.#parked.has(key)) {
+      const limiter = this.#options.promotions;
+      if (limiter === undefined || (this.#promotionQueue.length === 0 && limiter.take(performance.now(), 1) === 1)) return this.#promote(key, type, id);
+      return new Promise<Uint8Array | undefined>((resolve, reject) => {
+        this.#promotionQueue.push(() => {
+          try {
+            resolve(this.#promote(key, type, id));
+          } catch (error) {
+            reject(error);
+          }
+        });
+        this.#schedulePromotions();
+      });
     }
     const shared = this.#shared;
     if (shared === undefined) return undefined;
@@ -137,6 +164,53 @@ export class SessionStates implements ParkedStateStore {
       this.#loadedVersions.set(key, record.version);
       return record.state;
     });
+  }
+
+  /** Takes a parked session off the disk for its activation (throws `CorruptRecord`). */
+  #promote(key: string, type: string, id: string): Uint8Array | undefined {
+    const record = this.#options.disk.loadSync(type, id);
+    this.#parked.delete(key);
+    for (const evicter of this.#options.diskEvicters ?? []) evicter.removed(key);
+    this.#promoted++;
+    if (record === undefined) return undefined;
+    this.#loadedVersions.set(key, record.version);
+    this.#forget(record);
+    return record.state;
+  }
+
+  #schedulePromotions(): void {
+    if (this.#promotionTimer !== undefined) return;
+    const limiter = this.#options.promotions!;
+    const waitMs = Math.max(1, Math.ceil(1000 / limiter.perSecond));
+    this.#promotionTimer = setTimeout(() => {
+      this.#promotionTimer = undefined;
+      let granted = limiter.take(performance.now(), this.#promotionQueue.length);
+      while (granted-- > 0) this.#promotionQueue.shift()!();
+      if (this.#promotionQueue.length > 0) this.#schedulePromotions();
+    }, waitMs);
+  }
+
+  /**
+   * Moves the sessions the disk's evicters say are due on to the shared tier (one batch at a
+   * time; the next tick picks up where this one stopped).
+   */
+  async tick(): Promise<void> {
+    const { diskEvicters, diskDemotions, now } = this.#options;
+    if (this.#shared === undefined || diskEvicters === undefined || diskEvicters.length === 0 || this.#movingToShared) return;
+    const at = now();
+    const limit = diskDemotions?.available(at) ?? 256;
+    if (limit < 1) return;
+    const due = new Set<string>();
+    for (const evicter of diskEvicters) for (const key of evicter.due(at, limit)) if (this.#parked.has(key) && due.size < limit) due.add(key);
+    if (due.size === 0) return;
+    diskDemotions?.take(at, due.size);
+    this.#movingToShared = true;
+    try {
+      const { moved } = await this.#moveToShared([...due]);
+      this.#toShared += moved;
+    } finally {
+      this.#movingToShared = false;
+    }
   }
 
   save(type: string, id: string, state: Uint8Array): void {
@@ -161,6 +235,7 @@ export class SessionStates implements ParkedStateStore {
         }
         this.#writing.delete(key);
         this.#parked.set(key, { type, id, version, bytes: state.byteLength });
+        for (const evicter of this.#options.diskEvicters ?? []) evicter.touched(key, state.byteLength, record.updatedAt);
         this.#demoted++;
         this.#options.onDemoted?.(type, id, version);
       },
@@ -190,44 +265,65 @@ export class SessionStates implements ParkedStateStore {
    * disk. The last node of a cluster leaves this way, so a later cluster starts from the shared tier.
    */
   async moveAllToShared(batchSize = 256): Promise<{ moved: number; kept: number }> {
-    const shared = this.#shared;
-    if (shared === undefined) return { moved: 0, kept: this.#parked.size };
+    if (this.#shared === undefined) return { moved: 0, kept: this.#parked.size };
     await this.flush();
     let moved = 0;
     let kept = 0;
     const keys = [...this.#parked.keys()];
     for (let start = 0; start < keys.length; start += batchSize) {
-      const records: SessionRecord[] = [];
-      for (const key of keys.slice(start, start + batchSize)) {
-        const parked = this.#parked.get(key)!;
-        try {
-          const record = this.#options.disk.loadSync(parked.type, parked.id);
-          if (record !== undefined) records.push(record);
-        } catch (error) {
-          kept++;
-          this.#options.log(`${parked.type} '${parked.id}' stays on disk: ${(error as Error).message}`);
-        }
-      }
-      const outcomes = await shared.storeMany(records);
-      await Promise.all(
-        records.map(async (record, i) => {
-          const error = outcomes[i];
-          if (error !== undefined) {
-            kept++;
-            this.#options.log(`${record.type} '${record.id}' stays on disk, the shared tier refused it: ${error.message}`);
-            return;
-          }
-          this.#parked.delete(activationKey(record.type, record.id));
-          moved++;
-          await this.#options.disk.remove(record.type, record.id, { version: record.version, epoch: record.epoch }).catch(() => undefined);
-        }),
-      );
+      const outcome = await this.#moveToShared(keys.slice(start, start + batchSize));
+      moved += outcome.moved;
+      kept += outcome.kept;
     }
+    return { moved, kept };
+  }
+
+  /** One batch to the shared tier: each session leaves the disk only once the shared tier holds it durably. */
+  async #moveToShared(keys: readonly string[]): Promise<{ moved: number; kept: number }> {
+    const shared = this.#shared!;
+    let moved = 0;
+    let kept = 0;
+    const records: SessionRecord[] = [];
+    const taken = new Map<string, Parked>();
+    for (const key of keys) {
+      const parked = this.#parked.get(key);
+      if (parked === undefined) continue;
+      try {
+        const record = this.#options.disk.loadSync(parked.type, parked.id);
+        if (record === undefined) continue;
+        records.push(record);
+        taken.set(key, parked);
+      } catch (error) {
+        kept++;
+        this.#options.log(`${parked.type} '${parked.id}' stays on disk: ${(error as Error).message}`);
+      }
+    }
+    const outcomes = await shared.storeMany(records);
+    await Promise.all(
+      records.map(async (record, i) => {
+        const error = outcomes[i];
+        const key = activationKey(record.type, record.id);
+        if (error !== undefined) {
+          kept++;
+          this.#options.log(`${record.type} '${record.id}' stays on disk, the shared tier refused it: ${error.message}`);
+          return;
+        }
+        // Promoted while the batch was on its way (and maybe parked again since, newer): what is
+        // in memory or on disk now is the current state; the shared copy is only the archive.
+        if (this.#parked.get(key) !== taken.get(key)) return;
+        this.#parked.delete(key);
+        for (const evicter of this.#options.diskEvicters ?? []) evicter.removed(key);
+        moved++;
+        this.#options.onLeft?.(record.type, record.id, record.version);
+        await this.#options.disk.remove(record.type, record.id, { version: record.version, epoch: record.epoch }).catch(() => undefined);
+      }),
+    );
     return { moved, kept };
   }
 
   /** Waits for writes in flight and releases both tiers. */
   async close(): Promise<void> {
+    clearTimeout(this.#promotionTimer);
     await this.flush();
     await Promise.allSettled([this.#options.disk.close(), this.#shared?.close()]);
   }
@@ -281,6 +377,8 @@ export class SessionStates implements ParkedStateStore {
       demoted: this.#demoted,
       promoted: this.#promoted,
       fromShared: this.#fromShared,
+      toShared: this.#toShared,
+      promotionsWaiting: this.#promotionQueue.length,
       failedWrites: this.#failedWrites,
       full: this.#full,
     };

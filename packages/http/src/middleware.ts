@@ -91,7 +91,10 @@ type Next = (error?: unknown) => void;
 
 export interface HttpSessions {
   (req: IncomingMessage, res: ServerResponse, next: Next): void;
-  /** A ref to actor `def` with id `<session id>/<name>`: one of this client's sessions, in its group. */
+  /**
+   * A ref to actor `def` with id `<session id>/<name>`: one of this client's sessions, in its
+   * group. Using it keeps a new session (its cookie is sent), so the client finds the actor again.
+   */
   ref<D extends AnyActorDef>(req: IncomingMessage, def: D, name: string): RefOf<D>;
   stats(): HttpSessionStats;
   /** Stops announcing this node's app URL. */
@@ -131,12 +134,16 @@ export function httpSessions(options: HttpSessionOptions): HttpSessions {
   const custom = options.appUrlOf;
   shared.appUrlOf = custom === undefined ? (node) => directory.urlOf(node) : async (node) => custom(node);
 
+  /** Each request's session handling, for `ref()`. */
+  const controls = new WeakMap<IncomingMessage, RequestSession>();
   const middleware = ((req: IncomingMessage, res: ServerResponse, next: Next): void => {
     const request = req as SessionRequest;
     // Mounted twice (or on a sub-app): the first one already did the work.
     if (request.session !== undefined) return next();
     shared.stats.requests++;
-    new RequestSession(shared, request, res).start().then(
+    const control = new RequestSession(shared, request, res);
+    controls.set(req, control);
+    control.start().then(
       (proceed) => {
         if (proceed) next();
       },
@@ -149,6 +156,9 @@ export function httpSessions(options: HttpSessionOptions): HttpSessions {
   middleware.ref = (req, def, name) => {
     const id = (req as SessionRequest).sessionID;
     if (id === undefined) throw new InvalidArgument('this request did not go through the wadi session middleware');
+    // The group is in use: a new session must be kept (and its cookie sent), or the client
+    // could never reach this actor again.
+    controls.get(req)?.keep();
     return options.node.ref(def, `${id}/${name}`);
   };
   middleware.stats = () => ({ ...shared.stats });
@@ -295,6 +305,11 @@ class RequestSession implements SessionControl {
   touch(session: Session): void {
     this.#check(session);
     this.#touched = true;
+  }
+
+  /** A new session is stored even without data (another session of its group is in use). */
+  keep(): void {
+    if (this.#isNew && !this.#stored && !this.#done) this.#touched = true;
   }
 
   // internals

@@ -32,10 +32,12 @@ export {
   type TimerId,
   type WadiErrorCode,
 } from '@wadi/core';
-export { startNode, connect, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type WadiNode, type WorkerStats } from '@wadi/node';
+export { startNode, connect, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type NodeStatus, type WadiNode, type WorkerStats } from '@wadi/node';
 export {
   httpSessions,
   HTTP_ACTORS,
+  HTTP_APPS_ID,
+  HttpApps,
   HttpSession,
   Session,
   SessionBusy,

@@ -11,6 +11,8 @@ let cells = [];
 let lastOwners = [];
 let found = new Set();
 let latest = null;
+/** The session looked up last: looked up again every 2 s, so the answer follows moves. */
+let watching = null;
 
 async function post(method, path, body) {
   const response = await fetch(path, { method, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -92,7 +94,7 @@ function renderNode(node, coordinator) {
   q('.rps').textContent = number(node.requestsPerSec);
   q('.cps').textContent = number(node.callsPerSec);
   const total = Object.values(node.hops).reduce((sum, n) => sum + n, 0);
-  q('.hops').textContent = total === 0 ? 'no calls yet' : ['0', '1', '2'].map((hop) => `${hop}: ${Math.round((100 * (node.hops[hop] ?? 0)) / total)}%`).join(' · ');
+  q('.hops').textContent = total === 0 ? 'no calls yet' : ['0', '1', '2'].map((hop) => `${hop}: ${Math.round((100 * (node.hops[hop] ?? 0)) / total)}%`).join(' · ') + ' of calls';
   q('.in').textContent = number(node.migratedIn);
   q('.out').textContent = number(node.migratedOut);
   q('.evacuation').textContent = node.evacuation;
@@ -207,9 +209,10 @@ function render(snapshot) {
   document.body.dataset.epoch = String(snapshot.epoch);
 }
 
-async function where(id) {
+async function where(id, quiet = false) {
+  watching = id;
   const result = $('where-result');
-  result.textContent = 'looking…';
+  if (!quiet) result.textContent = 'looking…';
   const response = await fetch(`/api/where?id=${encodeURIComponent(id)}`);
   const data = await response.json();
   if (!response.ok) {
@@ -267,6 +270,10 @@ source.addEventListener('error', () => {
   $('live').textContent = 'disconnected: retrying';
   $('live').className = 'live off';
 });
+
+setInterval(() => {
+  if (watching !== null) void where(watching, true);
+}, 2000);
 
 const asked = new URLSearchParams(location.search).get('where');
 if (asked) {

@@ -197,8 +197,8 @@ export class Monitor extends EventEmitter {
         const seconds = (now - previous.at) / 1000;
         callsPerSec = Math.max(0, (calls - previous.calls) / seconds);
         requestsPerSec = Math.max(0, (requests - previous.requests) / seconds);
-        if (migratedIn > previous.migratedIn) this.event('migration', `${node.id} took in ${migratedIn - previous.migratedIn} sessions`);
-        if (migratedOut > previous.migratedOut) this.event('migration', `${node.id} moved ${migratedOut - previous.migratedOut} sessions out`);
+        if (migratedIn > previous.migratedIn) this.event('migration', `${node.id} took in ${sessions(migratedIn - previous.migratedIn)}`);
+        if (migratedOut > previous.migratedOut) this.event('migration', `${node.id} moved ${sessions(migratedOut - previous.migratedOut)} out`);
         if (evacuation !== previous.evacuation) this.event('evacuation', evacuation === 'running' ? `${node.id} is evacuating its sessions` : evacuation === 'done' ? `${node.id} has evacuated every session` : `${node.id} evacuation: ${evacuation}`);
       }
       this.#previous.set(key, { at: now, calls, requests, migratedIn, migratedOut, evacuation });
@@ -240,6 +240,10 @@ export class Monitor extends EventEmitter {
     };
     this.event('process', text[node.state]);
   }
+}
+
+function sessions(count: number): string {
+  return count === 1 ? '1 session' : `${count} sessions`;
 }
 
 async function getJson<T>(url: string): Promise<T | undefined> {

@@ -21,7 +21,7 @@ import { HttpSession, type OpenResult } from './actors.js';
 import { AppDirectory, type ActorCaller } from './app-directory.js';
 import { CookieSigner, checkCookieName, newSessionId, readCookie, serializeCookie, type CookieAttributes } from './cookie.js';
 import { DEFAULT_IDLE_TIMEOUT_MS } from './expiry.js';
-import { Session, changesOf, fill, hasChanges, snapshotOf, type SessionControl, type Snapshot } from './session.js';
+import { Session, changesOf, fill, hasChanges, snapshotOf, type Changes, type SessionControl, type Snapshot } from './session.js';
 import { LocalTurns, withBackoff } from './turns.js';
 
 export interface HttpSessionOptions {
@@ -63,6 +63,12 @@ export interface HttpSessionOptions {
   waitMs?: number;
   /** Deadline of each call to the session actor (default 10 s). */
   callTimeoutMs?: number;
+  /**
+   * Wait for the final save of a request holding its session's turn before the response leaves
+   * (default false: the save is pipelined; the lease it releases makes every later request of the
+   * session see it). A new session's first save is always awaited.
+   */
+  awaitSave?: boolean;
   /** Store (and set the cookie of) new sessions even without data (default false). */
   saveUninitialized?: boolean;
   /** Believe `X-Forwarded-Proto` for `secure: 'auto'` (default false). */
@@ -106,6 +112,16 @@ const DEFAULT_WAIT_MS = 10_000;
 const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 const SESSION_SUFFIX = 'session';
 
+/**
+ * Lease tokens only need to differ from every other request's, never to be secret (no client
+ * sees them): a random prefix per process and a counter.
+ */
+const TOKEN_PREFIX = randomBytes(9).toString('base64url');
+let tokens = 0;
+function nextToken(): string {
+  return `${TOKEN_PREFIX}${(++tokens).toString(36)}`;
+}
+
 /** What every request of one middleware shares. */
 interface Shared {
   caller: ActorCaller;
@@ -119,6 +135,7 @@ interface Shared {
   waitMs: number;
   callTimeoutMs: number;
   saveUninitialized: boolean;
+  awaitSave: boolean;
   trustProxy: boolean;
   appUrlOf: (node: string) => Promise<string | undefined>;
   turns: LocalTurns;
@@ -199,6 +216,7 @@ function configure(options: HttpSessionOptions): Shared {
     waitMs: positive('waitMs', options.waitMs, DEFAULT_WAIT_MS),
     callTimeoutMs: positive('callTimeoutMs', options.callTimeoutMs, DEFAULT_CALL_TIMEOUT_MS),
     saveUninitialized: options.saveUninitialized ?? false,
+    awaitSave: options.awaitSave ?? false,
     trustProxy: options.trustProxy ?? false,
     appUrlOf: async () => undefined,
     turns: new LocalTurns(),
@@ -326,7 +344,7 @@ class RequestSession implements SessionControl {
     const shared = this.#shared;
     if (shared.exclusive) {
       this.#releaseLocal = await shared.turns.acquire(id, shared.waitMs);
-      this.#token = randomBytes(12).toString('base64url');
+      this.#token = nextToken();
     }
     let routing = shared.routing;
     const attempt = async (): Promise<Exclude<OpenResult, { busy: true }> | 'redirected' | 'busy'> => {
@@ -382,20 +400,28 @@ class RequestSession implements SessionControl {
   }
 
   /** Saves the changes; `release` ends the request's turn too. */
-  async #store(release: boolean): Promise<void> {
+  async #store(release: boolean, changes?: Changes): Promise<void> {
     const session = this.#req.session;
     if (session === undefined) return;
-    const changes = changesOf(session, this.#snapshot);
+    changes ??= changesOf(session, this.#snapshot);
     const shared = this.#shared;
     if (this.#isNew && !this.#stored) {
       if (!hasChanges(changes) && !this.#touched && !shared.saveUninitialized) return;
       shared.stats.created++;
     }
-    await this.#call().save(this.#token, changes.set, changes.unset, shared.idleTimeoutMs, release);
+    if (release && this.#token !== '' && !shared.awaitSave) {
+      // Pipelined: the response need not wait. The save also ends this request's lease, so any
+      // later request for the session, from any node, waits until it has been applied (and this
+      // process's next one is sent after it, on the same ordered path).
+      this.#call().tell.save(this.#token, changes.set, changes.unset, shared.idleTimeoutMs, release);
+    } else {
+      await this.#call().save(this.#token, changes.set, changes.unset, shared.idleTimeoutMs, release);
+    }
     this.#stored = true;
     this.#touched = false;
-    this.#snapshot = snapshotOf(session);
     if (release) this.#token = '';
+    // The request goes on (an explicit save()): later changes are measured from here.
+    else this.#snapshot = snapshotOf(session);
   }
 
   /** Wraps `res.writeHead` (the cookie) and `res.end` (saving first); releases on an aborted response. */
@@ -442,15 +468,16 @@ class RequestSession implements SessionControl {
       if (this.#destroyed) return;
       const session = this.#req.session;
       if (session === undefined) return;
+      const changes = changesOf(session, this.#snapshot);
       if (this.#isNew && !this.#stored) {
         // A new session is stored only with data, and only if its cookie can still be sent.
-        const wanted = this.#shared.saveUninitialized || this.#touched || hasChanges(changesOf(session, this.#snapshot));
+        const wanted = this.#shared.saveUninitialized || this.#touched || hasChanges(changes);
         this.#storeNew = wanted && (!this.#res.headersSent || this.#cookieSent);
-        if (this.#storeNew) await this.#store(true);
+        if (this.#storeNew) await this.#store(true, changes);
         return;
       }
       // Unchanged: the open already moved the expiry on; the lease is released below, unawaited.
-      if (this.#touched || hasChanges(changesOf(session, this.#snapshot))) await this.#store(true);
+      if (this.#touched || hasChanges(changes)) await this.#store(true, changes);
     } finally {
       this.#done = true;
       this.#releaseLease();

@@ -11,7 +11,7 @@
  */
 import { readFileSync } from 'node:fs';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { HTTP_APPS_ID, HttpApps, bucketOf, type HttpSessions, type Session, type WadiNode } from 'wadi';
+import { HTTP_APPS_ID, HttpApps, bucketOf, sessionOf, type HttpSessions, type WadiNode } from 'wadi';
 import { cart, pricing, profile } from './actors.js';
 
 export const CATALOG: Record<string, { name: string; cents: number }> = {
@@ -34,8 +34,10 @@ export interface ShopOptions {
   dashboard?: string | undefined;
 }
 
-function sessionOf(req: Request): Session & { views?: number; lastNode?: string } {
-  return (req as Request & { session: Session & { views?: number; lastNode?: string } }).session;
+/** What the shop keeps in `req.session` itself (the cart and profile are sessions of their own). */
+interface ShopSession {
+  views: number;
+  lastNode: string;
 }
 
 export function shopApp({ node, sessions, draining, dashboard }: ShopOptions): express.Express {
@@ -61,7 +63,7 @@ export function shopApp({ node, sessions, draining, dashboard }: ShopOptions): e
 
   /** Everything the page shows: this counts as a page view. */
   app.get('/api/me', async (req, res) => {
-    const session = sessionOf(req);
+    const session = sessionOf<ShopSession>(req);
     session.views = (session.views ?? 0) + 1;
     session.lastNode = nodeId;
     const [items, person] = await Promise.all([sessions.ref(req, cart, 'cart').view(), sessions.ref(req, profile, 'profile').get()]);

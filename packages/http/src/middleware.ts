@@ -21,7 +21,7 @@ import { HttpSession, type OpenResult } from './actors.js';
 import { AppDirectory, type ActorCaller } from './app-directory.js';
 import { CookieSigner, checkCookieName, newSessionId, readCookie, serializeCookie, type CookieAttributes } from './cookie.js';
 import { DEFAULT_IDLE_TIMEOUT_MS } from './expiry.js';
-import { Session, changesOf, fill, hasChanges, snapshotOf, type Changes, type SessionControl, type Snapshot } from './session.js';
+import { Session, changesOf, checkStorable, fill, hasChanges, snapshotOf, type Changes, type SessionControl, type Snapshot } from './session.js';
 import { LocalTurns, withBackoff } from './turns.js';
 
 export interface HttpSessionOptions {
@@ -94,6 +94,16 @@ export interface HttpSessionStats {
 export type SessionRequest = IncomingMessage & { session?: Session | undefined; sessionID?: string | undefined; originalUrl?: string };
 
 type Next = (error?: unknown) => void;
+
+/**
+ * `req.session`, typed: `sessionOf<{ visits: number }>(req).visits`. (Plain JavaScript can use
+ * `req.session` directly.) Throws if the request did not go through the middleware.
+ */
+export function sessionOf<T extends object = Record<string, unknown>>(req: IncomingMessage): Session & Partial<T> {
+  const session = (req as SessionRequest).session;
+  if (session === undefined) throw new InvalidArgument('this request has no session: it did not go through the wadi session middleware, or the session was destroyed');
+  return session as Session & Partial<T>;
+}
 
 export interface HttpSessions {
   (req: IncomingMessage, res: ServerResponse, next: Next): void;
@@ -404,6 +414,8 @@ class RequestSession implements SessionControl {
     const session = this.#req.session;
     if (session === undefined) return;
     changes ??= changesOf(session, this.#snapshot);
+    // Before anything is sent: a pipelined save could not report it.
+    checkStorable(changes);
     const shared = this.#shared;
     if (this.#isNew && !this.#stored) {
       if (!hasChanges(changes) && !this.#touched && !shared.saveUninitialized) return;

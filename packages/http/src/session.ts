@@ -8,7 +8,7 @@
  * What a request changed is found by comparing each top-level value's encoding with its encoding
  * when the session was loaded (`Snapshot`), so only changed keys travel to the session actor.
  */
-import { encode } from '@wadi/core';
+import { NotSerializable, encode } from '@wadi/core';
 
 /** What the middleware does for a session's methods; one per request. */
 export interface SessionControl {
@@ -98,20 +98,30 @@ export function snapshotOf(data: ReadonlyMap<string, unknown> | Session): Snapsh
 export interface Changes {
   set: [string, unknown][];
   unset: string[];
+  /** Keys whose values cannot be stored (functions, symbols, cycles): saving them fails. */
+  unencodable: string[];
 }
 
 /** What differs between `session` and `snapshot`. Throws if a key is reserved. */
 export function changesOf(session: Session, snapshot: Snapshot): Changes {
   const set: [string, unknown][] = [];
+  const unencodable: string[] = [];
   const seen = new Set<string>();
   for (const [key, value] of Object.entries(session)) {
     if (RESERVED_KEYS.has(key)) throw new TypeError(`'${key}' is reserved and cannot be session data`);
     seen.add(key);
+    const now = encodeOrEmpty(value);
+    if (now.length === 0) unencodable.push(key);
     const before = snapshot.get(key);
-    if (before === undefined || !sameBytes(before, encodeOrEmpty(value))) set.push([key, value]);
+    if (before === undefined || !sameBytes(before, now)) set.push([key, value]);
   }
   const unset = [...snapshot.keys()].filter((key) => !seen.has(key));
-  return { set, unset };
+  return { set, unset, unencodable };
+}
+
+/** Throws `NotSerializable` naming the keys that cannot be stored, if any. */
+export function checkStorable(changes: Changes): void {
+  if (changes.unencodable.length > 0) throw new NotSerializable(`session data ${changes.unencodable.map((key) => `'${key}'`).join(', ')} cannot be stored (functions, symbols and cycles cannot)`);
 }
 
 export function hasChanges(changes: Changes): boolean {
@@ -120,7 +130,7 @@ export function hasChanges(changes: Changes): boolean {
 
 const EMPTY = new Uint8Array(0);
 
-/** An unencodable value compares as changed; saving it then fails with `NotSerializable`, as it should. */
+/** An unencodable value encodes as nothing: it compares as changed, and `unencodable` lists it. */
 function encodeOrEmpty(value: unknown): Uint8Array {
   try {
     return encode(value);

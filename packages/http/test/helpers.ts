@@ -62,6 +62,10 @@ function app(node: WadiNode, sessions: HttpSessions): express.Express {
     session(req)['count'] = count + 1;
     res.json({ count: count + 1 });
   });
+  application.post('/unsavable', (req, res) => {
+    session(req)['callback'] = () => 'functions cannot be stored';
+    res.json({ stored: true });
+  });
   application.post('/unset/:key', (req, res) => {
     delete session(req)[req.params.key];
     res.json({});

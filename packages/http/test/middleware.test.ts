@@ -4,7 +4,7 @@
  * session's turns under concurrent requests, the routing policies, and req.session's methods.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { CookieSigner, HttpSession, type SessionRequest } from '@wadi/http';
+import { CookieSigner, HttpSession, sessionOf, type SessionRequest } from '@wadi/http';
 import { Browser, startApps, stopAll, until } from './helpers.js';
 
 afterEach(stopAll);
@@ -183,6 +183,17 @@ describe('http sessions', () => {
     expect((await browser.get(a!.url, '/get')).body['data']).toEqual({ n: 1, saved: true });
   });
 
+  it('a change that cannot be stored turns the response into an error, and the session keeps what it had', async () => {
+    const [a] = await startApps(1);
+    const browser = new Browser();
+    await browser.post(a!.url, '/set', { kept: true });
+    const reply = await browser.post(a!.url, '/unsavable');
+    expect(reply.status).toBe(500);
+    expect(reply.body['text']).toMatch(/could not be saved/);
+    expect(a!.sessions.stats().failed).toBe(1);
+    expect((await browser.get(a!.url, '/get')).body['data']).toEqual({ kept: true });
+  });
+
   it('ref() reaches other sessions of the same client group', async () => {
     const [a] = await startApps(1);
     const browser = new Browser();
@@ -192,5 +203,6 @@ describe('http sessions', () => {
     const stored = await a!.sessions.ref(req, HttpSession, 'session').peek();
     expect(stored.data.get('x')).toBe(1);
     expect(() => a!.sessions.ref({} as SessionRequest, HttpSession, 'session')).toThrow(/did not go through/);
+    expect(() => sessionOf({} as SessionRequest)).toThrow(/no session/);
   });
 });

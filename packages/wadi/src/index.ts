@@ -35,6 +35,7 @@ export {
 export { startNode, connect, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type NodeStatus, type WadiNode, type WorkerStats } from '@wadi/node';
 export {
   httpSessions,
+  sessionOf,
   HTTP_ACTORS,
   HTTP_APPS_ID,
   HttpApps,

@@ -41,9 +41,10 @@ const send = (message: HttpNodeMessage): void => {
 
 /** The work per request, the same for both stacks: read the counter, write it back plus one. */
 function hit(req: Request, res: Response): void {
-  const data = (req as unknown as { session: Record<string, unknown> }).session;
-  const hits = Number(data['hits'] ?? 0) + 1;
-  data['hits'] = hits;
+  // express-session and wadi both put the session on req.session.
+  const data = (req as unknown as { session: { hits?: number } }).session;
+  const hits = (data.hits ?? 0) + 1;
+  data.hits = hits;
   res.json({ hits });
 }
 

@@ -53,9 +53,11 @@ export class CookieSigner {
     const id = value.slice(0, dot);
     const signature = value.slice(dot + 1);
     if (!isSessionId(id) || !SIGNATURE_PATTERN.test(signature)) return undefined;
-    const given = Buffer.from(signature, 'base64url');
+    // The text is compared, not the decoded bytes: the last base64url character carries two
+    // unused bits, and a signature with other values there must not verify.
+    const given = Buffer.from(signature, 'latin1');
     for (let i = 0; i < this.#secrets.length; i++) {
-      const expected = Buffer.from(this.#mac(this.#secrets[i]!, id), 'base64url');
+      const expected = Buffer.from(this.#mac(this.#secrets[i]!, id), 'latin1');
       // Equal lengths by the pattern above; compare in constant time so timing says nothing.
       if (expected.length === given.length && timingSafeEqual(expected, given)) return { id, stale: i > 0 };
     }

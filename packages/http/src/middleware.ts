@@ -22,6 +22,7 @@ import { AppDirectory, type ActorCaller } from './app-directory.js';
 import { CookieSigner, checkCookieName, newSessionId, readCookie, serializeCookie, type CookieAttributes } from './cookie.js';
 import { DEFAULT_IDLE_TIMEOUT_MS } from './expiry.js';
 import { Session, changesOf, checkStorable, fill, hasChanges, snapshotOf, type Changes, type SessionControl, type Snapshot } from './session.js';
+import { TickBatch } from './tick-batch.js';
 import { LocalTurns, withBackoff } from './turns.js';
 
 export interface HttpSessionOptions {
@@ -149,6 +150,7 @@ interface Shared {
   trustProxy: boolean;
   appUrlOf: (node: string) => Promise<string | undefined>;
   turns: LocalTurns;
+  batch: TickBatch;
   stats: HttpSessionStats;
 }
 
@@ -230,6 +232,7 @@ function configure(options: HttpSessionOptions): Shared {
     trustProxy: options.trustProxy ?? false,
     appUrlOf: async () => undefined,
     turns: new LocalTurns(),
+    batch: new TickBatch(),
     stats: { requests: 0, created: 0, tampered: 0, expired: 0, redirected: 0, busyRetries: 0, failed: 0 },
   };
 }
@@ -359,7 +362,9 @@ class RequestSession implements SessionControl {
     let routing = shared.routing;
     const attempt = async (): Promise<Exclude<OpenResult, { busy: true }> | 'redirected' | 'busy'> => {
       try {
-        const opened = await this.#call(id, routing).open(this.#token, shared.idleTimeoutMs, shared.leaseMs);
+        const ref = this.#call(id, routing);
+        const token = this.#token;
+        const opened = await shared.batch.ask(() => ref.open(token, shared.idleTimeoutMs, shared.leaseMs));
         return opened.busy ? 'busy' : opened;
       } catch (error) {
         if (!(error instanceof Redirected)) throw error;
@@ -421,13 +426,17 @@ class RequestSession implements SessionControl {
       if (!hasChanges(changes) && !this.#touched && !shared.saveUninitialized) return;
       shared.stats.created++;
     }
-    if (release && this.#token !== '' && !shared.awaitSave) {
+    // Fixed now: the calls leave later (tick-batch.ts), when this request may have a new id.
+    const ref = this.#call();
+    const token = this.#token;
+    const { set, unset } = changes;
+    if (release && token !== '' && !shared.awaitSave) {
       // Pipelined: the response need not wait. The save also ends this request's lease, so any
       // later request for the session, from any node, waits until it has been applied (and this
       // process's next one is sent after it, on the same ordered path).
-      this.#call().tell.save(this.#token, changes.set, changes.unset, shared.idleTimeoutMs, release);
+      await shared.batch.send(() => ref.tell.save(token, set, unset, shared.idleTimeoutMs, release));
     } else {
-      await this.#call().save(this.#token, changes.set, changes.unset, shared.idleTimeoutMs, release);
+      await shared.batch.ask(() => ref.save(token, set, unset, shared.idleTimeoutMs, release));
     }
     this.#stored = true;
     this.#touched = false;
@@ -533,11 +542,10 @@ class RequestSession implements SessionControl {
     const token = this.#token;
     if (token === '') return;
     this.#token = '';
-    try {
-      this.#call().tell.release(token);
-    } catch {
-      // The node is stopping: the lease runs out by itself.
-    }
+    // If it cannot be sent (the node is stopping), the lease runs out by itself. The ref is taken
+    // now: the call leaves later, when this request may have moved to a new id.
+    const ref = this.#call();
+    this.#shared.batch.send(() => ref.tell.release(token)).catch(() => undefined);
   }
 
   #finishLocal(): void {

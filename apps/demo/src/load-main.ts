@@ -11,13 +11,15 @@
  * `--targets` (the default) asks the demo's dashboard which nodes serve, every half second, so
  * nodes added or stopped during the run are followed; `--urls` is a fixed list.
  */
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './command-line.js';
 import { TargetList } from './http-user.js';
 import { formatProgress, runLoad } from './load.js';
 
 const REFRESH_MS = 500;
 
-const { values } = parseArgs({
+const USAGE = 'usage: load-main [--users N>=1] [--seconds S>=0 (0: until Ctrl-C)] [--think-ms MS] [--targets URL | --urls URL,URL] [--json]';
+
+const { values } = parseCommandLine({
   options: {
     users: { type: 'string', default: '50' },
     seconds: { type: 'string', default: '30' },
@@ -26,13 +28,13 @@ const { values } = parseArgs({
     urls: { type: 'string' },
     json: { type: 'boolean', default: false },
   },
-});
+}, USAGE);
 
 const users = Number(values.users);
 const seconds = Number(values.seconds);
 const thinkMs = Number(values['think-ms']);
 if (!Number.isInteger(users) || users < 1 || !(seconds >= 0) || !(thinkMs >= 0)) {
-  console.error('usage: load-main [--users N>=1] [--seconds S>=0 (0: until Ctrl-C)] [--think-ms MS] [--targets URL | --urls URL,URL] [--json]');
+  console.error(USAGE);
   process.exit(2);
 }
 

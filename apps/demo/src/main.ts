@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from './command-line.js';
 import { startDashboard } from './dashboard.js';
 import { LoadRunner } from './load-runner.js';
 import { Monitor } from './monitor.js';
@@ -24,7 +24,9 @@ import { Supervisor, portOrAny } from './supervisor.js';
 const BUCKETS = 1024;
 const HOST = '127.0.0.1';
 
-const { values } = parseArgs({
+const USAGE = 'usage: pnpm demo -- [--nodes 1..9] [--workers N] [--routing proxy|migrate|redirect] [--port N] [--any-ports]';
+
+const { values } = parseCommandLine({
   options: {
     nodes: { type: 'string', default: process.env['DEMO_NODES'] ?? '3' },
     workers: { type: 'string', default: process.env['DEMO_WORKERS'] ?? '2' },
@@ -32,11 +34,11 @@ const { values } = parseArgs({
     port: { type: 'string', default: process.env['DEMO_PORT'] ?? '3000' },
     'any-ports': { type: 'boolean', default: process.env['DEMO_ANY_PORTS'] === '1' },
   },
-});
+}, USAGE);
 const nodeCount = Number(values.nodes);
 const routing = values.routing!;
 if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > 9 || !['proxy', 'migrate', 'redirect'].includes(routing)) {
-  console.error('usage: pnpm demo -- [--nodes 1..9] [--workers N] [--routing proxy|migrate|redirect] [--port N] [--any-ports]');
+  console.error(USAGE);
   process.exit(2);
 }
 const anyPorts = values['any-ports'] === true;

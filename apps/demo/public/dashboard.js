@@ -94,7 +94,7 @@ function renderNode(node, coordinator) {
   q('.rps').textContent = number(node.requestsPerSec);
   q('.cps').textContent = number(node.callsPerSec);
   const total = Object.values(node.hops).reduce((sum, n) => sum + n, 0);
-  q('.hops').textContent = total === 0 ? 'no calls yet' : ['0', '1', '2'].map((hop) => `${hop}: ${Math.round((100 * (node.hops[hop] ?? 0)) / total)}%`).join(' · ') + ' of calls';
+  q('.hops').textContent = !alive ? '–' : total === 0 ? 'no calls yet' : ['0', '1', '2'].map((hop) => `${hop}: ${Math.round((100 * (node.hops[hop] ?? 0)) / total)}%`).join(' · ') + ' of calls';
   q('.in').textContent = number(node.migratedIn);
   q('.out').textContent = number(node.migratedOut);
   q('.evacuation').textContent = node.evacuation;

@@ -9,7 +9,7 @@ import { cart } from '@wadi/demo/actors';
 
 describe('the wadi package', () => {
   it('re-exports defineActor, startNode and the typed errors', () => {
-    for (const name of ['defineActor', 'startNode', 'Overloaded', 'Timeout', 'Unavailable', 'Stopped', 'UnknownActorType', 'UnknownMethod', 'NotSerializable']) {
+    for (const name of ['defineActor', 'startNode', 'Overloaded', 'Timeout', 'Unavailable', 'Stopped', 'UnknownActorType', 'UnknownMethod', 'NotSerializable', 'httpSessions', 'HTTP_ACTORS']) {
       expect(wadi, name).toHaveProperty(name);
     }
   });

@@ -1,6 +1,6 @@
 /**
  * wadi: the user-facing entry. Define actors with `defineActor`, start a node with `startNode`,
- * and call actors through typed refs.
+ * and call actors through typed refs; `httpSessions` keeps HTTP sessions (`req.session`) in the cluster.
  */
 export {
   defineActor,
@@ -32,4 +32,18 @@ export {
   type TimerId,
   type WadiErrorCode,
 } from '@wadi/core';
-export { startNode, connect, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type StoreOptions, type WadiNode, type WorkerStats } from '@wadi/node';
+export { startNode, connect, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type NodeStatus, type StoreOptions, type WadiNode, type WorkerStats } from '@wadi/node';
+export {
+  httpSessions,
+  sessionOf,
+  HTTP_ACTORS,
+  HTTP_APPS_ID,
+  HttpApps,
+  HttpSession,
+  Session,
+  SessionBusy,
+  type HttpSessionOptions,
+  type HttpSessionStats,
+  type HttpSessions,
+  type SessionRequest,
+} from '@wadi/http';

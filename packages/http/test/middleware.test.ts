@@ -1,0 +1,208 @@
+/**
+ * The session middleware over a real cluster (nodes in this process, real worker threads and
+ * WebSockets, an Express app per node): cookies and their defaults, tampering, expiry, the
+ * session's turns under concurrent requests, the routing policies, and req.session's methods.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { CookieSigner, HttpSession, sessionOf, type SessionRequest } from '@wadi/http';
+import { Browser, startApps, stopAll, until } from './helpers.js';
+
+afterEach(stopAll);
+
+describe('http sessions', () => {
+  it('stores a session only once it has data, in a signed HttpOnly SameSite=Lax cookie, and any node serves it', async () => {
+    const [a, b, c] = await startApps(3);
+    const browser = new Browser();
+    const empty = await browser.get(a!.url, '/get');
+    expect(empty.status).toBe(200);
+    expect(empty.setCookie).toEqual([]);
+    const set = await browser.post(a!.url, '/set', { name: 'alice', cart: { apple: 2 } });
+    expect(set.setCookie).toHaveLength(1);
+    const cookie = set.setCookie[0]!;
+    expect(cookie).toMatch(/^wadi\.sid=[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Lax$/);
+    expect(cookie).not.toContain('Secure');
+    for (const app of [a!, b!, c!]) {
+      const read = await browser.get(app.url, '/get');
+      expect(read.body['node']).toBe(app.id);
+      expect(read.body['data']).toEqual({ name: 'alice', cart: { apple: 2 } });
+      expect(read.body['id']).toBe(set.body['id']);
+      // An existing session's cookie is not sent again unless it must change.
+      expect(read.setCookie).toEqual([]);
+    }
+    await browser.post(c!.url, '/unset/cart');
+    expect((await browser.get(b!.url, '/get')).body['data']).toEqual({ name: 'alice' });
+    // One activation, wherever it was called from: the session actor holds the data.
+    const id = String(set.body['id']);
+    expect((await a!.node.ref(HttpSession, `${id}/session`).peek()).data).toEqual(new Map([['name', 'alice']]));
+  });
+
+  it('rejects a tampered cookie: the request gets a new, empty session and the real one is untouched', async () => {
+    const [a, b] = await startApps(2);
+    const owner = new Browser();
+    await owner.post(a!.url, '/set', { secret: 'owner data' });
+    const [name, value] = owner.cookie!.split('=') as [string, string];
+    const [id, signature] = value.split('.') as [string, string];
+    const forgedSignature = signature.slice(0, -2) + (signature.endsWith('AA') ? 'BB' : 'AA');
+    const attacker = new Browser();
+    const otherSecret = new CookieSigner('not-the-cluster-cookie-secret').sign(id);
+    for (const forged of [`${name}=${id}.${forgedSignature}`, `${name}=${id}`, `${name}=${id}.${'x'.repeat(43)}`, `${name}=${otherSecret}`]) {
+      const reply = await attacker.request(b!.url, '/get', { cookie: forged });
+      expect(reply.status).toBe(200);
+      expect(reply.body['data']).toEqual({});
+      expect(reply.body['id']).not.toBe(id);
+    }
+    expect(b!.sessions.stats().tampered).toBe(4);
+    expect((await owner.get(b!.url, '/get')).body['data']).toEqual({ secret: 'owner data' });
+  });
+
+  it('accepts cookies signed with an older secret and re-signs them with the current one', async () => {
+    const [a] = await startApps(1, { secret: ['old-secret-0123456789'] });
+    const browser = new Browser();
+    await browser.post(a!.url, '/set', { kept: 1 });
+    const oldCookie = browser.cookie;
+    a!.sessions.close();
+    await stopAll();
+    const [rotated] = await startApps(1, { secret: ['new-secret-0123456789', 'old-secret-0123456789'] });
+    // A new cluster: the old session is gone, but the old signature is still accepted...
+    const reply = await browser.request(rotated!.url, '/get', { cookie: oldCookie! });
+    expect(reply.status).toBe(200);
+    expect(rotated!.sessions.stats().tampered).toBe(0);
+    // ...and a session with data gets a cookie signed by the new secret.
+    const written = await browser.post(rotated!.url, '/set', { kept: 2 });
+    expect(written.setCookie).toHaveLength(1);
+    const fresh = new Browser();
+    expect((await fresh.request(rotated!.url, '/get', { cookie: browser.cookie! })).body['data']).toEqual({ kept: 2 });
+  });
+
+  it('sets Secure when asked to, and when a trusted proxy says the request came over https', async () => {
+    const [a] = await startApps(1, { cookie: { secure: true, sameSite: 'strict', maxAgeMs: 60_000 } });
+    const reply = await new Browser().post(a!.url, '/set', { x: 1 });
+    expect(reply.setCookie[0]).toMatch(/; Max-Age=60; Expires=[^;]+; HttpOnly; Secure; SameSite=Strict$/);
+    await stopAll();
+    const [b] = await startApps(1, { trustProxy: true });
+    const viaProxy = await fetch(`${b!.url}/set`, { method: 'POST', headers: { 'x-forwarded-proto': 'https', 'content-type': 'application/json' }, body: '{"x":1}' });
+    expect(viaProxy.headers.getSetCookie()[0]).toContain('; Secure;');
+    const plain = await fetch(`${b!.url}/set`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"x":1}' });
+    expect(plain.headers.getSetCookie()[0]).not.toContain('Secure');
+  });
+
+  it('an expired session starts fresh, under a new id', async () => {
+    const [a, b] = await startApps(2, { idleTimeoutMs: 300 });
+    const browser = new Browser();
+    const first = await browser.post(a!.url, '/set', { cart: ['apple'] });
+    expect((await browser.get(b!.url, '/get')).body['data']).toEqual({ cart: ['apple'] });
+    const id = String(first.body['id']);
+    await until('the session to expire', async () => {
+      const stored = await a!.node.ref(HttpSession, `${id}/session`).peek();
+      return Date.now() >= stored.expiresAt;
+    });
+    const after = await browser.get(b!.url, '/get');
+    expect(after.body['data']).toEqual({});
+    expect(after.body['id']).not.toBe(id);
+    expect(b!.sessions.stats().expired).toBe(1);
+    // The old id is empty now; writing again creates the new session.
+    expect((await a!.node.ref(HttpSession, `${id}/session`).peek()).version).toBe(0);
+    await browser.post(a!.url, '/set', { cart: ['pear'] });
+    expect((await browser.get(b!.url, '/get')).body['data']).toEqual({ cart: ['pear'] });
+  });
+
+  it("serializes one client's concurrent requests by the session's turns, across nodes", async () => {
+    const apps = await startApps(3);
+    const browser = new Browser();
+    await browser.post(apps[0]!.url, '/set', { count: 0 });
+    const requests = 30;
+    const replies = await Promise.all(Array.from({ length: requests }, (_, i) => browser.post(apps[i % apps.length]!.url, '/increment')));
+    expect(replies.map((reply) => reply.status)).toEqual(Array(requests).fill(200));
+    // Every read-modify-write saw the one before it: no lost update, each count once.
+    expect(replies.map((reply) => reply.body['count']).sort((x, y) => Number(x) - Number(y))).toEqual(Array.from({ length: requests }, (_, i) => i + 1));
+    expect((await browser.get(apps[1]!.url, '/get')).body['data']).toEqual({ count: requests });
+  });
+
+  it('redirect answers 307 with the app URL of the node holding the session, and that node serves it', async () => {
+    const apps = await startApps(3, { routing: 'redirect' });
+    const browser = new Browser();
+    const created = await browser.post(apps[1]!.url, '/set', { here: true });
+    expect(created.status).toBe(200);
+    for (const other of [apps[0]!, apps[2]!]) {
+      const reply = await browser.post(other.url, '/set', { again: other.id });
+      expect(reply.status).toBe(307);
+      expect(reply.location).toBe(`${apps[1]!.url}/set`);
+      expect(other.sessions.stats().redirected).toBe(1);
+    }
+    const followed = await browser.get(apps[1]!.url, '/get');
+    expect(followed.body['data']).toEqual({ here: true });
+  });
+
+  it('redirect falls back to proxying when the holder announced no app URL', async () => {
+    const apps = await startApps(2, { routing: 'redirect', appUrlOf: () => undefined });
+    const browser = new Browser();
+    await browser.post(apps[0]!.url, '/set', { x: 1 });
+    const reply = await browser.get(apps[1]!.url, '/get');
+    expect(reply.status).toBe(200);
+    expect(reply.body['data']).toEqual({ x: 1 });
+  });
+
+  it("migrate pulls the client's session group to the node that got the request", async () => {
+    const apps = await startApps(2, { routing: 'migrate' });
+    const browser = new Browser();
+    const created = await browser.post(apps[0]!.url, '/set', { items: 3 });
+    const id = String(created.body['id']);
+    const where = async (): Promise<string | undefined> => {
+      for (const app of apps) {
+        const found = await app.node.cluster!.lookup(HttpSession.name, `${id}/session`);
+        if (found !== 'not-owner') return found?.node;
+      }
+      return undefined;
+    };
+    expect(await where()).toBe(apps[0]!.id);
+    expect((await browser.get(apps[1]!.url, '/get')).body['data']).toEqual({ items: 3 });
+    await until('the session to live on the second node', async () => (await where()) === apps[1]!.id);
+    await browser.post(apps[1]!.url, '/set', { items: 4 });
+    expect((await browser.get(apps[0]!.url, '/get')).body['data']).toEqual({ items: 4 });
+  });
+
+  it('destroy clears the session and its cookie; regenerate moves to a new id; save stores mid-request', async () => {
+    const [a, b] = await startApps(2);
+    const browser = new Browser();
+    await browser.post(a!.url, '/set', { user: 'alice', role: 'admin' });
+    const regenerated = await browser.post(b!.url, '/regenerate');
+    expect(regenerated.body['after']).not.toBe(regenerated.body['before']);
+    expect(regenerated.setCookie).toHaveLength(1);
+    expect((await browser.get(a!.url, '/get')).body).toMatchObject({ id: regenerated.body['after'], data: { user: 'alice' } });
+    const stale = await new Browser().request(a!.url, '/get', { cookie: undefined });
+    expect(stale.body['data']).toEqual({});
+
+    const destroyed = await browser.post(a!.url, '/destroy');
+    expect(destroyed.setCookie[0]).toContain('Max-Age=0');
+    expect(browser.cookie).toBeUndefined();
+
+    // A save() inside the handler is stored even though the client hangs up afterwards.
+    await browser.post(a!.url, '/set', { n: 1 });
+    await browser.post(b!.url, '/save-then-fail').catch(() => undefined);
+    await until('the aborted request to let go of the session', async () => (await browser.get(a!.url, '/get')).status === 200);
+    expect((await browser.get(a!.url, '/get')).body['data']).toEqual({ n: 1, saved: true });
+  });
+
+  it('a change that cannot be stored turns the response into an error, and the session keeps what it had', async () => {
+    const [a] = await startApps(1);
+    const browser = new Browser();
+    await browser.post(a!.url, '/set', { kept: true });
+    const reply = await browser.post(a!.url, '/unsavable');
+    expect(reply.status).toBe(500);
+    expect(reply.body['text']).toMatch(/could not be saved/);
+    expect(a!.sessions.stats().failed).toBe(1);
+    expect((await browser.get(a!.url, '/get')).body['data']).toEqual({ kept: true });
+  });
+
+  it('ref() reaches other sessions of the same client group', async () => {
+    const [a] = await startApps(1);
+    const browser = new Browser();
+    await browser.post(a!.url, '/set', { x: 1 });
+    const id = String((await browser.get(a!.url, '/get')).body['id']);
+    const req = { sessionID: id } as SessionRequest;
+    const stored = await a!.sessions.ref(req, HttpSession, 'session').peek();
+    expect(stored.data.get('x')).toBe(1);
+    expect(() => a!.sessions.ref({} as SessionRequest, HttpSession, 'session')).toThrow(/did not go through/);
+    expect(() => sessionOf({} as SessionRequest)).toThrow(/no session/);
+  });
+});

@@ -9,3 +9,4 @@ export { HTTP_ACTORS, HTTP_APPS_ID, HttpApps, HttpSession } from './actors.js';
 export { DEFAULT_IDLE_TIMEOUT_MS, isExpired } from './expiry.js';
 export { SessionBusy } from './turns.js';
 export { CookieSigner, newSessionId } from './cookie.js';
+export { fastifySessions, type FastifyLike, type FastifyRequestLike, type FastifySessionsPlugin } from './fastify.js';

@@ -34,6 +34,7 @@ export {
 } from '@wadi/core';
 export { startNode, connect, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type NodeStatus, type StoreOptions, type WadiNode, type WorkerStats } from '@wadi/node';
 export {
+  fastifySessions,
   httpSessions,
   sessionOf,
   HTTP_ACTORS,

@@ -70,6 +70,8 @@ export interface ParkedStateStore {
   save(type: string, id: string, state: Uint8Array): void;
   /** False while the store cannot take more (a full disk): idle actors then stay active. */
   accepting?(): boolean;
+  /** The actor left this thread for good (it migrated away): a copy kept for it must go. */
+  forget?(type: string, id: string): void;
   /** The (type, id) pairs parked here. */
   keys(): Iterable<[type: string, id: string]>;
   readonly size: number;
@@ -352,6 +354,7 @@ export class ActorSystem implements ActivationHost {
     this.#activations.delete(activation.key);
     this.#pauseWaiters.delete(activation);
     this.#deactivated++;
+    this.#parked.forget?.(type, id);
     return activation.takeQueued();
   }
 
@@ -568,8 +571,10 @@ export class ActorSystem implements ActivationHost {
     } catch (error) {
       parked = Promise.reject(error);
     }
-    if (parked === undefined || parked instanceof Uint8Array) activation.state = restoreState(def, id, parked);
-    else {
+    if (parked === undefined || parked instanceof Uint8Array) {
+      activation.state = restoreState(def, id, parked);
+      activation.stored = parked;
+    } else {
       activation.loading = true;
       parked.then(
         (state) => this.#loaded(activation, state),
@@ -588,6 +593,7 @@ export class ActorSystem implements ActivationHost {
     if (this.#activations.get(activation.key) !== activation) return;
     try {
       activation.state = restoreState(activation.def, activation.id, state);
+      activation.stored = state;
     } catch (error) {
       return this.#loadFailed(activation, error);
     }

@@ -680,6 +680,10 @@ describe('a parked-state store that answers later (a disk or a database)', () =>
         state.items.push(item);
         return state.items.length;
       },
+      pushThenFail(state, item: string) {
+        state.items.push(item);
+        throw new CodedError(`refused ${item}`, 'REFUSED');
+      },
       items: (state) => state.items,
     },
   });
@@ -705,6 +709,18 @@ describe('a parked-state store that answers later (a disk or a database)', () =>
     expect(await second).toBe(3);
     expect(await ref.items()).toEqual(['a', 'b', 'c']);
     expect(store.loads).toHaveLength(1);
+  });
+
+  it('rolls a failed first turn back to exactly what was loaded', async () => {
+    const { system, store } = tallySystem();
+    const ref = system.ref(Tally, 'rollback');
+    const failing = ref.pushThenFail('x');
+    await settle();
+    store.loads[0]!.answer.resolve(encode({ items: ['loaded'] }));
+    expect(await rejectionOf(failing)).toMatchObject({ code: 'REFUSED' });
+    expect(await ref.items()).toEqual(['loaded']);
+    expect(await rejectionOf(ref.pushThenFail('y'))).toMatchObject({ code: 'REFUSED' }); // a later turn: copied first
+    expect(await ref.items()).toEqual(['loaded']);
   });
 
   it('starts fresh when the store has nothing', async () => {

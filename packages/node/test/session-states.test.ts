@@ -70,10 +70,11 @@ describe('SessionStates', () => {
     for (const release of disk.held.splice(0)) release();
     await states.flush();
     expect(demoted).toEqual([]); // promoted again before it was durable: not demoted
-    expect(await disk.count()).toBe(0);
+    expect(states.stats()).toMatchObject({ disk: 0, writing: 0 });
+    expect(await disk.count()).toBe(1); // the last durable state stays, as the active session's shadow
   });
 
-  it('demotes to disk and promotes back, taking the record off the disk', async () => {
+  it('demotes to disk and promotes back, the record staying as the last durable state until the session moves away', async () => {
     const { disk, states, system, demoted } = setup();
     const ref = system.ref(Counter, 'bob/counter');
     await ref.add(2);
@@ -84,7 +85,17 @@ describe('SessionStates', () => {
     expect(disk.findSync('Counter', 'bob/counter')).toMatchObject({ version: 1, epoch: 7, bucket: bucketOf('bob/counter', BUCKETS) });
     expect(await ref.add(3)).toBe(5);
     expect(states.stats()).toMatchObject({ disk: 0, promoted: 1 });
+    expect(disk.findSync('Counter', 'bob/counter')).toMatchObject({ version: 1 }); // its shadow: no write to promote
+    // Demoted again: the new state replaces the shadow.
+    system.deactivate('Counter', 'bob/counter');
     await states.flush();
+    expect(states.stats()).toMatchObject({ disk: 1, demoted: 2 });
+    expect(await ref.add(1)).toBe(6);
+    // It migrates away: the shadow goes with it, so a restart here cannot claim an old copy.
+    let paused = false;
+    system.freeze('Counter', 'bob/counter', () => (paused = true));
+    expect(paused).toBe(true);
+    system.removeFrozen('Counter', 'bob/counter');
     await new Promise((resolve) => setTimeout(resolve, 10));
     expect(disk.findSync('Counter', 'bob/counter')).toBeUndefined();
   });

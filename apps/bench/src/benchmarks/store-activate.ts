@@ -45,7 +45,9 @@ async function callAll(system: ActorSystem): Promise<number> {
   const lane = async (): Promise<void> => {
     while (next < ids.length) {
       const id = ids[next++]!;
-      answered += (await system.ref(Stored, id).touch()) > 0 ? 1 : 0;
+      // Awaited first: `answered += await ...` would read `answered` before the await and lose the other lanes' counts.
+      const calls = await system.ref(Stored, id).touch();
+      if (calls > 0) answered++;
     }
   };
   await Promise.all(Array.from({ length: WINDOW }, lane));

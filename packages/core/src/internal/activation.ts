@@ -7,6 +7,7 @@
  * handlers (typed as `ActorContext`), which keeps the per-actor footprint to one object.
  */
 import type { ActorContext, AnyActorDef, RefOf, RefOptions, TimerId, Timers } from '../actor.js';
+import { decode } from '../codec.js';
 import { InvalidArgument, UnknownMethod } from '../errors.js';
 import type { TimerHandle } from '../scheduler.js';
 import { cloneValue } from './clone.js';
@@ -58,6 +59,8 @@ export class Activation implements ActorContext {
   deactivateRequested = false;
   /** Being migrated: no new turn starts; messages wait in the mailbox until thawed or handed over. */
   frozen = false;
+  /** The encoded state this activation was loaded from, until its first turn (its rollback point). */
+  stored: Uint8Array | undefined = undefined;
   #timers: ActivationTimers | undefined;
 
   constructor(
@@ -112,7 +115,10 @@ export class Activation implements ActorContext {
       }
       let committed: unknown;
       try {
-        committed = cloneValue(this.state);
+        // The first turn after a load need not copy: what was loaded can be decoded again.
+        const stored = this.stored;
+        this.stored = undefined;
+        committed = stored === undefined ? cloneValue(this.state) : new StoredState(stored);
       } catch (error) {
         // The state can no longer be copied (a handler stored a function or a cycle in it): refuse
         // the turn here rather than throw out of the drain and stall every actor scheduled with us.
@@ -123,7 +129,7 @@ export class Activation implements ActorContext {
       try {
         result = invoke(handler, this, this.state, message.args);
       } catch (error) {
-        this.state = committed;
+        this.state = restore(committed);
         this.host.turnFinished(this, message, false, error);
         continue;
       }
@@ -140,7 +146,7 @@ export class Activation implements ActorContext {
   }
 
   #asyncTurnEnded(message: Message, ok: boolean, value: unknown, committed: unknown): void {
-    if (!ok) this.state = committed;
+    if (!ok) this.state = restore(committed);
     this.host.turnFinished(this, message, ok, value);
     this.runTurns();
   }
@@ -263,4 +269,14 @@ function invoke(
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function';
+}
+
+/** A rollback point kept as the bytes the state was decoded from. */
+class StoredState {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/** The state to roll a failed turn back to. */
+function restore(committed: unknown): unknown {
+  return committed instanceof StoredState ? decode(committed.bytes) : committed;
 }

@@ -11,9 +11,11 @@
  *
  * Demotion (memory -> disk) is reported only once the write is durable: until then the bytes stay
  * in `#writing`, so a call that comes meanwhile finds them, and a write that fails leaves the
- * session where it was. Promotion (disk -> memory) takes the record off the disk, so a session
- * never has two current copies on one node. A shared copy stays where it is when promoted: it is
- * the archive a later cluster starts from, overwritten by the next demotion to the shared tier.
+ * session where it was. Promotion (disk -> memory) leaves the record on the disk as the session's
+ * last durable state (a "shadow"): a crash then loses only what changed since, nothing of a session
+ * only read, and promotion costs no write. The next demotion overwrites it; a session that leaves
+ * the node (migrates) takes it away (`forget`). A shared copy also stays when promoted: it is the
+ * archive a later cluster starts from, overwritten by the next demotion to the shared tier.
  *
  * A full disk stops demotion (`accepting()` is false, so idle sessions stay active) until a write
  * succeeds again; a corrupt record fails that session's calls with the store's typed error, and
@@ -52,6 +54,19 @@ export interface SessionStatesOptions {
   log(message: string): void;
 }
 
+interface Shadow {
+  type: string;
+  id: string;
+  version: number;
+  epoch: number;
+}
+
+interface Pending {
+  state: Uint8Array;
+  version: number;
+  epoch: number;
+}
+
 interface Parked {
   type: string;
   id: string;
@@ -80,8 +95,10 @@ export interface SessionStatesStats {
 export class SessionStates implements ParkedStateStore {
   readonly #options: SessionStatesOptions;
   readonly #parked = new Map<string, Parked>();
-  readonly #writing = new Map<string, { state: Uint8Array; version: number }>();
-  /** Version of a session loaded from a tier: its next write must not go below it. */
+  /** Sessions active here whose last durable state is still on the disk, with the fence to remove it. */
+  readonly #shadows = new Map<string, Shadow>();
+  readonly #writing = new Map<string, Pending>();
+  /** Version of a session loaded from the shared tier: its next write must not go below it. */
   readonly #loadedVersions = new Map<string, number>();
   readonly #inFlight = new Set<Promise<void>>();
   /** Demotions the disk refused: their bytes wait in #writing, written again once it has room. */
@@ -137,9 +154,9 @@ export class SessionStates implements ParkedStateStore {
     const key = activationKey(type, id);
     const writing = this.#writing.get(key);
     if (writing !== undefined) {
-      // Activated again before its demotion was durable: the write finishes, then is taken back.
+      // Activated again before its demotion was durable: the write finishes and stays as its shadow.
       this.#writing.delete(key);
-      this.#loadedVersions.set(key, writing.version);
+      this.#shadows.set(key, { type, id, version: writing.version, epoch: writing.epoch });
       return writing.state;
     }
     if (this.#parked.has(key)) {
@@ -166,16 +183,27 @@ export class SessionStates implements ParkedStateStore {
     });
   }
 
-  /** Takes a parked session off the disk for its activation (throws `CorruptRecord`). */
+  /** A parked session's state for its activation; its record stays as the shadow (throws `CorruptRecord`). */
   #promote(key: string, type: string, id: string): Uint8Array | undefined {
     const record = this.#options.disk.loadSync(type, id);
     this.#parked.delete(key);
-    for (const evicter of this.#options.diskEvicters ?? []) evicter.removed(key);
+    const evicters = this.#options.diskEvicters;
+    if (evicters !== undefined) for (const evicter of evicters) evicter.removed(key);
     this.#promoted++;
     if (record === undefined) return undefined;
-    this.#loadedVersions.set(key, record.version);
-    this.#forget(record);
+    // The shadow's version is also the floor of the session's next write.
+    this.#shadows.set(key, { type, id, version: record.version, epoch: record.epoch });
     return record.state;
+  }
+
+  /** The session left this node (it migrated): its shadow on the disk goes too. */
+  forget(type: string, id: string): void {
+    const key = activationKey(type, id);
+    const shadow = this.#shadows.get(key);
+    this.#loadedVersions.delete(key);
+    if (shadow === undefined) return;
+    this.#shadows.delete(key);
+    this.#remove(shadow);
   }
 
   #schedulePromotions(): void {
@@ -217,11 +245,11 @@ export class SessionStates implements ParkedStateStore {
     const key = activationKey(type, id);
     const { disk, bucketOf, versionOf, epoch, now } = this.#options;
     const bucket = bucketOf(id);
-    const version = Math.max(versionOf(key), this.#loadedVersions.get(key) ?? 0);
+    const version = Math.max(versionOf(key), this.#shadows.get(key)?.version ?? 0, this.#loadedVersions.get(key) ?? 0);
     this.#loadedVersions.delete(key);
-    const pending = { state, version };
+    const pending: Pending = { state, version, epoch: epoch(bucket) };
     this.#writing.set(key, pending);
-    const record: SessionRecord = { type, id, bucket, version, epoch: epoch(bucket), state, updatedAt: now() };
+    const record: SessionRecord = { type, id, bucket, version, epoch: pending.epoch, state, updatedAt: now() };
     const write = disk.store(record).then(
       () => {
         if (this.#full) {
@@ -229,11 +257,13 @@ export class SessionStates implements ParkedStateStore {
           this.#retryUnwritten();
         }
         if (this.#writing.get(key) !== pending) {
-          // Promoted again while the write was in flight: memory has the current state.
-          this.#forget(record);
+          // Promoted again while the write was in flight: the record is its shadow now, unless the
+          // session already left the node, which took its shadow away.
+          if (!this.#shadows.has(key)) this.#remove(record);
           return;
         }
         this.#writing.delete(key);
+        this.#shadows.delete(key);
         this.#parked.set(key, { type, id, version, bytes: state.byteLength });
         for (const evicter of this.#options.diskEvicters ?? []) evicter.touched(key, state.byteLength, record.updatedAt);
         this.#demoted++;
@@ -314,6 +344,7 @@ export class SessionStates implements ParkedStateStore {
         this.#parked.delete(key);
         for (const evicter of this.#options.diskEvicters ?? []) evicter.removed(key);
         moved++;
+        this.#shadows.delete(key);
         this.#options.onLeft?.(record.type, record.id, record.version);
         await this.#options.disk.remove(record.type, record.id, { version: record.version, epoch: record.epoch }).catch(() => undefined);
       }),
@@ -351,8 +382,8 @@ export class SessionStates implements ParkedStateStore {
     }
   }
 
-  /** The disk no longer holds this session's record (it is active here, or it moved away). */
-  #forget(record: SessionRecord): void {
+  /** Takes a session's record off the disk (it moved away); refused if the disk holds a newer one. */
+  #remove(record: { type: string; id: string; version: number; epoch: number }): void {
     this.#options.disk.remove(record.type, record.id, { version: record.version, epoch: record.epoch }).catch((error: unknown) => {
       this.#options.log(`could not take ${record.type} '${record.id}' off the disk: ${(error as Error).message}`);
     });

@@ -34,7 +34,7 @@ import { removeRefusal, writeRefusal } from './internal/fencing.js';
 import { bucketBounds, indexKey, isHashed, recordKey, type IndexKey, type RecordKey } from './internal/lmdb-keys.js';
 import { RecordDecodeFailure, decodeRecord, encodeRecords, metaOf } from './internal/record-codec.js';
 import { storageError } from './internal/storage-errors.js';
-import { checkBucket, checkEpoch, checkKey, checkRecord, checkRemoveFence, recordError } from './internal/validate.js';
+import { checkBucket, checkEpoch, checkKey, checkRemoveFence, recordError, storeOne } from './internal/validate.js';
 import type { QuarantinedRecord, RemoveFence, SessionMeta, SessionRecord, SyncReadTier } from './tier.js';
 
 export interface LmdbTierOptions {
@@ -90,8 +90,7 @@ export class LmdbTier implements SyncReadTier {
   // Reads
 
   findSync(type: string, id: string): SessionMeta | undefined {
-    const record = this.loadSync(type, id);
-    return record === undefined ? undefined : metaOf(record);
+    return metaOf(this.loadSync(type, id));
   }
 
   loadSync(type: string, id: string): SessionRecord | undefined {
@@ -164,10 +163,8 @@ export class LmdbTier implements SyncReadTier {
 
   // Writes
 
-  async store(record: SessionRecord): Promise<void> {
-    checkRecord(record);
-    const [outcome] = await this.storeMany([record]);
-    if (outcome !== undefined) throw outcome;
+  store(record: SessionRecord): Promise<void> {
+    return storeOne(this, record);
   }
 
   async storeMany(records: readonly SessionRecord[]): Promise<Array<Error | undefined>> {

@@ -127,8 +127,7 @@ export class MemoryTier implements SyncReadTier {
   }
 
   findSync(type: string, id: string): SessionMeta | undefined {
-    const record = this.loadSync(type, id);
-    return record === undefined ? undefined : metaOf(record);
+    return metaOf(this.loadSync(type, id));
   }
 
   loadSync(type: string, id: string): SessionRecord | undefined {

@@ -1,3 +1,4 @@
+const scramble = (n) => ((Math.imul(n, 0x9e3779b1) >>> 0).toString(36));
 import { open } from 'lmdb';
 import { rmSync } from 'node:fs';
 import { LmdbTier } from '../dist/index.js';
@@ -15,9 +16,9 @@ const bytes = Buffer.from(state);
 const E = Buffer.alloc(0);
 let serial = 0;
 const B = +(process.argv[2] || 1000);
-function recs() { const out = []; for (let i = 0; i < B; i++, serial++) out.push({ type: 'cart', id: `s-${serial}`, bucket: serial % 1024, version: 1, epoch: 1, state, updatedAt: Date.now() }); return out; }
+function recs() { const out = []; for (let i = 0; i < B; i++, serial++) out.push({ type: 'cart', id: `s-${scramble(serial)}`, bucket: serial % 1024, version: 1, epoch: 1, state, updatedAt: Date.now() }); return out; }
 const variants = {
-  raw: async () => { let last; for (let i = 0; i < B; i++) last = s.put(['cart', `raw-${serial++}`], bytes); await last; await s.flushed; },
+  raw: async () => { let last; for (let i = 0; i < B; i++) last = s.put(["cart", `raw-${scramble(serial++)}`], bytes); await last; await s.flushed; },
   rawIdx: async () => { let last; for (let i = 0; i < B; i++, serial++) { last = s.put(['cart', `ri-${serial}`], bytes); ix.put([serial % 1024, 'cart', `ri-${serial}`], E); } await last; await s.flushed; },
   rawEnc: async () => { const r = recs(); const v = encodeRecords(r); let last; for (let i = 0; i < B; i++) { last = s.put(recordKey('cart', r[i].id), v[i]); ix.put(indexKey(r[i].bucket, 'cart', r[i].id), E); } await last; await s.flushed; },
   tier: async () => { await tier.storeMany(recs()); },

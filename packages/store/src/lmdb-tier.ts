@@ -170,19 +170,32 @@ export class LmdbTier implements SyncReadTier {
   async storeMany(records: readonly SessionRecord[]): Promise<Array<Error | undefined>> {
     this.#ensureOpen();
     const outcomes: Array<Error | undefined> = records.map((record) => recordError(record));
-    const valid = records.filter((_, i) => outcomes[i] === undefined);
-    if (valid.length === 0) return outcomes;
+    const batch: Array<{ index: number; record: SessionRecord; key: RecordKey }> = [];
+    this.#env.resetReadTxn();
+    for (let index = 0; index < records.length; index++) {
+      if (outcomes[index] !== undefined) continue;
+      const record = records[index]!;
+      const key = recordKey(record.type, record.id);
+      // Bucket membership of a session not yet listed is queued as a plain write: lmdb-js
+      // applies those on its write thread, in the same transaction and ahead of the transaction
+      // callback (which checks it is there). An entry for a write that is then refused is
+      // harmless: listings skip and drop entries without a record.
+      if (this.#read(record.type, record.id, key, false).record?.bucket !== record.bucket) {
+        quiet(this.#index.put(indexKey(record.bucket, record.type, record.id), indexValue(record.type, record.id)));
+      }
+      batch.push({ index, record, key });
+    }
+    if (batch.length === 0) return outcomes;
     // Encoded before the transaction, so the write lock is held only for reads and puts.
-    const values = encodeRecords(valid);
+    const values = encodeRecords(batch.map((entry) => entry.record));
     const written: number[] = [];
     const applied = this.#transaction(() => {
-      for (let i = 0, v = 0; i < records.length; i++) {
-        if (outcomes[i] !== undefined) continue;
-        const record = records[i]!;
-        const refusal = this.#apply(record, values[v++]!);
-        if (refusal === undefined) written.push(i);
-        else outcomes[i] = refusal;
-      }
+      const fences = new Map<number, number>();
+      batch.forEach(({ index, record, key }, k) => {
+        const refusal = this.#apply(record, key, values[k]!, fences);
+        if (refusal === undefined) written.push(index);
+        else outcomes[index] = refusal;
+      });
     });
     try {
       await applied;
@@ -249,19 +262,25 @@ export class LmdbTier implements SyncReadTier {
   /**
    * Inside the write transaction: stores `record` (encoded as `value`) if the acceptance rule
    * allows it, else returns the refusal. Unreadable bytes under the key are moved to quarantine
-   * and count as nothing stored.
+   * and count as nothing stored. `fences` caches the batch's fence reads.
+   *
+   * Invariant: a stored record is listed in its bucket's index, in the same transaction.
    */
-  #apply(record: SessionRecord, value: Buffer): StaleWrite | undefined {
-    const key = recordKey(record.type, record.id);
+  #apply(record: SessionRecord, key: RecordKey, value: Buffer, fences: Map<number, number>): StaleWrite | undefined {
     const current = this.#read(record.type, record.id, key, false);
-    const refusal = writeRefusal(record.type, record.id, record, current.record, this.#fenceOf(record.bucket));
+    let fence = fences.get(record.bucket);
+    if (fence === undefined) fences.set(record.bucket, (fence = this.#fenceOf(record.bucket)));
+    const refusal = writeRefusal(record.type, record.id, record, current.record, fence);
     if (refusal !== undefined) return refusal;
     if (current.corrupt !== undefined) this.#putQuarantine(record.type, record.id, current.corrupt);
     const old = current.record;
-    if (old !== undefined && old.bucket !== record.bucket) this.#index.removeSync(indexKey(old.bucket, old.type, old.id));
-    // Membership first: if anything failed in between, an index entry without its record is
-    // harmless (listings skip and drop it), a record missing from its bucket's listing is not.
-    if (old === undefined || old.bucket !== record.bucket) this.#index.putSync(indexKey(record.bucket, record.type, record.id), indexValue(record.type, record.id));
+    if (old?.bucket !== record.bucket) {
+      if (old !== undefined) this.#index.removeSync(indexKey(old.bucket, old.type, old.id));
+      // Usually written just before by the queued plain write; not if the session was listed
+      // when the batch was read and removed since.
+      const ikey = indexKey(record.bucket, record.type, record.id);
+      if (!this.#index.doesExist(ikey)) this.#index.putSync(ikey, indexValue(record.type, record.id));
+    }
     this.#records.putSync(key, value);
     return undefined;
   }

@@ -131,9 +131,9 @@ export class LmdbTier implements SyncReadTier {
         // A hashed key keeps the id in the entry's value.
         const id = ikey.length === 4 ? value.toString('utf8') : ikey[2];
         const current = this.#read(type, id, recordKey(type, id), false);
-        if (current.record !== undefined) metas.push(metaOf(current.record));
+        if (current.record?.bucket === bucket) metas.push(metaOf(current.record));
         else if (current.corrupt !== undefined) this.#moveAside(type, id, current.corrupt);
-        else this.#dropOrphan(ikey, recordKey(type, id));
+        else this.#dropOrphan(ikey, type, id);
       }
       // Copied out: the caller may take its time, no read transaction waits for it.
       yield* metas;
@@ -192,9 +192,15 @@ export class LmdbTier implements SyncReadTier {
     const applied = this.#transaction(() => {
       const fences = new Map<number, number>();
       batch.forEach(({ index, record, key }, k) => {
-        const refusal = this.#apply(record, key, values[k]!, fences);
-        if (refusal === undefined) written.push(index);
-        else outcomes[index] = refusal;
+        // lmdb-js keeps what a callback wrote before it threw: an unexpected failure must stay
+        // with its record, not fail (or leave half-applied) the others.
+        try {
+          const refusal = this.#apply(record, key, values[k]!, fences);
+          if (refusal === undefined) written.push(index);
+          else outcomes[index] = refusal;
+        } catch (error) {
+          outcomes[index] = error instanceof Error ? error : new Error(String(error));
+        }
       });
     });
     try {
@@ -274,14 +280,16 @@ export class LmdbTier implements SyncReadTier {
     if (refusal !== undefined) return refusal;
     if (current.corrupt !== undefined) this.#putQuarantine(record.type, record.id, current.corrupt);
     const old = current.record;
-    if (old?.bucket !== record.bucket) {
-      if (old !== undefined) this.#index.removeSync(indexKey(old.bucket, old.type, old.id));
+    const moved = old?.bucket !== record.bucket;
+    if (moved) {
       // Usually written just before by the queued plain write; not if the session was listed
       // when the batch was read and removed since.
       const ikey = indexKey(record.bucket, record.type, record.id);
       if (!this.#index.doesExist(ikey)) this.#index.putSync(ikey, indexValue(record.type, record.id));
     }
     this.#records.putSync(key, value);
+    // Last, so that a failure above leaves the old listing (the old record is still there).
+    if (moved && old !== undefined) this.#index.removeSync(indexKey(old.bucket, old.type, old.id));
     return undefined;
   }
 
@@ -344,13 +352,14 @@ export class LmdbTier implements SyncReadTier {
   }
 
   /**
-   * Removes an index entry whose record is gone (left when a record was quarantined by a read:
-   * its bucket was unknown), unless the record was stored again meanwhile.
+   * Removes an index entry whose record is gone or lives in another bucket (left behind when a
+   * record was quarantined by a read, whose bucket was unknown, or when a write was refused or
+   * failed), unless that changed meanwhile.
    */
-  #dropOrphan(ikey: IndexKey, rkey: RecordKey): void {
+  #dropOrphan(ikey: IndexKey, type: string, id: string): void {
     quiet(
       this.#transaction(() => {
-        if (!this.#records.doesExist(rkey)) this.#index.removeSync(ikey);
+        if (this.#read(type, id, recordKey(type, id), false).record?.bucket !== ikey[0]) this.#index.removeSync(ikey);
       }),
     );
   }

@@ -200,6 +200,13 @@ export function tierSuite(name: string, makeHarness: () => Promise<TierHarness>)
       expect(await collect(tier.listBucket(12))).toEqual([]);
     });
 
+    it('a record stored again under another bucket is listed only there', async () => {
+      await tier.store(record({ id: 'mover', bucket: 13, version: 1 }));
+      await tier.store(record({ id: 'mover', bucket: 14, version: 2 }));
+      expect(await collect(tier.listBucket(13))).toEqual([]);
+      expect((await collect(tier.listBucket(14))).map((m) => [m.id, m.bucket, m.version])).toEqual([['mover', 14, 2]]);
+    });
+
     it('a corrupt record rejects with CorruptRecord, is quarantined, and nothing else is affected', async () => {
       const good = record({ id: 'good', bucket: 5 });
       const bad = record({ id: 'bad', bucket: 5 });

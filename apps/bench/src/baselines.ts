@@ -314,6 +314,14 @@ export async function withWsEcho<T>(use: (echo: WsEcho) => Promise<T>): Promise<
   }
 }
 
+/**
+ * The `serial`-th distinct session id, in an order unrelated to key order (a bijective scramble
+ * of the counter), as sessions reach a store in the order they went idle.
+ */
+export function scrambledId(prefix: string, serial: number): string {
+  return `${prefix}-${(Math.imul(serial, 0x9e3779b1) >>> 0).toString(36)}`;
+}
+
 /** `n` fresh values put into `db`, `batch` per transaction, each batch awaited until flushed. */
 export function lmdbBatchedPuts(db: Database<Buffer, Key>, value: Uint8Array, batch: number): Op {
   const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
@@ -322,7 +330,7 @@ export function lmdbBatchedPuts(db: Database<Buffer, Key>, value: Uint8Array, ba
     for (let done = 0; done < n; done += batch) {
       const size = Math.min(batch, n - done);
       let last: Promise<boolean> | undefined;
-      for (let i = 0; i < size; i++) last = db.put(['cart', `raw-${serial++}`], bytes);
+      for (let i = 0; i < size; i++) last = db.put(['cart', scrambledId('raw', serial++)], bytes);
       await last;
       await db.flushed;
     }
@@ -353,7 +361,7 @@ export function pgBatchedInserts(pool: pg.Pool, table: string, state: Uint8Array
     for (let done = 0; done < n; done += batch) {
       const size = Math.min(batch, n - done);
       const params: unknown[] = [];
-      for (let i = 0; i < size; i++, serial++) params.push('cart', `raw-${serial}`, serial % 1024, 1, 1, bytes, Date.now(), 0);
+      for (let i = 0; i < size; i++, serial++) params.push('cart', scrambledId('raw', serial), serial % 1024, 1, 1, bytes, Date.now(), 0);
       await pool.query(statement(size), params);
     }
   };

@@ -18,88 +18,71 @@ export interface Evicter {
   due(now: number, limit: number): string[];
 }
 
-/** Keys untouched for `idleMs` or more. */
-export class IdleEvicter implements Evicter {
-  readonly #idleMs: number;
-  readonly #recency = new Recency();
-
-  constructor(options: { idleMs: number }) {
-    this.#idleMs = nonNegative('idleMs', options.idleMs);
-  }
+/** The bookkeeping every evicter here shares: what the tier holds, in recency order. */
+abstract class RecencyEvicter implements Evicter {
+  protected readonly recency = new Recency();
 
   touched(key: string, bytes: number, now: number): void {
-    this.#recency.touch(key, bytes, now);
+    this.recency.touch(key, bytes, now);
   }
 
   removed(key: string): void {
-    this.#recency.remove(key);
+    this.recency.remove(key);
+  }
+
+  abstract due(now: number, limit: number): string[];
+}
+
+/** Keys untouched for `idleMs` or more. */
+export class IdleEvicter extends RecencyEvicter {
+  readonly #idleMs: number;
+
+  constructor(options: { idleMs: number }) {
+    super();
+    this.#idleMs = nonNegative('idleMs', options.idleMs);
   }
 
   due(now: number, limit: number): string[] {
-    const out: string[] = [];
-    for (const [key, touch] of this.#recency.entries()) {
-      // Oldest first: the first key still fresh ends the scan.
-      if (out.length >= limit || touch.at + this.#idleMs > now) break;
-      out.push(key);
-    }
-    return out;
+    // Oldest first: the first key still fresh ends the scan.
+    return this.recency.takeOldest(limit, (touch) => touch.at + this.#idleMs <= now);
   }
 }
 
 /** The least recently touched keys beyond `maxCount`. */
-export class LruEvicter implements Evicter {
+export class LruEvicter extends RecencyEvicter {
   readonly #maxCount: number;
-  readonly #recency = new Recency();
 
   constructor(options: { maxCount: number }) {
+    super();
     this.#maxCount = nonNegative('maxCount', options.maxCount);
   }
 
-  touched(key: string, bytes: number, now: number): void {
-    this.#recency.touch(key, bytes, now);
-  }
-
-  removed(key: string): void {
-    this.#recency.remove(key);
-  }
-
   due(_now: number, limit: number): string[] {
-    const excess = Math.min(this.#recency.size - this.#maxCount, limit);
-    const out: string[] = [];
-    for (const [key] of this.#recency.entries()) {
-      if (out.length >= excess) break;
-      out.push(key);
-    }
-    return out;
+    let excess = this.recency.size - this.#maxCount;
+    return this.recency.takeOldest(limit, () => excess-- > 0);
   }
 }
 
 /** The least recently touched keys whose bytes take the total beyond `maxBytes`. */
-export class MemoryEvicter implements Evicter {
+export class MemoryEvicter extends RecencyEvicter {
   readonly #maxBytes: number;
-  readonly #recency = new Recency();
 
   constructor(options: { maxBytes: number }) {
+    super();
     this.#maxBytes = nonNegative('maxBytes', options.maxBytes);
   }
 
-  touched(key: string, bytes: number, now: number): void {
-    this.#recency.touch(key, nonNegative('bytes', bytes), now);
-  }
-
-  removed(key: string): void {
-    this.#recency.remove(key);
+  override touched(key: string, bytes: number, now: number): void {
+    super.touched(key, nonNegative('bytes', bytes), now);
   }
 
   due(_now: number, limit: number): string[] {
-    let over = this.#recency.bytes - this.#maxBytes;
-    const out: string[] = [];
-    for (const [key, touch] of this.#recency.entries()) {
-      if (over <= 0 || out.length >= limit) break;
-      out.push(key);
+    let over = this.recency.bytes - this.#maxBytes;
+    return this.recency.takeOldest(limit, (touch) => {
+      if (over <= 0) return false;
       over -= touch.bytes;
-    }
-    return out;
+      return true;
+    });
   }
 }
 

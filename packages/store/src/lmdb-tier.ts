@@ -34,7 +34,7 @@ import { removeRefusal, writeRefusal } from './internal/fencing.js';
 import { bucketBounds, indexKey, isHashed, recordKey, type IndexKey, type RecordKey } from './internal/lmdb-keys.js';
 import { RecordDecodeFailure, decodeRecord, encodeRecords, metaOf } from './internal/record-codec.js';
 import { storageError } from './internal/storage-errors.js';
-import { checkBucket, checkEpoch, checkKey, checkRecord, checkRemoveFence, recordError } from './internal/validate.js';
+import { checkBucket, checkEpoch, checkKey, checkRemoveFence, recordError, storeOne } from './internal/validate.js';
 import type { QuarantinedRecord, RemoveFence, SessionMeta, SessionRecord, SyncReadTier } from './tier.js';
 
 export interface LmdbTierOptions {
@@ -90,8 +90,7 @@ export class LmdbTier implements SyncReadTier {
   // Reads
 
   findSync(type: string, id: string): SessionMeta | undefined {
-    const record = this.loadSync(type, id);
-    return record === undefined ? undefined : metaOf(record);
+    return metaOf(this.loadSync(type, id));
   }
 
   loadSync(type: string, id: string): SessionRecord | undefined {
@@ -132,9 +131,9 @@ export class LmdbTier implements SyncReadTier {
         // A hashed key keeps the id in the entry's value.
         const id = ikey.length === 4 ? value.toString('utf8') : ikey[2];
         const current = this.#read(type, id, recordKey(type, id), false);
-        if (current.record !== undefined) metas.push(metaOf(current.record));
+        if (current.record?.bucket === bucket) metas.push(metaOf(current.record));
         else if (current.corrupt !== undefined) this.#moveAside(type, id, current.corrupt);
-        else this.#dropOrphan(ikey, recordKey(type, id));
+        else this.#dropOrphan(ikey, type, id);
       }
       // Copied out: the caller may take its time, no read transaction waits for it.
       yield* metas;
@@ -164,28 +163,45 @@ export class LmdbTier implements SyncReadTier {
 
   // Writes
 
-  async store(record: SessionRecord): Promise<void> {
-    checkRecord(record);
-    const [outcome] = await this.storeMany([record]);
-    if (outcome !== undefined) throw outcome;
+  store(record: SessionRecord): Promise<void> {
+    return storeOne(this, record);
   }
 
   async storeMany(records: readonly SessionRecord[]): Promise<Array<Error | undefined>> {
     this.#ensureOpen();
     const outcomes: Array<Error | undefined> = records.map((record) => recordError(record));
-    const valid = records.filter((_, i) => outcomes[i] === undefined);
-    if (valid.length === 0) return outcomes;
+    const batch: Array<{ index: number; record: SessionRecord; key: RecordKey }> = [];
+    this.#env.resetReadTxn();
+    for (let index = 0; index < records.length; index++) {
+      if (outcomes[index] !== undefined) continue;
+      const record = records[index]!;
+      const key = recordKey(record.type, record.id);
+      // Bucket membership of a session not yet listed is queued as a plain write: lmdb-js
+      // applies those on its write thread, in the same transaction and ahead of the transaction
+      // callback (which checks it is there). An entry for a write that is then refused is
+      // harmless: listings skip and drop entries without a record.
+      if (this.#read(record.type, record.id, key, false).record?.bucket !== record.bucket) {
+        quiet(this.#index.put(indexKey(record.bucket, record.type, record.id), indexValue(record.type, record.id)));
+      }
+      batch.push({ index, record, key });
+    }
+    if (batch.length === 0) return outcomes;
     // Encoded before the transaction, so the write lock is held only for reads and puts.
-    const values = encodeRecords(valid);
+    const values = encodeRecords(batch.map((entry) => entry.record));
     const written: number[] = [];
     const applied = this.#transaction(() => {
-      for (let i = 0, v = 0; i < records.length; i++) {
-        if (outcomes[i] !== undefined) continue;
-        const record = records[i]!;
-        const refusal = this.#apply(record, values[v++]!);
-        if (refusal === undefined) written.push(i);
-        else outcomes[i] = refusal;
-      }
+      const fences = new Map<number, number>();
+      batch.forEach(({ index, record, key }, k) => {
+        // lmdb-js keeps what a callback wrote before it threw: an unexpected failure must stay
+        // with its record, not fail (or leave half-applied) the others.
+        try {
+          const refusal = this.#apply(record, key, values[k]!, fences);
+          if (refusal === undefined) written.push(index);
+          else outcomes[index] = refusal;
+        } catch (error) {
+          outcomes[index] = error instanceof Error ? error : new Error(String(error));
+        }
+      });
     });
     try {
       await applied;
@@ -252,20 +268,28 @@ export class LmdbTier implements SyncReadTier {
   /**
    * Inside the write transaction: stores `record` (encoded as `value`) if the acceptance rule
    * allows it, else returns the refusal. Unreadable bytes under the key are moved to quarantine
-   * and count as nothing stored.
+   * and count as nothing stored. `fences` caches the batch's fence reads.
+   *
+   * Invariant: a stored record is listed in its bucket's index, in the same transaction.
    */
-  #apply(record: SessionRecord, value: Buffer): StaleWrite | undefined {
-    const key = recordKey(record.type, record.id);
+  #apply(record: SessionRecord, key: RecordKey, value: Buffer, fences: Map<number, number>): StaleWrite | undefined {
     const current = this.#read(record.type, record.id, key, false);
-    const refusal = writeRefusal(record.type, record.id, record, current.record, this.#fenceOf(record.bucket));
+    let fence = fences.get(record.bucket);
+    if (fence === undefined) fences.set(record.bucket, (fence = this.#fenceOf(record.bucket)));
+    const refusal = writeRefusal(record.type, record.id, record, current.record, fence);
     if (refusal !== undefined) return refusal;
     if (current.corrupt !== undefined) this.#putQuarantine(record.type, record.id, current.corrupt);
     const old = current.record;
-    if (old !== undefined && old.bucket !== record.bucket) this.#index.removeSync(indexKey(old.bucket, old.type, old.id));
-    // Membership first: if anything failed in between, an index entry without its record is
-    // harmless (listings skip and drop it), a record missing from its bucket's listing is not.
-    if (old === undefined || old.bucket !== record.bucket) this.#index.putSync(indexKey(record.bucket, record.type, record.id), indexValue(record.type, record.id));
+    const moved = old?.bucket !== record.bucket;
+    if (moved) {
+      // Usually written just before by the queued plain write; not if the session was listed
+      // when the batch was read and removed since.
+      const ikey = indexKey(record.bucket, record.type, record.id);
+      if (!this.#index.doesExist(ikey)) this.#index.putSync(ikey, indexValue(record.type, record.id));
+    }
     this.#records.putSync(key, value);
+    // Last, so that a failure above leaves the old listing (the old record is still there).
+    if (moved && old !== undefined) this.#index.removeSync(indexKey(old.bucket, old.type, old.id));
     return undefined;
   }
 
@@ -328,13 +352,14 @@ export class LmdbTier implements SyncReadTier {
   }
 
   /**
-   * Removes an index entry whose record is gone (left when a record was quarantined by a read:
-   * its bucket was unknown), unless the record was stored again meanwhile.
+   * Removes an index entry whose record is gone or lives in another bucket (left behind when a
+   * record was quarantined by a read, whose bucket was unknown, or when a write was refused or
+   * failed), unless that changed meanwhile.
    */
-  #dropOrphan(ikey: IndexKey, rkey: RecordKey): void {
+  #dropOrphan(ikey: IndexKey, type: string, id: string): void {
     quiet(
       this.#transaction(() => {
-        if (!this.#records.doesExist(rkey)) this.#index.removeSync(ikey);
+        if (this.#read(type, id, recordKey(type, id), false).record?.bucket !== ikey[0]) this.#index.removeSync(ikey);
       }),
     );
   }

@@ -127,8 +127,7 @@ export class MemoryTier implements SyncReadTier {
   }
 
   findSync(type: string, id: string): SessionMeta | undefined {
-    const record = this.loadSync(type, id);
-    return record === undefined ? undefined : metaOf(record);
+    return metaOf(this.loadSync(type, id));
   }
 
   loadSync(type: string, id: string): SessionRecord | undefined {
@@ -220,23 +219,25 @@ export class MemoryTier implements SyncReadTier {
   }
 
   /** The decoded record, or undefined after quarantining bytes that do not decode (writes go on). */
-  #current(slot: { type: string; id: string; bucket: number; bytes: Uint8Array }): SessionRecord | undefined {
-    try {
-      return decodeRecord(slot.bytes, slot.type, slot.id);
-    } catch (error) {
-      if (!(error instanceof RecordDecodeFailure)) throw error;
-      this.storage.quarantine(slot, error.reason);
-      return undefined;
-    }
+  #current(slot: Slot): SessionRecord | undefined {
+    const decoded = this.#decodeOrQuarantine(slot);
+    return decoded instanceof RecordDecodeFailure ? undefined : decoded;
   }
 
+  /** The decoded record; bytes that do not decode are quarantined and reported as CorruptRecord. */
   #decode(slot: Slot): SessionRecord {
+    const decoded = this.#decodeOrQuarantine(slot);
+    if (decoded instanceof RecordDecodeFailure) throw new CorruptRecord(slot.type, slot.id, this.name, decoded.reason);
+    return decoded;
+  }
+
+  #decodeOrQuarantine(slot: Slot): SessionRecord | RecordDecodeFailure {
     try {
       return decodeRecord(slot.bytes, slot.type, slot.id);
     } catch (error) {
       if (!(error instanceof RecordDecodeFailure)) throw error;
       this.storage.quarantine(slot, error.reason);
-      throw new CorruptRecord(slot.type, slot.id, this.name, error.reason);
+      return error;
     }
   }
 

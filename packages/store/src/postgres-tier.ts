@@ -18,7 +18,7 @@ import { removeRefusal, writeRefusal } from './internal/fencing.js';
 import { crc32 } from './internal/checksum.js';
 import { UPSERT_PARAMS_PER_ROW, pgSql, type PgSql } from './internal/pg-sql.js';
 import { storageErrorSync } from './internal/storage-errors.js';
-import { checkBucket, checkEpoch, checkKey, checkRecord, checkRemoveFence, recordError } from './internal/validate.js';
+import { checkBucket, checkEpoch, checkKey, checkRemoveFence, recordError, storeOne } from './internal/validate.js';
 import type { QuarantinedRecord, RemoveFence, SessionMeta, SessionRecord, Tier } from './tier.js';
 
 export interface PostgresTierOptions {
@@ -171,10 +171,8 @@ export class PostgresTier implements Tier {
 
   // Writes
 
-  async store(record: SessionRecord): Promise<void> {
-    checkRecord(record);
-    const [outcome] = await this.storeMany([record]);
-    if (outcome !== undefined) throw outcome;
+  store(record: SessionRecord): Promise<void> {
+    return storeOne(this, record);
   }
 
   async storeMany(records: readonly SessionRecord[]): Promise<Array<Error | undefined>> {

@@ -189,6 +189,24 @@ export function tierSuite(name: string, makeHarness: () => Promise<TierHarness>)
       expect(await collect(tier.listBucket(9))).toEqual([]);
     });
 
+    it('a session removed and stored again at once stays listed once; a refused new session is never listed', async () => {
+      await tier.store(record({ id: 'again', bucket: 11, version: 1 }));
+      await Promise.all([tier.remove('cart', 'again', { version: 1, epoch: 1 }), tier.store(record({ id: 'again', bucket: 11, version: 2 }))]);
+      const stored = await tier.load('cart', 'again');
+      const listed = (await collect(tier.listBucket(11))).map((m) => m.id);
+      expect(listed).toEqual(stored === undefined ? [] : ['again']);
+      await tier.fence(12, 5);
+      await refusal(tier.store(record({ id: 'never', bucket: 12, epoch: 4 })));
+      expect(await collect(tier.listBucket(12))).toEqual([]);
+    });
+
+    it('a record stored again under another bucket is listed only there', async () => {
+      await tier.store(record({ id: 'mover', bucket: 13, version: 1 }));
+      await tier.store(record({ id: 'mover', bucket: 14, version: 2 }));
+      expect(await collect(tier.listBucket(13))).toEqual([]);
+      expect((await collect(tier.listBucket(14))).map((m) => [m.id, m.bucket, m.version])).toEqual([['mover', 14, 2]]);
+    });
+
     it('a corrupt record rejects with CorruptRecord, is quarantined, and nothing else is affected', async () => {
       const good = record({ id: 'good', bucket: 5 });
       const bad = record({ id: 'bad', bucket: 5 });

@@ -50,4 +50,14 @@ export class Recency {
   entries(): IterableIterator<[string, Touch]> {
     return this.#entries.entries();
   }
+
+  /** Up to `limit` keys, oldest first, while `admit` accepts them (the first refusal ends it). */
+  takeOldest(limit: number, admit: (touch: Touch) => boolean): string[] {
+    const out: string[] = [];
+    for (const [key, touch] of this.#entries) {
+      if (out.length >= limit || !admit(touch)) break;
+      out.push(key);
+    }
+    return out;
+  }
 }

@@ -95,7 +95,11 @@ export function decodeRecord(bytes: Uint8Array, type: string, id: string, copySt
   return { type, id, bucket, version, epoch, updatedAt, state: copyState ? new Uint8Array(state) : state };
 }
 
-export function metaOf(record: SessionRecord): SessionMeta {
+/** The record's metadata (undefined for no record). */
+export function metaOf(record: SessionRecord): SessionMeta;
+export function metaOf(record: SessionRecord | undefined): SessionMeta | undefined;
+export function metaOf(record: SessionRecord | undefined): SessionMeta | undefined {
+  if (record === undefined) return undefined;
   return {
     type: record.type,
     id: record.id,

@@ -3,7 +3,7 @@
  * with core's `InvalidArgument` before any I/O, the same way in every tier.
  */
 import { InvalidArgument } from '@wadi/core';
-import type { RemoveFence, SessionRecord } from '../tier.js';
+import type { RemoveFence, SessionRecord, Tier } from '../tier.js';
 
 /** Returns why `record` cannot be stored, or undefined when it can. */
 export function recordProblem(record: SessionRecord): string | undefined {
@@ -67,4 +67,11 @@ function describeKey(record: SessionRecord): string {
   const type = typeof record?.type === 'string' ? record.type : '?';
   const id = typeof record?.id === 'string' ? record.id : '?';
   return `${type}/${id}`;
+}
+
+/** `store` in terms of `storeMany`, for tiers whose single write is a batch of one. */
+export async function storeOne(tier: Pick<Tier, 'storeMany'>, record: SessionRecord): Promise<void> {
+  checkRecord(record);
+  const [outcome] = await tier.storeMany([record]);
+  if (outcome !== undefined) throw outcome;
 }

@@ -144,6 +144,13 @@ const found: { name: string; schedule: Schedule }[] = [
       steps: [...formed, { op: 'leave', node: 'n1' }, { op: 'start', node: 'n4' }, { op: 'run', ms: 448 }],
     },
   },
+  {
+    name: "a registration that reached a bucket's previous owner just after it lost the bucket could not be passed on (the partition had broken its connection to the new owner) and was lost: the new owner never heard of the session (fixed: NodeProtocol asks the update's node to re-announce the bucket when it cannot pass the update on, or when the connection it passed it on breaks)",
+    schedule: {
+      options: options(680960763, { faults: { ...lossyProtocol, reset: 0.0005 } }),
+      steps: [...formed, { op: 'start', node: 'n5' }, { op: 'run', ms: 453 }, { op: 'create', node: 'n3', count: 1 }, { op: 'partition', side: ['n3', 'n2'] }],
+    },
+  },
 ];
 
 /** Schedules that call real sessions; `open` names a bug that is not fixed yet (the test is expected to fail). */
@@ -274,6 +281,21 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'migrate', node: 'n2', thread: 0, session: 0 },
         { op: 'call', node: 'n2', thread: 0, session: 0, count: 4, everyMs: 6 },
         { op: 'call', node: 'n1', thread: -2, session: 4, count: 1, everyMs: 1 },
+      ],
+    },
+  },
+  {
+    name: 'a registration passed on by a paused bucket owner that had lost the bucket meanwhile could not reach the new owner, to which it was not connected yet, and was lost (fixed as above: its node re-announces the bucket)',
+    schedule: {
+      options: options(1710016475, { faults: lossyProtocol }),
+      steps: [
+        ...formed,
+        { op: 'pause', node: 'n2', ms: 311 },
+        { op: 'start', node: 'n5' },
+        { op: 'run', ms: 341 },
+        { op: 'call', node: 'n1', thread: 0, session: 6, count: 12, everyMs: 0 },
+        { op: 'create', node: 'n1', count: 4 },
+        { op: 'run', ms: 19 },
       ],
     },
   },

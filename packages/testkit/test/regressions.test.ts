@@ -299,6 +299,19 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       ],
     },
   },
+  {
+    name: "a leaving migration target evacuated a session it had accepted but not yet been handed, and its source, which still held it, took it back when the target left: two activations (fixed: SessionMigrations moves a session on only once it has arrived)",
+    schedule: {
+      options: options(2070378575, { faults: lossyProtocol }),
+      steps: [
+        ...formed,
+        { op: 'create', node: 'n1', count: 7 },
+        { op: 'migrate', node: 'n3', thread: 0, session: 7 },
+        { op: 'call', node: 'n2', thread: 0, session: 3, count: 1, everyMs: 1 },
+        { op: 'leave', node: 'n3' },
+      ],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

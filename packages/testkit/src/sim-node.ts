@@ -4,10 +4,9 @@
  * (packages/node's worker.ts): a real `ActorSystem` hosting sessions, a `BucketHost` (the bucket
  * actors), a `SessionRouter` (the worker's calls to sessions elsewhere) and a `SessionHost` (calls
  * that reach the worker, placement, forwarding, migrations). The main thread has its own
- * `ActorSystem` and `SessionRouter` (`node.ref()` in a real node) and relays session frames
- * between the workers and the other nodes as packages/node's main-routing.ts does: a frame from
- * another node is parsed (`parseFrame`) and a call's hop count goes up by one on the way in; a
- * call that cannot reach its node goes to its bucket's owner. Everything is driven by the
+ * `ActorSystem`, and relays session frames between the workers and the other nodes with the
+ * cluster's `FrameRelay` (with its own `SessionRouter`, `node.ref()` in a real node), as
+ * packages/node's main-routing.ts does. Everything is driven by the
  * simulation's clock (a `VirtualScheduler`, no real timers) and network instead of timers,
  * sockets and threads.
  *

@@ -229,11 +229,19 @@ export class NodeProtocol {
     this.#directories.deliver(envelope);
   }
 
-  /** A directory update from a bucket actor here, for a bucket this node may not own. */
+  /**
+   * A directory update from a bucket actor here, for a bucket this node may not own; or a bucket
+   * actor's request that the node an update came from re-announce the bucket ('resync').
+   */
   routeUpdate(update: TellEnvelope): void {
     const bucket = Number(update[2]);
     // The node whose session the update is about: another one when a bucket actor here passes it on.
     const origin = update[4][1] as string;
+    if (update[3] === 'resync') {
+      if (origin === this.id) this.#unsynced.add(bucket);
+      else this.#askResync(origin, bucket);
+      return;
+    }
     const layout = this.layout;
     const member = layout === null || this.#outOfCluster() ? undefined : layout.members[layout.owners[bucket]!];
     if (member === undefined) {

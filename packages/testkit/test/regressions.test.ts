@@ -151,6 +151,13 @@ const found: { name: string; schedule: Schedule }[] = [
       steps: [...formed, { op: 'start', node: 'n5' }, { op: 'run', ms: 453 }, { op: 'create', node: 'n3', count: 1 }, { op: 'partition', side: ['n3', 'n2'] }],
     },
   },
+  {
+    name: "a registration went back and forth between a bucket's new owner, which had not committed the new layout, and its old one, until the hop limit dropped it (fixed: BucketHost asks the update's node to re-announce the bucket when it drops an update)",
+    schedule: {
+      options: options(2147483625, { faults: lossyProtocol }),
+      steps: [...formed, { op: 'start', node: 'n5' }, { op: 'run', ms: 100 }, { op: 'pause', node: 'n1', ms: 732 }, { op: 'run', ms: 1075 }, { op: 'create', node: 'n1', count: 1 }],
+    },
+  },
 ];
 
 /** Schedules that call real sessions; `open` names a bug that is not fixed yet (the test is expected to fail). */

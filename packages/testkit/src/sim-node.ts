@@ -640,6 +640,8 @@ export function describeFrame(frame: RoutedFrame): string {
       return `result ${frame[3]} ${frame[4] ? 'ok' : 'failed'}${frame[6] === null ? '' : ` notice ${JSON.stringify(frame[6]).replace(/\\u0000/g, ':')}`}`;
     case Frame.Notice:
       return `notice ${JSON.stringify(frame[3]).replace(/\\u0000/g, ':')}`;
+    case Frame.Pending:
+      return `pending ${frame[3].replace('\u0000', ':')} up to seq ${frame[4]}`;
     case Frame.Migration: {
       const message = frame[4];
       const detail = message.t === 'offer' ? message.sessions.map((session) => `${session[1]} v${session[2]}`).join(' ') : message.t === 'handover' ? `${message.calls.length} calls` : message.t === 'accepted' ? `${message.accepted.length} accepted, ${message.refused.length} refused` : '';

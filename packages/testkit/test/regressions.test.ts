@@ -319,6 +319,13 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       ],
     },
   },
+  {
+    name: "a call waited at a bucket's new owner for its handoff (a lost request retried) longer than its caller's hold, and the caller's next call, sent straight to the session when the hold timed out, ran first (fixed: calls waiting at an owner, for a layout or for a connection are reported to their callers every second ('Pending'), and a router keeps holding for them)",
+    schedule: {
+      options: options(1971238843, { faults: lossyProtocol }),
+      steps: [...formed, { op: 'run', ms: 3270 }, { op: 'leave', node: 'n1' }, { op: 'run', ms: 242 }, { op: 'call', node: 'n3', thread: 0, session: 5, count: 3, everyMs: 31 }, { op: 'run', ms: 141 }],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

@@ -7,7 +7,8 @@
  * Directory updates travel as Tell envelopes to the system type `wadi.bucket` (id = the bucket),
  * over the same batched links as actor messages; the main thread forwards the ones whose owner is
  * another node. An update that reaches a worker that no longer owns the bucket is forwarded to the
- * owner of its current layout, a bounded number of times.
+ * owner of its current layout, a bounded number of times; one that goes round more often (the
+ * layouts disagree for a moment) is dropped, and its node asked to re-announce the bucket.
  */
 import { Kind, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
 import { BucketDirectory, type SessionLocation } from './directory.js';
@@ -15,7 +16,7 @@ import type { DirectoryEntry } from './messages.js';
 
 export const BUCKET_ACTOR = 'wadi.bucket';
 
-/** Forwarding beyond this many hops means the layouts disagree: the update is dropped and logged. */
+/** Forwarding beyond this many hops means the layouts disagree: the update is dropped, and its node asked to re-announce. */
 const MAX_HOPS = 4;
 
 export interface DirectoryStats {
@@ -125,7 +126,8 @@ export class BucketHost {
       const hops = Number(args[3] ?? 0);
       if (hops >= MAX_HOPS) {
         this.dropped++;
-        this.io.log(`dropped a directory update for bucket ${bucket} after ${hops} forwards`);
+        this.io.log(`dropped a directory update for bucket ${bucket} after ${hops} forwards; its node re-announces the bucket`);
+        this.#askResync(bucket, args[1]);
         return true;
       }
       this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, envelope[2], envelope[3], [args[0], args[1], args[2], hops + 1, ...args.slice(4)]]);
@@ -255,6 +257,16 @@ export class BucketHost {
       this.#directories.set(bucket, directory);
     }
     return directory;
+  }
+
+  /** Asks node `origin` (through this node's main thread) to re-announce what it hosts in `bucket`: an update of its was lost here. */
+  #askResync(bucket: number, origin: unknown): void {
+    if (typeof origin !== 'string') return;
+    try {
+      this.io.toNode([Kind.Tell, BUCKET_ACTOR, String(bucket), 'resync', [[], origin, 0, 0]]);
+    } catch (error) {
+      this.io.log(`could not ask ${origin} to re-announce bucket ${bucket}: ${(error as Error).message}`);
+    }
   }
 
   #route(bucket: number, envelope: TellEnvelope): void {

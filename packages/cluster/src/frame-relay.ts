@@ -19,7 +19,7 @@
  */
 import { Unavailable, activationKey, bucketOf, errorToShape, type Envelope } from '@wadi/core';
 import type { Layout } from './layout.js';
-import { CallFlag, Frame, MAIN_THREAD, parseFrame, type CallFrame, type DeliverFrame, type RoutedFrame } from './routing.js';
+import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, parseFrame, reportPending, type CallFrame, type DeliverFrame, type RoutedFrame } from './routing.js';
 import { SessionRouter } from './session-router.js';
 
 export interface FrameRelayIO {
@@ -76,6 +76,7 @@ export class FrameRelay {
   readonly #givenUp = new Set<string>();
   /** Frames for members not connected yet, in order, per node id. */
   readonly #waiting = new Map<string, Waiting>();
+  #pendingReportedAt = -Infinity;
 
   constructor(options: FrameRelayOptions, io: FrameRelayIO) {
     this.#node = options.node;
@@ -125,6 +126,21 @@ export class FrameRelay {
         this.#giveUp(node, waiting, `no connection to ${node} within ${this.#timeoutMs} ms`);
       }
     }
+    if (this.#waiting.size > 0 && now - this.#pendingReportedAt >= PENDING_REPORT_MS) {
+      this.#pendingReportedAt = now;
+      const calls: CallFrame[] = [];
+      for (const waiting of this.#waiting.values()) for (const [, frame] of waiting.frames) if (frame[0] === Frame.Call) calls.push(frame);
+      this.#reportPending(calls);
+    }
+  }
+
+  /** Tells the callers of calls waiting here that they are alive (their routers keep holding later calls). */
+  #reportPending(calls: CallFrame[]): void {
+    reportPending(calls, (node, thread, frame) => {
+      // Not behind the frames that wait for the caller's own node: those are what it waits for.
+      if (node !== this.#node && this.#waiting.has(node)) return;
+      this.send(node, thread, frame);
+    });
   }
 
   stats(): FrameRelayStats {
@@ -155,6 +171,7 @@ export class FrameRelay {
       if (incarnation === undefined || this.#reached.has(key) || this.#givenUp.has(key)) throw error;
       this.#waiting.set(node, { incarnation, since: this.#io.now(), frames: [[thread, frame]] });
       this.#io.trace?.('held', frame, node);
+      if (frame[0] === Frame.Call) this.#reportPending([frame]);
       return;
     }
     const incarnation = this.#members.get(node);
@@ -185,7 +202,7 @@ export class FrameRelay {
       return;
     }
     if (frame[0] === Frame.Call) frame[9]++;
-    else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice) && frame[2] !== this.#incarnation) return; // for an earlier incarnation of this node
+    else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice || frame[0] === Frame.Pending) && frame[2] !== this.#incarnation) return; // for an earlier incarnation of this node
     try {
       this.#local(thread, frame);
     } catch (error) {
@@ -195,7 +212,7 @@ export class FrameRelay {
 
   #local(thread: number, frame: RoutedFrame): void {
     if (thread === MAIN_THREAD) {
-      if (frame[0] !== Frame.Result && frame[0] !== Frame.Notice) throw new Unavailable('the main thread hosts no sessions');
+      if (frame[0] !== Frame.Result && frame[0] !== Frame.Notice && frame[0] !== Frame.Pending) throw new Unavailable('the main thread hosts no sessions');
       this.#io.trace?.('in', frame, '');
       this.router.receive(frame);
       return;

@@ -76,6 +76,11 @@ interface IncomingBatch {
 }
 
 const COMPLETED_KEPT_MS = 120_000;
+/**
+ * A fence is asked again this often: an owner answers only once the target's registration reached
+ * it, which is usually a moment after the source asked, and meanwhile the sessions are frozen.
+ */
+const FENCE_REPEAT_MS = 200;
 
 export class SessionMigrations {
   readonly #host: SessionHost;
@@ -93,6 +98,11 @@ export class SessionMigrations {
   /** Session key -> the outgoing batch that moves it. */
   readonly #moving = new Map<string, OutgoingBatch>();
   readonly #incoming = new Map<string, IncomingBatch>();
+  /**
+   * The keys of the incoming batches: accepted, not handed over yet. They move on from here only
+   * once they arrived (their source may still hand over calls for them, or take them back).
+   */
+  readonly #arriving = new Set<string>();
   /** Incoming batches finished here, so that a repeated handover or abort is only acknowledged. */
   readonly #completed = new Map<string, number>();
   #evacuateTo: ((bucket: number) => string | undefined) | undefined;
@@ -133,7 +143,7 @@ export class SessionMigrations {
 
   /** Moves the group of session `id` hosted here to node `target` (the `migrate` routing policy). */
   migrateGroup(id: string, target: string): void {
-    const keys = this.#host.groupKeys(id).filter((key) => !this.#moving.has(key) && !this.#stuck.has(key));
+    const keys = this.#host.groupKeys(id).filter((key) => !this.#moving.has(key) && !this.#stuck.has(key) && !this.#arriving.has(key));
     if (keys.length === 0 || target === this.#host.node) return;
     this.#start(target, this.#router.threadFor(target, bucketOf(id, this.#host.buckets)), keys);
   }
@@ -181,7 +191,7 @@ export class SessionMigrations {
       if (incoming.from !== node) continue;
       // The source is gone, and this frozen copy is the latest state there is: carry on with it.
       for (const session of incoming.sessions.values()) this.#system.thaw(session.type, session.id);
-      this.#incoming.delete(name);
+      this.#dropIncoming(name, incoming);
     }
   }
 
@@ -200,7 +210,7 @@ export class SessionMigrations {
       } else if (batch.phase === 'fencing' && now - batch.fencingSince >= this.#timeoutMs) {
         this.#io.log(`bucket owners did not fence ${batch.sessions.size} session(s) moving to ${batch.target} in ${this.#timeoutMs} ms: handed over without them`);
         this.#handOver(batch);
-      } else if (batch.phase === 'fencing' && now - batch.sentAt >= this.#timeoutMs / 2) {
+      } else if (batch.phase === 'fencing' && now - batch.sentAt >= Math.min(FENCE_REPEAT_MS, this.#timeoutMs / 2)) {
         this.#sendFences(batch);
       }
     }
@@ -455,7 +465,8 @@ export class SessionMigrations {
       const name = `${target}\u0000${this.#router.threadFor(target, bucket)}`;
       let list = this.#gathered.get(name);
       if (list === undefined) this.#gathered.set(name, (list = []));
-      for (const key of keys) if (!this.#moving.has(key) && !this.#stuck.has(key)) list.push(key);
+      // A session still arriving is not moved on yet: a later pass takes it (see #pump).
+      for (const key of keys) if (!this.#moving.has(key) && !this.#stuck.has(key) && !this.#arriving.has(key)) list.push(key);
       if (list.length >= this.#batchSize) return take(name);
     }
     for (const name of this.#gathered.keys()) return take(name);
@@ -497,7 +508,13 @@ export class SessionMigrations {
       accepted.push(key);
     }
     if (incoming.sessions.size > 0) this.#incoming.set(name, incoming);
+    for (const key of incoming.sessions.keys()) this.#arriving.add(key);
     this.#reply(from, thread, { t: 'accepted', batch: number, accepted, refused });
+  }
+
+  #dropIncoming(name: string, incoming: IncomingBatch): void {
+    this.#incoming.delete(name);
+    for (const key of incoming.sessions.keys()) this.#arriving.delete(key);
   }
 
   #onHandover(from: string, thread: number, number: number, calls: readonly CallFrame[]): void {
@@ -519,7 +536,7 @@ export class SessionMigrations {
         this.#system.thaw(session.type, session.id, this.#host.toMessages(byKey.get(key) ?? [], key));
       }
       this.#migratedIn += incoming.sessions.size;
-      this.#incoming.delete(name);
+      this.#dropIncoming(name, incoming);
       this.#completed.set(name, this.#io.now());
       this.#host.redeliver(strays);
     }
@@ -530,7 +547,7 @@ export class SessionMigrations {
     const name = `${from}\u0000${thread}\u0000${number}`;
     const incoming = this.#incoming.get(name);
     if (incoming !== undefined) {
-      this.#incoming.delete(name);
+      this.#dropIncoming(name, incoming);
       this.#completed.set(name, this.#io.now());
       for (const [key, session] of incoming.sessions) {
         const waiting = this.#system.removeFrozen(session.type, session.id).map((message) => this.#host.toFrame(session.type, session.id, message));

@@ -83,6 +83,8 @@ export class NodeProtocol {
   #previousLayout: Layout | null = null;
   /** Buckets each peer was sent directory updates for: if the connection breaks, they may be lost. */
   readonly #updatedVia = new Map<string, Set<number>>();
+  /** Other nodes' updates this node passed on, per peer (their node -> buckets): if that connection breaks, their nodes re-announce. */
+  readonly #forwardedVia = new Map<string, Map<string, Set<number>>>();
   /** Buckets whose updates may have been lost: re-announced to their current owners. */
   readonly #unsynced = new Set<number>();
   /** Buckets whose last update could not be sent (warned about once until one is). */
@@ -179,6 +181,8 @@ export class NodeProtocol {
     const buckets = this.#updatedVia.get(id);
     if (buckets !== undefined) for (const bucket of buckets) this.#unsynced.add(bucket);
     this.#updatedVia.delete(id);
+    for (const [origin, forwarded] of this.#forwardedVia.get(id) ?? []) for (const bucket of forwarded) this.#askResync(origin, bucket);
+    this.#forwardedVia.delete(id);
   }
 
   leave(now: number): void {
@@ -217,16 +221,32 @@ export class NodeProtocol {
       this.droppedUpdates++;
       return;
     }
+    if (envelope[3] === 'resync') {
+      // Updates of this node's that a node passed on toward a bucket's owner were lost there.
+      if (envelope[4][1] === this.id) this.#unsynced.add(Number(envelope[2]));
+      return;
+    }
     this.#directories.deliver(envelope);
   }
 
-  /** A directory update from a bucket actor here, for a bucket this node may not own. */
+  /**
+   * A directory update from a bucket actor here, for a bucket this node may not own; or a bucket
+   * actor's request that the node an update came from re-announce the bucket ('resync').
+   */
   routeUpdate(update: TellEnvelope): void {
     const bucket = Number(update[2]);
+    // The node whose session the update is about: another one when a bucket actor here passes it on.
+    const origin = update[4][1] as string;
+    if (update[3] === 'resync') {
+      if (origin === this.id) this.#unsynced.add(bucket);
+      else this.#askResync(origin, bucket);
+      return;
+    }
     const layout = this.layout;
     const member = layout === null || this.#outOfCluster() ? undefined : layout.members[layout.owners[bucket]!];
     if (member === undefined) {
       this.droppedUpdates++;
+      if (origin !== this.id) this.#askResync(origin, bucket);
       return;
     }
     const owner = member.id;
@@ -241,6 +261,13 @@ export class NodeProtocol {
       let buckets = this.#updatedVia.get(owner);
       if (buckets === undefined) this.#updatedVia.set(owner, (buckets = new Set()));
       buckets.add(bucket);
+      if (origin !== this.id) {
+        let byOrigin = this.#forwardedVia.get(owner);
+        if (byOrigin === undefined) this.#forwardedVia.set(owner, (byOrigin = new Map()));
+        let forwarded = byOrigin.get(origin);
+        if (forwarded === undefined) byOrigin.set(origin, (forwarded = new Set()));
+        forwarded.add(bucket);
+      }
       this.#failing.delete(bucket);
     } catch (error) {
       // The owner is unreachable or overloaded: the bucket is re-announced to whoever owns it later.
@@ -248,6 +275,22 @@ export class NodeProtocol {
       if (!this.#failing.has(bucket)) this.#io.log('warn', `directory update for bucket ${bucket} not sent to ${owner}: ${(error as Error).message}; it will be re-announced`);
       this.#failing.add(bucket);
       this.#unsynced.add(bucket);
+      // Another node's update is lost here unless that node re-announces the bucket.
+      if (origin !== this.id) this.#askResync(origin, bucket);
+    }
+  }
+
+  /**
+   * Asks node `origin` to re-announce what it hosts in `bucket`: an update of its that this node
+   * passed on may be lost. It travels as updates do (a sync is the truth of a node's bucket, where
+   * replaying the lost update later could bring back a session removed meanwhile). If `origin`
+   * cannot be reached either, the connection it sent the update on broke, and it re-announces anyway.
+   */
+  #askResync(origin: string, bucket: number): void {
+    try {
+      this.#io.sendUpdate(origin, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'resync', [[], origin, 0, 0]]);
+    } catch {
+      // See above.
     }
   }
 
@@ -378,6 +421,8 @@ function isDirectoryUpdate(envelope: Envelope, buckets: number): envelope is Tel
       return typeof subject === 'string' && (version === undefined || (Number.isSafeInteger(version) && (version as number) >= 0));
     case 'sync':
       return Array.isArray(subject) && subject.every((item) => Array.isArray(item) && item.length === 2 && typeof item[0] === 'string' && Number.isSafeInteger(item[1]));
+    case 'resync':
+      return Array.isArray(subject) && subject.length === 0;
     default:
       return false;
   }

@@ -8,7 +8,7 @@
  * result goes straight back to the caller's thread, named in the call. Frames are tuples (one
  * msgpack array each) because millions of them cross threads and sockets.
  */
-import { InvalidArgument, ROUTING_POLICIES, type ErrorShape, type RoutingPolicy } from '@wadi/core';
+import { InvalidArgument, ROUTING_POLICIES, activationKey, type ErrorShape, type RoutingPolicy } from '@wadi/core';
 
 /** Frame kinds; core's envelope kinds are below 16. */
 export const enum Frame {
@@ -20,6 +20,7 @@ export const enum Frame {
   Deliver = 20,
   /** A frame a thread hands to its node's main thread, for thread `thread` of node `node` (within a node). */
   Out = 21,
+  Pending = 22,
 }
 
 /** Bits of a call's `flags`. */
@@ -76,13 +77,26 @@ export type ResultFrame = [
 /** A location notice for a tell (an ask's rides on its result). `node` '' acknowledges `seq` without a location. */
 export type NoticeFrame = [kind: Frame.Notice, toThread: number, toIncarnation: number, notice: LocationNotice];
 
+/**
+ * The caller's calls to session `key` numbered up to `seq` are alive but waiting on their way (for
+ * a bucket's handoff, a newer layout, a first connection): a path switch keeps holding later ones
+ * for them (see `SessionRouter`). Repeated while they wait, so a hold is not given up on a call that
+ * is merely slow; one lost with a connection stops being reported, and the hold times out.
+ */
+export type PendingFrame = [kind: Frame.Pending, toThread: number, toIncarnation: number, key: string, seq: number];
+
+/** Callers of calls waiting somewhere hear this often that they still are, well within a router's hold timeout (2 s). */
+export const PENDING_REPORT_MS = 1000;
+
 /** A migration protocol message between the session hosts of two nodes (see `migration.ts`). */
 export type MigrationFrame = [kind: Frame.Migration, toThread: number, fromNode: string, fromThread: number, message: MigrationMessage];
 
-export type DeliverFrame = [kind: Frame.Deliver, thread: number, frame: CallFrame | ResultFrame | NoticeFrame | MigrationFrame];
-export type OutFrame = [kind: Frame.Out, node: string, thread: number, frame: CallFrame | ResultFrame | NoticeFrame | MigrationFrame];
+export type DeliverFrame = [kind: Frame.Deliver, thread: number, frame: RoutedFrame];
+export type OutFrame = [kind: Frame.Out, node: string, thread: number, frame: RoutedFrame];
 
-export type RoutedFrame = CallFrame | ResultFrame | NoticeFrame | MigrationFrame;
+export type RoutedFrame = CallFrame | ResultFrame | NoticeFrame | PendingFrame | MigrationFrame;
+/** What a caller's thread receives about its calls. */
+export type CallerFrame = ResultFrame | NoticeFrame | PendingFrame;
 
 /** One session in a migration offer: its location version at the target, and its encoded state. */
 export type MigratingSession = [type: string, id: string, version: number, state: Uint8Array];
@@ -139,6 +153,13 @@ export function parseFrame(value: unknown, buckets: number): RoutedFrame {
       integer(value[2], 'incarnation');
       notice(value[3]);
       return value as NoticeFrame;
+    case Frame.Pending:
+      if (value.length !== 5) throw new InvalidArgument('pending frame: wrong length');
+      thread(value[1]);
+      integer(value[2], 'incarnation');
+      if (typeof value[3] !== 'string') throw new InvalidArgument('pending frame: no session key');
+      integer(value[4], 'pending seq');
+      return value as PendingFrame;
     case Frame.Migration:
       if (value.length !== 5) throw new InvalidArgument('migration frame: wrong length');
       thread(value[1]);
@@ -234,4 +255,26 @@ function integer(value: unknown, name: string): void {
 
 function isErrorShape(value: unknown): value is ErrorShape {
   return typeof value === 'object' && value !== null && typeof (value as ErrorShape).message === 'string' && typeof (value as ErrorShape).name === 'string';
+}
+
+/**
+ * Tells the callers of these waiting calls that they are alive (one `Pending` frame per caller
+ * thread and session, with the highest number), so their routers keep holding later calls for
+ * them. Calls without a number (from a migration's source thread) need none.
+ */
+export function reportPending(frames: Iterable<CallFrame>, send: (node: string, thread: number, frame: PendingFrame) => void): void {
+  const highest = new Map<string, CallFrame>();
+  for (const frame of frames) {
+    if (frame[10] === 0) continue;
+    const name = `${frame[2]}\u0000${frame[3]}\u0000${frame[4]}\u0000${frame[5]}\u0000${frame[6]}`;
+    const seen = highest.get(name);
+    if (seen === undefined || frame[10] > seen[10]) highest.set(name, frame);
+  }
+  for (const frame of highest.values()) {
+    try {
+      send(frame[2], frame[4], [Frame.Pending, frame[4], frame[3], activationKey(frame[5], frame[6]), frame[10]]);
+    } catch {
+      // The caller is unreachable: its hold times out.
+    }
+  }
 }

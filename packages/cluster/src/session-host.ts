@@ -34,7 +34,7 @@ import {
 import type { BucketHost } from './bucket-host.js';
 import type { Layout } from './layout.js';
 import { SessionMigrations, type MigrationOptions } from './migration.js';
-import { CallFlag, Frame, type CallFrame, type LocationNotice, type MigrationFrame, type RoutedFrame } from './routing.js';
+import { CallFlag, Frame, PENDING_REPORT_MS, reportPending, type CallFrame, type LocationNotice, type MigrationFrame, type RoutedFrame } from './routing.js';
 import type { SessionRouter } from './session-router.js';
 
 /** A placement its node has not confirmed in this long was never activated (its grant was lost with a connection). */
@@ -135,6 +135,7 @@ export class SessionHost {
   /** Calls routed by a newer layout than this worker's, in arrival order, with when they came. */
   #behind: { frame: CallFrame; since: number }[] = [];
   readonly #catchUpMs: number;
+  #pendingReportedAt = -Infinity;
   readonly #hops: number[] = [];
   #forwarded = 0;
   #placed = 0;
@@ -290,6 +291,12 @@ export class SessionHost {
     while (this.#behind.length > 0 && now - this.#behind[0]!.since >= this.#catchUpMs) {
       const { frame } = this.#behind.shift()!;
       this.#refuse(frame, new Unavailable(`${frame[5]} '${frame[6]}' was routed by layout epoch ${frame[15]}, which node ${this.node} did not get within ${this.#catchUpMs} ms`));
+    }
+    if (now - this.#pendingReportedAt >= PENDING_REPORT_MS) {
+      this.#pendingReportedAt = now;
+      const waiting: CallFrame[] = this.#behind.map(({ frame }) => frame);
+      for (const frames of this.#waiting.values()) waiting.push(...frames);
+      reportPending(waiting, (node, thread, frame) => this.#io.send(node, thread, frame));
     }
     this.migrations.tick();
   }
@@ -453,6 +460,7 @@ export class SessionHost {
     if (frames === undefined) this.#waiting.set(bucket, (frames = []));
     if (frames.length >= this.#maxWaiting) return this.#refuse(frame, new Unavailable(`bucket ${bucket} is being handed over and ${frames.length} calls already wait for it`));
     frames.push(frame);
+    reportPending([frame], (node, thread, pending) => this.#io.send(node, thread, pending));
   }
 
   /** A call for a session not here, in a bucket another worker or node owns: to that owner. */
@@ -473,6 +481,7 @@ export class SessionHost {
   #awaitLayout(frame: CallFrame): void {
     if (this.#behind.length >= this.#maxWaiting) return this.#refuse(frame, new Unavailable(`${this.#behind.length} calls already wait for a newer layout on node ${this.node}`));
     this.#behind.push({ frame, since: this.#io.now() });
+    reportPending([frame], (node, thread, pending) => this.#io.send(node, thread, pending));
   }
 
   get #epoch(): number {
@@ -543,3 +552,4 @@ export class SessionHost {
     }
   }
 }
+

@@ -13,11 +13,13 @@
  * did not arrive directly is acknowledged by a notice carrying its number. When this thread is
  * about to send on a different path than its last call took (a new location, a new bucket owner)
  * while calls on the old path are unacknowledged, it holds the new calls until the old path has
- * delivered them all (or a hold timeout passes), so a later call never overtakes an earlier one.
+ * delivered them all, so a later call never overtakes an earlier one. A hold is given up after a
+ * timeout (an acknowledgement lost with a connection), unless the calls it waits for are reported
+ * waiting somewhere on their way (`Pending`), which starts the timeout again.
  */
 import { Kind, Unavailable, activationKey, bucketOf, errorToShape, type AskEnvelope, type Envelope, type TellEnvelope } from '@wadi/core';
 import type { Layout } from './layout.js';
-import { CallFlag, Frame, type CallFrame, type LocationNotice, type NoticeFrame, type ResultFrame, type RoutedFrame } from './routing.js';
+import { CallFlag, Frame, type CallFrame, type CallerFrame, type LocationNotice, type RoutedFrame } from './routing.js';
 
 export interface SessionRouterIO {
   /**
@@ -144,10 +146,16 @@ export class SessionRouter {
     return route === undefined || (route.held === undefined && route.noticed >= route.sentSeq);
   }
 
-  /** A result or a notice addressed to this thread. */
-  receive(frame: ResultFrame | NoticeFrame): void {
+  /** A result, a notice or a pending report addressed to this thread. */
+  receive(frame: CallerFrame): void {
     if (frame[0] === Frame.Notice) {
       this.#notice(frame[3]);
+      return;
+    }
+    if (frame[0] === Frame.Pending) {
+      // Calls this hold waits for are alive: wait on.
+      const route = this.#routes.get(frame[3]);
+      if (route?.held !== undefined && frame[4] > route.noticed) route.heldSince = Math.max(route.heldSince, this.#io.now());
       return;
     }
     const [, , , requestId, ok, value, notice] = frame;

@@ -14,6 +14,7 @@ describe('parseFrame', () => {
     expect(parseFrame([Frame.Result, 0, 7, 1, true, { any: 'value' }, ['Cart\u0000a', 'n2', 1, 1]], 64)[0]).toBe(Frame.Result);
     expect(parseFrame([Frame.Result, -2, 7, 1, false, { name: 'Unavailable', message: 'gone' }, null], 64)[0]).toBe(Frame.Result);
     expect(parseFrame([Frame.Notice, 1, 7, ['Cart\u0000a', '', 0, 3]], 64)[0]).toBe(Frame.Notice);
+    expect(parseFrame([Frame.Pending, 1, 7, 'Cart\u0000a', 3], 64)[0]).toBe(Frame.Pending);
     const offer = { t: 'offer', batch: 1, sessions: [['Cart', 'a', 2, new Uint8Array([0x80])]] };
     expect(parseFrame([Frame.Migration, 0, 'n1', 1, offer], 64)[0]).toBe(Frame.Migration);
     expect(parseFrame([Frame.Migration, 0, 'n1', 1, { t: 'handover', batch: 1, calls: [call()] }], 64)[0]).toBe(Frame.Migration);
@@ -32,6 +33,7 @@ describe('parseFrame', () => {
     ['a call without a layout epoch', Object.assign(call(), { 15: 'one' }), /epoch is not a non-negative integer/],
     ['a failure without an error', [Frame.Result, 0, 7, 1, false, 'oops', null], /a failure without an error/],
     ['a malformed notice', [Frame.Notice, 0, 7, ['k', 'n', -1, 0]], /notice version/],
+    ['a pending report without a number', [Frame.Pending, 0, 7, 'k', 'x'], /pending seq/],
     ['a thread out of range', [Frame.Notice, 99_999, 7, ['k', 'n', 0, 0]], /no thread 99999/],
     ['an offer with a state that is not bytes', [Frame.Migration, 0, 'n1', 0, { t: 'offer', batch: 1, sessions: [['T', 'a', 1, 'x']] }], /not bytes/],
     ['a handover carrying a bad call', [Frame.Migration, 0, 'n1', 0, { t: 'handover', batch: 1, calls: [[Frame.Call, 1]] }], /wrong length/],

@@ -123,6 +123,25 @@ describe('SessionRouter', () => {
     expect(args(sent)).toEqual([1, 2, 3]);
   });
 
+  it('keeps holding while the calls it waits for are reported waiting on their way, then times out once the reports stop', () => {
+    const { router, sent, tell, notice, advance } = harness();
+    router.setLayout(layout('b'));
+    tell('s', 1);
+    tell('s', 2);
+    notice('s', 'h', 1, 1);
+    tell('s', 3);
+    // 2 waits at the owner for a handoff, longer than the hold timeout; the owner says so each second.
+    for (let second = 0; second < 5; second++) {
+      advance(1000);
+      router.receive([Frame.Pending, 0, 1, activationKey('T', 's'), 2]);
+      router.tick();
+      expect(args(sent)).toEqual([1, 2]);
+    }
+    advance(2000);
+    router.tick();
+    expect(args(sent)).toEqual([1, 2, 3]);
+  });
+
   it('goes back through the owner when the cached node cannot be reached, without holding', () => {
     const unreachable = new Set<string>();
     const { router, sent, tell, notice } = harness({ unreachable });

@@ -18,8 +18,6 @@ import {
   parseFrame,
   validateLayout,
   type Layout,
-  type NoticeFrame,
-  type ResultFrame,
 } from '@wadi/cluster';
 import {
   ActorSystem,
@@ -193,7 +191,7 @@ class Client implements WadiClient {
         this.#log('warn', `refused a frame from ${peer.id}: ${(error as Error).message}`);
         return;
       }
-      if (frame[0] === Frame.Result || frame[0] === Frame.Notice) this.#router.receive(frame as ResultFrame | NoticeFrame);
+      if (frame[0] === Frame.Result || frame[0] === Frame.Notice || frame[0] === Frame.Pending) this.#router.receive(frame);
       return;
     }
     const message = value as { t?: unknown; layout?: unknown };

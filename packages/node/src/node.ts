@@ -451,6 +451,7 @@ class LocalNode implements WadiNode {
           return this.#routing?.fromWorker(message[1], message[2], message[3]);
         case Frame.Result:
         case Frame.Notice:
+        case Frame.Pending:
           return this.#routing?.fromWorker(this.#member!.node, message[1], message);
         default:
           // Directory updates for buckets another node owns pass through here on their way out.

@@ -132,6 +132,7 @@ const deliver = (message: ThreadMessage): void => {
       return cluster.host.receive(message);
     case Frame.Result:
     case Frame.Notice:
+    case Frame.Pending:
       if (cluster === undefined) return;
       return cluster.router.receive(message);
     default:

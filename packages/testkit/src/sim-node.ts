@@ -4,10 +4,9 @@
  * (packages/node's worker.ts): a real `ActorSystem` hosting sessions, a `BucketHost` (the bucket
  * actors), a `SessionRouter` (the worker's calls to sessions elsewhere) and a `SessionHost` (calls
  * that reach the worker, placement, forwarding, migrations). The main thread has its own
- * `ActorSystem` and `SessionRouter` (`node.ref()` in a real node) and relays session frames
- * between the workers and the other nodes as packages/node's main-routing.ts does: a frame from
- * another node is parsed (`parseFrame`) and a call's hop count goes up by one on the way in; a
- * call that cannot reach its node goes to its bucket's owner. Everything is driven by the
+ * `ActorSystem`, and relays session frames between the workers and the other nodes with the
+ * cluster's `FrameRelay` (with its own `SessionRouter`, `node.ref()` in a real node), as
+ * packages/node's main-routing.ts does. Everything is driven by the
  * simulation's clock (a `VirtualScheduler`, no real timers) and network instead of timers,
  * sockets and threads.
  *
@@ -641,6 +640,8 @@ export function describeFrame(frame: RoutedFrame): string {
       return `result ${frame[3]} ${frame[4] ? 'ok' : 'failed'}${frame[6] === null ? '' : ` notice ${JSON.stringify(frame[6]).replace(/\\u0000/g, ':')}`}`;
     case Frame.Notice:
       return `notice ${JSON.stringify(frame[3]).replace(/\\u0000/g, ':')}`;
+    case Frame.Pending:
+      return `pending ${frame[3].replace('\u0000', ':')} up to seq ${frame[4]}`;
     case Frame.Migration: {
       const message = frame[4];
       const detail = message.t === 'offer' ? message.sessions.map((session) => `${session[1]} v${session[2]}`).join(' ') : message.t === 'handover' ? `${message.calls.length} calls` : message.t === 'accepted' ? `${message.accepted.length} accepted, ${message.refused.length} refused` : '';

@@ -144,6 +144,20 @@ const found: { name: string; schedule: Schedule }[] = [
       steps: [...formed, { op: 'leave', node: 'n1' }, { op: 'start', node: 'n4' }, { op: 'run', ms: 448 }],
     },
   },
+  {
+    name: "a registration that reached a bucket's previous owner just after it lost the bucket could not be passed on (the partition had broken its connection to the new owner) and was lost: the new owner never heard of the session (fixed: NodeProtocol asks the update's node to re-announce the bucket when it cannot pass the update on, or when the connection it passed it on breaks)",
+    schedule: {
+      options: options(680960763, { faults: { ...lossyProtocol, reset: 0.0005 } }),
+      steps: [...formed, { op: 'start', node: 'n5' }, { op: 'run', ms: 453 }, { op: 'create', node: 'n3', count: 1 }, { op: 'partition', side: ['n3', 'n2'] }],
+    },
+  },
+  {
+    name: "a registration went back and forth between a bucket's new owner, which had not committed the new layout, and its old one, until the hop limit dropped it (fixed: BucketHost asks the update's node to re-announce the bucket when it drops an update)",
+    schedule: {
+      options: options(2147483625, { faults: lossyProtocol }),
+      steps: [...formed, { op: 'start', node: 'n5' }, { op: 'run', ms: 100 }, { op: 'pause', node: 'n1', ms: 732 }, { op: 'run', ms: 1075 }, { op: 'create', node: 'n1', count: 1 }],
+    },
+  },
 ];
 
 /** Schedules that call real sessions; `open` names a bug that is not fixed yet (the test is expected to fail). */
@@ -275,6 +289,41 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'call', node: 'n2', thread: 0, session: 0, count: 4, everyMs: 6 },
         { op: 'call', node: 'n1', thread: -2, session: 4, count: 1, everyMs: 1 },
       ],
+    },
+  },
+  {
+    name: 'a registration passed on by a paused bucket owner that had lost the bucket meanwhile could not reach the new owner, to which it was not connected yet, and was lost (fixed as above: its node re-announces the bucket)',
+    schedule: {
+      options: options(1710016475, { faults: lossyProtocol }),
+      steps: [
+        ...formed,
+        { op: 'pause', node: 'n2', ms: 311 },
+        { op: 'start', node: 'n5' },
+        { op: 'run', ms: 341 },
+        { op: 'call', node: 'n1', thread: 0, session: 6, count: 12, everyMs: 0 },
+        { op: 'create', node: 'n1', count: 4 },
+        { op: 'run', ms: 19 },
+      ],
+    },
+  },
+  {
+    name: "a leaving migration target evacuated a session it had accepted but not yet been handed, and its source, which still held it, took it back when the target left: two activations (fixed: SessionMigrations moves a session on only once it has arrived)",
+    schedule: {
+      options: options(2070378575, { faults: lossyProtocol }),
+      steps: [
+        ...formed,
+        { op: 'create', node: 'n1', count: 7 },
+        { op: 'migrate', node: 'n3', thread: 0, session: 7 },
+        { op: 'call', node: 'n2', thread: 0, session: 3, count: 1, everyMs: 1 },
+        { op: 'leave', node: 'n3' },
+      ],
+    },
+  },
+  {
+    name: "a call waited at a bucket's new owner for its handoff (a lost request retried) longer than its caller's hold, and the caller's next call, sent straight to the session when the hold timed out, ran first (fixed: calls waiting at an owner, for a layout or for a connection are reported to their callers every second ('Pending'), and a router keeps holding for them)",
+    schedule: {
+      options: options(1971238843, { faults: lossyProtocol }),
+      steps: [...formed, { op: 'run', ms: 3270 }, { op: 'leave', node: 'n1' }, { op: 'run', ms: 242 }, { op: 'call', node: 'n3', thread: 0, session: 5, count: 3, everyMs: 31 }, { op: 'run', ms: 141 }],
     },
   },
 ];

@@ -1,8 +1,9 @@
 /**
  * Sessions down the store stack, on real node processes with real data directories: an idle
  * evicter demotes them to each node's disk and a call promotes them back with their values; a
- * node SIGKILLed and restarted with its data directory serves the sessions on its disk again; and
- * the last node of a cluster leaves everything in the shared store, where a new cluster finds it.
+ * node SIGKILLed and restarted with its data directory serves the sessions on its disk again, but
+ * drops the copies of sessions created again elsewhere while it was down; and the last node of a
+ * cluster leaves everything in the shared store, where a new cluster finds it.
  *
  * The steps share one cluster (then a second one) and run in order.
  */
@@ -70,6 +71,31 @@ describe('sessions down the store stack, on real processes', () => {
     await waitForAgreement(nodes);
     expect((await status(restarted)).sessions.disk).toBe(onVictim);
     expect(await totals(client!, SESSIONS)).toEqual(expected);
+  });
+
+  it('a node restarted after its sessions were created again elsewhere drops its older copies', async () => {
+    await waitFor(async () => (await storeCounts(nodes)).disk === SESSIONS, { timeoutMs: 20_000, what: 'every session back on disk' });
+    const victim = nodes[2]!;
+    const onVictim = (await status(victim)).sessions.disk;
+    expect(onVictim).toBeGreaterThan(0);
+    await killNode(victim);
+    await waitFor(async () => (await status(nodes[0]!)).members.every((member) => member.id !== victim.id || member.state === 'down'), {
+      timeoutMs: 30_000,
+      what: `${victim.name} declared down`,
+    });
+    await waitForAgreement(nodes.slice(0, 2));
+    // Without replication, the sessions on the dead node start afresh elsewhere on their next call.
+    const after = await Promise.all(expected.map((_, i) => client!.ref(Ledger, sessionId(i)).add(1000)));
+    expect(after.filter((total) => total === 1000).length).toBe(onVictim);
+    const restarted = await restartNode(victim);
+    nodes[2] = restarted;
+    await waitForAgreement(nodes);
+    const dropped = await waitFor(async () => {
+      const store = ((await status(restarted)) as unknown as { store: { droppedStale: number } }).store;
+      return store.droppedStale === onVictim && store.droppedStale;
+    }, { what: `${onVictim} stale copies dropped on ${victim.name}` });
+    expect(dropped).toBe(onVictim);
+    expect(await totals(client!, SESSIONS)).toEqual(after);
   });
 
   it('the last node to leave puts every session in the shared store, and a new cluster finds them all', async () => {

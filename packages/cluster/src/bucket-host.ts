@@ -31,6 +31,8 @@ export interface BucketHostIO {
   toNode(envelope: TellEnvelope): void;
   /** Every session this worker hosts, with the version of its location here (0 if it never moved). */
   hosted(): [type: string, id: string, version?: number][];
+  /** The bucket's owner found these sessions (keys) newer elsewhere: copies of them parked here are stale. */
+  stale?(keys: readonly string[]): void;
   log(message: string): void;
 }
 
@@ -117,6 +119,11 @@ export class BucketHost {
       this.io.log(`dropped a malformed directory update for bucket ${envelope[2]}`);
       return true;
     }
+    if (envelope[3] === 'stale') {
+      // Not an update: the owner's answer to this worker's claims.
+      if (Array.isArray(args[0])) this.io.stale?.(args[0].filter((key): key is string => typeof key === 'string'));
+      return true;
+    }
     if (this.#self === undefined) {
       // No layout yet, so no idea who owns the bucket: the sender re-announces it later.
       this.dropped++;
@@ -137,14 +144,37 @@ export class BucketHost {
     const [key, node, worker, , version] = args as [unknown, string, number, number, number | undefined];
     if (envelope[3] === 'register') directory.register(key as string, node, worker, version ?? 0);
     else if (envelope[3] === 'unregister') directory.unregister(key as string, node, version ?? 0);
-    else if (envelope[3] === 'sync') directory.sync(node, worker, key as [string, number][]);
+    else if (envelope[3] === 'sync') {
+      const stale = directory.sync(node, worker, key as [string, number][]);
+      if (stale.length > 0) this.#tellStale(bucket, node, worker, stale);
+    }
     return true;
+  }
+
+  /** Tells `node`/`worker` which of the sessions it claimed live elsewhere, in newer versions. */
+  #tellStale(bucket: number, node: string, worker: number, keys: string[]): void {
+    const envelope: TellEnvelope = [Kind.Tell, BUCKET_ACTOR, String(bucket), 'stale', [keys, node, worker, 0]];
+    try {
+      if (node !== this.#self) this.io.toNode(envelope);
+      else if (worker === this.index) this.receive(envelope);
+      else this.io.toWorker(worker, envelope);
+    } catch (error) {
+      this.io.log(`could not tell ${node} that ${keys.length} session(s) it keeps live elsewhere: ${(error as Error).message}`);
+    }
   }
 
   /** Installs a handed-off or rebuilt directory beneath the updates that arrived first. */
   /** `now` (this thread's clock) starts the time an unconfirmed placement among `entries` may wait for its confirmation. */
   install(bucket: number, epoch: number, entries: readonly DirectoryEntry[], now = 0): void {
-    this.#directory(bucket).install(epoch, entries, now);
+    const stale = this.#directory(bucket).install(epoch, entries, now);
+    const byHolder = new Map<string, { node: string; worker: number; keys: string[] }>();
+    for (const [key, node, worker] of stale) {
+      const holder = `${node}/${worker}`;
+      let claims = byHolder.get(holder);
+      if (claims === undefined) byHolder.set(holder, (claims = { node, worker, keys: [] }));
+      claims.keys.push(key);
+    }
+    for (const { node, worker, keys } of byHolder.values()) this.#tellStale(bucket, node, worker, keys);
   }
 
   /**

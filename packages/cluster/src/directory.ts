@@ -47,14 +47,16 @@ export class BucketDirectory {
     return this.#entries.size;
   }
 
-  register(key: string, node: string, worker: number, version = 0, confirmed = true, at = 0): void {
+  /** Records `node`/`worker` as the session's location; false when the entry is newer (the claim is stale). */
+  register(key: string, node: string, worker: number, version = 0, confirmed = true, at = 0): boolean {
     const entry = this.#entries.get(key);
-    if (entry !== undefined && entry.version > version) return;
+    if (entry !== undefined && entry.version > version) return false;
     const already = entry !== undefined && entry.confirmed && entry.node === node && entry.version === version;
     this.#set(key, { node, worker, version, confirmed: confirmed || already });
     if (confirmed || already) this.#unconfirmed.delete(key);
     else this.#unconfirmed.set(key, at);
     this.#removed.delete(key);
+    return true;
   }
 
   /** Removes the entry if it still points at `node` with this version or an older one (a stale removal must not undo a move). */
@@ -65,17 +67,23 @@ export class BucketDirectory {
     if (!this.installed) this.#removed.set(key, Math.max(version, this.#removed.get(key) ?? 0));
   }
 
-  /** `node`/`worker` hosts exactly `sessions` ([key, version]) in this bucket: claim them, drop the rest. */
-  sync(node: string, worker: number, sessions: readonly (readonly [key: string, version: number])[]): void {
+  /**
+   * `node`/`worker` hosts exactly `sessions` ([key, version]) in this bucket: claim them, drop the
+   * rest. Returns the claims older than a location this directory has on another node: copies that
+   * node keeps of sessions that moved on, or were created again elsewhere while it was down.
+   */
+  sync(node: string, worker: number, sessions: readonly (readonly [key: string, version: number])[]): string[] {
     const listed = new Set<string>();
+    const stale: string[] = [];
     for (const [key, version] of sessions) {
       listed.add(key);
-      this.register(key, node, worker, version);
+      if (!this.register(key, node, worker, version) && this.#entries.get(key)!.node !== node) stale.push(key);
     }
     for (const [key, entry] of this.#entries) {
       if (entry.node === node && entry.worker === worker && entry.confirmed && !listed.has(key)) this.#delete(key);
     }
     if (!this.installed) this.#synced.set(`${node}/${worker}`, listed);
+    return stale;
   }
 
   lookup(key: string): SessionLocation | undefined {
@@ -123,8 +131,12 @@ export class BucketDirectory {
     if (keys?.size === 0) this.#groups.delete(group);
   }
 
-  /** Merges a handed-off or rebuilt directory beneath what this one already heard. */
-  install(epoch: number, entries: readonly DirectoryEntry[], now = 0): void {
+  /**
+   * Merges a handed-off or rebuilt directory beneath what this one already heard. Returns the
+   * entries that lost to a newer location on another node: in a rebuild, copies their nodes keep of
+   * sessions that live elsewhere now.
+   */
+  install(epoch: number, entries: readonly DirectoryEntry[], now = 0): DirectoryEntry[] {
     for (const [key, node, worker, version, unconfirmed] of entries) {
       const removed = this.#removed.get(key);
       if (removed !== undefined && removed >= version) continue;
@@ -137,6 +149,10 @@ export class BucketDirectory {
     this.#synced.clear();
     this.installed = true;
     this.epoch = Math.max(this.epoch, epoch);
+    return entries.filter(([key, node, , version]) => {
+      const entry = this.#entries.get(key);
+      return entry !== undefined && entry.version > version && entry.node !== node;
+    });
   }
 
   entries(): DirectoryEntry[] {

@@ -226,6 +226,8 @@ export class NodeProtocol {
       if (envelope[4][1] === this.id) this.#unsynced.add(Number(envelope[2]));
       return;
     }
+    // The answer to this node's claims goes to its worker of the bucket; anyone else's is refused.
+    if (envelope[3] === 'stale' && envelope[4][1] !== this.id) return;
     this.#directories.deliver(envelope);
   }
 
@@ -240,6 +242,15 @@ export class NodeProtocol {
     if (update[3] === 'resync') {
       if (origin === this.id) this.#unsynced.add(bucket);
       else this.#askResync(origin, bucket);
+      return;
+    }
+    if (update[3] === 'stale') {
+      if (origin === this.id) return this.#directories.deliver(update);
+      try {
+        this.#io.sendUpdate(origin, update);
+      } catch {
+        // It asks again with its next re-announcement.
+      }
       return;
     }
     const layout = this.layout;
@@ -421,6 +432,8 @@ function isDirectoryUpdate(envelope: Envelope, buckets: number): envelope is Tel
       return typeof subject === 'string' && (version === undefined || (Number.isSafeInteger(version) && (version as number) >= 0));
     case 'sync':
       return Array.isArray(subject) && subject.every((item) => Array.isArray(item) && item.length === 2 && typeof item[0] === 'string' && Number.isSafeInteger(item[1]));
+    case 'stale':
+      return Array.isArray(subject) && subject.every((key) => typeof key === 'string');
     case 'resync':
       return Array.isArray(subject) && subject.length === 0;
     default:

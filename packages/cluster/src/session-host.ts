@@ -37,6 +37,17 @@ import { SessionMigrations, type MigrationOptions } from './migration.js';
 import { CallFlag, Frame, PENDING_REPORT_MS, reportPending, type CallFrame, type LocationNotice, type MigrationFrame, type RoutedFrame } from './routing.js';
 import type { SessionRouter } from './session-router.js';
 
+/**
+ * A new placement's version is at least the layout epoch times this: a session placed again after
+ * its node was lost (the owners forgot its entries) is newer than any copy that node kept on its
+ * disk, whatever moves that copy made before (each move adds 1).
+ */
+export const PLACEMENT_VERSIONS_PER_EPOCH = 2 ** 24;
+
+export function placementFloor(epoch: number): number {
+  return epoch * PLACEMENT_VERSIONS_PER_EPOCH;
+}
+
 /** A placement its node has not confirmed in this long was never activated (its grant was lost with a connection). */
 export const UNCONFIRMED_PLACEMENT_MS = 10_000;
 
@@ -434,7 +445,7 @@ export class SessionHost {
     if (entry !== undefined && !stale) return this.#forward(frame, entry.node, bucket);
     // Nobody hosts it (or the entry names a place that does not have it): place it now.
     if (entry !== undefined) this.#directory.forget(bucket, key, entry.node, entry.version);
-    const version = entry === undefined ? 1 : entry.version + 1;
+    const version = Math.max(entry === undefined ? 1 : entry.version + 1, placementFloor(this.#layout?.epoch ?? 0));
     const group = this.#directory.locateGroup(bucket, groupOf(id));
     const caller = this.#members.includes(frame[2]) ? frame[2] : undefined;
     // A group stays together; if its node is leaving, the newcomer goes where the group is evacuated to: here.

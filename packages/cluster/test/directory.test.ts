@@ -22,6 +22,38 @@ describe('BucketDirectory', () => {
     expect(directory.lookup('s')?.node).toBe('n2');
   });
 
+  it("answers a node's re-announcement with the claims it holds newer elsewhere", () => {
+    const directory = new BucketDirectory(7);
+    directory.register('s\u0000recreated', 'n2', 0, 3); // created again on n2 while n1 was down
+    directory.register('s\u0000mine', 'n1', 0, 1);
+    directory.register('s\u0000older-here', 'n1', 0, 5);
+    const stale = directory.sync('n1', 0, [
+      ['s\u0000recreated', 1],
+      ['s\u0000mine', 1],
+      ['s\u0000older-here', 4], // its own entry is newer: a late sync, not a copy to drop
+      ['s\u0000new', 0],
+    ]);
+    expect(stale).toEqual(['s\u0000recreated']);
+    expect(directory.lookup('s\u0000recreated')?.node).toBe('n2');
+    expect(directory.lookup('s\u0000new')?.node).toBe('n1');
+  });
+
+  it('a rebuild returns the reported copies that lost to a newer location on another node', () => {
+    const directory = new BucketDirectory(7);
+    directory.register('s\u0000again', 'n2', 0, 3 * 2 ** 24); // placed again after n1 was lost
+    const stale = directory.install(4, [
+      ['s\u0000again', 'n1', 0, 1], // n1's copy from before its crash
+      ['s\u0000kept', 'n1', 0, 1],
+      ['s\u0000twice', 'n3', 1, 2],
+      ['s\u0000twice', 'n1', 0, 5],
+    ]);
+    expect(stale).toEqual([
+      ['s\u0000again', 'n1', 0, 1],
+      ['s\u0000twice', 'n3', 1, 2],
+    ]);
+    expect(directory.lookup('s\u0000twice')?.node).toBe('n1');
+  });
+
   it('a snapshot installed late never overrides or resurrects what arrived before it', () => {
     const directory = new BucketDirectory(1);
     directory.register('s\u0000moved', 'n3', 0, 1);

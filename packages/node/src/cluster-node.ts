@@ -114,6 +114,8 @@ export interface StoreStatus {
   /** Demotions whose write is not durable yet. */
   writing: number;
   failedWrites: number;
+  /** Copies on this node's disk dropped because their bucket actor knew a newer one elsewhere (after a restart). */
+  droppedStale: number;
   /** True while the disk refuses writes for lack of space: demotion has stopped, sessions stay in memory. */
   diskFull: boolean;
 }

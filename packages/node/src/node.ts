@@ -329,7 +329,7 @@ class LocalNode implements WadiNode {
     let disk = 0;
     // Without a disk tier, parked sessions stay in their worker's memory.
     for (const worker of workers) memory += worker.activations + (this.#store === undefined ? worker.parked : 0);
-    const store: StoreStatus | null = this.#store === undefined ? null : { demoted: 0, promoted: 0, fromShared: 0, writing: 0, failedWrites: 0, diskFull: false };
+    const store: StoreStatus | null = this.#store === undefined ? null : { demoted: 0, promoted: 0, fromShared: 0, writing: 0, failedWrites: 0, droppedStale: 0, diskFull: false };
     for (const worker of stores) {
       if (worker === undefined || store === null) continue;
       disk += worker.disk;
@@ -338,6 +338,7 @@ class LocalNode implements WadiNode {
       store.fromShared += worker.fromShared;
       store.writing += worker.writing;
       store.failedWrites += worker.failedWrites;
+      store.droppedStale += worker.dropped;
       store.diskFull ||= worker.full;
     }
     const hops: Record<string, number> = {};

@@ -100,6 +100,15 @@ const buckets = new BucketHost(data.index, data.workers, data.buckets, {
   toWorker: send,
   toNode: (envelope) => send(MAIN_THREAD, envelope),
   hosted: () => cluster?.host.hosted() ?? system.hostedIds(),
+  stale(keys) {
+    for (const key of keys) {
+      const split = key.indexOf('\u0000');
+      const type = key.slice(0, split);
+      const id = key.slice(split + 1);
+      if (states?.dropStale(type, id) === true) cluster?.host.moveAborted(key, id);
+      else if (system.hosts(key, type, id)) log(`${type} '${id}' is active here, but its bucket actor knows a newer copy elsewhere`);
+    }
+  },
   log: (message) => console.warn(`wadi worker ${data.index}: ${message}`),
 });
 

@@ -71,6 +71,7 @@ interface Parked {
   type: string;
   id: string;
   version: number;
+  epoch: number;
   bytes: number;
 }
 
@@ -87,6 +88,8 @@ export interface SessionStatesStats {
   toShared: number;
   /** Promotions waiting for the rate limit. */
   promotionsWaiting: number;
+  /** Stale copies dropped because a newer one lives elsewhere. */
+  dropped: number;
   failedWrites: number;
   /** True while the disk refuses writes for lack of space. */
   full: boolean;
@@ -109,6 +112,7 @@ export class SessionStates implements ParkedStateStore {
   #promoted = 0;
   #fromShared = 0;
   #toShared = 0;
+  #dropped = 0;
   #failedWrites = 0;
   /** Promotions over the rate, in arrival order. */
   readonly #promotionQueue: Array<() => void> = [];
@@ -132,7 +136,7 @@ export class SessionStates implements ParkedStateStore {
     for (const bucket of buckets) {
       for await (const meta of this.#options.disk.listBucket(bucket)) {
         const key = activationKey(meta.type, meta.id);
-        this.#parked.set(key, { type: meta.type, id: meta.id, version: meta.version, bytes: meta.bytes });
+        this.#parked.set(key, { type: meta.type, id: meta.id, version: meta.version, epoch: meta.epoch, bytes: meta.bytes });
         for (const evicter of this.#options.diskEvicters ?? []) evicter.touched(key, meta.bytes, meta.updatedAt);
         count++;
       }
@@ -194,6 +198,23 @@ export class SessionStates implements ParkedStateStore {
     // The shadow's version is also the floor of the session's next write.
     this.#shadows.set(key, { type, id, version: record.version, epoch: record.epoch });
     return record.state;
+  }
+
+  /**
+   * The session's bucket actor knows a newer copy elsewhere (it was created again while this node
+   * was down, or moved on): the copy parked here is dropped. False when it is not parked here (an
+   * active session is left alone: its calls reach it only through this node's own threads).
+   */
+  dropStale(type: string, id: string): boolean {
+    const key = activationKey(type, id);
+    const parked = this.#parked.get(key);
+    if (parked === undefined) return false;
+    this.#parked.delete(key);
+    const evicters = this.#options.diskEvicters;
+    if (evicters !== undefined) for (const evicter of evicters) evicter.removed(key);
+    this.#dropped++;
+    this.#remove(parked);
+    return true;
   }
 
   /** The session left this node (it migrated): its shadow on the disk goes too. */
@@ -264,7 +285,7 @@ export class SessionStates implements ParkedStateStore {
         }
         this.#writing.delete(key);
         this.#shadows.delete(key);
-        this.#parked.set(key, { type, id, version, bytes: state.byteLength });
+        this.#parked.set(key, { type, id, version, epoch: record.epoch, bytes: state.byteLength });
         for (const evicter of this.#options.diskEvicters ?? []) evicter.touched(key, state.byteLength, record.updatedAt);
         this.#demoted++;
         this.#options.onDemoted?.(type, id, version);
@@ -410,6 +431,7 @@ export class SessionStates implements ParkedStateStore {
       fromShared: this.#fromShared,
       toShared: this.#toShared,
       promotionsWaiting: this.#promotionQueue.length,
+      dropped: this.#dropped,
       failedWrites: this.#failedWrites,
       full: this.#full,
     };

@@ -233,7 +233,10 @@ async function where(id, quiet = false) {
     name.innerHTML = '<code></code>';
     name.querySelector('code').textContent = actor.id;
     const place = document.createElement('td');
-    place.textContent = actor.location === null ? 'not active (never used, or lost)' : `on ${actor.location.node}, worker ${actor.location.worker}`;
+    place.textContent =
+      actor.location === null
+        ? 'nowhere in memory or on a node\'s disk (never used, in the shared store, or lost)'
+        : `on ${actor.location.node}, worker ${actor.location.worker}, ${actor.location.tier === 'disk' ? 'parked on its disk' : 'in memory'}`;
     place.dataset.node = actor.location?.node ?? '';
     tr.append(name, place);
     table.append(tr);

@@ -34,6 +34,10 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '2' },
     buckets: { type: 'string', default: '1024' },
     routing: { type: 'string', default: 'proxy' },
+    // The store stack: sessions idle this long go to this node's disk (under --data), and with
+    // --shared, the last node to stop leaves them all in that shared store.
+    'idle-ms': { type: 'string', default: '60000' },
+    shared: { type: 'string' },
   },
 });
 
@@ -58,6 +62,7 @@ const node = await startNode({
       if (level !== 'info') console.error(`${new Date().toISOString()} ${level}: ${message}`);
     },
   },
+  ...(values.data === undefined ? {} : { store: { idleMs: Number(values['idle-ms']), ...(values.shared === undefined ? {} : { shared: values.shared }) } }),
 });
 const cluster = node.cluster!;
 

@@ -151,6 +151,7 @@ export class Supervisor extends EventEmitter {
       '--http-port', String(node.ports.status),
       '--app-port', String(node.ports.app),
       '--data', dataDir,
+      '--shared', join(this.#options.dataRoot, 'shared'),
       '--workers', String(this.#options.workers),
       '--routing', this.#options.routing,
       ...(seed?.ws === undefined ? [] : ['--seeds', this.serving().map((other) => other.ws).join(',')]),

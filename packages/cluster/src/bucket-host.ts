@@ -30,7 +30,7 @@ export interface BucketHostIO {
   /** Hands a directory update to this node's main thread, which sends it to the bucket's owner node. */
   toNode(envelope: TellEnvelope): void;
   /** Every session this worker hosts, with the version of its location here (0 if it never moved). */
-  hosted(): [type: string, id: string, version?: number][];
+  hosted(): [type: string, id: string, version?: number, onDisk?: boolean][];
   /** The bucket's owner found these sessions (keys) newer elsewhere: copies of them parked here are stale. */
   stale?(keys: readonly string[]): void;
   log(message: string): void;
@@ -84,6 +84,13 @@ export class BucketHost {
     this.#update('register', type, id, version);
   }
 
+  /** A session here was demoted to this node's disk, or promoted back to memory: its bucket actor notes the tier. */
+  sessionTier(type: string, id: string, version: number, onDisk: boolean): void {
+    if (this.#self === undefined || type === BUCKET_ACTOR) return;
+    const bucket = bucketOf(id, this.buckets);
+    this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'tier', [activationKey(type, id), this.#self, this.index, 0, version, onDisk ? 1 : 0]]);
+  }
+
   /** A session here was destroyed, or moved away: its bucket actor forgets this location. */
   sessionRemoved(type: string, id: string, version = 0): void {
     this.#update('unregister', type, id, version);
@@ -96,10 +103,10 @@ export class BucketHost {
    */
   resync(buckets?: readonly number[]): void {
     if (this.#self === undefined) return;
-    const byBucket = new Map<number, [string, number][]>();
+    const byBucket = new Map<number, ([string, number] | [string, number, 1])[]>();
     for (const bucket of buckets ?? Array.from({ length: this.buckets }, (_, index) => index)) byBucket.set(bucket, []);
-    for (const [type, id, version] of this.io.hosted()) {
-      if (type !== BUCKET_ACTOR) byBucket.get(bucketOf(id, this.buckets))?.push([activationKey(type, id), version ?? 0]);
+    for (const [type, id, version, onDisk] of this.io.hosted()) {
+      if (type !== BUCKET_ACTOR) byBucket.get(bucketOf(id, this.buckets))?.push(onDisk === true ? [activationKey(type, id), version ?? 0, 1] : [activationKey(type, id), version ?? 0]);
     }
     for (const [bucket, sessions] of byBucket) this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'sync', [sessions, this.#self, this.index, 0]]);
   }
@@ -144,6 +151,7 @@ export class BucketHost {
     const [key, node, worker, , version] = args as [unknown, string, number, number, number | undefined];
     if (envelope[3] === 'register') directory.register(key as string, node, worker, version ?? 0);
     else if (envelope[3] === 'unregister') directory.unregister(key as string, node, version ?? 0);
+    else if (envelope[3] === 'tier') directory.setTier(key as string, node, version ?? 0, args[5] === 1);
     else if (envelope[3] === 'sync') {
       const stale = directory.sync(node, worker, key as [string, number][]);
       if (stale.length > 0) this.#tellStale(bucket, node, worker, stale);
@@ -199,8 +207,10 @@ export class BucketHost {
     }
     const entries: DirectoryEntry[] = [];
     if (this.#self === undefined) return entries;
-    for (const [type, id, version] of this.io.hosted()) {
-      if (type !== BUCKET_ACTOR && bucketOf(id, this.buckets) === bucket) entries.push([activationKey(type, id), this.#self, this.index, version ?? 0]);
+    for (const [type, id, version, onDisk] of this.io.hosted()) {
+      if (type !== BUCKET_ACTOR && bucketOf(id, this.buckets) === bucket) {
+        entries.push(onDisk === true ? [activationKey(type, id), this.#self, this.index, version ?? 0, 0, 1] : [activationKey(type, id), this.#self, this.index, version ?? 0]);
+      }
     }
     return entries;
   }
@@ -217,9 +227,9 @@ export class BucketHost {
     return directory === undefined || this.#lostAt.has(bucket) ? undefined : directory.entries();
   }
 
-  lookup(bucket: number, key: string): { node: string; worker: number } | undefined {
+  lookup(bucket: number, key: string): { node: string; worker: number; tier: 'memory' | 'disk' } | undefined {
     const entry = this.#directories.get(bucket)?.lookup(key);
-    return entry === undefined ? undefined : { node: entry.node, worker: entry.worker };
+    return entry === undefined ? undefined : { node: entry.node, worker: entry.worker, tier: entry.onDisk ? 'disk' : 'memory' };
   }
 
   /**

@@ -26,6 +26,8 @@ export interface SessionLocation {
    * sync from that node may have been taken before the activation, so it must not remove it.
    */
   confirmed: boolean;
+  /** The session is parked on that node's disk (demoted), not active in its memory. */
+  onDisk: boolean;
 }
 
 export class BucketDirectory {
@@ -48,15 +50,23 @@ export class BucketDirectory {
   }
 
   /** Records `node`/`worker` as the session's location; false when the entry is newer (the claim is stale). */
-  register(key: string, node: string, worker: number, version = 0, confirmed = true, at = 0): boolean {
+  register(key: string, node: string, worker: number, version = 0, confirmed = true, at = 0, onDisk?: boolean): boolean {
     const entry = this.#entries.get(key);
     if (entry !== undefined && entry.version > version) return false;
-    const already = entry !== undefined && entry.confirmed && entry.node === node && entry.version === version;
-    this.#set(key, { node, worker, version, confirmed: confirmed || already });
+    const same = entry !== undefined && entry.node === node && entry.version === version;
+    const already = same && entry.confirmed;
+    // A claim that does not say where the session is (memory or disk) keeps what is known.
+    this.#set(key, { node, worker, version, confirmed: confirmed || already, onDisk: onDisk ?? (same && entry.onDisk) });
     if (confirmed || already) this.#unconfirmed.delete(key);
     else this.#unconfirmed.set(key, at);
     this.#removed.delete(key);
     return true;
+  }
+
+  /** The session at `node` (this location version) was demoted to its disk, or promoted back to memory. */
+  setTier(key: string, node: string, version: number, onDisk: boolean): void {
+    const entry = this.#entries.get(key);
+    if (entry !== undefined && entry.node === node && entry.version === version) entry.onDisk = onDisk;
   }
 
   /** Removes the entry if it still points at `node` with this version or an older one (a stale removal must not undo a move). */
@@ -72,12 +82,12 @@ export class BucketDirectory {
    * rest. Returns the claims older than a location this directory has on another node: copies that
    * node keeps of sessions that moved on, or were created again elsewhere while it was down.
    */
-  sync(node: string, worker: number, sessions: readonly (readonly [key: string, version: number])[]): string[] {
+  sync(node: string, worker: number, sessions: readonly (readonly [key: string, version: number, onDisk?: 0 | 1])[]): string[] {
     const listed = new Set<string>();
     const stale: string[] = [];
-    for (const [key, version] of sessions) {
+    for (const [key, version, onDisk] of sessions) {
       listed.add(key);
-      if (!this.register(key, node, worker, version) && this.#entries.get(key)!.node !== node) stale.push(key);
+      if (!this.register(key, node, worker, version, true, 0, onDisk === undefined ? undefined : onDisk === 1) && this.#entries.get(key)!.node !== node) stale.push(key);
     }
     for (const [key, entry] of this.#entries) {
       if (entry.node === node && entry.worker === worker && entry.confirmed && !listed.has(key)) this.#delete(key);
@@ -137,13 +147,13 @@ export class BucketDirectory {
    * sessions that live elsewhere now.
    */
   install(epoch: number, entries: readonly DirectoryEntry[], now = 0): DirectoryEntry[] {
-    for (const [key, node, worker, version, unconfirmed] of entries) {
+    for (const [key, node, worker, version, unconfirmed, onDisk] of entries) {
       const removed = this.#removed.get(key);
       if (removed !== undefined && removed >= version) continue;
       // A sync heard meanwhile may predate the activation of a placement still unconfirmed.
       if (unconfirmed !== 1 && this.#synced.get(`${node}/${worker}`)?.has(key) === false) continue;
       const entry = this.#entries.get(key);
-      if (entry === undefined || entry.version < version) this.register(key, node, worker, version, unconfirmed !== 1, now);
+      if (entry === undefined || entry.version < version) this.register(key, node, worker, version, unconfirmed !== 1, now, onDisk === 1);
     }
     this.#removed.clear();
     this.#synced.clear();
@@ -157,7 +167,10 @@ export class BucketDirectory {
 
   entries(): DirectoryEntry[] {
     const list: DirectoryEntry[] = [];
-    for (const [key, { node, worker, version, confirmed }] of this.#entries) list.push(confirmed ? [key, node, worker, version] : [key, node, worker, version, 1]);
+    for (const [key, { node, worker, version, confirmed, onDisk }] of this.#entries) {
+      if (onDisk) list.push([key, node, worker, version, confirmed ? 0 : 1, 1]);
+      else list.push(confirmed ? [key, node, worker, version] : [key, node, worker, version, 1]);
+    }
     return list;
   }
 

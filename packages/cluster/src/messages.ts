@@ -39,7 +39,8 @@ export type ClusterMessage =
  * of two claims for one session the newer wins whatever order they arrive in. A fifth element 1
  * marks a placement its node has not confirmed yet (see `BucketDirectory`).
  */
-export type DirectoryEntry = [sessionKey: string, node: string, worker: number, version: number, unconfirmed?: 1];
+/** A location; `unconfirmed` 1 while its node has not confirmed the owner's placement, `onDisk` 1 while the session is parked on that node's disk. */
+export type DirectoryEntry = [sessionKey: string, node: string, worker: number, version: number, unconfirmed?: 0 | 1, onDisk?: 0 | 1];
 
 export type ClusterMessageType = ClusterMessage['t'];
 
@@ -107,7 +108,10 @@ export function parseClusterMessage(value: unknown, buckets: number): ClusterMes
 function isDirectoryEntry(value: unknown): value is DirectoryEntry {
   return (
     Array.isArray(value) &&
-    (value.length === 4 || (value.length === 5 && value[4] === 1)) &&
+    value.length >= 4 &&
+    value.length <= 6 &&
+    (value.length < 5 || value[4] === 0 || value[4] === 1) &&
+    (value.length < 6 || value[5] === 0 || value[5] === 1) &&
     typeof value[0] === 'string' &&
     typeof value[1] === 'string' &&
     Number.isSafeInteger(value[2]) &&

@@ -430,8 +430,13 @@ function isDirectoryUpdate(envelope: Envelope, buckets: number): envelope is Tel
     case 'register':
     case 'unregister':
       return typeof subject === 'string' && (version === undefined || (Number.isSafeInteger(version) && (version as number) >= 0));
+    case 'tier':
+      return typeof subject === 'string' && Number.isSafeInteger(version) && (version as number) >= 0 && ((args as unknown[])[5] === 0 || (args as unknown[])[5] === 1);
     case 'sync':
-      return Array.isArray(subject) && subject.every((item) => Array.isArray(item) && item.length === 2 && typeof item[0] === 'string' && Number.isSafeInteger(item[1]));
+      return (
+        Array.isArray(subject) &&
+        subject.every((item) => Array.isArray(item) && (item.length === 2 || (item.length === 3 && item[2] === 1)) && typeof item[0] === 'string' && Number.isSafeInteger(item[1]))
+      );
     case 'stale':
       return Array.isArray(subject) && subject.every((key) => typeof key === 'string');
     case 'resync':

@@ -6,7 +6,7 @@ describe('BucketDirectory', () => {
     const directory = new BucketDirectory(7);
     directory.register('cart\u0000a', 'n1', 0, 0);
     directory.register('cart\u0000a', 'n2', 1, 1);
-    expect(directory.lookup('cart\u0000a')).toEqual({ node: 'n2', worker: 1, version: 1, confirmed: true });
+    expect(directory.lookup('cart\u0000a')).toEqual({ node: 'n2', worker: 1, version: 1, confirmed: true, onDisk: false });
     directory.unregister('cart\u0000a', 'n1', 0);
     expect(directory.size).toBe(1);
     directory.unregister('cart\u0000a', 'n2', 1);
@@ -17,7 +17,7 @@ describe('BucketDirectory', () => {
     const directory = new BucketDirectory(7);
     directory.register('s', 'n2', 0, 2);
     directory.register('s', 'n1', 1, 1); // the older location, arriving late
-    expect(directory.lookup('s')).toEqual({ node: 'n2', worker: 0, version: 2, confirmed: true });
+    expect(directory.lookup('s')).toEqual({ node: 'n2', worker: 0, version: 2, confirmed: true, onDisk: false });
     directory.unregister('s', 'n2', 1); // an older removal does not undo the newer claim
     expect(directory.lookup('s')?.node).toBe('n2');
   });
@@ -36,6 +36,24 @@ describe('BucketDirectory', () => {
     expect(stale).toEqual(['s\u0000recreated']);
     expect(directory.lookup('s\u0000recreated')?.node).toBe('n2');
     expect(directory.lookup('s\u0000new')?.node).toBe('n1');
+  });
+
+  it("keeps each session's tier: demoted to disk, promoted back, carried through a handoff and a re-announcement", () => {
+    const directory = new BucketDirectory(7);
+    directory.register('s\u0000a', 'n1', 0, 2);
+    directory.setTier('s\u0000a', 'n1', 2, true);
+    directory.setTier('s\u0000a', 'n2', 2, false); // names another location: ignored
+    expect(directory.lookup('s\u0000a')?.onDisk).toBe(true);
+    directory.sync('n1', 0, [['s\u0000a', 2]]); // a claim that does not say keeps the tier
+    expect(directory.lookup('s\u0000a')?.onDisk).toBe(true);
+    const moved = new BucketDirectory(7);
+    moved.install(3, directory.entries());
+    expect(moved.lookup('s\u0000a')).toMatchObject({ node: 'n1', onDisk: true, confirmed: true });
+    moved.sync('n1', 0, [['s\u0000a', 2]]);
+    moved.setTier('s\u0000a', 'n1', 2, false);
+    expect(moved.entries()).toEqual([['s\u0000a', 'n1', 0, 2]]);
+    moved.sync('n1', 0, [['s\u0000a', 2, 1]]);
+    expect(moved.lookup('s\u0000a')?.onDisk).toBe(true);
   });
 
   it('a rebuild returns the reported copies that lost to a newer location on another node', () => {

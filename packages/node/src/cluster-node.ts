@@ -102,7 +102,7 @@ export interface ClusterHost {
   /** Every worker re-announces what it hosts in `buckets` to their owners. */
   resyncDirectories(buckets: number[]): Promise<void>;
   directoryStats(): Promise<DirectoryStats>;
-  lookupSession(bucket: number, key: string): Promise<{ node: string; worker: number } | undefined>;
+  lookupSession(bucket: number, key: string): Promise<{ node: string; worker: number; tier: 'memory' | 'disk' } | undefined>;
 }
 
 /** What `/status` says of the store stack, summed over the workers. */
@@ -158,7 +158,7 @@ export interface ClusterHandle {
    * What this node's bucket directory says about session (`type`, `id`): its location, undefined
    * if the directory has no entry, or 'not-owner' when another node owns the bucket.
    */
-  lookup(type: string, id: string): Promise<{ node: string; worker: number } | undefined | 'not-owner'>;
+  lookup(type: string, id: string): Promise<{ node: string; worker: number; tier: 'memory' | 'disk' } | undefined | 'not-owner'>;
   /** Sends a directory update from a worker here to the node owning its bucket. */
   forwardDirectoryUpdate(envelope: TellEnvelope): void;
   /** A worker was replaced: give it the layout and rebuild the directories it held. */
@@ -346,7 +346,7 @@ class Membership implements ClusterHandle {
     this.#protocol?.routeUpdate(envelope);
   }
 
-  async lookup(type: string, id: string): Promise<{ node: string; worker: number } | undefined | 'not-owner'> {
+  async lookup(type: string, id: string): Promise<{ node: string; worker: number; tier: 'memory' | 'disk' } | undefined | 'not-owner'> {
     const layout = this.layout();
     const bucket = bucketOf(id, this.#host.buckets);
     if (layout === null || layout.members[layout.owners[bucket]!]?.id !== this.id) return 'not-owner';

@@ -86,6 +86,9 @@ const states =
         epoch: () => layoutEpoch,
         now: () => Date.now(),
         log,
+        // The bucket directory keeps each session's tier as well as its node.
+        onDemoted: (type, id, version) => buckets.sessionTier(type, id, version, true),
+        onPromoted: (type, id, version) => buckets.sessionTier(type, id, version, false),
         onLeft: (type, id, version) => {
           // Gone to the shared tier: nobody hosts it now, and its next call activates it from there.
           cluster?.host.unregister(type, id, version);
@@ -99,7 +102,10 @@ const states =
 const buckets = new BucketHost(data.index, data.workers, data.buckets, {
   toWorker: send,
   toNode: (envelope) => send(MAIN_THREAD, envelope),
-  hosted: () => cluster?.host.hosted() ?? system.hostedIds(),
+  hosted: () => {
+    const hosted: [string, string, number?][] = cluster?.host.hosted() ?? system.hostedIds();
+    return states === undefined ? hosted : hosted.map(([type, id, version]) => [type, id, version, states.has(type, id)]);
+  },
   stale(keys) {
     for (const key of keys) {
       const split = key.indexOf('\u0000');

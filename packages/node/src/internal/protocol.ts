@@ -89,7 +89,7 @@ export interface WorkerControl {
   resyncBuckets(buckets: number[]): void;
   directoryStats(): DirectoryStats;
   /** Where the directory of `bucket` (if this worker holds it) says session `key` lives. */
-  lookupSession(bucket: number, key: string): { node: string; worker: number } | undefined;
+  lookupSession(bucket: number, key: string): { node: string; worker: number; tier: 'memory' | 'disk' } | undefined;
   /** Resolves true once every accepted message has been processed (false on timeout). */
   drain(timeoutMs: number): Promise<boolean>;
   stop(): Promise<void>;

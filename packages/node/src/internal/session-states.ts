@@ -43,6 +43,8 @@ export interface SessionStatesOptions {
   now(): number;
   /** A session's state reached the disk durably: the worker tells its bucket actor. */
   onDemoted?(type: string, id: string, version: number): void;
+  /** A session parked on disk was activated again: the worker tells its bucket actor it is in memory. */
+  onPromoted?(type: string, id: string, version: number): void;
   /** A session left this node for the shared tier: the worker tells its bucket actor it is not here. */
   onLeft?(type: string, id: string, version: number): void;
   /** Bounds promotions from disk per second (none by default); it runs on this thread's monotonic clock. */
@@ -197,6 +199,7 @@ export class SessionStates implements ParkedStateStore {
     if (record === undefined) return undefined;
     // The shadow's version is also the floor of the session's next write.
     this.#shadows.set(key, { type, id, version: record.version, epoch: record.epoch });
+    this.#options.onPromoted?.(type, id, record.version);
     return record.state;
   }
 

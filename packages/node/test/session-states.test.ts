@@ -23,11 +23,19 @@ const Counter = defineActor('Counter', {
 /** A disk whose writes can be held back, or refused as full. */
 class TestDisk extends MemoryTier {
   full = false;
+  batches: number[] = [];
   held: Array<() => void> | undefined;
   override async store(record: SessionRecord): Promise<void> {
     if (this.full) throw new StoreFull(this.name, 'no space left on device');
     if (this.held !== undefined) await new Promise<void>((resolve) => this.held!.push(resolve));
     return super.store(record);
+  }
+
+  override async storeMany(records: readonly SessionRecord[]): Promise<Array<Error | undefined>> {
+    this.batches.push(records.length);
+    if (this.full) return records.map(() => new StoreFull(this.name, 'no space left on device'));
+    if (this.held !== undefined) await new Promise<void>((resolve) => this.held!.push(resolve));
+    return super.storeMany(records);
   }
 }
 
@@ -98,6 +106,16 @@ describe('SessionStates', () => {
     system.removeFrozen('Counter', 'bob/counter');
     await new Promise((resolve) => setTimeout(resolve, 10));
     expect(disk.findSync('Counter', 'bob/counter')).toBeUndefined();
+  });
+
+  it('writes the demotions of one turn of the event loop as one batch', async () => {
+    const { disk, states, system } = setup();
+    const ids = Array.from({ length: 50 }, (_, i) => `batch-${i}/counter`);
+    await Promise.all(ids.map((id) => system.ref(Counter, id).add(1)));
+    for (const id of ids) system.deactivate('Counter', id);
+    await states.flush();
+    expect(disk.batches).toEqual([50]);
+    expect(states.stats()).toMatchObject({ disk: 50, demoted: 50 });
   });
 
   it('finds after a restart what the disk holds, at its stored version', async () => {

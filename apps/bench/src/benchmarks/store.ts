@@ -3,9 +3,10 @@
  * in the same run (interleaved rounds, same machine conditions):
  *
  * - store.passivate.perSecond: sessions with 1 KiB of state passivated from memory into an
- *   LmdbTier through `StoreStack.demoteMany` (BATCH per call: one fenced compare-and-set per
- *   record, one transaction, resolved once flushed to disk), against lmdb-js `put`s of the same
- *   1 KiB values, BATCH per transaction, also awaited until flushed. Target: ratio >= 0.5.
+ *   LmdbTier the way a node's worker does it (`SessionStates`, as the actor system's parked-state
+ *   store: the state encoded, the demotions of one tick written as one batch, each reported once
+ *   flushed to disk), LMDB_BATCH per tick, against lmdb-js `put`s of the same 1 KiB values,
+ *   LMDB_BATCH per transaction, also awaited until flushed. Target: ratio >= 0.5.
  * - store.shared.pg.perSecond: the same sessions demoted into a PostgresTier (its fenced
  *   multi-row upsert, 500 rows per statement), against multi-row INSERTs of the same rows into a
  *   table with the same columns and indexes, 500 rows per statement. Target: ratio >= 0.5.
@@ -19,6 +20,8 @@
 import { rmSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { bucketOf, encode } from '@wadi/core';
+import { SessionStates } from '@wadi/node';
 import { LmdbTier, PostgresTier, StoreStack, type SessionRecord, type Tier } from '@wadi/store';
 import { startPostgres } from '@wadi/store/testing';
 import { open, type Database, type Key } from 'lmdb';
@@ -48,6 +51,19 @@ function passivate(stack: StoreStack, to: Tier, prefix: string, batch: number): 
   };
 }
 
+/** Passivates `n` fresh sessions through a worker's store stack, `batch` per tick; every one must land. */
+function passivateThroughWorker(states: SessionStates, prefix: string, batch: number): Op {
+  const payload = new Uint8Array(STATE_BYTES).fill(0x5a);
+  let serial = 0;
+  return async (n) => {
+    for (let done = 0; done < n; done += batch) {
+      for (let i = Math.min(batch, n - done); i > 0; i--, serial++) states.save('cart', scrambledId(prefix, serial), encode({ payload }));
+      await states.flush();
+    }
+    if (states.stats().writing > 0) throw new Error(`${states.stats().writing} demotions did not land`);
+  };
+}
+
 /** A sessions/s row beside its raw baseline; both targets are ratio >= 0.5. */
 function row(name: string, timing: Record<'figure' | 'baseline', Timing>, baseline: string): BenchResult {
   return result({
@@ -67,9 +83,9 @@ async function passivateToLmdb(): Promise<BenchResult> {
   const env = open({ path: join(dir, 'raw') });
   const raw: Database<Buffer, Key> = env.openDB<Buffer, Key>({ name: 'raw', encoding: 'binary' });
   try {
-    const stack = new StoreStack([disk]);
+    const states = new SessionStates({ disk, bucketOf: (id) => bucketOf(id, BUCKETS), versionOf: () => 1, epoch: () => 1, now: () => Date.now(), log: (message) => console.warn(message) });
     const timing = await measureAll(
-      { figure: passivate(stack, disk, 'lmdb', LMDB_BATCH), baseline: lmdbBatchedPuts(raw, new Uint8Array(STATE_BYTES).fill(0x5a), LMDB_BATCH) },
+      { figure: passivateThroughWorker(states, 'lmdb', LMDB_BATCH), baseline: lmdbBatchedPuts(raw, new Uint8Array(STATE_BYTES).fill(0x5a), LMDB_BATCH) },
       { warmupMs: 500, count: 10_000, rounds: 7 },
     );
     return row('store.passivate.perSecond', timing, RAW_LMDB_BATCHED_PUT);

@@ -69,6 +69,13 @@ interface Pending {
   epoch: number;
 }
 
+/** A demotion on its way to the disk. */
+interface Demotion {
+  key: string;
+  pending: Pending;
+  record: SessionRecord;
+}
+
 interface Parked {
   type: string;
   id: string;
@@ -106,6 +113,8 @@ export class SessionStates implements ParkedStateStore {
   /** Version of a session loaded from the shared tier: its next write must not go below it. */
   readonly #loadedVersions = new Map<string, number>();
   readonly #inFlight = new Set<Promise<void>>();
+  /** Demotions of this turn of the event loop, written together. */
+  #batch: Demotion[] = [];
   /** Demotions the disk refused: their bytes wait in #writing, written again once it has room. */
   readonly #unwritten = new Set<string>();
   #full = false;
@@ -267,49 +276,71 @@ export class SessionStates implements ParkedStateStore {
 
   save(type: string, id: string, state: Uint8Array): void {
     const key = activationKey(type, id);
-    const { disk, bucketOf, versionOf, epoch, now } = this.#options;
+    const { bucketOf, versionOf, epoch, now } = this.#options;
     const bucket = bucketOf(id);
     const version = Math.max(versionOf(key), this.#shadows.get(key)?.version ?? 0, this.#loadedVersions.get(key) ?? 0);
     this.#loadedVersions.delete(key);
     const pending: Pending = { state, version, epoch: epoch(bucket) };
     this.#writing.set(key, pending);
-    const record: SessionRecord = { type, id, bucket, version, epoch: pending.epoch, state, updatedAt: now() };
-    const write = disk.store(record).then(
-      () => {
-        if (this.#full) {
-          this.#full = false;
-          this.#retryUnwritten();
+    // Demotions of one turn of the event loop (an evicter's tick, a stop) go to the disk as one batch.
+    this.#batch.push({ key, pending, record: { type, id, bucket, version, epoch: pending.epoch, state, updatedAt: now() } });
+    if (this.#batch.length === 1) queueMicrotask(this.#writeBatch);
+  }
+
+  readonly #writeBatch = (): void => {
+    const batch = this.#batch;
+    if (batch.length === 0) return; // flush() wrote it already
+    this.#batch = [];
+    const write = this.#options.disk.storeMany(batch.map((demotion) => demotion.record)).then(
+      (outcomes) => {
+        for (let i = 0; i < batch.length; i++) {
+          const error = outcomes[i];
+          if (error === undefined) this.#written(batch[i]!);
+          else this.#notWritten(batch[i]!, error);
         }
-        if (this.#writing.get(key) !== pending) {
-          // Promoted again while the write was in flight: the record is its shadow now, unless the
-          // session already left the node, which took its shadow away.
-          if (!this.#shadows.has(key)) this.#remove(record);
-          return;
-        }
-        this.#writing.delete(key);
-        this.#shadows.delete(key);
-        this.#parked.set(key, { type, id, version, epoch: record.epoch, bytes: state.byteLength });
-        for (const evicter of this.#options.diskEvicters ?? []) evicter.touched(key, state.byteLength, record.updatedAt);
-        this.#demoted++;
-        this.#options.onDemoted?.(type, id, version);
       },
       (error: unknown) => {
-        this.#failedWrites++;
-        if (this.#writing.get(key) === pending) this.#unwritten.add(key);
-        if ((error as { code?: unknown }).code === 'WADI_STORE_FULL' && !this.#full) {
-          this.#full = true;
-          this.#retryAt = now() + FULL_RETRY_MS;
-        }
-        this.#options.log(`could not park ${type} '${id}' on disk, it stays in memory: ${(error as Error).message}`);
-        // The bytes stay in #writing: the session is still here, and its next activation takes them.
+        for (const demotion of batch) this.#notWritten(demotion, error);
       },
     );
     this.#inFlight.add(write);
     void write.finally(() => this.#inFlight.delete(write));
+  };
+
+  #written({ key, pending, record }: Demotion): void {
+    if (this.#full) {
+      this.#full = false;
+      this.#retryUnwritten();
+    }
+    if (this.#writing.get(key) !== pending) {
+      // Promoted again while the write was in flight: the record is its shadow now, unless the
+      // session already left the node, which took its shadow away.
+      if (!this.#shadows.has(key)) this.#remove(record);
+      return;
+    }
+    this.#writing.delete(key);
+    this.#shadows.delete(key);
+    this.#parked.set(key, { type: record.type, id: record.id, version: record.version, epoch: record.epoch, bytes: record.state.byteLength });
+    const evicters = this.#options.diskEvicters;
+    if (evicters !== undefined) for (const evicter of evicters) evicter.touched(key, record.state.byteLength, record.updatedAt);
+    this.#demoted++;
+    this.#options.onDemoted?.(record.type, record.id, record.version);
+  }
+
+  #notWritten({ key, pending, record }: Demotion, error: unknown): void {
+    this.#failedWrites++;
+    if (this.#writing.get(key) === pending) this.#unwritten.add(key);
+    if ((error as { code?: unknown }).code === 'WADI_STORE_FULL' && !this.#full) {
+      this.#full = true;
+      this.#retryAt = this.#options.now() + FULL_RETRY_MS;
+    }
+    this.#options.log(`could not park ${record.type} '${record.id}' on disk, it stays in memory: ${(error as Error).message}`);
+    // The bytes stay in #writing: the session is still here, and its next activation takes them.
   }
 
   /** Resolves once every demotion started so far is durable (or failed). */
   async flush(): Promise<void> {
+    if (this.#batch.length > 0) this.#writeBatch();
     await Promise.allSettled([...this.#inFlight]);
   }
 

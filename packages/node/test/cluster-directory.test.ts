@@ -158,7 +158,7 @@ describe('bucket directories in a cluster', () => {
     await a.ref(Counter, id).add(1);
     const bucket = bucketOf(id, BUCKETS);
     await until(async () => (await a.cluster!.lookup('Counter', id)) !== undefined, 5000);
-    expect(await a.cluster!.lookup('Counter', id)).toEqual({ node: a.cluster!.id, worker: a.locate(Counter, id) });
+    expect(await a.cluster!.lookup('Counter', id)).toEqual({ node: a.cluster!.id, worker: a.locate(Counter, id), tier: 'memory' });
     expect(bucket % 2).toBe(a.locate(Counter, id));
   });
 });

@@ -116,8 +116,8 @@ describe('review: bucket directory handoff', () => {
     for (const node of [x, y, z]) node.commit(oneBucketLayout(3, ids, 'y'));
     for (let i = 0; i < 100; i++) world.pump();
     expect(y.tracker.pending).toBe(0);
-    expect(y.host.lookup(0, activationKey('cart', 's1'))).toEqual({ node: 'y', worker: 0 });
-    expect(y.host.lookup(0, activationKey('cart', 's2'))).toEqual({ node: 'x', worker: 0 });
+    expect(y.host.lookup(0, activationKey('cart', 's1'))).toEqual({ node: 'y', worker: 0, tier: 'memory' });
+    expect(y.host.lookup(0, activationKey('cart', 's2'))).toEqual({ node: 'x', worker: 0, tier: 'memory' });
   });
 
   it('holds: without a skipped layout the same race ends in a rebuild that loses nothing', () => {
@@ -132,8 +132,8 @@ describe('review: bucket directory handoff', () => {
     for (const node of [x, y, z]) node.commit(oneBucketLayout(3, ids, 'y'));
     for (let i = 0; i < 100; i++) world.pump();
     expect(y.tracker.pending).toBe(0);
-    expect(y.host.lookup(0, activationKey('cart', 's1'))).toEqual({ node: 'y', worker: 0 });
-    expect(y.host.lookup(0, activationKey('cart', 's2'))).toEqual({ node: 'x', worker: 0 });
+    expect(y.host.lookup(0, activationKey('cart', 's1'))).toEqual({ node: 'y', worker: 0, tier: 'memory' });
+    expect(y.host.lookup(0, activationKey('cart', 's2'))).toEqual({ node: 'x', worker: 0, tier: 'memory' });
   });
 
   /**

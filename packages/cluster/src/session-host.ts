@@ -230,8 +230,13 @@ export class SessionHost {
       return this.#deliver(frame, key);
     }
     const pointer = this.#pointers.get(key);
-    if (pointer !== undefined) return this.#forward(frame, pointer.node, bucket);
-    switch (this.#directory.ownership(bucket)) {
+    const ownership = this.#directory.ownership(bucket);
+    // The bucket's owner knows where a session that left went on to (its directory is at least as
+    // new as its own pointer, unless it lost the entry): a pointer alone may lead to a node that left.
+    if (pointer !== undefined && (ownership !== 'serving' || (this.#directory.locate(bucket, key)?.version ?? -1) < pointer.version)) {
+      return this.#forward(frame, pointer.node, bucket);
+    }
+    switch (ownership) {
       case 'serving':
         return this.#resolve(frame, key, bucket);
       case 'awaiting':
@@ -280,6 +285,21 @@ export class SessionHost {
 
   get hostedCount(): number {
     return this.#hostedCount;
+  }
+
+  /**
+   * A node left or went down: migrations to and from it cannot finish. Forwarding pointers to it
+   * stay: a node that left still passes calls on for a moment, and one that cannot be reached
+   * any more sends them to the owner (see `FrameRelay`), so no later call overtakes them.
+   */
+  nodeGone(node: string): void {
+    this.migrations.nodeGone(node);
+  }
+
+  /** An earlier incarnation of `node` is gone: forwarding pointers to it lead nowhere, and its migrations cannot finish. */
+  nodeRestarted(node: string): void {
+    for (const [key, pointer] of this.#pointers) if (pointer.node === node) this.#pointers.delete(key);
+    this.migrations.nodeGone(node);
   }
 
   /** Drops forwarding pointers whose time is up. */

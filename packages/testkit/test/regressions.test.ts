@@ -326,6 +326,20 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       steps: [...formed, { op: 'run', ms: 3270 }, { op: 'leave', node: 'n1' }, { op: 'run', ms: 242 }, { op: 'call', node: 'n3', thread: 0, session: 5, count: 3, everyMs: 31 }, { op: 'run', ms: 141 }],
     },
   },
+  {
+    name: "a session moved from the bucket's owner to a node that then left, and from there on: the owner followed its own forwarding pointer to the node that was gone, and every call failed (fixed: a bucket's owner goes by its directory unless its pointer is newer; FrameRelay hands a call a cache sent to an unreachable node to its own bucket actor)",
+    schedule: {
+      options: options(1),
+      steps: [
+        ...formed,
+        { op: 'call', node: 'n2', thread: 0, session: 6, count: 1, everyMs: 1 },
+        { op: 'migrate', node: 'n1', thread: 0, session: 6 },
+        { op: 'run', ms: 12 },
+        { op: 'migrate', node: 'n3', thread: 0, session: 2 },
+        { op: 'leave', node: 'n1' },
+      ],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

@@ -231,7 +231,8 @@ export class SessionRouter {
     const bucket = bucketOf(frame[6], this.#buckets);
     const direct = route.node !== undefined;
     const target = route.node ?? this.#owners[bucket]!;
-    frame[11] = direct ? frame[11] | CallFlag.Direct : frame[11] & ~CallFlag.Direct;
+    frame[11] = direct ? frame[11] | CallFlag.Direct | CallFlag.Located : frame[11] & ~(CallFlag.Direct | CallFlag.Located);
+    frame[12] = direct ? route.version : 0;
     frame[15] = Math.max(frame[15], this.#layout?.epoch ?? 0);
     try {
       this.#io.send(target, this.threadFor(target, bucket), frame);

@@ -67,6 +67,8 @@ describe('SessionRouter', () => {
     tell('s', 2);
     expect(sent[1]!.node).toBe('h');
     expect(sent[1]!.frame[11] & CallFlag.Direct).toBe(CallFlag.Direct);
+    // Sent as to the session's host, at the location version the notice gave.
+    expect([sent[0]!.frame[11] & CallFlag.Located, sent[1]!.frame[11] & CallFlag.Located, sent[1]!.frame[12]]).toEqual([0, CallFlag.Located, 1]);
     expect(sent.map(({ frame }) => frame[10])).toEqual([1, 2]);
   });
 

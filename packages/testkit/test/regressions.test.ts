@@ -340,6 +340,21 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       ],
     },
   },
+  {
+    name: "a node that had just lost a bucket bounced a call it got as that bucket's owner, then took the session in a migration; the new owner took the bounce for proof that the node's newer registration was stale and activated the session a second time (fixed: only a node sent the call as the session's host bounces it, with the location version it was sent by, and a newer registration outweighs the bounce)",
+    schedule: {
+      options: options(1),
+      steps: [
+        ...formed,
+        { op: 'start', node: 'n4' },
+        { op: 'leave', node: 'n1' },
+        { op: 'call', node: 'n1', thread: 0, session: 5, count: 1, everyMs: 1 },
+        { op: 'pause', node: 'n1', ms: 350 },
+        { op: 'call', node: 'n4', thread: 0, session: 5, count: 1, everyMs: 1 },
+        { op: 'run', ms: 350 },
+      ],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

@@ -355,6 +355,13 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       ],
     },
   },
+  {
+    name: "(faults) a worker that owns a session's bucket sent itself calls the bucket actor passed on elsewhere, took them as delivered, and ran its next call at once when the session was placed on it, ahead of one still coming back (fixed: a router counts a call to its own thread delivered only when its session host runs it, and a switch from a node as owner to that node as host holds)",
+    schedule: {
+      options: options(1, { faults: { ...lossyProtocol, reset: 0.0005 } }),
+      steps: [...formed, { op: 'cut', from: ['n1'], to: ['n2'] }, { op: 'call', node: 'n2', thread: 0, session: 0, count: 1, everyMs: 0 }, { op: 'run', ms: 2100 }, { op: 'call', node: 'n1', thread: 0, session: 0, count: 7, everyMs: 27 }],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

@@ -260,9 +260,11 @@ export class FrameRelay {
           // No such worker: fail it below.
         }
       }
-    } else if (owner !== undefined && owner !== node && owner !== this.#node) {
-      // Not when this node is the owner: its bucket actor sent the call there, and would again.
-      frame[11] &= ~CallFlag.Direct;
+    } else if (owner !== undefined && owner !== node && (owner !== this.#node || (frame[11] & CallFlag.Direct) !== 0)) {
+      // To this node's own bucket actor only when a caller's cache sent the call (its directory
+      // may know better); when the bucket actor sent it, it would send it there again.
+      // To the owner, as the owner: no presumption of where the session is.
+      frame[11] &= ~(CallFlag.Direct | CallFlag.Located);
       frame[15] = Math.max(frame[15], this.router.layout?.epoch ?? 0);
       try {
         return this.send(owner, this.router.threadFor(owner, bucket), frame);

@@ -171,6 +171,13 @@ export class ClusterMember {
   #startedAt = 0;
   #lastGossipAt = -Infinity;
   #planAfter = 0;
+  /**
+   * What planning was last given when it found the layout unchanged (see `#planNext`). The
+   * coordinator plans on every tick; a steady cluster then costs one string comparison, not a
+   * plan over every bucket.
+   */
+  #unchangedPlanInput = '';
+  #unchangedPlanBase: Layout | null = null;
   #leaveStartedAt = 0;
   #hadQuorum = true;
   #now = 0;
@@ -650,6 +657,10 @@ export class ClusterMember {
     const leaving = this.#table.all().filter((entry) => entry.state === 'leaving');
     if (eligible.length === 0) return;
     const key = (member: { id: string; incarnation: number }): string => `${member.id}@${member.incarnation}`;
+    // The plan is a pure function of these (planner.ts): if they are what they were when the plan
+    // last changed nothing, it would change nothing again.
+    const input = `${this.#cluster}|${base?.epoch}|${this.#committed?.epoch}|${eligible.map(key).join(',')}|${leaving.map(key).join(',')}`;
+    if (input === this.#unchangedPlanInput && base === this.#unchangedPlanBase) return;
     const owners = base === null ? new Array<string | null>(this.#options.buckets).fill(null) : base.owners.map((owner) => key(base.members[owner]!));
     const plan = planLayout({
       buckets: this.#options.buckets,
@@ -681,7 +692,11 @@ export class ClusterMember {
       owners: plan.owners.map((owner) => index.get(owner)!),
       coordinator: this.id,
     };
-    if (base !== null && base.epoch === this.#committed?.epoch && sameAssignment(base, layout)) return;
+    if (base !== null && base.epoch === this.#committed?.epoch && sameAssignment(base, layout)) {
+      this.#unchangedPlanInput = input;
+      this.#unchangedPlanBase = base;
+      return;
+    }
     // While a member is unreachable but not yet down, no voter that is still up leaves the layout:
     // dropping one (a leaver's drain) could hand the next change to a majority that includes the
     // unreachable member, which may never come back. Down members' buckets still move at once.

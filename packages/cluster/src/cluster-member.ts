@@ -358,8 +358,14 @@ export class ClusterMember {
     this.#elect();
   }
 
+  /**
+   * Whether this node knows of an up member it can reach (not suspect): one to join through. An
+   * up member nobody reaches (it left or crashed, and only stale gossip says it is up) must not
+   * keep every restarted node joining forever: joiners declare nobody down. Forming stays safe:
+   * a layout still needs a majority of the remembered one's members.
+   */
   #knowsAnUpMember(): boolean {
-    return this.#table.all().some((member) => member.id !== this.id && member.state === 'up');
+    return this.#table.all().some((member) => member.id !== this.id && member.state === 'up' && !this.#suspects.has(member.id));
   }
 
   #onGossip(from: string, members: MemberEntry[], epoch: number, buckets: number): void {

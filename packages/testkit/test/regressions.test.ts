@@ -158,6 +158,13 @@ const found: { name: string; schedule: Schedule }[] = [
       steps: [...formed, { op: 'start', node: 'n5' }, { op: 'run', ms: 100 }, { op: 'pause', node: 'n1', ms: 732 }, { op: 'run', ms: 1075 }, { op: 'create', node: 'n1', count: 1 }],
     },
   },
+  {
+    name: "a node that left across a partition stayed 'up' in the others' stale gossip; after the last member crashed and restarted, every node waited to join through it forever, since joiners declare nobody down (fixed: ClusterMember may form when every up member it knows of is suspect; a layout still needs a majority of the remembered one)",
+    schedule: {
+      options: options(1),
+      steps: [...formed, { op: 'start', node: 'n5' }, { op: 'leave', node: 'n3' }, { op: 'partition', side: ['n5', 'n2'] }, { op: 'leave', node: 'n2' }, { op: 'run', ms: 1500 }, { op: 'crash', node: 'n1' }],
+    },
+  },
 ];
 
 /** Schedules that call real sessions; `open` names a bug that is not fixed yet (the test is expected to fail). */

@@ -369,6 +369,19 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       steps: [...formed, { op: 'cut', from: ['n1'], to: ['n2'] }, { op: 'call', node: 'n2', thread: 0, session: 0, count: 1, everyMs: 0 }, { op: 'run', ms: 2100 }, { op: 'call', node: 'n1', thread: 0, session: 0, count: 7, everyMs: 27 }],
     },
   },
+  {
+    name: "(crash) a session moved to a node that crashed was started again at version 1 elsewhere; a caller that had cached the crashed node at version 2 refused every notice of the lower version and kept going there, 3 hops a call (fixed: a later call's notice beats the cached location whatever its version; a restarted node's locations are forgotten)",
+    schedule: {
+      options: options(836136364),
+      steps: [
+        ...formed,
+        { op: 'migrate', node: 'n2', thread: 0, session: 4 },
+        { op: 'call', node: 'n3', thread: 1, session: 0, count: 2, everyMs: 25 },
+        { op: 'run', ms: 33 },
+        { op: 'crash', node: 'n2' },
+      ],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

@@ -382,6 +382,19 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       ],
     },
   },
+  {
+    name: "a bucket owner paused through a caller's leave placed the caller's session on it and sent it the caller's queued calls; the leaver bounced them all, the owner placed the session anew on the first bounce, and the caller's next call overtook the rest coming back (fixed: after placing a session anew on a bounce, the owner lets later calls wait until the others it sent that node came back, bounded)",
+    schedule: {
+      options: options(298150452),
+      steps: [
+        ...formed,
+        { op: 'pause', node: 'n2', ms: 471 },
+        { op: 'call', node: 'n3', thread: 0, session: 2, count: 18, everyMs: 28 },
+        { op: 'leave', node: 'n3' },
+        { op: 'run', ms: 471 },
+      ],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

@@ -11,6 +11,9 @@
  *   activated: concurrent first calls from anywhere meet here, one after another, so there is
  *   never a second activation. While the bucket's directory is still being handed over, its
  *   calls wait here and go on, in order, once it is installed.
+ * - When a node bounces a call the owner sent it by its directory, the owner places the session
+ *   anew; the other calls it had sent that node come back behind it, so later calls for that
+ *   session wait until they did (or a timeout): a caller's calls keep their order.
  * - Anything else goes to the bucket's owner, marked as bounced if the caller thought the session
  *   was here, so the owner never points back at a place that does not have it. A call that a node
  *   with a newer layout routed here waits until this worker has that layout too: by its older one
@@ -53,6 +56,10 @@ export const UNCONFIRMED_PLACEMENT_MS = 10_000;
 
 /** A call routed by a layout this worker has not got waits this long for it (default), then fails. */
 export const LAYOUT_CATCH_UP_MS = 5000;
+
+/** How long an owner remembers how many calls it sent on to a session's node, and waits for those it sent to a node that bounced one. */
+const SENT_ON_KEPT_MS = 5000;
+const DRAIN_TIMEOUT_MS = 2000;
 
 /** Where a new session is activated. */
 export interface PlacementPolicy {
@@ -146,6 +153,10 @@ export class SessionHost {
   /** Calls routed by a newer layout than this worker's, in arrival order, with when they came. */
   #behind: { frame: CallFrame; since: number }[] = [];
   readonly #catchUpMs: number;
+  /** Per session, the calls this bucket actor lately sent on to its node (at that location version). */
+  readonly #sentOn = new Map<string, { node: string; version: number; count: number; at: number }>();
+  /** Sessions placed anew after `node` bounced a call: `remaining` more are coming back from it; later calls wait in `queued`. */
+  readonly #draining = new Map<string, { node: string; version: number; remaining: number; since: number; queued: CallFrame[] }>();
   #pendingReportedAt = -Infinity;
   readonly #hops: number[] = [];
   #forwarded = 0;
@@ -215,9 +226,31 @@ export class SessionHost {
   }
 
   receiveCall(frame: CallFrame): void {
+    const key = activationKey(frame[5], frame[6]);
+    const draining = this.#draining.get(key);
+    if (draining === undefined) return this.#receiveCall(frame, key);
+    // The session was placed anew after `draining.node` bounced a call; the other calls sent there
+    // come back behind it (in order), and anything else waits until they did.
+    const returning = (frame[11] & CallFlag.Bounced) !== 0 && frame[14] === draining.node && frame[12] === draining.version;
+    if (!returning) {
+      draining.queued.push(frame);
+      reportPending([frame], (node, thread, pending) => this.#io.send(node, thread, pending));
+      return;
+    }
+    this.#receiveCall(frame, key);
+    if (--draining.remaining <= 0) this.#endDrain(key);
+  }
+
+  #endDrain(key: string): void {
+    const draining = this.#draining.get(key);
+    if (draining === undefined) return;
+    this.#draining.delete(key);
+    for (const frame of draining.queued) this.receiveCall(frame);
+  }
+
+  #receiveCall(frame: CallFrame, key: string): void {
     const type = frame[5];
     const id = frame[6];
-    const key = activationKey(type, id);
     const bucket = bucketOf(id, this.buckets);
     if (this.#system.hosts(key, type, id)) {
       // A grant for a session already here (an earlier grant arrived first): confirm the newer
@@ -323,10 +356,15 @@ export class SessionHost {
       const { frame } = this.#behind.shift()!;
       this.#refuse(frame, new Unavailable(`${frame[5]} '${frame[6]}' was routed by layout epoch ${frame[15]}, which node ${this.node} did not get within ${this.#catchUpMs} ms`));
     }
+    for (const [key, sent] of this.#sentOn) if (now - sent.at >= SENT_ON_KEPT_MS) this.#sentOn.delete(key);
+    // Calls sent to a node that bounced one may have been delivered there after all (it took the
+    // session meanwhile), or lost: do not wait for them for ever.
+    for (const [key, draining] of [...this.#draining]) if (now - draining.since >= DRAIN_TIMEOUT_MS) this.#endDrain(key);
     if (now - this.#pendingReportedAt >= PENDING_REPORT_MS) {
       this.#pendingReportedAt = now;
       const waiting: CallFrame[] = this.#behind.map(({ frame }) => frame);
       for (const frames of this.#waiting.values()) waiting.push(...frames);
+      for (const draining of this.#draining.values()) waiting.push(...draining.queued);
       reportPending(waiting, (node, thread, frame) => this.#io.send(node, thread, frame));
     }
     this.migrations.tick();
@@ -338,6 +376,7 @@ export class SessionHost {
       if (count > 0) hops[String(index)] = count;
     });
     let waiting = this.#behind.length;
+    for (const draining of this.#draining.values()) waiting += draining.queued.length;
     for (const frames of this.#waiting.values()) waiting += frames.length;
     return {
       hops,
@@ -466,9 +505,15 @@ export class SessionHost {
     // a newer location since (it took the session after it bounced the call).
     const bounced = (frame[11] & CallFlag.Bounced) !== 0 && entry?.node === frame[14] && entry.version <= frame[12];
     const stale = entry !== undefined && (entry.node === this.node || bounced);
-    if (entry !== undefined && !stale) return this.#forward(frame, entry.node, bucket, entry.version);
+    if (entry !== undefined && !stale) {
+      this.#sendingOn(key, entry.node, entry.version);
+      return this.#forward(frame, entry.node, bucket, entry.version);
+    }
     // Nobody hosts it (or the entry names a place that does not have it): place it now.
-    if (entry !== undefined) this.#directory.forget(bucket, key, entry.node, entry.version);
+    if (entry !== undefined) {
+      if (bounced) this.#drain(key, entry.node, entry.version);
+      this.#directory.forget(bucket, key, entry.node, entry.version);
+    }
     const version = Math.max(entry === undefined ? 1 : entry.version + 1, placementFloor(this.#layout?.epoch ?? 0));
     const group = this.#directory.locateGroup(bucket, groupOf(id));
     const caller = this.#members.includes(frame[2]) ? frame[2] : undefined;
@@ -487,7 +532,25 @@ export class SessionHost {
       this.#indexGroup(key, id, true);
       return this.#deliver(frame, key);
     }
+    this.#sendingOn(key, node, version);
     this.#forward(frame, node, bucket, version);
+  }
+
+  /** Counts a call sent on to where the session is (or was just placed). */
+  #sendingOn(key: string, node: string, version: number): void {
+    const now = this.#io.now();
+    let sent = this.#sentOn.get(key);
+    if (sent === undefined || sent.node !== node || sent.version !== version) this.#sentOn.set(key, (sent = { node, version, count: 0, at: now }));
+    sent.count++;
+    sent.at = now;
+  }
+
+  /** `node` bounced a call sent there at `version`: the others sent there come back before anything else goes on. */
+  #drain(key: string, node: string, version: number): void {
+    const sent = this.#sentOn.get(key);
+    this.#sentOn.delete(key);
+    if (sent === undefined || sent.node !== node || sent.version !== version || sent.count <= 1 || this.#draining.has(key)) return;
+    this.#draining.set(key, { node, version, remaining: sent.count - 1, since: this.#io.now(), queued: [] });
   }
 
   #wait(frame: CallFrame, bucket: number): void {

@@ -57,6 +57,12 @@ interface Route {
   /** Where the session was last heard to be, with that location's version. */
   node: string | undefined;
   version: number;
+  /**
+   * The number of the call whose notice gave that location (or of the last call sent when this
+   * thread learned it otherwise). A notice for a later call is newer news whatever its version: a
+   * session lost with a node starts again at a lower one.
+   */
+  nodeSeq: number;
   /** The number of the last call to it from this thread, and the highest one acknowledged by a notice. */
   seq: number;
   noticed: number;
@@ -174,6 +180,7 @@ export class SessionRouter {
     if (version >= route.version) {
       route.node = node;
       route.version = version;
+      route.nodeSeq = route.seq;
     }
   }
 
@@ -288,9 +295,12 @@ export class SessionRouter {
       return;
     }
     if (seq > route.noticed) route.noticed = seq;
-    if (node !== '' && version >= route.version) {
+    // Calls reach the session in their order, so a later call's notice is the newer news; of two
+    // for one call (or for none), the higher version.
+    if (node !== '' && (seq > route.nodeSeq || (seq === route.nodeSeq && version >= route.version))) {
       route.node = node;
       route.version = version;
+      route.nodeSeq = Math.max(route.nodeSeq, seq);
     }
     if (route.held !== undefined && route.noticed >= route.sentSeq) this.#release(route);
   }
@@ -311,7 +321,7 @@ export class SessionRouter {
     let route = this.#routes.get(key);
     if (route === undefined) {
       if (this.#routes.size >= this.#cacheLimit) this.#evict();
-      route = { node: undefined, version: 0, seq: 0, noticed: 0, via: undefined, viaDirect: false, sentSeq: 0, held: undefined, heldSince: 0 };
+      route = { node: undefined, version: 0, nodeSeq: 0, seq: 0, noticed: 0, via: undefined, viaDirect: false, sentSeq: 0, held: undefined, heldSince: 0 };
       this.#routes.set(key, route);
     }
     return route;

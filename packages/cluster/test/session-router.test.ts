@@ -123,6 +123,20 @@ describe('SessionRouter', () => {
     expect(sent[2]!.frame[11] & CallFlag.Direct).toBe(CallFlag.Direct);
   });
 
+  it("takes a later call's notice over a cached location of a higher version (a session lost with its node starts again lower)", () => {
+    const { router, sent, tell, notice } = harness();
+    router.setLayout(layout('b'));
+    tell('s', 1);
+    notice('s', 'h', 3, 1);
+    tell('s', 2);
+    // h lost it; the owner placed it anew on a, at version 1; the notice for 2 says so.
+    notice('s', 'a', 1, 2);
+    // An older call's notice does not take it back.
+    notice('s', 'h', 3, 1);
+    tell('s', 3);
+    expect(sent.map(({ node }) => node)).toEqual(['b', 'h', 'a']);
+  });
+
   it('releases a hold whose acknowledgement never comes after its timeout', () => {
     const { router, sent, tell, notice, advance } = harness();
     router.setLayout(layout('b'));

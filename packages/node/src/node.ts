@@ -310,6 +310,7 @@ class LocalNode implements WadiNode {
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node)).catch(() => 0)));
       },
       nodeRestarted: async (node) => {
+        this.#routing?.router.nodeGone(node);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.nodeRestarted(node)).catch(() => undefined)));
       },
       lookupSession: (bucket, key) => this.#control(slotOf(bucket), (c) => c.lookupSession(bucket, key)),

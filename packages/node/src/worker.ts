@@ -276,6 +276,7 @@ const control: WorkerControl = {
     return buckets.forgetNode(node);
   },
   nodeRestarted(node) {
+    cluster?.router.nodeGone(node);
     cluster?.host.nodeRestarted(node);
   },
   evacuate() {

@@ -609,11 +609,16 @@ export class SimNode implements NetworkEndpoint {
           }
         });
       },
-      nodeRestarted: (node) =>
+      nodeRestarted: (node) => {
+        this.main.router.nodeGone(node);
         this.#onThreads(() => {
           this.#observer.touch();
-          for (const thread of this.threads) thread.host.nodeRestarted(node);
-        }),
+          for (const thread of this.threads) {
+            thread.router.nodeGone(node);
+            thread.host.nodeRestarted(node);
+          }
+        });
+      },
       resync: (buckets) => this.#onThreads(() => this.workers.forEach((host) => host.resync(buckets))),
       // The real sessions evacuate (each worker's `SessionMigrations`, to the owner of their
       // bucket), and the leave completes once they all did; the abstract ones moved in the

@@ -369,6 +369,32 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       steps: [...formed, { op: 'cut', from: ['n1'], to: ['n2'] }, { op: 'call', node: 'n2', thread: 0, session: 0, count: 1, everyMs: 0 }, { op: 'run', ms: 2100 }, { op: 'call', node: 'n1', thread: 0, session: 0, count: 7, everyMs: 27 }],
     },
   },
+  {
+    name: "(crash) a session moved to a node that crashed was started again at version 1 elsewhere; a caller that had cached the crashed node at version 2 refused every notice of the lower version and kept going there, 3 hops a call (fixed: a later call's notice beats the cached location whatever its version; a restarted node's locations are forgotten)",
+    schedule: {
+      options: options(836136364),
+      steps: [
+        ...formed,
+        { op: 'migrate', node: 'n2', thread: 0, session: 4 },
+        { op: 'call', node: 'n3', thread: 1, session: 0, count: 2, everyMs: 25 },
+        { op: 'run', ms: 33 },
+        { op: 'crash', node: 'n2' },
+      ],
+    },
+  },
+  {
+    name: "a bucket owner paused through a caller's leave placed the caller's session on it and sent it the caller's queued calls; the leaver bounced them all, the owner placed the session anew on the first bounce, and the caller's next call overtook the rest coming back (fixed: after placing a session anew on a bounce, the owner lets later calls wait until the others it sent that node came back, bounded)",
+    schedule: {
+      options: options(298150452),
+      steps: [
+        ...formed,
+        { op: 'pause', node: 'n2', ms: 471 },
+        { op: 'call', node: 'n3', thread: 0, session: 2, count: 18, everyMs: 28 },
+        { op: 'leave', node: 'n3' },
+        { op: 'run', ms: 471 },
+      ],
+    },
+  },
 ];
 
 async function check(schedule: Schedule): Promise<void> {

@@ -31,19 +31,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { backupTargets, minimumBackupMoves, minimumMoves, planLayout, type IncomingBackup, type Plan, type PlanInput } from '../src/planner.js';
 import { MinCostFlow } from './min-cost-flow.js';
+import { applyMembershipChange, changeArbs, eligibleOf, maxMovesArb, POOL, scrambled, WEIGHTS, weight2, type MembershipChange } from './histories.js';
 import { rng } from './network.js';
 
-const POOL = ['n0', 'n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7', 'n8', 'n9', 'constructor', '__proto__'];
-const WEIGHTS = [0.5, 1, 1, 1, 1.5, 2, 3, 4];
-
-type Change =
-  | { kind: 'join'; pick: number; weight: number | undefined }
-  | { kind: 'drain'; pick: number }
-  | { kind: 'remove'; pick: number }
-  | { kind: 'crash'; pick: number }
-  | { kind: 'weight'; pick: number; weight: number }
-  | { kind: 'sync'; share: 'all' | 'some' | 'none'; seed: number }
-  | { kind: 'round' };
+type Change = MembershipChange | { kind: 'sync'; share: 'all' | 'some' | 'none'; seed: number };
 
 interface Step {
   change: Change;
@@ -64,15 +55,6 @@ export interface Cluster {
   weights: Map<string, number>;
 }
 
-function shuffled<T>(items: readonly T[], random: () => number): T[] {
-  const result = [...items];
-  for (let i = result.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [result[i], result[j]] = [result[j] as T, result[i] as T];
-  }
-  return result;
-}
-
 export function toInput(cluster: Cluster, maxMoves: number | undefined): PlanInput {
   const synced = new Set(cluster.synced);
   return {
@@ -89,26 +71,6 @@ export function toInput(cluster: Cluster, maxMoves: number | undefined): PlanInp
   };
 }
 
-function scrambled(input: PlanInput, seed: number): PlanInput {
-  const random = rng(seed);
-  return {
-    ...input,
-    members: shuffled(input.members, random),
-    draining: shuffled(input.draining ?? [], random),
-    weights: Object.fromEntries(shuffled(Object.entries(input.weights ?? {}), random)),
-    incoming: shuffled(input.incoming ?? [], random),
-  };
-}
-
-function eligibleOf(input: PlanInput): string[] {
-  const draining = new Set(input.draining ?? []);
-  return input.members.filter((id) => !draining.has(id)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
-function weight2(input: PlanInput, id: string): number {
-  const weights = input.weights ?? {};
-  return 2 * (Object.hasOwn(weights, id) ? (weights[id] as number) : 1);
-}
 
 /** Facts of the input, per bucket, read independently of the planner. */
 interface Before {
@@ -385,53 +347,12 @@ function newObserved(): Observed {
 }
 
 function applyChange(cluster: Cluster, change: Change): boolean {
-  const eligible = cluster.members.filter((id) => !cluster.draining.has(id));
-  const pick = <T>(items: readonly T[], index: number): T | undefined => (items.length === 0 ? undefined : items[index % items.length]);
-  switch (change.kind) {
-    case 'join': {
-      const id = pick(POOL.filter((p) => !cluster.members.includes(p)), change.pick);
-      if (id === undefined) return false;
-      cluster.members.push(id);
-      if (change.weight === undefined) cluster.weights.delete(id);
-      else cluster.weights.set(id, change.weight);
-      return true;
-    }
-    case 'drain': {
-      const id = pick(eligible, change.pick);
-      if (id === undefined || eligible.length < 2) return false;
-      cluster.draining.add(id);
-      return true;
-    }
-    case 'remove': {
-      const id = pick([...cluster.draining], change.pick);
-      if (id === undefined) return false;
-      cluster.draining.delete(id);
-      cluster.members = cluster.members.filter((m) => m !== id);
-      return true;
-    }
-    case 'crash': {
-      const id = pick(cluster.members, change.pick);
-      if (id === undefined || (eligible.length < 2 && eligible.includes(id))) return false;
-      cluster.draining.delete(id);
-      cluster.members = cluster.members.filter((m) => m !== id);
-      return true;
-    }
-    case 'weight': {
-      const id = pick(cluster.members, change.pick);
-      if (id === undefined) return false;
-      cluster.weights.set(id, change.weight);
-      return true;
-    }
-    case 'sync': {
-      const random = rng(change.seed);
-      for (const entry of cluster.incoming) {
-        if (change.share === 'all' || (change.share === 'some' && random() < 0.5)) cluster.synced.add(`${entry.bucket}\0${entry.id}`);
-      }
-      return true;
-    }
-    case 'round':
-      return true;
+  if (change.kind !== 'sync') return applyMembershipChange(cluster, change);
+  const random = rng(change.seed);
+  for (const entry of cluster.incoming) {
+    if (change.share === 'all' || (change.share === 'some' && random() < 0.5)) cluster.synced.add(`${entry.bucket}\0${entry.id}`);
   }
+  return true;
 }
 
 export function apply(cluster: Cluster, plan: Plan): void {
@@ -445,23 +366,16 @@ export function apply(cluster: Cluster, plan: Plan): void {
 }
 
 const changeArb: fc.Arbitrary<Change> = fc.oneof(
-  { arbitrary: fc.record({ kind: fc.constant('join' as const), pick: fc.nat(), weight: fc.option(fc.constantFrom(...WEIGHTS), { nil: undefined }) }), weight: 3 },
-  { arbitrary: fc.record({ kind: fc.constant('drain' as const), pick: fc.nat() }), weight: 2 },
-  { arbitrary: fc.record({ kind: fc.constant('remove' as const), pick: fc.nat() }), weight: 2 },
-  { arbitrary: fc.record({ kind: fc.constant('crash' as const), pick: fc.nat() }), weight: 3 },
-  { arbitrary: fc.record({ kind: fc.constant('weight' as const), pick: fc.nat(), weight: fc.constantFrom(...WEIGHTS) }), weight: 1 },
+  { arbitrary: changeArbs.join, weight: 3 },
+  { arbitrary: changeArbs.drain, weight: 2 },
+  { arbitrary: changeArbs.remove, weight: 2 },
+  { arbitrary: changeArbs.crash, weight: 3 },
+  { arbitrary: changeArbs.weight, weight: 1 },
   { arbitrary: fc.record({ kind: fc.constant('sync' as const), share: fc.constantFrom('all' as const, 'all' as const, 'some' as const, 'none' as const), seed: fc.nat() }), weight: 3 },
-  { arbitrary: fc.record({ kind: fc.constant('round' as const) }), weight: 1 },
+  { arbitrary: changeArbs.round, weight: 1 },
 );
 
-const maxMovesArb = fc.oneof(
-  { arbitrary: fc.constant(undefined), weight: 3 },
-  { arbitrary: fc.constant(0), weight: 1 },
-  { arbitrary: fc.integer({ min: 1, max: 8 }), weight: 1 },
-  { arbitrary: fc.integer({ min: 9, max: 300 }), weight: 1 },
-);
-
-const stepArb: fc.Arbitrary<Step> = fc.record({ change: changeArb, maxMoves: maxMovesArb, shuffleSeed: fc.nat() });
+const stepArb: fc.Arbitrary<Step> = fc.record({ change: changeArb, maxMoves: maxMovesArb(3), shuffleSeed: fc.nat() });
 
 const startArb = fc.record({
   buckets: fc.oneof(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 1, max: 1024 })),
@@ -492,6 +406,16 @@ function startCluster(start: Start): Cluster {
   };
 }
 
+/** Plans every step of a history from `start`, checking each plan. */
+function runHistory(start: Start, steps: readonly Step[], observed: Observed): void {
+  const cluster = startCluster(start);
+  for (const step of steps) {
+    if (!applyChange(cluster, step.change)) continue;
+    const input = toInput(cluster, step.maxMoves);
+    apply(cluster, checkPlan(input, planLayout(input), step.shuffleSeed, observed));
+  }
+}
+
 /** Syncs every incoming backup and plans again until nothing changes: a settled cluster. */
 function settle(cluster: Cluster): void {
   for (let round = 0; round < 4; round++) {
@@ -507,21 +431,14 @@ const smallStartArb = fc.record({
   buckets: fc.integer({ min: 1, max: 24 }),
   replicas: fc.integer({ min: 1, max: 3 }),
   memberCount: fc.integer({ min: 1, max: 6 }),
-  weights: fc.constant([undefined, undefined, undefined, undefined, undefined, undefined]),
+  weights: fc.constant<(number | undefined)[]>([undefined, undefined, undefined, undefined, undefined, undefined]),
 });
 
 describe('planLayout with backups: properties', () => {
   it('keeps every promise through random histories of joins, leaves, crashes, syncs and weight changes', () => {
     const observed = newObserved();
     fc.assert(
-      fc.property(startArb, fc.array(stepArb, { minLength: 1, maxLength: 12 }), (start, steps) => {
-        const cluster = startCluster(start);
-        for (const step of steps) {
-          if (!applyChange(cluster, step.change)) continue;
-          const input = toInput(cluster, step.maxMoves);
-          apply(cluster, checkPlan(input, planLayout(input), step.shuffleSeed, observed));
-        }
-      }),
+      fc.property(startArb, fc.array(stepArb, { minLength: 1, maxLength: 12 }), (start, steps) => runHistory(start, steps, observed)),
       { numRuns: 200 },
     );
     // Weighted members with capped shares may cost a move more than the exact minimum (rarely).
@@ -532,14 +449,7 @@ describe('planLayout with backups: properties', () => {
     const observed = newObserved();
     const equal = stepArb.filter((step) => step.change.kind !== 'weight' && !(step.change.kind === 'join' && step.change.weight !== undefined));
     fc.assert(
-      fc.property(smallStartArb, fc.array(equal, { minLength: 1, maxLength: 10 }), (start, steps) => {
-        const cluster = startCluster(start);
-        for (const step of steps) {
-          if (!applyChange(cluster, step.change)) continue;
-          const input = toInput(cluster, step.maxMoves);
-          apply(cluster, checkPlan(input, planLayout(input), step.shuffleSeed, observed));
-        }
-      }),
+      fc.property(smallStartArb, fc.array(equal, { minLength: 1, maxLength: 10 }), (start, steps) => runHistory(start, steps, observed)),
       { numRuns: 300 },
     );
     expect(observed.exactChecked).toBeGreaterThan(100);

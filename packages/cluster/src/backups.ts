@@ -20,23 +20,30 @@
  * 3. Balance. Each eligible member holds the floor or the ceil of its weighted share of all
  *    backup slots, capped by the buckets it does not own (see apportion.ts).
  * 4. Minimal movement. A backup moves only if its slot was lost, it is on a draining member, or
- *    its member is above target; which members get the ceils is chosen to keep what they hold.
+ *    balance needs it; which members get the ceils is chosen to keep what they hold.
+ *    `minimum` (lost slots + draining + excess over targets) is a lower bound; where the rule
+ *    "never the owner, never twice" makes it unreachable, the fewest extra moves are sought (see
+ *    the steps below). The property tests compare plans with an exact min-cost-flow optimum.
  *
  * Rate limiting. `maxMoves` bounds the *live* backup moves (away from a draining member or a
  * member above target) in flight: a round starts at most `maxMoves` minus those still incoming
  * from earlier rounds. Refilling lost slots is not limited, like orphaned owners.
  *
- * Rules for where a backup goes (stable, so plans are reproducible). A slot to fill goes to an
- * eligible member that is not the owner and not already a backup of the bucket, preferring:
- * one with room under its target; then one that already holds a complete copy (the previous owner
- * or a retiring backup: nothing to copy); then the fewest backups of buckets with the same owner
- * (so an owner's buckets spread their backups over all the others, and a crash promotes about as
- * many buckets onto each survivor); then the largest remaining room; then the smallest id. A slot
- * that no member with room may take (every such member owns or backs the bucket) goes to the
- * member least over its target; the shedding step below then moves one of that member's other
- * backups to where there is room. Draining members give up their highest-numbered buckets first,
- * in turns; members above target shed incoming backups first (nothing copied yet), then their
- * highest-numbered buckets, skipping any that no member with room may take.
+ * Steps of a round (stable rules, so plans are reproducible):
+ * 1. Refill lost slots, in bucket order. A slot goes to an eligible member that is not the owner
+ *    and not already a backup of the bucket, preferring: one with room under its target; then
+ *    one that already holds a complete copy (the previous owner or a retiring backup: nothing to
+ *    copy); then the fewest backups of buckets with the same owner (so an owner's buckets spread
+ *    their backups over all the others, and a crash promotes about as many buckets onto each
+ *    survivor); then the largest room; then the smallest id. If no member with room may take it,
+ *    the member least over its target does, and step 3 evens that out.
+ * 2. Replace backups on draining members, in turns, highest-numbered buckets first (budgeted).
+ * 3. Balance: first re-target slots given in this round (no extra move), directly or along a
+ *    chain of members; then hand a ceil from a member with room to a tied member over its floor;
+ *    then members above target shed earlier backups (budgeted): of the owner whose buckets they
+ *    back most, incoming before complete, highest-numbered first, each to the best member with
+ *    room; and what no member with room may take directly goes along the cheapest chain.
+ * 4. Pair each incoming backup with a retiring copy where add-before-remove needs one.
  */
 import { apportion } from './apportion.js';
 

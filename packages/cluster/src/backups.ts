@@ -353,8 +353,8 @@ export function planBackups(input: BackupPlanInput): BackupPlan {
    * or hands a ceil back: a member on a floor it could have as a ceil takes the ceil of another,
    * who then passes a backup on), found by a shortest-path search over the members where
    * re-targeting a slot given this round costs nothing and moving an earlier backup costs one
-   * move. Applied from the end, each step stays legal: a bucket met twice on a shortest chain is
-   * met at members it does not hold at that point.
+   * move. Each step stays legal applied in order: a bucket met twice on a shortest chain is met
+   * at members it does not hold at that point.
    */
   const repair = (limit: number): void => {
     let used = 0;
@@ -403,18 +403,23 @@ export function planBackups(input: BackupPlanInput): BackupPlan {
           }
         }
       }
-      if (target < 0 || used + (dist[target] ?? 0) > limit) return;
-      used += dist[target] ?? 0;
-      // Sources have no `via`; a shortest chain visits each member once, so E steps bound it.
-      for (let y = target, hops = 0; via[y] !== undefined && hops < E; hops++) {
-        const [x, b, at] = via[y]!;
+      if (target < 0) return;
+      // The chain from its source: sources have no `via`, and a shortest chain visits each member
+      // once, so E steps bound it.
+      const chain: [from: number, b: number, at: number, to: number][] = [];
+      for (let y = target; via[y] !== undefined && chain.length < E; y = via[y]![0]) chain.unshift([...via[y]!, y]);
+      // Applied from its source, each step stays legal too. Under a budget too small for the whole
+      // chain, its first steps still go (the member they leave above target continues it in a
+      // later round), so rate-limited rounds always make progress.
+      for (const [x, b, at, y] of chain) {
         if (b < 0) {
           targets[x] = (targets[x] ?? 0) + 1;
           targets[y] = (targets[y] ?? 0) - 1;
-        } else {
-          give(b, at, y, ids[x] as string);
+          continue;
         }
-        y = x;
+        if (used + cost(b, at) > limit) return;
+        used += cost(b, at);
+        give(b, at, y, ids[x] as string);
       }
     }
   };

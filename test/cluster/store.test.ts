@@ -22,6 +22,20 @@ async function storeCounts(nodes: readonly NodeProcess[]): Promise<{ memory: num
   return statuses.reduce((sum, s) => ({ memory: sum.memory + s.sessions.memory, disk: sum.disk + s.sessions.disk }), { memory: 0, disk: 0 });
 }
 
+/** Once every session is parked on disk, SIGKILLs `nodes[index]` and waits until the others declare it down. */
+async function crashOnceAllParked(nodes: readonly NodeProcess[], index: number): Promise<{ victim: NodeProcess; onVictim: number }> {
+  await waitFor(async () => (await storeCounts(nodes)).disk === SESSIONS, { timeoutMs: 20_000, what: 'every session back on disk' });
+  const victim = nodes[index]!;
+  const onVictim = (await status(victim)).sessions.disk;
+  expect(onVictim).toBeGreaterThan(0);
+  await killNode(victim);
+  await waitFor(async () => (await status(nodes[0]!)).members.every((member) => member.id !== victim.id || member.state === 'down'), {
+    timeoutMs: 30_000,
+    what: `${victim.name} declared down`,
+  });
+  return { victim, onVictim };
+}
+
 async function totals(client: WadiClient, count: number): Promise<number[]> {
   return Promise.all(Array.from({ length: count }, (_, i) => client.ref(Ledger, sessionId(i)).total()));
 }
@@ -57,15 +71,7 @@ describe('sessions down the store stack, on real processes', () => {
   });
 
   it('a node SIGKILLed and restarted with its data directory serves the sessions on its disk again', async () => {
-    await waitFor(async () => (await storeCounts(nodes)).disk === SESSIONS, { timeoutMs: 20_000, what: 'every session back on disk' });
-    const victim = nodes[1]!;
-    const onVictim = (await status(victim)).sessions.disk;
-    expect(onVictim).toBeGreaterThan(0);
-    await killNode(victim);
-    await waitFor(async () => (await status(nodes[0]!)).members.every((member) => member.id !== victim.id || member.state === 'down'), {
-      timeoutMs: 30_000,
-      what: `${victim.name} declared down`,
-    });
+    const { victim, onVictim } = await crashOnceAllParked(nodes, 1);
     const restarted = await restartNode(victim);
     nodes[1] = restarted;
     await waitForAgreement(nodes);
@@ -74,15 +80,7 @@ describe('sessions down the store stack, on real processes', () => {
   });
 
   it('a node restarted after its sessions were created again elsewhere drops its older copies', async () => {
-    await waitFor(async () => (await storeCounts(nodes)).disk === SESSIONS, { timeoutMs: 20_000, what: 'every session back on disk' });
-    const victim = nodes[2]!;
-    const onVictim = (await status(victim)).sessions.disk;
-    expect(onVictim).toBeGreaterThan(0);
-    await killNode(victim);
-    await waitFor(async () => (await status(nodes[0]!)).members.every((member) => member.id !== victim.id || member.state === 'down'), {
-      timeoutMs: 30_000,
-      what: `${victim.name} declared down`,
-    });
+    const { victim, onVictim } = await crashOnceAllParked(nodes, 2);
     await waitForAgreement(nodes.slice(0, 2));
     // Without replication, the sessions on the dead node start afresh elsewhere on their next call.
     const after = await Promise.all(expected.map((_, i) => client!.ref(Ledger, sessionId(i)).add(1000)));

@@ -180,6 +180,13 @@ export class ClusterMember {
   #startedAt = 0;
   #lastGossipAt = -Infinity;
   #planAfter = 0;
+  /**
+   * What planning was last given when it found the layout unchanged (see `#planNext`). The
+   * coordinator plans on every tick; a steady cluster then costs one string comparison, not a
+   * plan over every bucket.
+   */
+  #unchangedPlanInput = '';
+  #unchangedPlanBase: Layout | null = null;
   #leaveStartedAt = 0;
   #hadQuorum = true;
   #now = 0;
@@ -364,8 +371,14 @@ export class ClusterMember {
     this.#elect();
   }
 
+  /**
+   * Whether this node knows of an up member it can reach (not suspect): one to join through. An
+   * up member nobody reaches (it left or crashed, and only stale gossip says it is up) must not
+   * keep every restarted node joining forever: joiners declare nobody down. Forming stays safe:
+   * a layout still needs a majority of the remembered one's members.
+   */
   #knowsAnUpMember(): boolean {
-    return this.#table.all().some((member) => member.id !== this.id && member.state === 'up');
+    return this.#table.all().some((member) => member.id !== this.id && member.state === 'up' && !this.#suspects.has(member.id));
   }
 
   #onGossip(from: string, members: MemberEntry[], epoch: number, buckets: number): void {
@@ -663,6 +676,10 @@ export class ClusterMember {
     const leaving = this.#table.all().filter((entry) => entry.state === 'leaving');
     if (eligible.length === 0) return;
     const key = (member: { id: string; incarnation: number }): string => `${member.id}@${member.incarnation}`;
+    // The plan is a pure function of these (planner.ts): if they are what they were when the plan
+    // last changed nothing, it would change nothing again.
+    const input = `${this.#cluster}|${base?.epoch}|${this.#committed?.epoch}|${eligible.map(key).join(',')}|${leaving.map(key).join(',')}`;
+    if (input === this.#unchangedPlanInput && base === this.#unchangedPlanBase) return;
     const owners = base === null ? new Array<string | null>(this.#options.buckets).fill(null) : base.owners.map((owner) => key(base.members[owner]!));
     const replicas = this.#options.replicas ?? 1;
     const keyOf = (index: number): string => key(base!.members[index]!);
@@ -710,7 +727,11 @@ export class ClusterMember {
       coordinator: this.id,
       ...backupFields(replicas, plan.backups, plan.incoming, index),
     };
-    if (base !== null && base.epoch === this.#committed?.epoch && sameAssignment(base, layout)) return;
+    if (base !== null && base.epoch === this.#committed?.epoch && sameAssignment(base, layout)) {
+      this.#unchangedPlanInput = input;
+      this.#unchangedPlanBase = base;
+      return;
+    }
     // While a member is unreachable but not yet down, no voter that is still up leaves the layout:
     // dropping one (a leaver's drain) could hand the next change to a majority that includes the
     // unreachable member, which may never come back. Down members' buckets still move at once.

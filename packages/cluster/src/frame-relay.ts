@@ -71,6 +71,8 @@ export class FrameRelay {
   readonly #maxWaiting: number;
   /** Members of the current layout: id -> incarnation. */
   #members = new Map<string, number>();
+  /** `id@incarnation` of each member, made once per layout rather than on every send. */
+  #memberKeys = new Map<string, string>();
   /** `id@incarnation` of the nodes this one has been connected to (or sent to), and of those given up on. */
   readonly #reached = new Set<string>();
   readonly #givenUp = new Set<string>();
@@ -100,6 +102,7 @@ export class FrameRelay {
   setLayout(layout: Layout): void {
     this.router.setLayout(layout);
     this.#members = new Map(layout.members.map((member) => [member.id, member.incarnation]));
+    this.#memberKeys = new Map(layout.members.map((member) => [member.id, `${member.id}@${member.incarnation}`]));
     const current = new Set(layout.members.map((member) => `${member.id}@${member.incarnation}`));
     for (const key of [...this.#reached]) if (!current.has(key)) this.#reached.delete(key);
     for (const key of [...this.#givenUp]) if (!current.has(key)) this.#givenUp.delete(key);
@@ -174,8 +177,8 @@ export class FrameRelay {
       if (frame[0] === Frame.Call) this.#reportPending([frame]);
       return;
     }
-    const incarnation = this.#members.get(node);
-    if (incarnation !== undefined) this.#reached.add(`${node}@${incarnation}`);
+    const key = this.#memberKeys.get(node);
+    if (key !== undefined) this.#reached.add(key);
   }
 
   /** A frame a thread of this node handed out for thread `thread` of `node`. */
@@ -260,9 +263,11 @@ export class FrameRelay {
           // No such worker: fail it below.
         }
       }
-    } else if (owner !== undefined && owner !== node && owner !== this.#node) {
-      // Not when this node is the owner: its bucket actor sent the call there, and would again.
-      frame[11] &= ~CallFlag.Direct;
+    } else if (owner !== undefined && owner !== node && (owner !== this.#node || (frame[11] & CallFlag.Direct) !== 0)) {
+      // To this node's own bucket actor only when a caller's cache sent the call (its directory
+      // may know better); when the bucket actor sent it, it would send it there again.
+      // To the owner, as the owner: no presumption of where the session is.
+      frame[11] &= ~(CallFlag.Direct | CallFlag.Located);
       frame[15] = Math.max(frame[15], this.router.layout?.epoch ?? 0);
       try {
         return this.send(owner, this.router.threadFor(owner, bucket), frame);

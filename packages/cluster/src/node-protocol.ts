@@ -35,7 +35,8 @@ export interface NodeDirectories {
   forgetNode(node: string): void;
   /**
    * An earlier incarnation of `node` is gone (a new one connected, or is in a layout), perhaps
-   * before anyone declared it down: session moves to or from it will never finish. Its directory
+   * before anyone declared it down: forwarding pointers to it lead nowhere, and session moves to or
+   * from it will never finish. Its directory
    * entries stay: the new incarnation's resync on its first layout corrects them, and dropping
    * them here could drop what the new one registered already.
    */

@@ -29,8 +29,18 @@ export const enum CallFlag {
   Direct = 1,
   /** The bucket's owner placed the session on the receiving node (version in `version`): activate it. */
   Grant = 2,
-  /** A node the caller thought hosted the session does not: the owner must not point back there (`bouncedBy`). */
+  /**
+   * A node that was sent the call as the session's host (`Located`, or a grant) does not host it:
+   * the owner must not point back there (`bouncedBy`) with the location version it was sent by
+   * (`version`) or an older one.
+   */
   Bounced = 4,
+  /**
+   * Sent where a cache, a directory or a forwarding pointer says the session is, at location
+   * version `version`; without it the call was sent to a node as the bucket's (presumed) owner,
+   * and that node's not hosting the session says nothing about where it is.
+   */
+  Located = 8,
 }
 
 /**

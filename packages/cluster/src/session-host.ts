@@ -241,8 +241,13 @@ export class SessionHost {
       return this.#deliver(frame, key);
     }
     const pointer = this.#pointers.get(key);
-    if (pointer !== undefined) return this.#forward(frame, pointer.node, bucket);
-    switch (this.#directory.ownership(bucket)) {
+    const ownership = this.#directory.ownership(bucket);
+    // The bucket's owner knows where a session that left went on to (its directory is at least as
+    // new as its own pointer, unless it lost the entry): a pointer alone may lead to a node that left.
+    if (pointer !== undefined && (ownership !== 'serving' || (this.#directory.locate(bucket, key)?.version ?? -1) < pointer.version)) {
+      return this.#forward(frame, pointer.node, bucket, pointer.version);
+    }
+    switch (ownership) {
       case 'serving':
         return this.#resolve(frame, key, bucket);
       case 'awaiting':
@@ -291,6 +296,21 @@ export class SessionHost {
 
   get hostedCount(): number {
     return this.#hostedCount;
+  }
+
+  /**
+   * A node left or went down: migrations to and from it cannot finish. Forwarding pointers to it
+   * stay: a node that left still passes calls on for a moment, and one that cannot be reached
+   * any more sends them to the owner (see `FrameRelay`), so no later call overtakes them.
+   */
+  nodeGone(node: string): void {
+    this.migrations.nodeGone(node);
+  }
+
+  /** An earlier incarnation of `node` is gone: forwarding pointers to it lead nowhere, and its migrations cannot finish. */
+  nodeRestarted(node: string): void {
+    for (const [key, pointer] of this.#pointers) if (pointer.node === node) this.#pointers.delete(key);
+    this.migrations.nodeGone(node);
   }
 
   /** Drops forwarding pointers whose time is up. */
@@ -432,6 +452,8 @@ export class SessionHost {
     } catch (error) {
       return this.#refuse(frame, error, notice);
     }
+    // A call from this very thread: its router learns at once that it arrived (a direct one gets no notice).
+    if (caller === this.node && frame[3] === this.incarnation && frame[4] === this.thread && frame[10] > 0) this.#router.delivered(key, frame[10]);
     if (frame[1] === 0 && notice !== null) this.#sendNotice(frame, notice);
   }
 
@@ -440,9 +462,11 @@ export class SessionHost {
     const id = frame[6];
     const entry = this.#directory.locate(bucket, key);
     // The sessions of this bucket on this node live on this very worker, so an entry naming this
-    // node is stale; so is one naming the node that just bounced the call.
-    const stale = entry !== undefined && (entry.node === this.node || ((frame[11] & CallFlag.Bounced) !== 0 && entry.node === frame[14]));
-    if (entry !== undefined && !stale) return this.#forward(frame, entry.node, bucket);
+    // node is stale; so is one naming the node that bounced the call, unless that node registered
+    // a newer location since (it took the session after it bounced the call).
+    const bounced = (frame[11] & CallFlag.Bounced) !== 0 && entry?.node === frame[14] && entry.version <= frame[12];
+    const stale = entry !== undefined && (entry.node === this.node || bounced);
+    if (entry !== undefined && !stale) return this.#forward(frame, entry.node, bucket, entry.version);
     // Nobody hosts it (or the entry names a place that does not have it): place it now.
     if (entry !== undefined) this.#directory.forget(bucket, key, entry.node, entry.version);
     const version = Math.max(entry === undefined ? 1 : entry.version + 1, placementFloor(this.#layout?.epoch ?? 0));
@@ -463,7 +487,7 @@ export class SessionHost {
       this.#indexGroup(key, id, true);
       return this.#deliver(frame, key);
     }
-    this.#forward(frame, node, bucket);
+    this.#forward(frame, node, bucket, version);
   }
 
   #wait(frame: CallFrame, bucket: number): void {
@@ -482,10 +506,12 @@ export class SessionHost {
       // Another worker of this node owns it (a frame meant for a worker that is not this one).
       return this.#send(owner, this.#router.threadFor(owner, bucket), frame);
     }
-    // Whoever sent it here (a caller's cache, or the owner's directory) thought the session was
-    // here: the owner must not send it back.
-    frame[11] = (frame[11] | CallFlag.Bounced) & ~CallFlag.Grant;
-    frame[14] = this.node;
+    if ((frame[11] & (CallFlag.Located | CallFlag.Grant)) !== 0) {
+      // Whoever sent it here (a caller's cache, a pointer, the owner's directory or its grant)
+      // thought the session was here: the owner must not send it back.
+      frame[11] = (frame[11] | CallFlag.Bounced) & ~CallFlag.Grant;
+      frame[14] = this.node;
+    }
     this.#forward(frame, owner, bucket);
   }
 
@@ -503,9 +529,16 @@ export class SessionHost {
     return new Unavailable(`${frame[5]} '${frame[6]}' was forwarded ${frame[9]} times: the nodes disagree on where it is`);
   }
 
-  #forward(frame: CallFrame, node: string, bucket: number): void {
+  /** Sends a call on to `node`: where the session is at location version `location`, or (without one) to the bucket's owner. */
+  #forward(frame: CallFrame, node: string, bucket: number, location?: number): void {
     if (frame[9] >= this.#maxHops) return this.#refuse(frame, this.#tooManyHops(frame));
     frame[11] &= ~CallFlag.Direct;
+    if (location === undefined) frame[11] &= ~CallFlag.Located;
+    else {
+      // Where it is now: an earlier bounce (decided on already) says nothing about it.
+      frame[11] = (frame[11] | CallFlag.Located) & ~CallFlag.Bounced;
+      frame[12] = location;
+    }
     frame[15] = Math.max(frame[15], this.#epoch);
     this.#forwarded++;
     this.#send(node, this.#router.threadFor(node, bucket), frame);

@@ -60,8 +60,13 @@ interface Route {
   /** The number of the last call to it from this thread, and the highest one acknowledged by a notice. */
   seq: number;
   noticed: number;
-  /** The node the last call was sent to, and whether it went there directly. */
+  /**
+   * The node the last call was sent to, and whether it went there directly: through a node as the
+   * bucket's owner and straight to it as the session's host are different paths (the owner may
+   * send calls elsewhere), even when that node is both.
+   */
   via: string | undefined;
+  viaDirect: boolean;
   sentSeq: number;
   held: CallFrame[] | undefined;
   heldSince: number;
@@ -217,7 +222,8 @@ export class SessionRouter {
       return;
     }
     const target = route.node ?? this.#owners[bucketOf(frame[6], this.#buckets)]!;
-    if (route.via !== undefined && target !== route.via && route.noticed < route.sentSeq) {
+    const switching = target !== route.via || (route.node !== undefined) !== route.viaDirect;
+    if (route.via !== undefined && switching && route.noticed < route.sentSeq) {
       // Calls on the previous path are not all delivered yet: this one must not overtake them.
       route.held = [frame];
       route.heldSince = this.#io.now();
@@ -231,7 +237,8 @@ export class SessionRouter {
     const bucket = bucketOf(frame[6], this.#buckets);
     const direct = route.node !== undefined;
     const target = route.node ?? this.#owners[bucket]!;
-    frame[11] = direct ? frame[11] | CallFlag.Direct : frame[11] & ~CallFlag.Direct;
+    frame[11] = direct ? frame[11] | CallFlag.Direct | CallFlag.Located : frame[11] & ~(CallFlag.Direct | CallFlag.Located);
+    frame[12] = direct ? route.version : 0;
     frame[15] = Math.max(frame[15], this.#layout?.epoch ?? 0);
     try {
       this.#io.send(target, this.threadFor(target, bucket), frame);
@@ -242,6 +249,7 @@ export class SessionRouter {
           try {
             this.#io.send(relay, this.threadFor(relay, bucket), frame);
             route.via = relay;
+            route.viaDirect = false;
             route.sentSeq = frame[10];
             return;
           } catch {
@@ -257,9 +265,20 @@ export class SessionRouter {
       return this.#dispatch(route, frame);
     }
     route.via = target;
+    route.viaDirect = direct;
     route.sentSeq = frame[10];
-    // Delivered already (see `SessionRouterIO.send`): nothing of it is in flight.
-    if (target === this.node && this.threadFor(target, bucket) === this.thread) route.noticed = Math.max(route.noticed, frame[10]);
+  }
+
+  /**
+   * This thread's session host ran (queued) call `seq` to session `key` from this very thread: it
+   * is not in flight any more. (A call this thread sends itself is not necessarily delivered here:
+   * the host may pass it on, as the bucket's owner or along a pointer.)
+   */
+  delivered(key: string, seq: number): void {
+    const route = this.#routes.get(key);
+    if (route === undefined || seq <= route.noticed) return;
+    route.noticed = seq;
+    if (route.held !== undefined && route.noticed >= route.sentSeq) this.#release(route);
   }
 
   #notice([key, node, version, seq]: LocationNotice): void {
@@ -292,7 +311,7 @@ export class SessionRouter {
     let route = this.#routes.get(key);
     if (route === undefined) {
       if (this.#routes.size >= this.#cacheLimit) this.#evict();
-      route = { node: undefined, version: 0, seq: 0, noticed: 0, via: undefined, sentSeq: 0, held: undefined, heldSince: 0 };
+      route = { node: undefined, version: 0, seq: 0, noticed: 0, via: undefined, viaDirect: false, sentSeq: 0, held: undefined, heldSince: 0 };
       this.#routes.set(key, route);
     }
     return route;

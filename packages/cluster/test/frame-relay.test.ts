@@ -133,6 +133,17 @@ describe('FrameRelay', () => {
     expect((toWorkers[0]!.frame as CallFrame)[11] & CallFlag.Grant).toBe(CallFlag.Grant);
   });
 
+  it("hands a call a cache sent to an unreachable node to this node's own bucket actor when it owns the bucket; one that bucket actor sent fails", () => {
+    const { relay, connect, connected, toWorkers } = harness();
+    relay.setLayout(layout('a'));
+    connect('c');
+    connected.delete('c');
+    relay.fromWorker('c', thread, call(1, { requestId: 5, flags: CallFlag.Direct }));
+    expect(toWorkers.map(({ frame }) => [frame[0], (frame as CallFrame)[11] & CallFlag.Direct])).toEqual([[Frame.Call, 0]]);
+    relay.fromWorker('c', thread, call(2, { requestId: 6 }));
+    expect(toWorkers.map(({ frame }) => frame[0])).toEqual([Frame.Call, Frame.Result]);
+  });
+
   it('stops waiting for a node that leaves the layout', () => {
     const { relay, connect, toNodes } = harness();
     relay.setLayout(layout('b'));

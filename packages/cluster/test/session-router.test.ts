@@ -67,6 +67,8 @@ describe('SessionRouter', () => {
     tell('s', 2);
     expect(sent[1]!.node).toBe('h');
     expect(sent[1]!.frame[11] & CallFlag.Direct).toBe(CallFlag.Direct);
+    // Sent as to the session's host, at the location version the notice gave.
+    expect([sent[0]!.frame[11] & CallFlag.Located, sent[1]!.frame[11] & CallFlag.Located, sent[1]!.frame[12]]).toEqual([0, CallFlag.Located, 1]);
     expect(sent.map(({ frame }) => frame[10])).toEqual([1, 2]);
   });
 
@@ -105,6 +107,20 @@ describe('SessionRouter', () => {
     notice('s', 'h', 1, 3);
     tell('s', 5);
     expect(sent.at(-1)).toMatchObject({ node: 'b' });
+  });
+
+  it('holds on a switch from a node as the owner to the same node as the session\'s host (the owner may have sent earlier calls elsewhere)', () => {
+    const { router, sent, tell, notice } = harness();
+    router.setLayout(layout('b'));
+    tell('s', 1);
+    tell('s', 2);
+    // The owner b placed the session on itself: 1 is acknowledged there, 2 is still on its way.
+    notice('s', 'b', 2, 1);
+    tell('s', 3);
+    expect(args(sent)).toEqual([1, 2]);
+    notice('s', 'b', 2, 2);
+    expect(args(sent)).toEqual([1, 2, 3]);
+    expect(sent[2]!.frame[11] & CallFlag.Direct).toBe(CallFlag.Direct);
   });
 
   it('releases a hold whose acknowledgement never comes after its timeout', () => {

@@ -23,7 +23,30 @@ export function groupOf(id: string): string {
 }
 
 export function bucketOf(id: string, buckets: number): number {
-  return murmur3(utf8.encode(groupOf(id))) % buckets;
+  const separator = id.indexOf(GROUP_SEPARATOR);
+  const end = separator === -1 ? id.length : separator;
+  if (end > MAX_SCRATCH_UNITS) return murmur3(utf8.encode(id.slice(0, end))) % buckets;
+  return murmur3(scratch, 0, utf8Into(id, end)) % buckets;
+}
+
+/**
+ * Every call to a session computes its bucket, on the caller's thread and again where it lands,
+ * and encoding the group into a new array costs several times the hash: the bytes go into this
+ * buffer instead. Groups of ids up to MAX_ID_LENGTH fit (3 bytes per UTF-16 unit at most);
+ * longer ones (only from a malformed frame) are encoded the ordinary way.
+ */
+const MAX_SCRATCH_UNITS = MAX_ID_LENGTH;
+const scratch = new Uint8Array(3 * MAX_SCRATCH_UNITS);
+
+/** Writes the UTF-8 bytes of `text.slice(0, end)` into `scratch`; returns their count. */
+function utf8Into(text: string, end: number): number {
+  for (let i = 0; i < end; i++) {
+    const code = text.charCodeAt(i);
+    // Not ASCII: let the platform's encoder do it (surrogate pairs, lone surrogates as U+FFFD).
+    if (code >= 0x80) return utf8.encodeInto(text.slice(0, end), scratch).written;
+    scratch[i] = code;
+  }
+  return end;
 }
 
 export function validateId(id: unknown): string {
@@ -46,12 +69,15 @@ export function validateBucketCount(buckets: unknown): number {
   return buckets as number;
 }
 
-/** MurmurHash3, x86 32-bit variant, as published by Austin Appleby (public domain algorithm). */
-export function murmur3(bytes: Uint8Array, seed = 0): number {
+/**
+ * MurmurHash3, x86 32-bit variant, as published by Austin Appleby (public domain algorithm), of
+ * the first `length` bytes.
+ */
+export function murmur3(bytes: Uint8Array, seed = 0, length = bytes.length): number {
   const c1 = 0xcc9e2d51;
   const c2 = 0x1b873593;
   let h = seed >>> 0;
-  const blocks = bytes.length & ~3;
+  const blocks = length & ~3;
   for (let i = 0; i < blocks; i += 4) {
     let k = (bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24)) >>> 0;
     k = Math.imul(k, c1);
@@ -61,7 +87,7 @@ export function murmur3(bytes: Uint8Array, seed = 0): number {
     h = (h << 13) | (h >>> 19);
     h = (Math.imul(h, 5) + 0xe6546b64) >>> 0;
   }
-  const tail = bytes.length & 3;
+  const tail = length & 3;
   if (tail > 0) {
     let k = 0;
     if (tail === 3) k ^= bytes[blocks + 2]! << 16;
@@ -72,7 +98,7 @@ export function murmur3(bytes: Uint8Array, seed = 0): number {
     k = Math.imul(k, c2);
     h ^= k;
   }
-  h ^= bytes.length;
+  h ^= length;
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;

@@ -111,6 +111,16 @@ describe('murmur3', () => {
     );
   });
 
+  it('hashes the first `length` bytes when given a length', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 40 }), fc.nat(), fc.nat({ max: 0xffffffff }), (bytes, a, seed) => {
+        const length = a % (bytes.length + 1);
+        expect(murmur3(bytes, seed, length)).toBe(referenceMurmur3(bytes.slice(0, length), seed));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
   it('always returns an unsigned 32-bit integer', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 33 }), fc.integer(), (bytes, seed) => {
@@ -169,6 +179,25 @@ describe('bucketOf', () => {
   it('hashes non-ASCII groups by their UTF-8 bytes', () => {
     expect(bucketOf('café/x', 1 << 20)).toBe(referenceMurmur3(utf8('café')) % (1 << 20));
     expect(bucketOf('日本/x', 1 << 20)).toBe(referenceMurmur3(utf8('日本')) % (1 << 20));
+    // A lone surrogate is encoded as U+FFFD, as TextEncoder does.
+    expect(bucketOf('a\ud800b/x', 1 << 20)).toBe(referenceMurmur3(utf8('a\ud800b')) % (1 << 20));
+  });
+
+  it('gives the same buckets to groups of any length, ASCII or not, one after another', () => {
+    const groups = fc.oneof(
+      fc.string({ unit: 'binary', maxLength: 40 }),
+      fc.string({ unit: 'grapheme-ascii', minLength: 1000, maxLength: 3500 }),
+      fc.string({ unit: 'binary', minLength: 1000, maxLength: 1100 }),
+    );
+    fc.assert(
+      fc.property(fc.array(groups, { minLength: 1, maxLength: 4 }), (list) => {
+        for (const group of list) {
+          const g = group.replaceAll('/', '');
+          expect(bucketOf(`${g}/x`, 1 << 20)).toBe(referenceMurmur3(utf8(g)) % (1 << 20));
+        }
+      }),
+      { numRuns: 200 },
+    );
   });
 });
 

@@ -26,8 +26,19 @@ export function isSessionId(value: string): boolean {
   return ID_PATTERN.test(value);
 }
 
+/** Cookie values a signer remembers having verified (see `CookieSigner.verify`). */
+const VERIFIED_CACHE_SIZE = 10_000;
+
 export class CookieSigner {
   readonly #secrets: readonly Buffer[];
+  /**
+   * Values that verified, and what they carry. A client sends the same cookie with every request,
+   * and an HMAC is a noticeable part of a request's cost, so a value seen recently is not checked
+   * again. Only values that verified are kept, under the whole value: a lookup tells nothing about
+   * a signature that is merely close, and the secrets never change for a signer. The oldest entry
+   * goes first when it is full.
+   */
+  readonly #verified = new Map<string, Readonly<{ id: string; stale: boolean }>>();
 
   constructor(secrets: string | readonly string[]) {
     const list = typeof secrets === 'string' ? [secrets] : [...secrets];
@@ -47,7 +58,18 @@ export class CookieSigner {
    * The session id a cookie value carries, or undefined when it is malformed or no secret signed
    * it. `stale` is true when an older secret signed it (re-sign it with the current one).
    */
-  verify(value: string): { id: string; stale: boolean } | undefined {
+  verify(value: string): Readonly<{ id: string; stale: boolean }> | undefined {
+    const known = this.#verified.get(value);
+    if (known !== undefined) return known;
+    const verified = this.#check(value);
+    if (verified !== undefined) {
+      if (this.#verified.size >= VERIFIED_CACHE_SIZE) this.#verified.delete(this.#verified.keys().next().value!);
+      this.#verified.set(value, verified);
+    }
+    return verified;
+  }
+
+  #check(value: string): Readonly<{ id: string; stale: boolean }> | undefined {
     const dot = value.indexOf('.');
     if (dot < 0) return undefined;
     const id = value.slice(0, dot);
@@ -59,7 +81,7 @@ export class CookieSigner {
     for (let i = 0; i < this.#secrets.length; i++) {
       const expected = Buffer.from(this.#mac(this.#secrets[i]!, id), 'latin1');
       // Equal lengths by the pattern above; compare in constant time so timing says nothing.
-      if (expected.length === given.length && timingSafeEqual(expected, given)) return { id, stale: i > 0 };
+      if (expected.length === given.length && timingSafeEqual(expected, given)) return Object.freeze({ id, stale: i > 0 });
     }
     return undefined;
   }

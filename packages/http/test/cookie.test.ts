@@ -42,6 +42,25 @@ describe('session cookie', () => {
     expect(old.verify(rotated.sign(id))).toBeUndefined();
   });
 
+  it('answers the same for a value it has verified before, and still refuses every change of it', () => {
+    const rotated = new CookieSigner(['the-new-secret-5678', 'the-old-secret-1234']);
+    const id = newSessionId();
+    const stale = new CookieSigner('the-old-secret-1234').sign(id);
+    const fresh = rotated.sign(id);
+    for (let round = 0; round < 3; round++) {
+      expect(rotated.verify(stale)).toEqual({ id, stale: true });
+      expect(rotated.verify(fresh)).toEqual({ id, stale: false });
+      const last = fresh.at(-1) === 'A' ? 'B' : 'A';
+      expect(rotated.verify(`${fresh.slice(0, -1)}${last}`)).toBeUndefined();
+      expect(rotated.verify(`${fresh}x`)).toBeUndefined();
+    }
+    // Past what it remembers, the oldest values are checked again: same answers.
+    const many = Array.from({ length: 10_050 }, () => newSessionId());
+    for (const other of many) expect(rotated.verify(rotated.sign(other))?.id).toBe(other);
+    expect(rotated.verify(stale)).toEqual({ id, stale: true });
+    expect(rotated.verify(rotated.sign(many[0]!))).toEqual({ id: many[0], stale: false });
+  });
+
   it('refuses short or missing secrets', () => {
     expect(() => new CookieSigner([])).toThrow(/at least one/);
     expect(() => new CookieSigner('short')).toThrow(/16 characters/);

@@ -272,11 +272,11 @@ const control: WorkerControl = {
   reportBucket: (bucket) => buckets.report(bucket),
   forgetNode(node) {
     cluster?.router.nodeGone(node);
-    cluster?.host.migrations.nodeGone(node);
+    cluster?.host.nodeGone(node);
     return buckets.forgetNode(node);
   },
   nodeRestarted(node) {
-    cluster?.host.migrations.nodeGone(node);
+    cluster?.host.nodeRestarted(node);
   },
   evacuate() {
     const side = cluster;

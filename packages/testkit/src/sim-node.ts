@@ -604,7 +604,7 @@ export class SimNode implements NetworkEndpoint {
           this.#observer.touch();
           for (const thread of this.threads) {
             thread.router.nodeGone(node);
-            thread.host.migrations.nodeGone(node);
+            thread.host.nodeGone(node);
             thread.buckets.forgetNode(node);
           }
         });
@@ -612,7 +612,7 @@ export class SimNode implements NetworkEndpoint {
       nodeRestarted: (node) =>
         this.#onThreads(() => {
           this.#observer.touch();
-          for (const thread of this.threads) thread.host.migrations.nodeGone(node);
+          for (const thread of this.threads) thread.host.nodeRestarted(node);
         }),
       resync: (buckets) => this.#onThreads(() => this.workers.forEach((host) => host.resync(buckets))),
       // The real sessions evacuate (each worker's `SessionMigrations`, to the owner of their

@@ -158,6 +158,13 @@ const found: { name: string; schedule: Schedule }[] = [
       steps: [...formed, { op: 'start', node: 'n5' }, { op: 'run', ms: 100 }, { op: 'pause', node: 'n1', ms: 732 }, { op: 'run', ms: 1075 }, { op: 'create', node: 'n1', count: 1 }],
     },
   },
+  {
+    name: "a node that left across a partition stayed 'up' in the others' stale gossip; after the last member crashed and restarted, every node waited to join through it forever, since joiners declare nobody down (fixed: ClusterMember may form when every up member it knows of is suspect; a layout still needs a majority of the remembered one)",
+    schedule: {
+      options: options(1),
+      steps: [...formed, { op: 'start', node: 'n5' }, { op: 'leave', node: 'n3' }, { op: 'partition', side: ['n5', 'n2'] }, { op: 'leave', node: 'n2' }, { op: 'run', ms: 1500 }, { op: 'crash', node: 'n1' }],
+    },
+  },
 ];
 
 /** Schedules that call real sessions; `open` names a bug that is not fixed yet (the test is expected to fail). */
@@ -324,6 +331,42 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
     schedule: {
       options: options(1971238843, { faults: lossyProtocol }),
       steps: [...formed, { op: 'run', ms: 3270 }, { op: 'leave', node: 'n1' }, { op: 'run', ms: 242 }, { op: 'call', node: 'n3', thread: 0, session: 5, count: 3, everyMs: 31 }, { op: 'run', ms: 141 }],
+    },
+  },
+  {
+    name: "a session moved from the bucket's owner to a node that then left, and from there on: the owner followed its own forwarding pointer to the node that was gone, and every call failed (fixed: a bucket's owner goes by its directory unless its pointer is newer; FrameRelay hands a call a cache sent to an unreachable node to its own bucket actor)",
+    schedule: {
+      options: options(1),
+      steps: [
+        ...formed,
+        { op: 'call', node: 'n2', thread: 0, session: 6, count: 1, everyMs: 1 },
+        { op: 'migrate', node: 'n1', thread: 0, session: 6 },
+        { op: 'run', ms: 12 },
+        { op: 'migrate', node: 'n3', thread: 0, session: 2 },
+        { op: 'leave', node: 'n1' },
+      ],
+    },
+  },
+  {
+    name: "a node that had just lost a bucket bounced a call it got as that bucket's owner, then took the session in a migration; the new owner took the bounce for proof that the node's newer registration was stale and activated the session a second time (fixed: only a node sent the call as the session's host bounces it, with the location version it was sent by, and a newer registration outweighs the bounce)",
+    schedule: {
+      options: options(1),
+      steps: [
+        ...formed,
+        { op: 'start', node: 'n4' },
+        { op: 'leave', node: 'n1' },
+        { op: 'call', node: 'n1', thread: 0, session: 5, count: 1, everyMs: 1 },
+        { op: 'pause', node: 'n1', ms: 350 },
+        { op: 'call', node: 'n4', thread: 0, session: 5, count: 1, everyMs: 1 },
+        { op: 'run', ms: 350 },
+      ],
+    },
+  },
+  {
+    name: "(faults) a worker that owns a session's bucket sent itself calls the bucket actor passed on elsewhere, took them as delivered, and ran its next call at once when the session was placed on it, ahead of one still coming back (fixed: a router counts a call to its own thread delivered only when its session host runs it, and a switch from a node as owner to that node as host holds)",
+    schedule: {
+      options: options(1, { faults: { ...lossyProtocol, reset: 0.0005 } }),
+      steps: [...formed, { op: 'cut', from: ['n1'], to: ['n2'] }, { op: 'call', node: 'n2', thread: 0, session: 0, count: 1, everyMs: 0 }, { op: 'run', ms: 2100 }, { op: 'call', node: 'n1', thread: 0, session: 0, count: 7, everyMs: 27 }],
     },
   },
 ];

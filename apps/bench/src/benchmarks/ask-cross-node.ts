@@ -17,7 +17,14 @@
  *   wakes four threads per round trip (B's main thread, B's worker, B's main thread, A) where the
  *   echo wakes two, and on a VM a wake-up costs as much as the work: an echo that passes each
  *   message through a worker thread and back, with no wadi code at all, already takes 1.65-1.8x
- *   the plain echo on the 2-core VM these figures were first taken on, so that is the floor.
+ *   the plain echo on the 2-core VM these figures were first taken on (1.85-1.95x with other
+ *   processes busy on it), so that is the floor. Where the time goes (perf, per thread, per ask):
+ *   most of each thread's CPU is kernel time (wake-ups, and an extra futex sleep per hop: Node's
+ *   postMessage wakes the receiving thread while holding the lock that thread then takes first),
+ *   the same in the floor; what wadi adds on top is a few microseconds per thread (routing, the
+ *   codec, the transport), spread thin. Measured not to help: flushing the transport after the
+ *   current callback's microtasks rather than at the check phase, and copying a thread batch
+ *   rather than transferring its buffer.
  *
  * Issue targets: pipelined ratio >= 1.0 (higher better); latency ratio <= 2.0 (lower better).
  */

@@ -678,8 +678,10 @@ export class ClusterMember {
     const key = (member: { id: string; incarnation: number }): string => `${member.id}@${member.incarnation}`;
     // The plan is a pure function of these (planner.ts): if they are what they were when the plan
     // last changed nothing, it would change nothing again.
+    // Incoming backups make it depend on `backupSynced` too, which may change at any time: a base
+    // with any is planned again every time (incoming backups exist only while copies are made).
     const input = `${this.#cluster}|${base?.epoch}|${this.#committed?.epoch}|${eligible.map(key).join(',')}|${leaving.map(key).join(',')}`;
-    if (input === this.#unchangedPlanInput && base === this.#unchangedPlanBase) return;
+    if (input === this.#unchangedPlanInput && base === this.#unchangedPlanBase && (base?.incoming ?? []).length === 0) return;
     const owners = base === null ? new Array<string | null>(this.#options.buckets).fill(null) : base.owners.map((owner) => key(base.members[owner]!));
     const replicas = this.#options.replicas ?? 1;
     const keyOf = (index: number): string => key(base!.members[index]!);

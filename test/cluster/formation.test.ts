@@ -1,7 +1,7 @@
 /**
  * Cluster formation over real processes: three nodes form a cluster with a balanced layout, a
  * fourth joins with the minimum number of bucket moves, one leaves gracefully without losing a
- * bucket, and one crashes and is declared down by the others.
+ * bucket, and one crashes and is declared down by the others, its buckets going to their backups.
  *
  * The steps share one cluster and run in order.
  */
@@ -27,6 +27,27 @@ const BUCKETS = 1024;
 
 function sum(values: readonly number[]): number {
   return values.reduce((total, value) => total + value, 0);
+}
+
+/**
+ * Checks the owner moves after `victim` crashed: each bucket it owned went to its backup (the node
+ * holding its copy), and other buckets moved only to even out what those promotions piled up
+ * (the fewest moves that do). Returns the buckets the victim owned.
+ */
+function expectPromotions(before: Agreement, after: Agreement, victim: NodeProcess, rest: readonly NodeProcess[]): number[] {
+  const { layout } = before;
+  const replicas = layout.replicas ?? 0;
+  const owned = before.ownerIds.flatMap((owner, bucket) => (owner === victim.id ? [bucket] : []));
+  const promoted = [...before.ownerIds];
+  for (const bucket of owned) {
+    const backups = (layout.backups ?? []).slice(bucket * replicas, (bucket + 1) * replicas).filter((member) => member >= 0);
+    expect(backups.map((member) => layout.members[member]!.id)).toContain(after.ownerIds[bucket]);
+    promoted[bucket] = after.ownerIds[bucket]!;
+  }
+  const rebalance = minimumMoves({ buckets: BUCKETS, owners: promoted, members: rest.map((node) => node.id) });
+  expect(movedBuckets(before.ownerIds, after.ownerIds)).toHaveLength(owned.length + rebalance);
+  console.log(`crash of ${victim.name}: its ${owned.length} buckets went to their backups; ${rebalance} more moved to rebalance`);
+  return owned;
 }
 
 /** Waits until no node has a handoff pending, and returns their statuses. */
@@ -135,7 +156,6 @@ describe('cluster formation, join, leave and crash', () => {
   it('a crashed node is declared down and the majority commits a layout without it', async () => {
     const victim = n3; // not the coordinator
     const rest = [n1, n4];
-    const before = four.ownerIds;
     expect(four.coordinator).not.toBe(victim.id);
 
     const rebuiltBefore = sum(await Promise.all(rest.map(async (node) => (await status(node)).buckets.rebuilt)));
@@ -144,15 +164,15 @@ describe('cluster formation, join, leave and crash', () => {
     expect(two.ownerIds).not.toContain(victim.id);
     expect(two.epoch).toBeGreaterThan(four.epoch);
     expect(two.coordinator).toBe(n1.id);
-    const moved = movedBuckets(before, two.ownerIds);
-    expect(moved.filter((bucket) => before[bucket] !== victim.id)).toEqual([]);
+    const owned = expectPromotions(four, two, victim, rest);
     expect([...countOwners(two.ownerIds).values()]).toEqual([512, 512]);
     for (const s of two.statuses.values()) {
       expect(s.members.find((member) => member.id === victim.id)?.state).toBe('down');
     }
-    // The crashed node's buckets cannot be handed off: they are rebuilt from the survivors, and settle.
+    // The crashed node's buckets cannot be handed off: they are rebuilt from the survivors, and
+    // settle (the rebalancing moves, from live owners, are handoffs).
     const settled = await waitForHandoffs(rest);
-    expect(sum([...settled.values()].map((s) => s.buckets.rebuilt)) - rebuiltBefore).toBe(moved.length);
+    expect(sum([...settled.values()].map((s) => s.buckets.rebuilt)) - rebuiltBefore).toBe(owned.length);
     // The survivors keep running; nobody exited.
     expect(n1.exit).toBeUndefined();
     expect(n4.exit).toBeUndefined();
@@ -166,7 +186,8 @@ describe('crash on the default failure-detection timings', () => {
     const [m2, m3] = await Promise.all([startNode({ name: 'd2', seeds: [m1] }), startNode({ name: 'd3', seeds: [m1] })]);
     await waitForAgreement([m1, m2, m3]);
     await waitForHandoffs([m1, m2, m3]);
-    const before = (await waitForAgreement([m1, m2, m3])).ownerIds;
+    const agreed = await waitForAgreement([m1, m2, m3]);
+    const before = agreed.ownerIds;
 
     const victim = m3;
     const killedAt = performance.now();
@@ -176,7 +197,7 @@ describe('crash on the default failure-detection timings', () => {
     console.log(`default timings: the crashed node's ${countOwners(before).get(victim.id)} buckets were reassigned ${seconds.toFixed(2)} s after SIGKILL (the issue asks for <= 5 s)`);
 
     expect(after.ownerIds).not.toContain(victim.id);
-    expect(movedBuckets(before, after.ownerIds).every((bucket) => before[bucket] === victim.id)).toBe(true);
+    expectPromotions(agreed, after, victim, [m1, m2]);
     // A sanity bound only: CI machines are noisy. The figure itself is printed above.
     expect(seconds).toBeLessThan(15);
   });

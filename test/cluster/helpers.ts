@@ -55,6 +55,9 @@ export interface LayoutView {
   owners: number[];
   ownerIds: string[];
   coordinator: string;
+  /** Backups per bucket, and `backups[b * replicas + k]`: member indexes or -1 (see docs/cluster.md). */
+  replicas?: number;
+  backups?: number[];
 }
 
 // --- processes ------------------------------------------------------------------------------------

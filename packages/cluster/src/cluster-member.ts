@@ -13,7 +13,8 @@
  * - a layout is committed only when a majority of the previous layout's members accepted it;
  * - a new coordinator first learns the highest epoch a majority holds, and proposes above it.
  */
-import { bucketsOf, ownedCounts, type Layout, type LayoutMember } from './layout.js';
+import { InvalidArgument } from '@wadi/core';
+import { backupsOf, bucketsOf, MAX_REPLICAS, ownedCounts, type Layout, type LayoutMember } from './layout.js';
 import { oldestMember, type ElectionPolicy } from './election.js';
 import { MemberTable, type MemberEntry, type ObservedState } from './membership.js';
 import type { ClusterMessage } from './messages.js';
@@ -86,8 +87,16 @@ export interface ClusterMemberOptions {
   timings?: Partial<ClusterTimings>;
   election?: ElectionPolicy;
   persisted?: PersistedClusterState;
-  /** Bucket moves per layout (default: all at once; the handoffs themselves are rate limited). */
+  /** Bucket moves per layout (default: all at once; the handoffs themselves are rate limited); also bounds live backup moves in flight. */
   maxMovesPerLayout?: number;
+  /** R: backups per bucket besides its owner (default 1; 0: none). At most MAX_REPLICAS. */
+  replicas?: number;
+  /**
+   * Whether incoming backup `member` of `bucket` holds its whole copy, so the backup it replaces
+   * may go. Default: yes once a layout naming it is committed, since nothing copies session
+   * state to backups yet; the replication part answers from the copies it made.
+   */
+  backupSynced?: (bucket: number, member: { id: string; incarnation: number }) => boolean;
   /** Whether this node finished handing off what it owned (a leave waits for it). Default: yes. */
   handoffsDone?: () => boolean;
 }
@@ -184,6 +193,10 @@ export class ClusterMember {
 
   constructor(options: ClusterMemberOptions, io: ClusterIO) {
     this.#options = options;
+    const replicas = options.replicas;
+    if (replicas !== undefined && (!Number.isInteger(replicas) || replicas < 0 || replicas > MAX_REPLICAS)) {
+      throw new InvalidArgument(`replicas must be an integer from 0 to ${MAX_REPLICAS}, got ${String(replicas)}`);
+    }
     this.#io = io;
     this.id = options.self.id;
     this.incarnation = options.self.incarnation;
@@ -665,15 +678,28 @@ export class ClusterMember {
     const key = (member: { id: string; incarnation: number }): string => `${member.id}@${member.incarnation}`;
     // The plan is a pure function of these (planner.ts): if they are what they were when the plan
     // last changed nothing, it would change nothing again.
+    // Incoming backups make it depend on `backupSynced` too, which may change at any time: a base
+    // with any is planned again every time (incoming backups exist only while copies are made).
     const input = `${this.#cluster}|${base?.epoch}|${this.#committed?.epoch}|${eligible.map(key).join(',')}|${leaving.map(key).join(',')}`;
-    if (input === this.#unchangedPlanInput && base === this.#unchangedPlanBase) return;
+    if (input === this.#unchangedPlanInput && base === this.#unchangedPlanBase && (base?.incoming ?? []).length === 0) return;
     const owners = base === null ? new Array<string | null>(this.#options.buckets).fill(null) : base.owners.map((owner) => key(base.members[owner]!));
+    const replicas = this.#options.replicas ?? 1;
+    const keyOf = (index: number): string => key(base!.members[index]!);
+    const baseMembers = new Map((base?.members ?? []).map((member) => [key(member), member]));
+    const backupSynced = this.#options.backupSynced;
     const plan = planLayout({
       buckets: this.#options.buckets,
       owners,
       members: [...eligible, ...leaving].map(key),
       draining: leaving.map(key),
       ...(this.#options.maxMovesPerLayout === undefined ? {} : { maxMoves: this.#options.maxMovesPerLayout }),
+      replicas,
+      ...(base === null ? {} : { backups: base.owners.map((_, bucket) => backupsOf(base, bucket).map(keyOf)) }),
+      incoming: (base?.incoming ?? []).map(([bucket, member, retiring]) => ({ bucket, id: keyOf(member), retiring: retiring < 0 ? null : keyOf(retiring) })),
+      synced: (bucket, id) => {
+        const member = baseMembers.get(id);
+        return backupSynced === undefined || member === undefined || backupSynced(bucket, member);
+      },
     });
     // Keep the previous order of members so indexes stay readable across epochs; newcomers append.
     const byKey = new Map<string, MemberEntry>([...eligible, ...leaving].map((entry) => [key(entry), entry]));
@@ -686,8 +712,12 @@ export class ClusterMember {
       seen.add(k);
       order.push({ id: entry.id, incarnation: entry.incarnation, url: entry.url, workers: entry.workers });
     };
-    for (const member of base?.members ?? []) if (plan.owners.includes(key(member))) add(key(member));
-    for (const owner of plan.owners) add(owner);
+    // Members that hold only backups (or a retiring copy) are members of the layout too.
+    const used = new Set<string>(plan.owners);
+    for (const list of plan.backups) for (const id of list) used.add(id);
+    for (const entry of plan.incoming) if (entry.retiring !== null) used.add(entry.retiring);
+    for (const member of base?.members ?? []) if (used.has(key(member))) add(key(member));
+    for (const id of used) add(id);
     const index = new Map(order.map((member, i) => [key(member), i]));
     if (this.#cluster === '') return; // admitted, but no layout learned yet: nothing to plan from.
     const layout: Layout = {
@@ -697,6 +727,7 @@ export class ClusterMember {
       members: order,
       owners: plan.owners.map((owner) => index.get(owner)!),
       coordinator: this.id,
+      ...backupFields(replicas, plan.backups, plan.incoming, index),
     };
     if (base !== null && base.epoch === this.#committed?.epoch && sameAssignment(base, layout)) {
       this.#unchangedPlanInput = input;
@@ -847,7 +878,30 @@ export function majority(voters: number): number {
 function sameAssignment(a: Layout, b: Layout): boolean {
   const key = (member: LayoutMember): string => `${member.id}@${member.incarnation}`;
   if (a.members.length !== b.members.length || !a.members.every((member, i) => key(member) === key(b.members[i]!))) return false;
+  if ((a.replicas ?? 0) !== (b.replicas ?? 0) || !sameNumbers(a.backups ?? [], b.backups ?? [])) return false;
+  if (!sameNumbers((a.incoming ?? []).flat(), (b.incoming ?? []).flat())) return false;
   return a.owners.every((owner, bucket) => owner === b.owners[bucket]);
+}
+
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((n, i) => n === b[i]);
+}
+
+/** The backup fields of a planned layout: none at all with no replicas, as layouts had before. */
+function backupFields(
+  replicas: number,
+  backups: readonly (readonly string[])[],
+  incoming: readonly { bucket: number; id: string; retiring: string | null }[],
+  index: ReadonlyMap<string, number>,
+): Pick<Layout, 'replicas' | 'backups' | 'incoming'> {
+  if (replicas === 0) return {};
+  const slots = new Array<number>(backups.length * replicas).fill(-1);
+  backups.forEach((list, bucket) => list.forEach((id, k) => (slots[bucket * replicas + k] = index.get(id)!)));
+  return {
+    replicas,
+    backups: slots,
+    ...(incoming.length === 0 ? {} : { incoming: incoming.map((entry) => [entry.bucket, index.get(entry.id)!, entry.retiring === null ? -1 : index.get(entry.retiring)!] as [number, number, number]) }),
+  };
 }
 
 /** Votes needed from the previous layout's members; with none (a new cluster) the proposer's own suffices. */

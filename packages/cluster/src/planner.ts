@@ -37,8 +37,22 @@
  *
  * Shares are floating-point; a share within a relative 1e-9 of an integer counts as that
  * integer, so weights such as 0.1/0.2/0.3 still give exact integer targets.
+ *
+ * Backups (`replicas` > 0). Before the owners are planned, an orphaned bucket with a complete
+ * backup on an eligible member is *promoted*: that backup becomes its owner, since it already
+ * holds the bucket's copy (when several could, the one furthest below its owner target, then the
+ * smallest id). Promotions count as that member's holdings and are never taken back in the same
+ * round, so the goals above apply to the promoted table: the owner moves are the promotions plus
+ * `minimumMoves` of the promoted table, and balance is exact unless a member received more
+ * promotions than its target (the next round, with no orphans, balances it). The backups are then
+ * placed by `planBackups` (backups.ts) around the owners this plan chose.
  */
 import { InvalidArgument } from '@wadi/core';
+import { apportion, compareIds } from './apportion.js';
+import { planBackups, type BackupMove, type BackupPlan, type IncomingBackup } from './backups.js';
+import { MAX_REPLICAS } from './layout.js';
+
+export type { BackupMove, IncomingBackup } from './backups.js';
 
 export interface PlanInput {
   /** Number of buckets B (integer >= 1). */
@@ -51,8 +65,25 @@ export interface PlanInput {
   draining?: readonly string[];
   /** Positive finite weights per member (default 1). Weights of non-members are validated and ignored. */
   weights?: Readonly<Record<string, number>>;
-  /** At most this many moves of buckets whose current owner is live (draining or above its share) in this round. */
+  /**
+   * At most this many moves of buckets whose current owner is live (draining or above its share)
+   * in this round; with backups, also at most this many live backup moves in flight.
+   */
   maxMoves?: number;
+  /** R: backups per bucket, besides its owner (default 0: owners only). At most MAX_REPLICAS. */
+  replicas?: number;
+  /**
+   * backups[b]: the ids that are, or are becoming, bucket b's backups, as the current layout
+   * lists them (departed ids allowed; never the bucket's owner; no id twice). Default: none.
+   */
+  backups?: readonly (readonly string[])[];
+  /** The backups still receiving their copy, as the current layout lists them (each in `backups`). */
+  incoming?: readonly IncomingBackup[];
+  /**
+   * Whether incoming backup `id` of `bucket` has received its whole copy (default: none has). A
+   * synced backup counts as complete, and the backup it replaced is dropped.
+   */
+  synced?: (bucket: number, id: string) => boolean;
 }
 
 export interface Move {
@@ -64,11 +95,15 @@ export interface Move {
 
 export interface Plan {
   owners: string[];
+  /** Owner moves, by ascending bucket (promotions included: from the lost owner to the backup). */
   moves: Move[];
+  /** backups[b]: the ids that are, or are becoming, bucket b's backups (all empty with no replicas). */
+  backups: string[][];
+  /** The backups still receiving their copy, by ascending bucket. */
+  incoming: IncomingBackup[];
+  /** Backup slots given in this plan, by ascending bucket. */
+  backupMoves: BackupMove[];
 }
-
-/** How far a share may be from an integer, relative to its size, and still count as that integer. */
-const INTEGER_SHARE_TOLERANCE = 1e-9;
 
 const ORPHANED = -1;
 
@@ -86,6 +121,8 @@ interface Analysis {
   /** Buckets held now by each eligible member. */
   readonly current: Int32Array;
   readonly targets: Int32Array;
+  /** Weight of each eligible member. */
+  readonly weights: readonly number[];
   readonly orphaned: number;
   readonly onDraining: number;
   /** Sum over eligible members of max(0, current - target). */
@@ -94,7 +131,83 @@ interface Analysis {
 
 /** Plans the next layout; see the module header for the rules. */
 export function planLayout(input: PlanInput): Plan {
-  const analysis = analyse(input);
+  return planAll(input).plan;
+}
+
+/** Owners and backups, with what the backup step computed on the way. */
+function planAll(input: PlanInput): { plan: Plan; backups: BackupPlan; eligible: readonly string[] } {
+  const first = analyse(input);
+  const { owners, pinned } = promote(input, first);
+  // The promoted table lists promoted backups as owners: its backup fields are not checked again.
+  const promotedInput: PlanInput = pinned === undefined ? input : { ...input, owners, backups: undefined, incoming: undefined };
+  const analysis = pinned === undefined ? first : analyse(promotedInput);
+  const result = assignOwners(promotedInput, analysis, pinned);
+  const moves: Move[] = [];
+  for (let bucket = 0; bucket < input.buckets; bucket++) {
+    const from = input.owners[bucket] ?? null;
+    const to = result[bucket] as string;
+    if (from !== to) moves.push({ bucket, from, to });
+  }
+  const backups = planBackups({
+    buckets: input.buckets,
+    replicas: input.replicas ?? 0,
+    eligible: analysis.eligible,
+    draining: analysis.draining,
+    weights: analysis.weights,
+    previousOwners: input.owners,
+    owners: result,
+    backups: input.backups,
+    incoming: input.incoming ?? [],
+    synced: input.synced ?? (() => false),
+    maxMoves: input.maxMoves ?? Number.POSITIVE_INFINITY,
+  });
+  return {
+    plan: { owners: result, moves, backups: backups.backups, incoming: backups.incoming, backupMoves: backups.moves },
+    backups,
+    eligible: analysis.eligible,
+  };
+}
+
+/**
+ * The owners with each orphan that has a complete backup on an eligible member given to one of
+ * them, and which buckets were so promoted (undefined when none was).
+ */
+function promote(input: PlanInput, analysis: Analysis): { owners: readonly (string | null)[]; pinned: Uint8Array | undefined } {
+  const backups = input.backups;
+  if (backups === undefined || analysis.orphaned === 0) return { owners: input.owners, pinned: undefined };
+  const eligibleIndex = new Map(analysis.eligible.map((id, i) => [id, i]));
+  const room = Int32Array.from(analysis.targets, (target, i) => target - (analysis.current[i] ?? 0));
+  const incoming = new Map<number, Map<string, string | null>>();
+  for (const entry of input.incoming ?? []) {
+    let map = incoming.get(entry.bucket);
+    if (map === undefined) incoming.set(entry.bucket, (map = new Map()));
+    map.set(entry.id, entry.retiring);
+  }
+  const synced = input.synced ?? (() => false);
+  let owners: (string | null)[] | undefined;
+  let pinned: Uint8Array | undefined;
+  for (let bucket = 0; bucket < input.buckets; bucket++) {
+    if (analysis.holder[bucket] !== ORPHANED) continue;
+    const pending = incoming.get(bucket);
+    const complete = (backups[bucket] ?? []).filter((id) => pending?.has(id) !== true || synced(bucket, id));
+    for (const retiring of pending?.values() ?? []) if (retiring !== null) complete.push(retiring);
+    let best = -1;
+    for (const id of complete) {
+      const i = eligibleIndex.get(id);
+      if (i !== undefined && (best < 0 || (room[i] ?? 0) > (room[best] ?? 0) || ((room[i] ?? 0) === (room[best] ?? 0) && i < best))) best = i;
+    }
+    if (best < 0) continue;
+    room[best] = (room[best] ?? 0) - 1;
+    owners ??= [...input.owners];
+    pinned ??= new Uint8Array(input.buckets);
+    owners[bucket] = analysis.eligible[best] as string;
+    pinned[bucket] = 1;
+  }
+  return { owners: owners ?? input.owners, pinned };
+}
+
+/** The owner of every bucket after this round (see the module header); pinned buckets stay put. */
+function assignOwners(input: PlanInput, analysis: Analysis, pinned: Uint8Array | undefined): string[] {
   const { eligible, draining, holder, current, targets } = analysis;
   const buckets = input.buckets;
   const owners = input.owners;
@@ -108,7 +221,7 @@ export function planLayout(input: PlanInput): Plan {
   for (let bucket = buckets - 1; bucket >= 0; bucket--) {
     const h = holder[bucket] ?? ORPHANED;
     if (h >= 0) {
-      if ((excessLeft[h] ?? 0) > 0) {
+      if ((excessLeft[h] ?? 0) > 0 && pinned?.[bucket] !== 1) {
         excessLeft[h] = (excessLeft[h] ?? 0) - 1;
         excessSources[h]?.push(bucket);
       }
@@ -127,19 +240,15 @@ export function planLayout(input: PlanInput): Plan {
     Int32Array.from(targets, (target, i) => Math.max(0, target - (current[i] ?? 0))),
   );
   const result: string[] = new Array<string>(buckets);
-  const moves: Move[] = [];
   for (let bucket = 0; bucket < buckets; bucket++) {
-    const from = owners[bucket] ?? null;
     if (moving[bucket] === 1) {
-      const to = eligible[receivers.takeOne()] as string;
-      result[bucket] = to;
-      moves.push({ bucket, from, to });
+      result[bucket] = eligible[receivers.takeOne()] as string;
     } else {
       // Not moving implies a live owner: orphans are always in `moving`.
-      result[bucket] = from as string;
+      result[bucket] = owners[bucket] as string;
     }
   }
-  return { owners: result, moves };
+  return result;
 }
 
 /** The minimum number of moves that reaches balance from `input` (ignoring maxMoves). */
@@ -157,6 +266,28 @@ export function targetCounts(input: PlanInput): Map<string, number> {
   const result = new Map<string, number>();
   eligible.forEach((id, i) => result.set(id, targets[i] ?? 0));
   return result;
+}
+
+/**
+ * Target backup count per eligible member for the owners this plan picks (keys in ascending id
+ * order; all 0 with no replicas): the floor or ceil of each weighted share of the backup slots,
+ * capped by the buckets the member does not own.
+ */
+export function backupTargets(input: PlanInput): Map<string, number> {
+  const { backups, eligible } = planAll(input);
+  const result = new Map<string, number>();
+  eligible.forEach((id, i) => result.set(id, backups.targets[i] ?? 0));
+  return result;
+}
+
+/**
+ * Lower bound on the backup moves of an unlimited plan from `input`: slots lost with departed
+ * members or to promotions, backups on draining members, and members' excess over their backup
+ * targets. `planLayout` moves exactly this many unless the rule that a member never backs up a
+ * bucket twice or its own bucket forces a detour (see backups.ts).
+ */
+export function minimumBackupMoves(input: PlanInput): number {
+  return planAll({ ...input, maxMoves: undefined }).backups.minimum;
 }
 
 /**
@@ -286,68 +417,23 @@ function analyse(input: PlanInput): Analysis {
     }
   });
 
-  const targets = chooseTargets(input, eligible, current);
+  const { weights, targets } = chooseTargets(input, eligible, current);
   let excess = 0;
   current.forEach((held, i) => {
     excess += Math.max(0, held - (targets[i] ?? 0));
   });
-  return { eligible, draining, holder, current, targets, orphaned, onDraining, excess };
+  return { eligible, draining, holder, current, targets, weights, orphaned, onDraining, excess };
 }
 
 /**
- * Floor of each weighted share, plus one for as many members as the remainder needs. Giving the
- * +1 to a member holding more than its floor saves one move; to anyone else it saves nothing,
- * so those members come first.
+ * Each eligible member's weight (default 1) and target: the floor or ceil of its weighted share of
+ * the buckets, the ceils going where they save moves (apportion.ts).
  */
-function chooseTargets(input: PlanInput, eligible: readonly string[], current: Int32Array): Int32Array {
-  const buckets = input.buckets;
+function chooseTargets(input: PlanInput, eligible: readonly string[], current: Int32Array): { weights: number[]; targets: Int32Array } {
   const given = input.weights;
   // hasOwn, so that an id such as 'constructor' does not pick up an Object.prototype member.
-  let weights = eligible.map((id) => (given !== undefined && Object.hasOwn(given, id) ? (given[id] as number) : 1));
-  // Summing in sorted-id order keeps the floating-point result independent of member order.
-  let total = weights.reduce((sum, w) => sum + w, 0);
-  if (!Number.isFinite(total)) {
-    const largest = Math.max(...weights);
-    weights = weights.map((w) => w / largest);
-    total = weights.reduce((sum, w) => sum + w, 0);
-  }
-
-  const targets = new Int32Array(eligible.length);
-  const fraction = new Float64Array(eligible.length);
-  const candidates: number[] = [];
-  let assigned = 0;
-  weights.forEach((w, i) => {
-    const share = (buckets * w) / total;
-    const nearest = Math.round(share);
-    if (Math.abs(share - nearest) <= INTEGER_SHARE_TOLERANCE * Math.max(1, share)) {
-      // The nearest integer is the floor or the ceil of the true share either way.
-      targets[i] = nearest;
-    } else {
-      targets[i] = Math.floor(share);
-      fraction[i] = share - Math.floor(share);
-      candidates.push(i);
-    }
-    assigned += targets[i] ?? 0;
-  });
-
-  const remainder = buckets - assigned;
-  if (remainder < 0 || remainder > candidates.length) {
-    throw new Error(`layout planner: remainder ${remainder} out of range for ${candidates.length} fractional shares (bug)`);
-  }
-  const surplus = (i: number): number => (current[i] ?? 0) - (targets[i] ?? 0);
-  candidates.sort(
-    (a, b) => surplus(b) - surplus(a) || (fraction[b] ?? 0) - (fraction[a] ?? 0) || a - b,
-  );
-  for (let k = 0; k < remainder; k++) {
-    const i = candidates[k] as number;
-    targets[i] = (targets[i] ?? 0) + 1;
-  }
-  return targets;
-}
-
-/** Locale-independent ordering, so every node sorts ids the same way. */
-function compareIds(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
+  const weights = eligible.map((id) => (given !== undefined && Object.hasOwn(given, id) ? (given[id] as number) : 1));
+  return { weights, targets: apportion(input.buckets, weights, current).targets };
 }
 
 function validate(input: PlanInput): void {
@@ -402,5 +488,56 @@ function validate(input: PlanInput): void {
   }
   if (maxMoves !== undefined && (typeof maxMoves !== 'number' || !Number.isInteger(maxMoves) || maxMoves < 0)) {
     throw new InvalidArgument(`layout: maxMoves must be an integer >= 0, got ${String(maxMoves)}`);
+  }
+  validateBackups(input);
+}
+
+function validateBackups(input: PlanInput): void {
+  const { buckets, owners, replicas, backups, incoming, synced } = input;
+  if (replicas !== undefined && (typeof replicas !== 'number' || !Number.isInteger(replicas) || replicas < 0 || replicas > MAX_REPLICAS)) {
+    throw new InvalidArgument(`layout: replicas must be an integer from 0 to ${MAX_REPLICAS}, got ${String(replicas)}`);
+  }
+  if (synced !== undefined && typeof synced !== 'function') {
+    throw new InvalidArgument(`layout: synced must be a function, got ${typeof synced}`);
+  }
+  if (backups === undefined) {
+    if (incoming !== undefined && (!Array.isArray(incoming) || incoming.length > 0)) {
+      throw new InvalidArgument('layout: incoming backups given without backups');
+    }
+    return;
+  }
+  if (!Array.isArray(backups) || backups.length !== buckets) {
+    throw new InvalidArgument(`layout: backups must have one list per bucket (${buckets}), got ${Array.isArray(backups) ? backups.length : typeof backups}`);
+  }
+  for (let bucket = 0; bucket < buckets; bucket++) {
+    const list: unknown = backups[bucket];
+    if (!Array.isArray(list)) throw new InvalidArgument(`layout: backups[${bucket}] must be an array of node ids`);
+    const seen = new Set<string>();
+    for (const id of list as unknown[]) {
+      if (typeof id !== 'string' || id.length === 0) throw new InvalidArgument(`layout: backups[${bucket}] must contain node ids, got ${JSON.stringify(id) ?? String(id)}`);
+      if (seen.has(id)) throw new InvalidArgument(`layout: backups[${bucket}] lists ${JSON.stringify(id)} twice`);
+      if (id === owners[bucket]) throw new InvalidArgument(`layout: backups[${bucket}] lists its owner ${JSON.stringify(id)}`);
+      seen.add(id);
+    }
+  }
+  if (incoming === undefined) return;
+  if (!Array.isArray(incoming)) throw new InvalidArgument(`layout: incoming must be an array, got ${typeof incoming}`);
+  const pairs = new Set<string>();
+  const retirees = new Set<string>();
+  for (const entry of incoming as readonly IncomingBackup[]) {
+    const { bucket, id, retiring } = (entry ?? {}) as Partial<IncomingBackup>;
+    if (typeof bucket !== 'number' || !Number.isInteger(bucket) || bucket < 0 || bucket >= buckets) {
+      throw new InvalidArgument(`layout: incoming bucket ${String(bucket)} is out of range`);
+    }
+    const list = backups[bucket] as readonly string[];
+    if (typeof id !== 'string' || !list.includes(id)) throw new InvalidArgument(`layout: incoming ${String(id)} is not a backup of bucket ${bucket}`);
+    if (pairs.has(`${bucket}\0${id}`)) throw new InvalidArgument(`layout: incoming lists ${JSON.stringify(id)} twice for bucket ${bucket}`);
+    pairs.add(`${bucket}\0${id}`);
+    if (retiring === null) continue;
+    if (typeof retiring !== 'string' || retiring.length === 0 || list.includes(retiring) || retiring === owners[bucket]) {
+      throw new InvalidArgument(`layout: incoming retiring ${JSON.stringify(retiring) ?? String(retiring)} of bucket ${bucket} must be a node id that is neither its owner nor a backup`);
+    }
+    if (retirees.has(`${bucket}\0${retiring}`)) throw new InvalidArgument(`layout: bucket ${bucket} retires ${JSON.stringify(retiring)} twice`);
+    retirees.add(`${bucket}\0${retiring}`);
   }
 }

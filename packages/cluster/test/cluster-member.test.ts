@@ -12,11 +12,11 @@ function counts(layout: Layout): number[] {
   return [...ownedCounts(layout).values()].sort((a, b) => a - b);
 }
 
-/** Starts n1 (forming) and n2..nN joining through n1, and waits until they agree. */
+/** Starts n1 (forming) and n2..nN joining through n1, and waits until they agree on a settled layout (no backup still incoming). */
 function formCluster(net: TestNetwork, n: number): void {
   net.start('n1', []);
   for (let i = 2; i <= n; i++) net.start(`n${i}`, [url('n1')]);
-  net.until(() => net.agreed() && net.live().every((node) => node.member.committed!.members.length === n));
+  net.until(() => net.agreed() && net.live().every((node) => node.member.committed!.members.length === n && (node.member.committed!.incoming ?? []).length === 0));
 }
 
 describe('ClusterMember', () => {

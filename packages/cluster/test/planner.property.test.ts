@@ -21,20 +21,10 @@ import { InvalidArgument } from '@wadi/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { minimumMoves, planLayout, targetCounts, type Plan, type PlanInput } from '../src/planner.js';
+import { applyMembershipChange, changeArbs, eligibleOf, maxMovesArb, POOL, scrambled, WEIGHTS, weight2, type MembershipChange } from './histories.js';
 import { rng } from './network.js';
 
-/** Ids the histories draw from; two of them are Object.prototype names on purpose. */
-const POOL = ['n0', 'n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7', 'n8', 'n9', 'constructor', '__proto__'];
-/** Weights that are all multiples of 1/2, so doubled they are integers and the oracle is exact. */
-const WEIGHTS = [0.5, 1, 1, 1, 1.5, 2, 3, 4];
-
-type Change =
-  | { kind: 'join'; pick: number; weight: number | undefined }
-  | { kind: 'drain'; pick: number }
-  | { kind: 'remove'; pick: number }
-  | { kind: 'crash'; pick: number }
-  | { kind: 'weight'; pick: number; weight: number }
-  | { kind: 'round' };
+type Change = MembershipChange;
 
 interface Step {
   change: Change;
@@ -50,15 +40,6 @@ interface Cluster {
   weights: Map<string, number>;
 }
 
-function shuffled<T>(items: readonly T[], random: () => number): T[] {
-  const result = [...items];
-  for (let i = result.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [result[i], result[j]] = [result[j] as T, result[i] as T];
-  }
-  return result;
-}
-
 function toInput(cluster: Cluster, maxMoves: number | undefined): PlanInput {
   return {
     buckets: cluster.buckets,
@@ -71,27 +52,6 @@ function toInput(cluster: Cluster, maxMoves: number | undefined): PlanInput {
   };
 }
 
-/** The same input with every order the planner must ignore scrambled. */
-function scrambled(input: PlanInput, seed: number): PlanInput {
-  const random = rng(seed);
-  return {
-    ...input,
-    members: shuffled(input.members, random),
-    draining: shuffled(input.draining ?? [], random),
-    weights: Object.fromEntries(shuffled(Object.entries(input.weights ?? {}), random)),
-  };
-}
-
-function eligibleOf(input: PlanInput): string[] {
-  const draining = new Set(input.draining ?? []);
-  return input.members.filter((id) => !draining.has(id));
-}
-
-/** Doubled weight, an integer for every weight in WEIGHTS. */
-function weight2(input: PlanInput, id: string): number {
-  const weights = input.weights ?? {};
-  return 2 * (Object.hasOwn(weights, id) ? (weights[id] as number) : 1);
-}
 
 interface Oracle {
   orphaned: Set<number>;
@@ -235,70 +195,18 @@ function checkPlan(input: PlanInput, plan: Plan, shuffleSeed: number): Plan {
   return plan;
 }
 
-/** Applies a membership change; returns false if it does not apply to this cluster. */
-function applyChange(cluster: Cluster, change: Change): boolean {
-  const eligible = cluster.members.filter((id) => !cluster.draining.has(id));
-  const pick = <T>(items: readonly T[], index: number): T | undefined =>
-    items.length === 0 ? undefined : items[index % items.length];
-  switch (change.kind) {
-    case 'join': {
-      const id = pick(POOL.filter((p) => !cluster.members.includes(p)), change.pick);
-      if (id === undefined) return false;
-      cluster.members.push(id);
-      if (change.weight === undefined) cluster.weights.delete(id);
-      else cluster.weights.set(id, change.weight);
-      return true;
-    }
-    case 'drain': {
-      // Keep one eligible member: with none, the planner must refuse (tested separately).
-      const id = pick(eligible, change.pick);
-      if (id === undefined || eligible.length < 2) return false;
-      cluster.draining.add(id);
-      return true;
-    }
-    case 'remove': {
-      // The graceful leave completes; under maxMoves it may still hold buckets, which become orphans.
-      const id = pick([...cluster.draining], change.pick);
-      if (id === undefined) return false;
-      cluster.draining.delete(id);
-      cluster.members = cluster.members.filter((m) => m !== id);
-      return true;
-    }
-    case 'crash': {
-      const id = pick(cluster.members, change.pick);
-      if (id === undefined || (eligible.length < 2 && eligible.includes(id))) return false;
-      cluster.draining.delete(id);
-      cluster.members = cluster.members.filter((m) => m !== id);
-      return true;
-    }
-    case 'weight': {
-      const id = pick(cluster.members, change.pick);
-      if (id === undefined) return false;
-      cluster.weights.set(id, change.weight);
-      return true;
-    }
-    case 'round':
-      return true;
-  }
-}
+const applyChange = applyMembershipChange;
 
 const changeArb: fc.Arbitrary<Change> = fc.oneof(
-  { arbitrary: fc.record({ kind: fc.constant('join' as const), pick: fc.nat(), weight: fc.option(fc.constantFrom(...WEIGHTS), { nil: undefined }) }), weight: 3 },
-  { arbitrary: fc.record({ kind: fc.constant('drain' as const), pick: fc.nat() }), weight: 2 },
-  { arbitrary: fc.record({ kind: fc.constant('remove' as const), pick: fc.nat() }), weight: 2 },
-  { arbitrary: fc.record({ kind: fc.constant('crash' as const), pick: fc.nat() }), weight: 2 },
-  { arbitrary: fc.record({ kind: fc.constant('weight' as const), pick: fc.nat(), weight: fc.constantFrom(...WEIGHTS) }), weight: 1 },
-  { arbitrary: fc.record({ kind: fc.constant('round' as const) }), weight: 2 },
+  { arbitrary: changeArbs.join, weight: 3 },
+  { arbitrary: changeArbs.drain, weight: 2 },
+  { arbitrary: changeArbs.remove, weight: 2 },
+  { arbitrary: changeArbs.crash, weight: 2 },
+  { arbitrary: changeArbs.weight, weight: 1 },
+  { arbitrary: changeArbs.round, weight: 2 },
 );
 
-const maxMovesArb = fc.oneof(
-  { arbitrary: fc.constant(undefined), weight: 2 },
-  { arbitrary: fc.constant(0), weight: 1 },
-  { arbitrary: fc.integer({ min: 1, max: 8 }), weight: 1 },
-  { arbitrary: fc.integer({ min: 9, max: 300 }), weight: 1 },
-);
-
-const stepArb: fc.Arbitrary<Step> = fc.record({ change: changeArb, maxMoves: maxMovesArb, shuffleSeed: fc.nat() });
+const stepArb: fc.Arbitrary<Step> = fc.record({ change: changeArb, maxMoves: maxMovesArb(2), shuffleSeed: fc.nat() });
 
 const startArb = fc.record({
   buckets: fc.oneof(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 1, max: 2048 })),

@@ -5,6 +5,7 @@
  * cluster declared down exits 1, so a supervisor restarts it as a new incarnation.
  */
 import { parseArgs } from 'node:util';
+import { MAX_REPLICAS } from '@wadi/cluster';
 import { WadiError } from '@wadi/core';
 import { startNode, type NodeOptions } from './node.js';
 
@@ -18,6 +19,7 @@ const USAGE = `usage: wadi node [options]
   --actors MODULE        actor module to load (repeatable, or comma-separated)
   --workers N            worker threads (default: CPU count)
   --buckets N            buckets of the id space (default 1024; the same on every node)
+  --replicas N           backups per bucket on other nodes (default 1; 0 to 8; the coordinator's counts)
   --id ID                node id (default host:port)
   --cluster-name NAME    nodes with another cluster name are refused (default wadi)
   --advertised-url URL   the URL other nodes dial, if not ws://host:port
@@ -75,6 +77,7 @@ function parseNodeOptions(args: string[]): NodeOptions {
       actors: { type: 'string', multiple: true },
       workers: { type: 'string' },
       buckets: { type: 'string' },
+      replicas: { type: 'string' },
       id: { type: 'string' },
       'cluster-name': { type: 'string' },
       'advertised-url': { type: 'string' },
@@ -115,6 +118,7 @@ function parseNodeOptions(args: string[]): NodeOptions {
   const actors = values.actors?.flatMap((list) => list.split(',')).map((module) => module.trim()).filter((module) => module.length > 0);
   const workers = integer('workers', 1, 256);
   const buckets = integer('buckets', 1, 65_536);
+  const replicas = integer('replicas', 0, MAX_REPLICAS);
   const httpPort = integer('http-port', 0, 65_535);
   const maxPayloadBytes = integer('max-payload-bytes', 1024, 1024 * 1024 * 1024);
   const idleMs = integer('idle-ms', 1, 30 * 24 * 3600 * 1000);
@@ -149,6 +153,7 @@ function parseNodeOptions(args: string[]): NodeOptions {
         ? {}
         : { tls: { keyFile: values['tls-key'], certFile: values['tls-cert']!, ...(values['tls-ca'] === undefined ? {} : { caFile: values['tls-ca'] }) } }),
       ...(maxPayloadBytes === undefined ? {} : { maxPayloadBytes }),
+      ...(replicas === undefined ? {} : { replicas }),
       timings: Object.fromEntries(Object.entries(timings).filter(([, value]) => value !== undefined)),
     },
   };

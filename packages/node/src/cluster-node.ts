@@ -67,8 +67,10 @@ export interface ClusterOptions {
   lowWaterMarkBytes?: number;
   /** How often the state machine's clock ticks (default 100 ms). */
   tickMs?: number;
-  /** Bucket moves per committed layout (default: all; handoffs are rate limited separately). */
+  /** Bucket moves per committed layout (default: all; handoffs are rate limited separately); also the live backup moves in flight. */
   maxMovesPerLayout?: number;
+  /** Backups per bucket besides its owner, placed on other nodes by the coordinator (default 1; 0: none; at most 8). */
+  replicas?: number;
   /** Bucket handoffs in flight at once (default 8). */
   maxHandoffs?: number;
   /** A handoff phase with no answer in this long is retried (default 2000 ms); after 3 tries the bucket is rebuilt. */
@@ -256,6 +258,7 @@ class Membership implements ClusterHandle {
         ...(options.timings === undefined ? {} : { timings: options.timings }),
         ...(options.election === undefined ? {} : { election: options.election }),
         ...(options.maxMovesPerLayout === undefined ? {} : { maxMovesPerLayout: options.maxMovesPerLayout }),
+        ...(options.replicas === undefined ? {} : { replicas: options.replicas }),
         ...(persisted === undefined ? {} : { persisted }),
         handoff: {
           ...(options.maxHandoffs === undefined ? {} : { maxInFlight: options.maxHandoffs }),

@@ -8,17 +8,21 @@
  * - a layout is only chosen once a majority of the previous layout's members accepted it (so a
  *   minority side of a partition chooses none), and no node accepts a proposal below the epoch
  *   it already committed (a stale node's vote never counts);
- * - each chosen layout moves the minimum number of buckets from the layout it was planned from;
+ * - each chosen layout moves the minimum number of buckets from the layout it was planned from,
+ *   given its promotions: a bucket whose owner is gone goes to a member that held a complete copy
+ *   of it (a backup that was not incoming, or a retiring one) whenever such a member still owns
+ *   buckets, and only what those promotions unbalance moves besides;
  * - a bucket's directory is only installed by its owner in the epoch it is installed for.
  *
  * `convergence` lists what keeps a settled cluster from its end state: every running node a
- * member, all agreeing on one layout of exactly the running nodes, balanced, no handoff pending,
+ * member, all agreeing on one layout of exactly the running nodes, balanced (owners and backups:
+ * each bucket min(R, members - 1) backups, none still incoming), no handoff pending,
  * every session's directory entry pointing where the session really is (and no entry for a
  * session that is gone), and no session hosted twice. For abstract sessions, where they are is
  * what the simulation's model says; for real ones (`Log` actors), where the nodes' actor systems
  * host them, which must be one place each.
  */
-import { minimumMoves, ownedCounts, validateLayout, type ClusterMessage, type Layout } from '@wadi/cluster';
+import { backupCounts, backupsOf, copyHolders, ownedCounts, replicasOf, targetCounts, validateLayout, type ClusterMessage, type Layout } from '@wadi/cluster';
 import { activationKey, bucketOf } from '@wadi/core';
 import { LOG_TYPE } from './sessions.js';
 import { SESSION_TYPE } from './sim-node.js';
@@ -46,6 +50,8 @@ export class SafetyMonitor {
   readonly #proposals = new Map<string, Layout>();
   /** `coordinator/epoch` -> who sent it an accept. */
   readonly #accepts = new Map<string, Set<string>>();
+  /** `id@incarnation` of members gossiped as leaving: their buckets are drained, not lost. */
+  readonly #leaving = new Set<string>();
   readonly #buckets: number;
   readonly #trace: (at: number, kind: string, detail: string) => void;
 
@@ -61,7 +67,9 @@ export class SafetyMonitor {
 
   /** A protocol message a node sent, with the epoch it had committed when it sent it. */
   sent(at: number, from: string, committedEpoch: number, to: string, message: ClusterMessage): void {
-    if (message.t === 'propose') {
+    if (message.t === 'gossip') {
+      for (const entry of message.members) if (entry.state === 'leaving') this.#leaving.add(`${entry.id}@${entry.incarnation}`);
+    } else if (message.t === 'propose') {
       this.#proposals.set(`${from}/${message.layout.epoch}`, message.layout);
     } else if (message.t === 'accept') {
       // Accepting again the proposal it committed (a duplicate) is idempotent; anything older is stale.
@@ -108,6 +116,11 @@ export class SafetyMonitor {
     }
   }
 
+  /** Every layout chosen so far, by cluster and epoch. */
+  chosenLayouts(): Layout[] {
+    return [...this.#chosen.values()].map((entry) => entry.layout).sort((a, b) => a.epoch - b.epoch);
+  }
+
   /** The newest layout chosen anywhere. */
   latestChosen(): Layout | undefined {
     let best: Layout | undefined;
@@ -147,10 +160,16 @@ export class SafetyMonitor {
     for (const proposal of this.#proposals.values()) {
       if (proposal.cluster === layout.cluster && proposal.epoch > previous.epoch && proposal.epoch < layout.epoch) bases.push(proposal);
     }
-    const results = bases.map((base) => ({ base, moves: moves(base, layout), minimum: minimumFrom(base, layout) }));
-    if (!results.some((result) => result.moves === result.minimum)) {
+    // A leaver that crashed before its drain finished left orphans that were promoted: either
+    // reading of its buckets may hold.
+    const results = bases.map((base) => ({ base, moves: moves(base, layout), minimum: minimumFrom(base, layout, this.#leaving), promoted: minimumFrom(base, layout, new Set()) }));
+    if (!results.some((result) => result.moves === result.minimum || result.moves === result.promoted)) {
       const detail = results.map((result) => `from epoch ${result.base.epoch}: ${result.moves} moves, minimum ${result.minimum}`).join('; ');
       this.violation(at, 'minimal moves', `epoch ${layout.epoch}: ${detail}`);
+    }
+    const unpromoted = bases.map((base) => unpromotedBuckets(base, layout, this.#leaving));
+    if (!unpromoted.some((buckets) => buckets.length === 0)) {
+      this.violation(at, 'lost owners go to their backups', `epoch ${layout.epoch}: buckets ${unpromoted[0]!.slice(0, 10).join(',')} went elsewhere though a complete copy survived`);
     }
   }
 }
@@ -184,6 +203,7 @@ export function convergence(simulation: Simulation): string[] {
   if (members.join() !== expected.join()) problems.push(`layout ${first.epoch} has members [${members.join(',')}], running are [${expected.join(',')}]`);
   const counts = [...ownedCounts(first).values()];
   if (Math.max(...counts) - Math.min(...counts) > 1) problems.push(`layout ${first.epoch} is unbalanced: ${describeOwners(first)}`);
+  problems.push(...backupProblems(first));
   if (problems.length > 0) return problems;
   problems.push(...directoryProblems(simulation, first));
   return problems;
@@ -248,7 +268,19 @@ function directoryProblems(simulation: Simulation, layout: Layout): string[] {
 }
 
 export function layoutKey(layout: Layout): string {
-  return JSON.stringify([layout.cluster, layout.epoch, layout.members.map((member) => `${member.id}@${member.incarnation}`), layout.owners]);
+  return JSON.stringify([layout.cluster, layout.epoch, layout.members.map((member) => `${member.id}@${member.incarnation}`), layout.owners, replicasOf(layout), layout.backups ?? [], layout.incoming ?? []]);
+}
+
+/** A settled layout's backups: each bucket min(R, members - 1) of them, none incoming, balanced. */
+function backupProblems(layout: Layout): string[] {
+  const want = Math.min(replicasOf(layout), layout.members.length - 1);
+  const short = layout.owners.map((_, bucket) => bucket).filter((bucket) => backupsOf(layout, bucket).length !== want);
+  const problems: string[] = [];
+  if (short.length > 0) problems.push(`layout ${layout.epoch}: buckets ${short.slice(0, 10).join(',')} do not have ${want} backups`);
+  if ((layout.incoming ?? []).length > 0) problems.push(`layout ${layout.epoch}: ${layout.incoming!.length} backups still incoming`);
+  const counts = [...backupCounts(layout).values()];
+  if (want > 0 && Math.max(...counts) - Math.min(...counts) > 1) problems.push(`layout ${layout.epoch} has unbalanced backups: ${[...backupCounts(layout)].map(([id, n]) => `${id}:${n}`).join(' ')}`);
+  return problems;
 }
 
 function describeOwners(layout: Layout): string {
@@ -266,10 +298,66 @@ function moves(from: Layout, to: Layout): number {
   return count;
 }
 
-function minimumFrom(base: Layout, layout: Layout): number {
-  return minimumMoves({
-    buckets: layout.owners.length,
-    owners: base.owners.map((_, bucket) => memberKey(base, bucket)),
-    members: layout.members.map((member) => `${member.id}@${member.incarnation}`),
+/** The members that own buckets in `layout` (a layout also lists members that only hold backups). */
+function ownerKeys(layout: Layout): Set<string> {
+  return new Set(layout.owners.map((_, bucket) => memberKey(layout, bucket)));
+}
+
+/**
+ * The fewest owner moves from `base` over `layout`'s owners, once the buckets whose owner is gone
+ * (crashed, not leaving) and that went to a member holding a complete copy of them count as
+ * promoted. The planner gives those no choice: promotions come first and are not taken back in
+ * the same layout, then members above their targets shed what else they hold, so a member that
+ * got more promotions than its target sheds only its other buckets (the next layout balances).
+ */
+function minimumFrom(base: Layout, layout: Layout, leaving: ReadonlySet<string>): number {
+  const members = ownerKeys(layout);
+  const owners = base.owners.map((_, bucket) => memberKey(base, bucket));
+  const pinned = new Set<number>();
+  for (let bucket = 0; bucket < owners.length; bucket++) {
+    if (members.has(owners[bucket]!) || leaving.has(owners[bucket]!)) continue;
+    const to = memberKey(layout, bucket);
+    if (holderKeys(base, bucket).includes(to)) {
+      owners[bucket] = to;
+      pinned.add(bucket);
+    }
+  }
+  const targets = targetCounts({ buckets: owners.length, owners, members: [...members] });
+  const held = new Map<string, number>();
+  const unpinned = new Map<string, number>();
+  let orphans = 0;
+  owners.forEach((owner, bucket) => {
+    if (!members.has(owner)) orphans++;
+    held.set(owner, (held.get(owner) ?? 0) + 1);
+    if (!pinned.has(bucket)) unpinned.set(owner, (unpinned.get(owner) ?? 0) + 1);
   });
+  let shed = 0;
+  for (const [id, target] of targets) shed += Math.min(Math.max(0, (held.get(id) ?? 0) - target), unpinned.get(id) ?? 0);
+  return pinned.size + orphans + shed;
+}
+
+/**
+ * Members holding a copy of `bucket` in `layout` that the next plan may promote, besides its
+ * owner: its backups and retiring members. Incoming backups count: the simulated nodes run the
+ * coordinator's default, which takes a backup as synced once a layout naming it is committed
+ * (nothing ships session state yet). With replication, only `copyHolders` will count.
+ */
+function holderKeys(layout: Layout, bucket: number): string[] {
+  const holders = new Set([...copyHolders(layout, bucket).slice(1), ...backupsOf(layout, bucket)]);
+  return [...holders].map((index) => `${layout.members[index]!.id}@${layout.members[index]!.incarnation}`);
+}
+
+/**
+ * Buckets whose owner is gone (not a leaver: a leaver's buckets are drained by balance), that a
+ * surviving complete copy could have taken, and that went elsewhere.
+ */
+function unpromotedBuckets(base: Layout, layout: Layout, leaving: ReadonlySet<string>): number[] {
+  const members = ownerKeys(layout);
+  const result: number[] = [];
+  for (let bucket = 0; bucket < base.owners.length; bucket++) {
+    if (members.has(memberKey(base, bucket)) || leaving.has(memberKey(base, bucket))) continue;
+    const holders = holderKeys(base, bucket).filter((key) => members.has(key));
+    if (holders.length > 0 && !holders.includes(memberKey(layout, bucket))) result.push(bucket);
+  }
+  return result;
 }

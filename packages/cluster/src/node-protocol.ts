@@ -15,6 +15,7 @@ import { ClusterMember, type ClusterIO, type ClusterMemberOptions } from './clus
 import { HandoffTracker, type HandoffOptions } from './handoff.js';
 import { ownerIds, type Layout } from './layout.js';
 import type { ClusterMessage, DirectoryEntry } from './messages.js';
+import { QuorumGate } from './quorum-gate.js';
 
 /**
  * The node's bucket actors, wherever they run (worker threads in a real node). Calls take effect
@@ -55,6 +56,8 @@ export interface NodeProtocolIO extends Omit<ClusterIO, 'committed' | 'memberDow
   sendUpdate(to: string, update: TellEnvelope): void;
   /** A layout was committed; the protocol has already applied it. */
   committed?(layout: Layout, previous: Layout | null): void;
+  /** The driver's clock, for the quorum gate's checks between events (default: the time of the last event). */
+  now?(): number;
 }
 
 export interface NodeProtocolOptions extends Omit<ClusterMemberOptions, 'handoffsDone'> {
@@ -67,6 +70,8 @@ export class NodeProtocol {
   readonly id: string;
   readonly member: ClusterMember;
   readonly handoffs: HandoffTracker;
+  /** The split-brain gate of this node's main thread (calls from other nodes and clients, `node.ref()`): see quorum-gate.ts. */
+  readonly quorum: QuorumGate;
   /** Directory updates that could not be routed (no layout yet, or the owner unreachable). */
   droppedUpdates = 0;
   readonly #io: NodeProtocolIO;
@@ -137,10 +142,20 @@ export class NodeProtocol {
         log: io.log,
       },
     );
+    this.quorum = new QuorumGate(this.id, () => this.member.quorumView(), () => io.now?.() ?? this.#now, (level, message) => io.log(level, message));
   }
 
   get layout(): Layout | null {
     return this.member.committed;
+  }
+
+  /**
+   * Notes the time before an inbound frame of any kind is handled (a session frame too): after a
+   * stall, what is read first may be stale, so the quorum lease is voided before it is routed.
+   */
+  observe(now: number): void {
+    this.#now = now;
+    this.member.observe(now);
   }
 
   /** Buckets still moving to or from this node. */
@@ -162,6 +177,7 @@ export class NodeProtocol {
     this.#evacuateIfDrained();
     this.member.tick(now);
     this.handoffs.tick(now);
+    this.quorum.tick();
     if (now - this.#resyncedAt >= this.#resyncIntervalMs) this.#resync();
   }
 

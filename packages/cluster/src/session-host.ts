@@ -431,6 +431,22 @@ export class SessionHost {
     this.#directory.sessionRemoved(type, id, version);
   }
 
+  /**
+   * The bucket's owner knows a newer copy of this session on another node, yet it is active here:
+   * two activations (after a partition healed, say). The newer wins: this one is dropped, its
+   * state discarded, and the calls that waited for it go on to the owner, which sends them to the
+   * newer copy. False when it is not active here, or is moving (its move settles it).
+   */
+  dropStale(type: string, id: string): boolean {
+    const key = activationKey(type, id);
+    if (!this.#system.hosts(key, type, id) || this.migrations.isMigrating(key)) return false;
+    return this.#system.freeze(type, id, () => {
+      const waiting = this.#system.removeFrozen(type, id);
+      this.moveAborted(key, id);
+      this.redeliver(waiting.map((message) => this.toFrame(type, id, message)));
+    });
+  }
+
   /** An incoming move was aborted: the session is not here any more. */
   moveAborted(key: string, id: string): void {
     this.#versions.delete(key);

@@ -330,7 +330,7 @@ class LocalNode implements WadiNode {
     let disk = 0;
     // Without a disk tier, parked sessions stay in their worker's memory.
     for (const worker of workers) memory += worker.activations + (this.#store === undefined ? worker.parked : 0);
-    const store: StoreStatus | null = this.#store === undefined ? null : { demoted: 0, promoted: 0, fromShared: 0, writing: 0, failedWrites: 0, droppedStale: 0, diskFull: false };
+    const store: StoreStatus | null = this.#store === undefined ? null : { demoted: 0, promoted: 0, fromShared: 0, writing: 0, failedWrites: 0, droppedStale: 0, diskFull: false, shared: null };
     for (const worker of stores) {
       if (worker === undefined || store === null) continue;
       disk += worker.disk;
@@ -341,6 +341,7 @@ class LocalNode implements WadiNode {
       store.failedWrites += worker.failedWrites;
       store.droppedStale += worker.dropped;
       store.diskFull ||= worker.full;
+      if (worker.shared !== null) store.shared = Math.max(store.shared ?? 0, worker.shared);
     }
     const hops: Record<string, number> = {};
     const routing: RoutingCounters = { forwarded: 0, placed: 0, waiting: 0, pointers: 0, migratedOut: 0, migratedIn: 0, migrationsFailed: 0, cached: 0, held: 0, rerouted: 0 };

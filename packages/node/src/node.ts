@@ -97,6 +97,12 @@ export interface StoreOptions {
   diskIdleMs?: number;
   /** At most this many sessions on disk per worker: beyond it, the least recently parked move on to the shared tier (needs `shared`). */
   maxOnDiskPerWorker?: number;
+  /**
+   * The application's own evicters: a module (path or URL) exporting `memory` and/or `disk`,
+   * functions that each worker calls once to get its evicters (`EvicterModule`). They act beside
+   * the ones the options above ask for: a session goes down when any evicter says so.
+   */
+  evicters?: string | URL;
 }
 
 export interface WorkerStats extends SystemStats {
@@ -210,7 +216,7 @@ class LocalNode implements WadiNode {
       throw new InvalidArgument(`workers must be an integer from 1 to 256, got ${String(options.workers)}`);
     }
     this.buckets = validateBucketCount(options.buckets ?? DEFAULT_BUCKETS);
-    this.#modules = (options.actors ?? []).map(toModuleUrl);
+    this.#modules = (options.actors ?? []).map((module) => toModuleUrl(module));
     this.#clusterOptions = options.cluster;
     this.#options = {
       askTimeoutMs: positive('askTimeoutMs', options.askTimeoutMs ?? DEFAULT_ASK_TIMEOUT_MS),
@@ -603,5 +609,6 @@ function resolveStore(options: StoreOptions | undefined, dataDir: string | undef
     ...(maxActive === undefined ? {} : { maxActive }),
     ...(maxHeapBytes === undefined ? {} : { maxHeapBytes }),
     ...(diskMapBytes === undefined ? {} : { diskMapBytes }),
+    ...(options?.evicters === undefined ? {} : { evicters: toModuleUrl(options.evicters, 'store.evicters') }),
   };
 }

@@ -210,6 +210,8 @@ export class ClusterMember {
   #leaveStartedAt = 0;
   #hadQuorum = true;
   #now = 0;
+  /** Counts the events handled (each public event method bumps it when it is done): what was derived from the state before is stale. */
+  #changes = 0;
   /**
    * The quorum lease. Gossip carries the sender's clock (`at`) and echoes the last `at` it heard
    * from the recipient (`echo`). An echo of `at` proves the member heard this node at `at` or
@@ -259,6 +261,14 @@ export class ClusterMember {
   // events from the driver
 
   start(now: number): void {
+    try {
+      this.#start(now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #start(now: number): void {
     this.#now = this.#startedAt = now;
     this.#lastEventAt = now;
     for (const url of this.#contacts()) this.#io.dial(url);
@@ -282,6 +292,14 @@ export class ClusterMember {
   }
 
   connected(peer: { id: string; incarnation: number }, now: number): void {
+    try {
+      this.#onConnected(peer, now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #onConnected(peer: { id: string; incarnation: number }, now: number): void {
     this.observe(now);
     this.#connected.add(peer.id);
     // A new connection may be a new incarnation (another clock): its stamps start afresh. The
@@ -295,6 +313,14 @@ export class ClusterMember {
   }
 
   disconnected(id: string, now: number): void {
+    try {
+      this.#disconnected(id, now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #disconnected(id: string, now: number): void {
     this.observe(now);
     this.#connected.delete(id);
     // A member whose connection closed suspects this node at once: its acknowledgement no longer counts.
@@ -305,6 +331,14 @@ export class ClusterMember {
   }
 
   receive(from: string, message: ClusterMessage, now: number): void {
+    try {
+      this.#receive(from, message, now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #receive(from: string, message: ClusterMessage, now: number): void {
     this.observe(now);
     if (this.#phase === 'removed' || this.#phase === 'left') return;
     if (this.#isForeign(from, message)) return;
@@ -338,6 +372,14 @@ export class ClusterMember {
   }
 
   tick(now: number): void {
+    try {
+      this.#tick(now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #tick(now: number): void {
     this.observe(now);
     if (this.#phase === 'removed' || this.#phase === 'left') return;
     if (now - this.#lastGossipAt >= this.timings.heartbeatMs) this.#gossipAll();
@@ -356,6 +398,14 @@ export class ClusterMember {
 
   /** Begins a graceful leave: announced at once; done when a committed layout no longer has this node. */
   leave(now: number): void {
+    try {
+      this.#leave(now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #leave(now: number): void {
     this.#now = now;
     if (this.#phase === 'left' || this.#phase === 'removed' || this.#phase === 'leaving') return;
     this.#leaveStartedAt = now;
@@ -388,6 +438,11 @@ export class ClusterMember {
 
   get phase(): Phase {
     return this.#phase;
+  }
+
+  /** Bumped after every event this state machine handled: a view derived from it (`quorumView`) holds until it changes. */
+  get changes(): number {
+    return this.#changes;
   }
 
   /** Stalls detected so far (see `observe`). */
@@ -440,6 +495,7 @@ export class ClusterMember {
     this.#suspects.clear();
     this.#io.log('warn', `stalled for ${Math.round(now - last)} ms: serving no session until a majority answers gossip sent from now on`, { stalledMs: Math.round(now - last) });
     if (this.#phase !== 'removed' && this.#phase !== 'left') this.#gossipAll();
+    this.#changes++;
   }
 
   /**

@@ -15,7 +15,7 @@ import { ClusterMember, type ClusterIO, type ClusterMemberOptions } from './clus
 import { HandoffTracker, type HandoffOptions } from './handoff.js';
 import { ownerIds, type Layout } from './layout.js';
 import type { ClusterMessage, DirectoryEntry } from './messages.js';
-import { QuorumGate } from './quorum-gate.js';
+import { QuorumGate, type QuorumView } from './quorum-gate.js';
 
 /**
  * The node's bucket actors, wherever they run (worker threads in a real node). Calls take effect
@@ -104,6 +104,8 @@ export class NodeProtocol {
   readonly #peers = new Map<string, number>();
   /** The highest incarnation seen of each other node (connections, layouts): a higher one means the earlier died. */
   readonly #incarnations = new Map<string, number>();
+  #view: QuorumView | undefined;
+  #viewAt = -1;
   /** A leaving node moves its sessions away once it owns no bucket; its leave completes after that. */
   #evacuation: 'idle' | 'running' | 'done' = 'idle';
 
@@ -142,11 +144,20 @@ export class NodeProtocol {
         log: io.log,
       },
     );
-    this.quorum = new QuorumGate(this.id, () => this.member.quorumView(), () => io.now?.() ?? this.#now, (level, message) => io.log(level, message));
+    this.quorum = new QuorumGate(this.id, () => this.#quorumView(), () => io.now?.() ?? this.#now, (level, message) => io.log(level, message));
   }
 
   get layout(): Layout | null {
     return this.member.committed;
+  }
+
+  /** The member's quorum view, derived again only after it handled an event (the gate asks on every call). */
+  #quorumView(): QuorumView {
+    if (this.#view === undefined || this.#viewAt !== this.member.changes) {
+      this.#view = this.member.quorumView();
+      this.#viewAt = this.member.changes;
+    }
+    return this.#view;
   }
 
   /**

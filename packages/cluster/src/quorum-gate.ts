@@ -105,6 +105,9 @@ export class QuorumGate {
   readonly #log: ((level: 'info' | 'warn', message: string) => void) | undefined;
   #lostAt: number | undefined;
   #minority = false;
+  /** The last view seen and its lease's end: a worker's view changes a few times a second, its turns far more often. */
+  #seen: QuorumView | undefined;
+  #seenUntil = -Infinity;
 
   constructor(node: string, view: () => QuorumView, now: () => number, log?: (level: 'info' | 'warn', message: string) => void) {
     this.#node = node;
@@ -125,6 +128,12 @@ export class QuorumGate {
   check(): NoQuorum | 'wait' | undefined {
     const view = this.#view();
     const now = this.#now();
+    if (view !== this.#seen) {
+      this.#seen = view;
+      this.#seenUntil = leaseOf(view, now).until;
+    }
+    // The common case, on every turn: the lease holds.
+    if (now < this.#seenUntil && this.#lostAt === undefined) return undefined;
     const state = gateState(view, now);
     if (state === 'serving') return undefined;
     const lease = leaseOf(view, now);

@@ -7,7 +7,7 @@
  */
 import { NoQuorum, Unavailable, InvalidArgument, errorToShape, shapeToError } from '@wadi/core';
 import { describe, expect, it } from 'vitest';
-import { ClusterMember, QuorumGate, UNFENCED, defaultQuorumGrace, gateState, leaseOf, shiftView, DEFAULT_TIMINGS, type ClusterIO, type QuorumView } from '../src/index.js';
+import { ClusterMember, QuorumGate, UNFENCED, defaultQuorumGrace, gateState, leaseOf, parseClusterMessage, shiftView, DEFAULT_TIMINGS, type ClusterIO, type QuorumView } from '../src/index.js';
 import { TestNetwork, type TestNode } from './network.js';
 
 const url = TestNetwork.url;
@@ -92,6 +92,15 @@ describe('the quorum lease', () => {
     expect(rebuilt).toBeInstanceOf(NoQuorum);
     expect(rebuilt).toBeInstanceOf(Unavailable);
     expect(rebuilt).toMatchObject({ code: 'WADI_NO_QUORUM', node: 'n2', reached: 1, members: 3 });
+  });
+
+  it('gossip stamps are checked on arrival', () => {
+    const gossip = { t: 'gossip', members: [], epoch: 1, buckets: 8, cluster: 'c' };
+    expect(parseClusterMessage({ ...gossip, at: 12.5, echo: 10, answer: true }, 8)).toMatchObject({ at: 12.5, echo: 10, answer: true });
+    expect(parseClusterMessage(gossip, 8)).toEqual(gossip);
+    expect(() => parseClusterMessage({ ...gossip, at: 'soon' }, 8)).toThrow(InvalidArgument);
+    expect(() => parseClusterMessage({ ...gossip, echo: Number.NaN }, 8)).toThrow(InvalidArgument);
+    expect(() => parseClusterMessage({ ...gossip, answer: 1 }, 8)).toThrow(InvalidArgument);
   });
 
   it('the grace defaults to a heartbeat below suspectAfterMs, and must stay below it', () => {

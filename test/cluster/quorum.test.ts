@@ -15,7 +15,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { NoQuorum, Unavailable, bucketOf, connect, type WadiClient } from 'wadi';
-import { Journal } from './fixtures/quorum.mjs';
+import { Journal, JournalWriter } from './fixtures/quorum.mjs';
 import { Ledger } from './fixtures/sessions.mjs';
 import { FAST_TIMINGS, SECRET, layout, logs, sleep, startNode, status, waitExit, waitFor, waitForAgreement, type NodeProcess } from './helpers.js';
 
@@ -150,6 +150,9 @@ describe('split brain and fencing across processes', () => {
     const c1 = await connect({ seeds: [n1!.url], secret: SECRET });
     clients.push(c1);
     const ids = await idsOwnedBy(n1!, n3!, 'p', 12);
+    // Half the sessions are written to straight from the client, half through a writer on n1.
+    const writers = await idsOwnedBy(n1!, n1!, 'w', 6);
+    const writerOf = new Map(ids.slice(6).map((id, i) => [id, writers[i]!]));
     // Write 0 of each session, applied on n3 (its output says so: the fixture prints what it applies).
     for (const id of ids) expect(await c1.ref(Journal, id).write(0)).toBe(1);
     const appliedOn = (node: NodeProcess): Set<string> => new Set([...logs(node).matchAll(/^quorum-fixture applied (\S+) (\d+)$/gm)].map((match) => `${match[1]} ${match[2]}`));
@@ -157,14 +160,17 @@ describe('split brain and fencing across processes', () => {
 
     pause(n3!);
     const pausedAt = performance.now();
-    // Writes to n3's sessions through n1 while n3 is stopped: one stream per session, unique sequence numbers.
+    // Writes to n3's sessions while n3 is stopped, from the client and through n1: one stream per
+    // session, unique sequence numbers.
     const acknowledged = new Map<string, number[]>(ids.map((id) => [id, []]));
     const failures: string[] = [];
     let writing = true;
     const streams = ids.map(async (id) => {
       for (let seq = 1; writing && seq <= 10_000 && performance.now() - pausedAt < 60_000; seq++) {
         try {
-          await c1.ref(Journal, id, { timeoutMs: 8000 }).write(seq);
+          const writer = writerOf.get(id);
+          if (writer === undefined) await c1.ref(Journal, id, { timeoutMs: 8000 }).write(seq);
+          else await c1.ref(JournalWriter, writer, { timeoutMs: 8000 }).write(id, seq);
           acknowledged.get(id)!.push(seq);
         } catch (error) {
           failures.push((error as Error).name);

@@ -8,8 +8,10 @@
  *   to every live member, each answering with what it hosts in the bucket.
  *
  * Every phase has a timeout and an idempotent retry, and a pull that keeps failing falls back to
- * a rebuild, so a handoff never waits forever on a dead node. Requests carry the epoch of the
- * layout that moved the bucket; a transfer for an epoch that a newer layout superseded is dropped.
+ * a rebuild, so a handoff never waits forever on a dead node. A pull names the epoch of the layout
+ * that moved the bucket here, and goes on under later layouts that keep the bucket here (the
+ * previous owner keeps what it has to hand off for as long); a transfer for a bucket that a newer
+ * layout moved on is dropped.
  */
 import type { Layout } from './layout.js';
 import type { ClusterMessage, DirectoryEntry } from './messages.js';
@@ -35,7 +37,14 @@ export interface HandoffOptions {
 
 interface Transfer {
   bucket: number;
+  /** The committed layout's epoch: what the directory is installed under, and what a rebuild's reports answer. */
   epoch: number;
+  /**
+   * The epoch of the layout that moved the bucket here. A pull names it: the previous owner hands
+   * off what it held right before that layout, and later layouts (committed while the pull is under
+   * way) change nothing about it.
+   */
+  movedAt: number;
   /** The previous owner to pull from, or undefined to rebuild from reports. */
   from: string | undefined;
   attempts: number;
@@ -118,7 +127,7 @@ export class HandoffTracker {
       // node skipped a layout, the owner it remembers may hold a stale copy: rebuild instead. So
       // does a restarted node whose earlier incarnation owned the bucket: that copy died with it.
       const pullable = !earlierSelf && live.includes(before.id) && previous!.epoch === layout.epoch - 1;
-      this.#transfers.set(bucket, { bucket, epoch: layout.epoch, from: pullable ? before.id : undefined, attempts: 0, sentAt: undefined, asked: new Set(), reports: new Map() });
+      this.#transfers.set(bucket, { bucket, epoch: layout.epoch, movedAt: layout.epoch, from: pullable ? before.id : undefined, attempts: 0, sentAt: undefined, asked: new Set(), reports: new Map() });
     }
   }
 
@@ -127,7 +136,7 @@ export class HandoffTracker {
     for (const bucket of buckets) {
       const transfer = this.#transfers.get(bucket);
       if (transfer !== undefined) this.#fallBackToRebuild(transfer, 'asked to rebuild');
-      else this.#transfers.set(bucket, { bucket, epoch, from: undefined, attempts: 0, sentAt: undefined, asked: new Set(), reports: new Map() });
+      else this.#transfers.set(bucket, { bucket, epoch, movedAt: epoch, from: undefined, attempts: 0, sentAt: undefined, asked: new Set(), reports: new Map() });
     }
   }
 
@@ -188,13 +197,13 @@ export class HandoffTracker {
     switch (message.t) {
       case 'handoff-data': {
         const transfer = this.#transfers.get(message.bucket);
-        if (transfer === undefined || transfer.epoch !== message.epoch || transfer.from !== from) return;
+        if (transfer === undefined || transfer.movedAt !== message.epoch || transfer.from !== from) return;
         this.#finish(transfer, message.entries, 'handoff');
         return;
       }
       case 'handoff-refused': {
         const transfer = this.#transfers.get(message.bucket);
-        if (transfer === undefined || transfer.epoch !== message.epoch || transfer.from !== from) return;
+        if (transfer === undefined || transfer.movedAt !== message.epoch || transfer.from !== from) return;
         this.#fallBackToRebuild(transfer, `${from} refused: ${message.reason}`);
         return;
       }
@@ -220,7 +229,7 @@ export class HandoffTracker {
     transfer.sentAt = now;
     if (transfer.from !== undefined) {
       transfer.attempts++;
-      this.#io.send(transfer.from, { t: 'handoff-request', bucket: transfer.bucket, epoch: transfer.epoch });
+      this.#io.send(transfer.from, { t: 'handoff-request', bucket: transfer.bucket, epoch: transfer.movedAt });
       return;
     }
     for (const member of this.#live) {

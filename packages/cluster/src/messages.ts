@@ -29,10 +29,13 @@ export type ClusterMessage =
   /** A newly elected coordinator asks what each member committed and accepted. */
   | { t: 'state-request'; round: number }
   | { t: 'state-reply'; round: number; committed: Layout | null; accepted: Layout | null }
-  /** The new owner of `bucket` (as of `epoch`) asks the previous owner for its directory. */
+  /**
+   * The new owner of `bucket` asks the previous owner for its directory. `epoch` is the layout that
+   * moved the bucket (later layouts that keep it there do not change it), and the answers echo it.
+   */
   | { t: 'handoff-request'; bucket: number; epoch: number }
   | { t: 'handoff-data'; bucket: number; epoch: number; entries: DirectoryEntry[] }
-  /** The previous owner cannot hand off (it holds another epoch, or no longer has the bucket). */
+  /** The previous owner cannot hand off (it did not lose the bucket to the requester in `epoch`, or no longer has it). */
   | { t: 'handoff-refused'; bucket: number; epoch: number; reason: string }
   /** The new owner of a bucket whose owner is gone asks every member what it hosts in it. */
   | { t: 'report-request'; bucket: number; epoch: number }

@@ -77,16 +77,19 @@ export class NodeProtocol {
   readonly #io: NodeProtocolIO;
   readonly #directories: NodeDirectories;
   readonly #buckets: number;
-  /** Buckets this node lost and has not handed off yet: a leave waits for them. */
-  readonly #toHandOff = new Set<number>();
+  /**
+   * Buckets this node lost and has not handed off yet, each with the layout that moved it (its
+   * epoch) and the owner it moved to: a leave waits for them. One is kept, whatever layouts are
+   * committed meanwhile, until that owner pulls it, asks for a report instead (it rebuilds), is
+   * gone, or no longer owns the bucket.
+   */
+  readonly #toHandOff = new Map<number, { epoch: number; to: string; incarnation: number }>();
   /**
    * Buckets this node reported on for a rebuild, with the epoch of the layout that moved them: their
    * new owner rebuilds rather than pulls them for that layout, even if the report came before this
    * node committed it.
    */
   readonly #reportedFor = new Map<number, number>();
-  /** The layout before the committed one, as this node saw it. */
-  #previousLayout: Layout | null = null;
   /** Buckets each peer was sent directory updates for: if the connection breaks, they may be lost. */
   readonly #updatedVia = new Map<string, Set<number>>();
   /** Other nodes' updates this node passed on, per peer (their node -> buckets): if that connection breaks, their nodes re-announce. */
@@ -137,6 +140,8 @@ export class NodeProtocol {
         committed: (layout, previous) => this.#onLayout(layout, previous),
         memberDown: (id) => {
           this.handoffs.membersChanged(this.member.liveMembers());
+          // A receiver that is gone will never pull: its bucket is rebuilt by whoever owns it next.
+          this.#dropHandOffs((to) => to.id === id);
           directories.forgetNode(id);
         },
         removed: io.removed,
@@ -361,25 +366,40 @@ export class NodeProtocol {
     const known = this.#incarnations.get(id);
     if (known !== undefined && known >= incarnation) return;
     this.#incarnations.set(id, incarnation);
-    if (known !== undefined) this.#directories.nodeRestarted(id);
+    if (known === undefined) return;
+    this.#directories.nodeRestarted(id);
+    this.#dropHandOffs((to) => to.id === id && to.incarnation < incarnation);
+  }
+
+  /** Forgets the handoffs owed to receivers that `gone` says will never pull them. */
+  #dropHandOffs(gone: (to: { id: string; incarnation: number }) => boolean): void {
+    for (const [bucket, handOff] of this.#toHandOff) if (gone({ id: handOff.to, incarnation: handOff.incarnation })) this.#toHandOff.delete(bucket);
   }
 
   #onLayout(layout: Layout, previous: Layout | null): void {
-    this.#previousLayout = previous;
     for (const member of layout.members) this.#seen(member.id, member.incarnation);
     const owners = ownerIds(layout);
-    // Only the owner in the layout just before a new one is ever asked for a bucket's directory,
-    // so what is left to hand off is what this incarnation (not an earlier self, whose
-    // directories died with it) owned in `previous` and does not own now; anything older can no
-    // longer be pulled and its new owner rebuilt it.
-    this.#toHandOff.clear();
+    // A handoff still owed stays owed under a layout that keeps its bucket on the same receiver
+    // (the receiver goes on pulling under the epoch that moved it). A receiver that no longer owns
+    // the bucket will never pull it; whoever owns it now pulls from that receiver, or rebuilds.
+    for (const [bucket, handOff] of this.#toHandOff) {
+      const owner = layout.members[layout.owners[bucket]!];
+      if (owner?.id !== handOff.to || owner.incarnation !== handOff.incarnation) this.#toHandOff.delete(bucket);
+    }
+    // New: what this incarnation (not an earlier self, whose directories died with it) owned in
+    // `previous` and does not own now. Its directory here is as of `previous`: current for an
+    // owner that got the bucket in the layout right after it, from this node. Only such an owner
+    // pulls it (any other one rebuilds, and asks this node for a report, which settles it).
     const rebuiltElsewhere: number[] = [];
     if (previous !== null) {
       for (let bucket = 0; bucket < previous.owners.length; bucket++) {
         if (!this.#ownedBySelf(previous, bucket) || owners[bucket] === this.id) continue;
         // Its new owner already rebuilt it (it had skipped a layout): nobody will pull this copy.
         if ((this.#reportedFor.get(bucket) ?? 0) >= layout.epoch) rebuiltElsewhere.push(bucket);
-        else this.#toHandOff.add(bucket);
+        else {
+          const receiver = layout.members[layout.owners[bucket]!]!;
+          this.#toHandOff.set(bucket, { epoch: previous.epoch + 1, to: receiver.id, incarnation: receiver.incarnation });
+        }
       }
     }
     for (const [bucket, epoch] of this.#reportedFor) if (epoch < layout.epoch) this.#reportedFor.delete(bucket);
@@ -403,22 +423,24 @@ export class NodeProtocol {
     });
   }
 
-  /** The previous owner's side of a handoff: freeze and ship the bucket's directory. */
+  /**
+   * The previous owner's side of a handoff: freeze and ship the bucket's directory. `epoch` is the
+   * layout that moved the bucket to `requester`; layouts committed since (here or there) do not
+   * matter as long as it still owns the bucket.
+   */
   #handOff(requester: string, bucket: number, epoch: number): void {
     const layout = this.layout;
     const refuse = (reason: string): void => this.#io.send(requester, { t: 'handoff-refused', bucket, epoch, reason });
     if (layout === null || layout.epoch < epoch) return; // not there yet: the requester retries.
-    if (layout.epoch > epoch) return refuse(`this node holds epoch ${layout.epoch}`);
-    if (layout.members[layout.owners[bucket]!]?.id !== requester) return refuse(`${requester} does not own bucket ${bucket} in epoch ${epoch}`);
     // Only the owner right before `epoch` holds the current directory: a node that skipped a
-    // layout (or lost the bucket earlier) may hold a stale copy.
-    const previous = this.#previousLayout;
-    if (previous === null || previous.epoch !== epoch - 1 || !this.#ownedBySelf(previous, bucket)) {
-      return refuse(`this node did not own bucket ${bucket} in epoch ${epoch - 1}`);
+    // layout (or lost the bucket earlier, or to someone else) may hold a stale copy.
+    const owed = this.#toHandOff.get(bucket);
+    if (owed === undefined || owed.epoch !== epoch || owed.to !== requester || this.#peers.get(requester) !== owed.incarnation) {
+      return refuse(`this node owes ${requester} no handoff of bucket ${bucket} from epoch ${epoch}`);
     }
     this.#directories.export(bucket, (entries) => {
       if (entries === null) return refuse('no directory for it here');
-      this.#toHandOff.delete(bucket);
+      if (this.#toHandOff.get(bucket) === owed) this.#toHandOff.delete(bucket);
       this.#io.send(requester, { t: 'handoff-data', bucket, epoch, entries });
     });
   }

@@ -96,15 +96,39 @@ describe('HandoffTracker', () => {
     expect(installed.map((i) => `${i.bucket}:${i.source}`).sort()).toEqual(['0:rebuild', '1:rebuild']);
   });
 
-  it('a newer layout drops transfers for buckets lost again and restamps the rest', () => {
+  it('a newer layout drops transfers for buckets lost again; the rest go on pulling under the epoch that moved them', () => {
     const { t, sent, installed } = tracker();
     t.layoutCommitted(layout(2, ['d', 'd']), layout(1, ['a', 'a']), ['a', 'd']);
     t.layoutCommitted(layout(3, ['a', 'd']), layout(2, ['d', 'd']), ['a', 'd']);
     expect(t.isPending(0)).toBe(false);
     t.tick(0);
-    expect(sent.map((s) => s.message)).toEqual([{ t: 'handoff-request', bucket: 1, epoch: 3 }]);
+    expect(sent.map((s) => s.message)).toEqual([{ t: 'handoff-request', bucket: 1, epoch: 2 }]);
     t.receive('a', { t: 'handoff-data', bucket: 1, epoch: 3, entries: [] });
-    expect(installed.map((i) => i.epoch)).toEqual([3]);
+    expect(installed).toEqual([]);
+    t.receive('a', { t: 'handoff-data', bucket: 1, epoch: 2, entries: [] });
+    expect(installed.map((i) => [i.epoch, i.source])).toEqual([[3, 'handoff']]);
+  });
+
+  it('a pull under way when a later layout keeps the bucket here is answered, not rebuilt', () => {
+    const { t, sent, installed } = tracker();
+    t.layoutCommitted(layout(2, ['d', 'd']), layout(1, ['a', 'a']), ['a', 'd']);
+    t.tick(0);
+    expect(sent.map((s) => s.message)).toEqual([
+      { t: 'handoff-request', bucket: 0, epoch: 2 },
+      { t: 'handoff-request', bucket: 1, epoch: 2 },
+    ]);
+    // The layout that drops the leaver from the members comes while both pulls are under way.
+    t.layoutCommitted(layout(3, ['d', 'd']), layout(2, ['d', 'd']), ['a', 'd']);
+    t.receive('a', { t: 'handoff-data', bucket: 0, epoch: 2, entries: [['s\u00001', 'x', 0, 7]] });
+    t.tick(2000);
+    expect(sent.at(-1)).toEqual({ to: 'a', message: { t: 'handoff-request', bucket: 1, epoch: 2 } });
+    t.receive('a', { t: 'handoff-data', bucket: 1, epoch: 2, entries: [] });
+    expect(installed).toEqual([
+      { bucket: 0, epoch: 3, entries: [['s\u00001', 'x', 0, 7]], source: 'handoff' },
+      { bucket: 1, epoch: 3, entries: [], source: 'handoff' },
+    ]);
+    expect(t.rebuilt).toBe(0);
+    expect(sent.some((s) => s.message.t === 'report-request')).toBe(false);
   });
 
   it('a new cluster installs empty directories without asking anyone', () => {

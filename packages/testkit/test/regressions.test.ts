@@ -6,7 +6,7 @@
  * are `it.fails` and name where the bug is; once it is fixed, the test fails until it is flipped.
  */
 import { describe, expect, it } from 'vitest';
-import { describeFailure, runSchedule, type Schedule, type Step } from '../src/index.js';
+import { describeFailure, runSchedule, Simulation, type Schedule, type Step } from '../src/index.js';
 
 /** Three nodes start half a second apart and form a cluster (what every property run starts with). */
 const formed: Step[] = [
@@ -396,6 +396,52 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
     },
   },
 ];
+
+/**
+ * A graceful leave hands every bucket off: none may be rebuilt from the survivors (which loses the
+ * leaver's entries for sessions on other nodes until they are reported again). The layout that
+ * drops the leaver from the members comes a few hundred ms after the one that moves its buckets
+ * away; with slow links and one handoff in flight at a time, most pulls are still under way then.
+ */
+const gracefulLeave: Schedule = {
+  options: options(1, { maxHandoffs: 1, faults: { latencyMs: [20, 30], jitterMs: 1 } }),
+  steps: [...formed, { op: 'create', node: 'n2', count: 40 }, { op: 'create', node: 'n3', count: 40 }, { op: 'run', ms: 1000 }, { op: 'leave', node: 'n1' }, { op: 'run', ms: 8000 }],
+};
+
+describe('a graceful leave', () => {
+  it('stays until the new owners pulled every bucket it owned, whatever layouts are committed meanwhile (NodeProtocol keeps what it owes; HandoffTracker pulls under the epoch that moved the bucket)', async () => {
+    const simulation = new Simulation(gracefulLeave.options);
+    const leaveAt = gracefulLeave.steps.findIndex((step) => step.op === 'leave');
+    for (const step of gracefulLeave.steps.slice(0, leaveAt)) await simulation.apply(step);
+    const before = simulation.nodes.get('n1')!.protocol.layout!;
+    const owned = before.owners.filter((owner) => before.members[owner]!.id === 'n1').length;
+    expect(owned).toBeGreaterThan(0);
+    const counts = (): Map<string, { completed: number; rebuilt: number }> =>
+      new Map([...simulation.nodes.values()].map((node) => [node.id, { completed: node.protocol.handoffs.completed, rebuilt: node.protocol.handoffs.rebuilt }]));
+    const start = counts();
+    for (const step of gracefulLeave.steps.slice(leaveAt)) await simulation.apply(step);
+    const end = counts();
+
+    // The layout that removed it from the members came while it was still handing off.
+    const ofLeaver = simulation.trace.entries.filter((entry) => entry.node === 'n1');
+    const removedAt = ofLeaver.findIndex((entry) => entry.detail.startsWith('layout committed') && !entry.detail.includes('"n1":'));
+    const leftAt = ofLeaver.findIndex((entry) => entry.detail.startsWith('left the cluster (handed off)'));
+    expect(removedAt).toBeGreaterThanOrEqual(0);
+    expect(leftAt).toBeGreaterThan(removedAt);
+    const rebuilds = simulation.trace.entries.filter((entry) => entry.detail.includes('rebuilding its directory') || entry.detail.includes('rebuilt without reports'));
+    expect(rebuilds.map((entry) => `${entry.node}: ${entry.detail}`)).toEqual([]);
+    let completed = 0;
+    for (const [id, { completed: after, rebuilt }] of end) {
+      expect(rebuilt, `${id} rebuilt buckets`).toBe(start.get(id)!.rebuilt);
+      completed += after - start.get(id)!.completed;
+    }
+    // Every bucket the leaver owned was pulled (and nothing else moved: a leave moves only its buckets).
+    expect(completed).toBe(owned);
+    expect(simulation.violations).toEqual([]);
+    expect(await simulation.settle()).toBeDefined();
+    expect(simulation.violations).toEqual([]);
+  });
+});
 
 async function check(schedule: Schedule): Promise<void> {
   const result = await runSchedule(schedule);

@@ -58,6 +58,8 @@ export interface LayoutView {
   /** Backups per bucket, and `backups[b * replicas + k]`: member indexes or -1 (see docs/cluster.md). */
   replicas?: number;
   backups?: number[];
+  /** Backups still receiving their copy: `[bucket, member, retiring]` (see docs/cluster.md). */
+  incoming?: [number, number, number][];
 }
 
 // --- processes ------------------------------------------------------------------------------------
@@ -378,6 +380,9 @@ export async function agree(nodes: readonly NodeProcess[]): Promise<Agreement | 
       return disagree(`${node.name} has coordinator ${s.coordinator}, ${first.node.name} ${first.status.coordinator}`);
     }
     if (l === null || l.epoch !== s.epoch) return disagree(`${node.name}'s /layout is at epoch ${l?.epoch} while /status says ${s.epoch}`);
+    // Backups still receiving their copy: the coordinator commits the layout that completes them
+    // next (at once while nothing copies state), so this one is not where the cluster settles.
+    if ((l.incoming ?? []).length > 0) return disagree(`${node.name}'s layout ${l.epoch} still has ${l.incoming!.length} incoming backups`);
     if (l.ownerIds.length !== first.layout.ownerIds.length || l.ownerIds.some((owner, bucket) => owner !== first.layout!.ownerIds[bucket])) {
       return disagree(`${node.name}'s owner table differs from ${first.node.name}'s`);
     }

@@ -7,3 +7,4 @@ export { MAIN_THREAD } from './internal/protocol.js';
 export { type ClusterHandle, type ClusterHost, type ClusterOptions, type NodeStatus } from './cluster-node.js';
 export { connect, type ConnectOptions, type WadiClient } from './client.js';
 export { SessionStates, type SessionStatesOptions, type SessionStatesStats } from './internal/session-states.js';
+export { ASYNC_LOSS_WINDOW_MS } from '@wadi/cluster';

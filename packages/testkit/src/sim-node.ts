@@ -87,6 +87,8 @@ export interface SimNodeOptions {
   disk: PersistedClusterState;
   handoffTimeoutMs?: number;
   maxHandoffs?: number;
+  /** Backups per bucket when this node coordinates (default 1). */
+  replicas?: number;
   /** Ask deadline of the node's actor systems (default 30 s, as in a real node). */
   askTimeoutMs?: number;
   /** A worker delivers calls to sessions it hosts without its router, as worker.ts does (default true). */
@@ -202,6 +204,7 @@ export class SimNode implements NetworkEndpoint {
         buckets: options.buckets,
         seeds: options.seeds,
         timings: options.timings,
+        ...(options.replicas === undefined ? {} : { replicas: options.replicas }),
         ...(persisted === undefined ? {} : { persisted }),
         handoff: {
           ...(options.handoffTimeoutMs === undefined ? {} : { timeoutMs: options.handoffTimeoutMs }),

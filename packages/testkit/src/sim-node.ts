@@ -602,23 +602,23 @@ export class SimNode implements NetworkEndpoint {
           const entries = this.workers.flatMap((host) => host.report(bucket));
           this.#onThreads(() => reply(entries));
         }),
-      forgetNode: (node) => {
-        this.main.router.nodeGone(node);
+      forgetNode: (node, crashed) => {
+        this.main.router.nodeGone(node, crashed);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {
-            thread.router.nodeGone(node);
+            thread.router.nodeGone(node, crashed);
             thread.host.nodeGone(node);
-            thread.buckets.forgetNode(node);
+            thread.buckets.forgetNode(node, crashed);
           }
         });
       },
       nodeRestarted: (node) => {
-        this.main.router.nodeGone(node);
+        this.main.router.nodeGone(node, true);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {
-            thread.router.nodeGone(node);
+            thread.router.nodeGone(node, true);
             thread.host.nodeRestarted(node);
           }
         });

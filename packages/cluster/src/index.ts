@@ -14,6 +14,7 @@ export * from './membership.js';
 export * from './messages.js';
 export * from './node-protocol.js';
 export * from './planner.js';
+export * from './replication.js';
 export * from './quorum-gate.js';
 export * from './migration.js';
 export * from './routing.js';

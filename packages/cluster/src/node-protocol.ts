@@ -15,6 +15,12 @@ import { ClusterMember, type ClusterIO, type ClusterMemberOptions } from './clus
 import { HandoffTracker, type HandoffOptions } from './handoff.js';
 import { ownerIds, type Layout } from './layout.js';
 import type { ClusterMessage, DirectoryEntry } from './messages.js';
+import type { ReplicaLag } from './replication.js';
+
+/** How often a node asks its workers what they have not caught up yet of the incoming backups. */
+const LAG_POLL_MS = 500;
+/** How often a node sends its (unchanged) lag to the others anyway: a new coordinator needs it. */
+const LAG_REPEAT_MS = 2000;
 import { QuorumGate, type QuorumView } from './quorum-gate.js';
 
 /**
@@ -32,8 +38,11 @@ export interface NodeDirectories {
   export(bucket: number, reply: (entries: DirectoryEntry[] | null) => void): void;
   /** What this node hosts in `bucket`. */
   report(bucket: number, reply: (entries: DirectoryEntry[]) => void): void;
-  /** Drops directory entries pointing at a node that is gone. */
-  forgetNode(node: string): void;
+  /**
+   * Drops directory entries pointing at a node that is gone: `crashed` when it was declared down
+   * (its sessions fail over to their replicas, and calls sent to it are lost), not when it left.
+   */
+  forgetNode(node: string, crashed: boolean): void;
   /**
    * An earlier incarnation of `node` is gone (a new one connected, or is in a layout), perhaps
    * before anyone declared it down: forwarding pointers to it lead nowhere, and session moves to or
@@ -41,9 +50,14 @@ export interface NodeDirectories {
    * entries stay: the new incarnation's resync on its first layout corrects them, and dropping
    * them here could drop what the new one registered already.
    */
-  nodeRestarted(node: string): void;
+  nodeRestarted(node: string, incarnation: number): void;
   /** Re-announces what this node hosts in `buckets` to their owners (see `BucketHost.resync`). */
   resync(buckets: readonly number[]): void;
+  /**
+   * What this node's workers have not caught up yet of the incoming backups (see
+   * `Replication.lagging`). Without it, an incoming backup counts as synced once committed.
+   */
+  lagging?(reply: (lag: ReplicaLag) => void): void;
   /**
    * This node is leaving and owns no bucket any more: move every session it hosts to the owner of
    * its bucket in `layout` (rate limited), and call `done` once none is left.
@@ -111,6 +125,12 @@ export class NodeProtocol {
   #viewAt = -1;
   /** A leaving node moves its sessions away once it owns no bucket; its leave completes after that. */
   #evacuation: 'idle' | 'running' | 'done' = 'idle';
+  /** Each member's last lag report (this node's own included), by member id. */
+  readonly #lags = new Map<string, { epoch: number; lagging: Set<string> }>();
+  #lagAskedAt = -Infinity;
+  #lagAsking = false;
+  #lagSent = '';
+  #lagSentAt = -Infinity;
 
   constructor(options: NodeProtocolOptions, io: NodeProtocolIO, directories: NodeDirectories) {
     this.id = options.self.id;
@@ -130,6 +150,7 @@ export class NodeProtocol {
     this.member = new ClusterMember(
       {
         ...memberOptions,
+        ...(memberOptions.backupSynced !== undefined || directories.lagging === undefined ? {} : { backupSynced: (bucket: number, member: { id: string }) => this.#backupSynced(bucket, member.id) }),
         handoffsDone: () => this.#toHandOff.size === 0 && this.handoffs.pending === 0 && (this.member.phase !== 'leaving' || this.#evacuation === 'done'),
       },
       {
@@ -138,11 +159,11 @@ export class NodeProtocol {
         forget: io.forget,
         persist: io.persist,
         committed: (layout, previous) => this.#onLayout(layout, previous),
-        memberDown: (id) => {
+        memberDown: (id, crashed) => {
           this.handoffs.membersChanged(this.member.liveMembers());
           // A receiver that is gone will never pull: its bucket is rebuilt by whoever owns it next.
           this.#dropHandOffs((to) => to.id === id);
-          directories.forgetNode(id);
+          directories.forgetNode(id, crashed);
         },
         removed: io.removed,
         left: io.left,
@@ -195,6 +216,40 @@ export class NodeProtocol {
     this.handoffs.tick(now);
     this.quorum.tick();
     if (now - this.#resyncedAt >= this.#resyncIntervalMs) this.#resync();
+    this.#pollLag(now);
+  }
+
+  /** Asks the workers what they have not caught up yet, and tells the members when it changed. */
+  #pollLag(now: number): void {
+    const lagging = this.#directories.lagging;
+    if (lagging === undefined || this.#lagAsking || now - this.#lagAskedAt < LAG_POLL_MS || this.layout === null) return;
+    this.#lagAskedAt = now;
+    this.#lagAsking = true;
+    lagging.call(this.#directories, (lag) => {
+      this.#lagAsking = false;
+      this.#lags.set(this.id, { epoch: lag.epoch, lagging: new Set(lag.pairs.map(([bucket, member]) => `${bucket}\u0000${member}`)) });
+      const text = JSON.stringify(lag);
+      if (text === this.#lagSent && this.#now - this.#lagSentAt < LAG_REPEAT_MS) return;
+      this.#lagSent = text;
+      this.#lagSentAt = this.#now;
+      for (const member of this.member.liveMembers()) if (member !== this.id) this.#io.send(member, { t: 'replica-sync', epoch: lag.epoch, lagging: lag.pairs });
+    });
+  }
+
+  /**
+   * Whether incoming backup `member` of `bucket` has its whole copy: every live member reported on
+   * the committed layout, and none still lists it.
+   */
+  #backupSynced(bucket: number, member: string): boolean {
+    const layout = this.layout;
+    if (layout === null) return false;
+    const name = `${bucket}\u0000${member}`;
+    for (const id of this.member.liveMembers()) {
+      if (!layout.members.some((m) => m.id === id)) continue;
+      const lag = this.#lags.get(id);
+      if (lag === undefined || lag.epoch !== layout.epoch || lag.lagging.has(name)) return false;
+    }
+    return true;
   }
 
   connected(peer: { id: string; incarnation: number }, now: number): void {
@@ -235,6 +290,9 @@ export class NodeProtocol {
       case 'handoff-refused':
       case 'report':
         this.handoffs.receive(from, message);
+        return;
+      case 'replica-sync':
+        this.#lags.set(from, { epoch: message.epoch, lagging: new Set(message.lagging.map(([bucket, member]) => `${bucket}\u0000${member}`)) });
         return;
       default:
         this.member.receive(from, message, now);
@@ -367,7 +425,7 @@ export class NodeProtocol {
     if (known !== undefined && known >= incarnation) return;
     this.#incarnations.set(id, incarnation);
     if (known === undefined) return;
-    this.#directories.nodeRestarted(id);
+    this.#directories.nodeRestarted(id, incarnation);
     this.#dropHandOffs((to) => to.id === id && to.incarnation < incarnation);
   }
 
@@ -489,6 +547,12 @@ function isDirectoryUpdate(envelope: Envelope, buckets: number): envelope is Tel
       );
     case 'stale':
       return Array.isArray(subject) && subject.every((key) => typeof key === 'string');
+    case 'claim':
+      return (
+        typeof (args as unknown[])[4] === 'string' &&
+        Array.isArray(subject) &&
+        subject.every((item) => Array.isArray(item) && item.length === 4 && typeof item[0] === 'string' && item.slice(1).every((n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0))
+      );
     case 'resync':
       return Array.isArray(subject) && subject.length === 0;
     default:

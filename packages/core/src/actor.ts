@@ -55,6 +55,17 @@ export type Handlers<S> = Record<string, Handler<S>>;
 export type RoutingPolicy = 'proxy' | 'migrate' | 'redirect';
 export const ROUTING_POLICIES: readonly RoutingPolicy[] = ['proxy', 'migrate', 'redirect'];
 
+/**
+ * How a session's state reaches its replicas (the bucket's backup nodes) after a turn changed it:
+ * - `sync` (default): the caller's reply waits until every replica target holds the new state, so
+ *   a `kill -9` of the host loses no acknowledged change;
+ * - `async`: the reply goes at once and the state follows; a crash may lose the changes
+ *   acknowledged within `ASYNC_LOSS_WINDOW_MS` (from `@wadi/cluster`) before it;
+ * - `none`: no replicas; the session survives a crash only through its disk tiers.
+ */
+export type ReplicationMode = 'sync' | 'async' | 'none';
+export const REPLICATION_MODES: readonly ReplicationMode[] = ['sync', 'async', 'none'];
+
 export interface ActorOptions<S, H extends Handlers<S>> {
   /** Fresh state for a new activation. Must return plain data the codec can carry (an object). */
   state?: () => S;
@@ -70,6 +81,8 @@ export interface ActorOptions<S, H extends Handlers<S>> {
   idleTimeoutMs?: number;
   /** How calls from other nodes reach a session of this type (default 'proxy'); a call may override it. */
   routing?: RoutingPolicy;
+  /** How state changes reach the replicas (default 'sync'); see `ReplicationMode`. Ignored for stateless types. */
+  replication?: ReplicationMode;
 }
 
 export interface ActorDef<N extends string = string, S = unknown, H extends Handlers<S> = Handlers<S>> {
@@ -81,6 +94,7 @@ export interface ActorDef<N extends string = string, S = unknown, H extends Hand
   readonly mailboxCapacity: number | undefined;
   readonly idleTimeoutMs: number | undefined;
   readonly routing: RoutingPolicy;
+  readonly replication: ReplicationMode;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -130,6 +144,9 @@ export function defineActor<N extends string, S, H extends Handlers<S>>(
   checkPositive(name, 'mailboxCapacity', options.mailboxCapacity);
   checkPositive(name, 'idleTimeoutMs', options.idleTimeoutMs);
   checkRouting(`actor '${name}': routing`, options.routing);
+  if (options.replication !== undefined && !REPLICATION_MODES.includes(options.replication)) {
+    throw new InvalidArgument(`actor '${name}': replication must be one of ${REPLICATION_MODES.join(', ')}, got ${JSON.stringify(options.replication)}`);
+  }
   return Object.freeze({
     [ACTOR_DEF]: true as const,
     name,
@@ -139,6 +156,7 @@ export function defineActor<N extends string, S, H extends Handlers<S>>(
     mailboxCapacity: options.mailboxCapacity,
     idleTimeoutMs: options.idleTimeoutMs,
     routing: options.routing ?? 'proxy',
+    replication: stateless ? 'none' : (options.replication ?? 'sync'),
   });
 }
 

@@ -17,6 +17,8 @@ export type WadiErrorCode =
   | 'WADI_WORKER_CRASHED'
   | 'WADI_NO_QUORUM'
   | 'WADI_REDIRECTED'
+  | 'WADI_FENCED'
+  | 'WADI_HOST_LOST'
   // Store errors: the classes live in @wadi/store, which registers them with `registerErrorClass`.
   | 'WADI_STALE_WRITE'
   | 'WADI_CORRUPT_RECORD'
@@ -135,6 +137,29 @@ export class Redirected extends WadiError {
   }
 }
 
+/**
+ * A `sync` session's turn ran, but its state could not be made durable: a replica refused it
+ * because the writer is fenced off (its node was declared down, or a newer activation of the
+ * session exists elsewhere). The turn's effect is not acknowledged and the stale activation is
+ * dropped; the session lives on where the cluster placed it. A retry reaches that copy.
+ */
+export class Fenced extends WadiError {
+  constructor(message: string) {
+    super('WADI_FENCED', message);
+  }
+}
+
+/**
+ * The node that hosted the session went down while this call may already have been delivered to
+ * it. The call is not run again elsewhere on its own (at most once): the caller decides whether
+ * to retry, knowing its effect may or may not be in the session's state.
+ */
+export class HostLost extends WadiError {
+  constructor(message: string) {
+    super('WADI_HOST_LOST', message);
+  }
+}
+
 type WadiErrorClass = new (...args: never[]) => WadiError;
 
 const errorClasses = new Map<string, WadiErrorClass>([
@@ -150,6 +175,8 @@ const errorClasses = new Map<string, WadiErrorClass>([
   ['WADI_DECODE', DecodeError],
   ['WADI_INVALID_ARGUMENT', InvalidArgument],
   ['WADI_REDIRECTED', Redirected],
+  ['WADI_FENCED', Fenced],
+  ['WADI_HOST_LOST', HostLost],
 ]);
 
 /** Classes the codec rebuilds by code, so `instanceof` works on the far side of a thread or node. */

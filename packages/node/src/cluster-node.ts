@@ -33,6 +33,8 @@ import {
   type NodeProtocolIO,
   type PersistedClusterState,
   type QuorumView,
+  type ReplicaLag,
+  type ReplicationStats,
   shiftView,
 } from '@wadi/cluster';
 import { InvalidArgument, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
@@ -92,6 +94,7 @@ export interface ClusterHost {
     store: StoreStatus | null;
     /** Calls and turns the workers refused with `NoQuorum`; active sessions they dropped as older duplicates. */
     fencing: { refused: number; droppedDuplicates: number };
+    replication: ReplicationStatus;
   }>;
   /** The main thread's quorum gate: calls from other nodes and clients, and `node.ref()` calls, are refused while it says why. */
   quorumGate(refusal: () => Error | undefined): void;
@@ -112,11 +115,13 @@ export interface ClusterHost {
   installBucket(bucket: number, epoch: number, entries: DirectoryEntry[]): Promise<void>;
   exportBucket(bucket: number): Promise<DirectoryEntry[] | null>;
   reportBucket(bucket: number): Promise<DirectoryEntry[]>;
-  forgetNode(node: string): Promise<void>;
+  forgetNode(node: string, crashed: boolean): Promise<void>;
   /** An earlier incarnation of `node` is gone: session moves to or from it are given up. */
-  nodeRestarted(node: string): Promise<void>;
+  nodeRestarted(node: string, incarnation: number): Promise<void>;
   /** Every worker re-announces what it hosts in `buckets` to their owners. */
   resyncDirectories(buckets: number[]): Promise<void>;
+  /** What the workers have not caught up yet of the incoming backups (see `Replication.lagging`). */
+  replicationLag(): Promise<ReplicaLag>;
   directoryStats(): Promise<DirectoryStats>;
   lookupSession(bucket: number, key: string): Promise<{ node: string; worker: number; tier: 'memory' | 'disk' } | undefined>;
 }
@@ -180,7 +185,18 @@ export interface NodeStatus {
   evacuation: 'idle' | 'running' | 'done';
   /** The store stack (null without a disk tier): see docs/store.md. */
   store: StoreStatus | null;
+  /** Session replication on this node, summed over its workers: see docs/cluster.md "Replication". */
+  replication: ReplicationStatus;
 }
+
+/**
+ * `shipped`/`acked`: session states sent to replica targets and acknowledged; `refused`: writes
+ * refused (fencing); `replicasHeld`/`bytesHeld`: the replicas this node holds for sessions hosted
+ * elsewhere (their memory cost); `adopted`: replicas taken over after a failure;
+ * `pendingSyncAcks`: sync replies waiting for acknowledgements; `catchingUp`: sessions waiting to
+ * be shipped whole to new targets.
+ */
+export type ReplicationStatus = ReplicationStats;
 
 /** Events: 'layout' (layout, previous), 'left', 'removed' (reason). */
 export interface ClusterHandle {
@@ -399,6 +415,7 @@ class Membership implements ClusterHandle {
       routing: { hops: sessions.hops, ...sessions.routing },
       evacuation: protocol.evacuation,
       store: sessions.store,
+      replication: sessions.replication,
     };
   }
 
@@ -518,9 +535,10 @@ class Membership implements ClusterHandle {
       install: (bucket, epoch, entries, done) => this.#directoryOp(() => host.installBucket(bucket, epoch, entries), undefined, done),
       export: (bucket, reply) => this.#directoryOp<DirectoryEntry[] | null>(() => host.exportBucket(bucket), null, reply),
       report: (bucket, reply) => this.#directoryOp<DirectoryEntry[]>(() => host.reportBucket(bucket), [], reply),
-      forgetNode: (node) => this.#directoryOp(() => host.forgetNode(node), undefined),
-      nodeRestarted: (node) => this.#directoryOp(() => host.nodeRestarted(node), undefined),
+      forgetNode: (node, crashed) => this.#directoryOp(() => host.forgetNode(node, crashed), undefined),
+      nodeRestarted: (node, incarnation) => this.#directoryOp(() => host.nodeRestarted(node, incarnation), undefined),
       resync: (buckets) => this.#directoryOp(() => host.resyncDirectories([...buckets]), undefined),
+      lagging: (reply) => this.#directoryOp<ReplicaLag>(() => host.replicationLag(), { epoch: -1, pairs: [] }, reply),
     };
   }
 

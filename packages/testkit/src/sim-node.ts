@@ -31,6 +31,7 @@ import {
   NodeProtocol,
   SessionHost,
   SessionRouter,
+  mergeLags,
   ownerIds,
   parseClusterMessage,
   type ClusterMessage,
@@ -86,6 +87,8 @@ export interface SimNodeOptions {
   disk: PersistedClusterState;
   handoffTimeoutMs?: number;
   maxHandoffs?: number;
+  /** Backups per bucket when this node coordinates (default 1). */
+  replicas?: number;
   /** Ask deadline of the node's actor systems (default 30 s, as in a real node). */
   askTimeoutMs?: number;
   /** A worker delivers calls to sessions it hosts without its router, as worker.ts does (default true). */
@@ -203,6 +206,7 @@ export class SimNode implements NetworkEndpoint {
         buckets: options.buckets,
         seeds: options.seeds,
         timings: options.timings,
+        ...(options.replicas === undefined ? {} : { replicas: options.replicas }),
         ...(persisted === undefined ? {} : { persisted }),
         handoff: {
           ...(options.handoffTimeoutMs === undefined ? {} : { timeoutMs: options.handoffTimeoutMs }),
@@ -540,7 +544,7 @@ export class SimNode implements NetworkEndpoint {
     const worker = this.threads[thread];
     if (worker === undefined) return;
     if (this.#traceFrames) this.#observer.trace(this.id, 'frame', `${thread}: ${describeFrame(frame)}`);
-    if (frame[0] === Frame.Call || frame[0] === Frame.Migration) worker.host.receive(frame);
+    if (frame[0] === Frame.Call || frame[0] === Frame.Migration || frame[0] === Frame.Replica) worker.host.receive(frame);
     else worker.router.receive(frame);
   }
 
@@ -625,28 +629,33 @@ export class SimNode implements NetworkEndpoint {
           const entries = this.workers.flatMap((host) => host.report(bucket));
           this.#onThreads(() => reply(entries));
         }),
-      forgetNode: (node) => {
-        this.main.router.nodeGone(node);
+      forgetNode: (node, crashed) => {
+        this.main.router.nodeGone(node, crashed);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {
-            thread.router.nodeGone(node);
+            thread.router.nodeGone(node, crashed);
             thread.host.nodeGone(node);
-            thread.buckets.forgetNode(node);
+            thread.buckets.forgetNode(node, crashed);
           }
         });
       },
-      nodeRestarted: (node) => {
-        this.main.router.nodeGone(node);
+      nodeRestarted: (node, incarnation) => {
+        this.main.router.nodeGone(node, true);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {
-            thread.router.nodeGone(node);
-            thread.host.nodeRestarted(node);
+            thread.router.nodeGone(node, true);
+            thread.host.nodeRestarted(node, incarnation);
           }
         });
       },
       resync: (buckets) => this.#onThreads(() => this.workers.forEach((host) => host.resync(buckets))),
+      lagging: (reply) =>
+        this.#onThreads(() => {
+          const lag = mergeLags(this.threads.map((thread) => thread.host.replication.lagging()));
+          this.#onThreads(() => reply(lag));
+        }),
       // The real sessions evacuate (each worker's `SessionMigrations`, to the owner of their
       // bucket), and the leave completes once they all did; the abstract ones moved in the
       // simulation's model at the leave step.
@@ -679,5 +688,12 @@ export function describeFrame(frame: RoutedFrame): string {
       const detail = message.t === 'offer' ? message.sessions.map((session) => `${session[1]} v${session[2]}`).join(' ') : message.t === 'handover' ? `${message.calls.length} calls` : message.t === 'accepted' ? `${message.accepted.length} accepted, ${message.refused.length} refused` : '';
       return `migration ${message.t} batch ${message.batch} from ${frame[2]}/${frame[3]}${detail === '' ? '' : `: ${detail}`}`;
     }
+    case Frame.Replica: {
+      const message = frame[5];
+      const keys = message.t === 'ack' ? [...message.items.map((item) => `${item[0]} v${item[1]}.${item[2]}.${item[3]}`), ...message.refused.map((item) => `${item[0]} refused`)] : message.items.map((item) => `${item[0]} v${item[1]}`);
+      return `replica ${message.t} from ${frame[2]}/${frame[4]}: ${keys.join(' ').replace(/\u0000/g, ':')}`;
+    }
+    default:
+      return `frame ${String((frame as unknown[])[0])}`;
   }
 }

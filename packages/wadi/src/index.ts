@@ -20,6 +20,8 @@ export {
   DecodeError,
   InvalidArgument,
   Redirected,
+  Fenced,
+  HostLost,
   type ActorContext,
   type ActorDef,
   type ActorOptions,
@@ -29,11 +31,12 @@ export {
   type RefOf,
   type RefOptions,
   type RoutingPolicy,
+  type ReplicationMode,
   type Timers,
   type TimerId,
   type WadiErrorCode,
 } from '@wadi/core';
-export { startNode, connect, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type NodeStatus, type StoreOptions, type WadiNode, type WorkerStats } from '@wadi/node';
+export { startNode, connect, ASYNC_LOSS_WINDOW_MS, type ConnectOptions, type WadiClient, type NodeOptions, type NodeStats, type NodeStatus, type StoreOptions, type WadiNode, type WorkerStats } from '@wadi/node';
 export {
   fastifySessions,
   httpSessions,

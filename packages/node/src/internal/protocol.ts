@@ -4,7 +4,7 @@
  * The message hot path does not go through here: it is batched envelopes over MessagePorts.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { MAIN_THREAD, type DirectoryEntry, type DirectoryStats, type Layout, type OutFrame, type QuorumView, type RoutedFrame, type SessionHostStats, type SessionRouterStats } from '@wadi/cluster';
+import { MAIN_THREAD, type DirectoryEntry, type DirectoryStats, type Layout, type OutFrame, type QuorumView, type ReplicaLag, type RoutedFrame, type SessionHostStats, type SessionRouterStats } from '@wadi/cluster';
 import type { Envelope, SystemStats } from '@wadi/core';
 import type { SessionStatesStats } from './session-states.js';
 
@@ -87,14 +87,16 @@ export interface WorkerControl {
   /** The sessions this worker hosts in `bucket`. */
   reportBucket(bucket: number): DirectoryEntry[];
   /** A node is gone: drop directory entries and cached locations naming it, and moves to or from it. */
-  forgetNode(node: string): number;
+  forgetNode(node: string, crashed: boolean): number;
   /** An earlier incarnation of `node` is gone: forwarding pointers to it and session moves to or from it are given up (its directory entries stay). */
-  nodeRestarted(node: string): void;
+  nodeRestarted(node: string, incarnation: number): void;
   /** Moves every session hosted here to the owner of its bucket in the current layout; resolves once none is left. */
   evacuate(): Promise<void>;
   routingStats(): WorkerRoutingStats | undefined;
   /** Re-announces what this worker hosts in `buckets` to their owners (updates to them may have been lost). */
   resyncBuckets(buckets: number[]): void;
+  /** The incoming backups this worker has not shipped every session of its to yet. */
+  replicationLag(): ReplicaLag;
   directoryStats(): DirectoryStats;
   /** Where the directory of `bucket` (if this worker holds it) says session `key` lives. */
   lookupSession(bucket: number, key: string): { node: string; worker: number; tier: 'memory' | 'disk' } | undefined;

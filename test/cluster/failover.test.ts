@@ -67,6 +67,12 @@ const RECOVERY_BOUND_MS = 15_000;
  * held), at most this long: a lane may first have to wait out a call stuck on the failed node.
  */
 const RESTORED_WRITES_BOUND_MS = ASK_TIMEOUT_MS + 10_000;
+/**
+ * The load goes on through a failure: a call waiting on a node that went down ends (answered, or
+ * failed with `HostLost`) once the cluster has failed over, rather than at its ask deadline. Calls
+ * still waiting this long after every session answered again count as stuck.
+ */
+const STUCK_AFTER_RECOVERY_MS = 3_000;
 /** A test's own bound: every wait inside it is bounded well below it. */
 const TEST_TIMEOUT_MS = 100_000;
 
@@ -364,7 +370,8 @@ function describeRun(run: Run, fault: string): string {
     `${[...errors].map(([name, count]) => `${count} ${name}`).join(', ') || 'no errors'}), ` +
     `${run.findings.lost.length} acknowledged lost, ${run.findings.problems.length + run.final.problems.length} other problems; ` +
     `every session answered ${(run.recovery.ms / 1000).toFixed(2)} s after the fault; ` +
-    `the calls in flight at the fault settled within ${(stuckMs / 1000).toFixed(2)} s` +
+    `the ${inFlight.length} calls in flight at the fault settled within ${(stuckMs / 1000).toFixed(2)} s; ` +
+    `${restoredWithoutNewWrites(run.workload, run.victimSessions, run.recoveredAt).length} of the failed node's ${run.victimSessions.length} sessions took no append after recovery` +
     (run.pausedNode === undefined ? '' : `; the paused node ${run.pausedNode}`)
   );
 }
@@ -438,6 +445,11 @@ function expectSafe(run: Run, fault: string): void {
   expect(run.findings.problems.slice(0, 20), `${summary}: duplicated, misplaced or reordered values`).toEqual([]);
   expect(run.recovery.silent.map(sessionId), `${summary}: sessions that never answered again`).toEqual([]);
   expect(run.recovery.ms, `${summary}: ms until every session answered again`).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
+  const stuck = run.workload.calls.filter((call) => call.startedAt < run.recoveredAt && call.settledAt > run.recoveredAt + STUCK_AFTER_RECOVERY_MS);
+  expect(
+    stuck.slice(0, 10).map((call) => `${describeCall(call, run.faultAt)}${call.error === undefined ? '' : `: ${call.error}`}`),
+    `${summary}: calls (${stuck.length}) still waiting ${STUCK_AFTER_RECOVERY_MS} ms after every session answered again`,
+  ).toEqual([]);
   // Not vacuous: the victim held sessions that had taken writes, and the load went on.
   expect(run.victimSessions.length, summary).toBeGreaterThan(0);
   const afterFault = run.workload.acknowledged().filter((call) => call.startedAt > run.faultAt);

@@ -13,6 +13,7 @@
 import { Kind, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
 import { BucketDirectory, type SessionLocation } from './directory.js';
 import type { DirectoryEntry } from './messages.js';
+import { CLAIM_TIMEOUT_MS, compareWrites, replicaEntryVersion, type ReplicaClaim, type WriteVersion } from './replication.js';
 
 export const BUCKET_ACTOR = 'wadi.bucket';
 
@@ -36,6 +37,34 @@ export interface BucketHostIO {
   log(message: string): void;
 }
 
+/**
+ * What the bucket actors need from the session replication of their worker (see
+ * `replication.ts`): the replicas held here, and the failover of sessions a lost node hosted.
+ */
+export interface BucketReplication {
+  /** The replicas held on this worker of `bucket`, as replica lines of a rebuild report. */
+  replicaEntries(bucket: number): DirectoryEntry[];
+  /** Node `node` was declared down: `claim` what this worker holds of its sessions, per bucket, to each bucket's owner in `owners`. */
+  nodeDown(node: string, owners: readonly string[], claim: (bucket: number, claims: ReplicaClaim[]) => void): void;
+  /** The members that can claim (the layout's, without those declared down). */
+  liveMembers(): string[];
+  /** Whether the layout has replicas at all: without, a lost node's sessions have none to claim. */
+  readonly replicating: boolean;
+  /** Tells `node`/`worker` to adopt these replicas of `bucket` as sessions hosted there, at these location versions. */
+  adopt(node: string, worker: number, bucket: number, items: [key: string, version: number][]): void;
+  /** A bucket's recovery ended: the calls that waited for it go on. */
+  recovered(bucket: number): void;
+  /** The location version a placement in the current layout starts from (`placementFloor`). */
+  placementFloor(): number;
+  now(): number;
+}
+
+interface Candidate {
+  node: string;
+  worker: number;
+  write: WriteVersion;
+}
+
 export class BucketHost {
   #self: string | undefined;
   #epoch = 0;
@@ -49,6 +78,15 @@ export class BucketHost {
    */
   readonly #lostAt = new Map<number, number>();
   dropped = 0;
+  #replication: BucketReplication | undefined;
+  /** Owned buckets waiting for the replica claims of these members after a node went down, until `until`. */
+  readonly #recovering = new Map<number, { waitingFor: Set<string>; until: number }>();
+  /** Members that claimed, per bucket, as `dead NUL member`: a claim may come before its recovery starts. */
+  readonly #claimedBy = new Map<number, Set<string>>();
+  /** Per bucket, the freshest replica holder of each session a lost node hosted. */
+  readonly #candidates = new Map<number, Map<string, Candidate>>();
+  /** Nodes this worker learned were down: a claim about another one came before the news, and waits for it. */
+  readonly #downSeen = new Set<string>();
 
   constructor(
     readonly index: number,
@@ -56,6 +94,11 @@ export class BucketHost {
     readonly buckets: number,
     private readonly io: BucketHostIO,
   ) {}
+
+  /** Connects the worker's session replication (see `BucketReplication`). */
+  attachReplication(replication: BucketReplication): void {
+    this.#replication = replication;
+  }
 
   /** A new committed layout: from now on updates route by it. */
   setLayout(self: string, epoch: number, owners: readonly string[]): void {
@@ -73,6 +116,12 @@ export class BucketHost {
     }
     for (const bucket of this.#directories.keys()) {
       if (owners[bucket] !== self && !this.#lostAt.has(bucket)) this.#lostAt.set(bucket, epoch);
+    }
+    for (const bucket of [...this.#recovering.keys()]) {
+      if (owners[bucket] !== self) this.#recovering.delete(bucket);
+    }
+    for (const bucket of [...this.#candidates.keys()]) {
+      if (owners[bucket] !== self) this.#candidates.delete(bucket);
     }
     // Sessions activated before this node had a layout were never registered anywhere, and an
     // earlier incarnation of this node may have left entries behind that nobody will remove.
@@ -147,6 +196,10 @@ export class BucketHost {
       this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, envelope[2], envelope[3], [args[0], args[1], args[2], hops + 1, ...args.slice(4)]]);
       return true;
     }
+    if (envelope[3] === 'claim') {
+      this.#claimed(bucket, args[1] as string, args[2] as number, args[4] as string, args[0] as ReplicaClaim[]);
+      return true;
+    }
     const directory = this.#directory(bucket);
     const [key, node, worker, , version] = args as [unknown, string, number, number, number | undefined];
     if (envelope[3] === 'register') directory.register(key as string, node, worker, version ?? 0);
@@ -174,7 +227,13 @@ export class BucketHost {
   /** Installs a handed-off or rebuilt directory beneath the updates that arrived first. */
   /** `now` (this thread's clock) starts the time an unconfirmed placement among `entries` may wait for its confirmation. */
   install(bucket: number, epoch: number, entries: readonly DirectoryEntry[], now = 0): void {
-    const stale = this.#directory(bucket).install(epoch, entries, now);
+    const locations: DirectoryEntry[] = [];
+    for (const entry of entries) {
+      const write = replicaEntryVersion(entry);
+      if (write === undefined) locations.push(entry);
+      else this.#candidate(bucket, entry[0], entry[1], entry[2], write);
+    }
+    const stale = this.#directory(bucket).install(epoch, locations, now);
     const byHolder = new Map<string, { node: string; worker: number; keys: string[] }>();
     for (const [key, node, worker] of stale) {
       const holder = `${node}/${worker}`;
@@ -183,6 +242,9 @@ export class BucketHost {
       claims.keys.push(key);
     }
     for (const { node, worker, keys } of byHolder.values()) this.#tellStale(bucket, node, worker, keys);
+    // A rebuild asked every live member, replicas included: nothing more to wait for.
+    if (this.#recovering.has(bucket)) this.#endRecovery(bucket);
+    else this.#placeCandidates(bucket);
   }
 
   /**
@@ -212,13 +274,103 @@ export class BucketHost {
         entries.push(onDisk === true ? [activationKey(type, id), this.#self, this.index, version ?? 0, 0, 1] : [activationKey(type, id), this.#self, this.index, version ?? 0]);
       }
     }
+    if (this.#replication !== undefined) entries.push(...this.#replication.replicaEntries(bucket));
     return entries;
   }
 
+  /**
+   * Node `node` was declared down: the locations there are dropped, the buckets this worker owns
+   * wait for every live member's claims of the replicas of that node's sessions (bounded), and
+   * this worker claims what it holds to each bucket's owner.
+   */
   forgetNode(node: string): number {
     let dropped = 0;
     for (const directory of this.#directories.values()) dropped += directory.forgetNode(node);
+    const replication = this.#replication;
+    const self = this.#self;
+    if (replication === undefined || self === undefined || !replication.replicating) return dropped;
+    this.#downSeen.add(node);
+    const expected = replication.liveMembers().filter((member) => member !== node);
+    const until = replication.now() + CLAIM_TIMEOUT_MS;
+    for (let bucket = this.index; bucket < this.buckets; bucket += this.workers) {
+      if (this.#owners[bucket] !== self || this.#lostAt.has(bucket)) continue;
+      const claimed = this.#claimedBy.get(bucket);
+      let recovery = this.#recovering.get(bucket);
+      if (recovery === undefined) this.#recovering.set(bucket, (recovery = { waitingFor: new Set(), until }));
+      recovery.until = Math.max(recovery.until, until);
+      for (const member of expected) if (claimed?.has(`${node}\u0000${member}`) !== true) recovery.waitingFor.add(`${node}\u0000${member}`);
+    }
+    replication.nodeDown(node, this.#owners, (bucket, claims) => this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'claim', [claims, self, this.index, 0, node]]));
+    for (const [bucket, recovery] of [...this.#recovering]) if (recovery.waitingFor.size === 0) this.#endRecovery(bucket);
     return dropped;
+  }
+
+  /** Ends recoveries whose claims did not all come in time (a member that cannot answer). */
+  expireRecoveries(now: number): void {
+    for (const [bucket, recovery] of [...this.#recovering]) {
+      if (now < recovery.until) continue;
+      this.io.log(`bucket ${bucket}: recovered without the replica claims of ${[...recovery.waitingFor].map((name) => name.split('\u0000')[1]).join(', ')}`);
+      this.#endRecovery(bucket);
+    }
+  }
+
+  /** Buckets holding their calls for replica claims. */
+  get recovering(): number {
+    return this.#recovering.size;
+  }
+
+  /** Node `from` (worker `worker`) holds these replicas of `bucket`'s sessions that `dead` wrote. */
+  #claimed(bucket: number, from: string, worker: number, dead: string, claims: readonly ReplicaClaim[]): void {
+    for (const [key, version, incarnation, seq] of claims) this.#candidate(bucket, key, from, worker, [version, incarnation, seq]);
+    const name = `${dead}\u0000${from}`;
+    let claimed = this.#claimedBy.get(bucket);
+    if (claimed === undefined) this.#claimedBy.set(bucket, (claimed = new Set()));
+    claimed.add(name);
+    // Before this worker dropped the lost node's locations, its sessions still look hosted there.
+    if (!this.#downSeen.has(dead)) return;
+    const recovery = this.#recovering.get(bucket);
+    if (recovery === undefined) return this.#placeCandidates(bucket);
+    recovery.waitingFor.delete(name);
+    if (recovery.waitingFor.size === 0) this.#endRecovery(bucket);
+  }
+
+  #candidate(bucket: number, key: string, node: string, worker: number, write: WriteVersion): void {
+    let candidates = this.#candidates.get(bucket);
+    if (candidates === undefined) this.#candidates.set(bucket, (candidates = new Map()));
+    const known = candidates.get(key);
+    if (known === undefined || compareWrites(write, known.write) > 0) candidates.set(key, { node, worker, write });
+  }
+
+  #endRecovery(bucket: number): void {
+    this.#recovering.delete(bucket);
+    this.#claimedBy.delete(bucket);
+    this.#placeCandidates(bucket);
+    this.#replication?.recovered(bucket);
+  }
+
+  /**
+   * Places each session that replicas alone hold (no live location is known) on its freshest
+   * replica holder, at a location version above anything its lost host could still write.
+   */
+  #placeCandidates(bucket: number): void {
+    const candidates = this.#candidates.get(bucket);
+    const directory = this.#directories.get(bucket);
+    const replication = this.#replication;
+    if (candidates === undefined || directory === undefined || !directory.installed || replication === undefined || this.#recovering.has(bucket)) return;
+    this.#candidates.delete(bucket);
+    const now = replication.now();
+    const floor = replication.placementFloor();
+    const adoptions = new Map<string, { node: string; worker: number; items: [string, number][] }>();
+    for (const [key, { node, worker, write }] of candidates) {
+      if (directory.lookup(key) !== undefined) continue;
+      const version = Math.max(floor, write[0] + 1);
+      directory.register(key, node, worker, version, false, now);
+      const name = `${node}\u0000${worker}`;
+      let adoption = adoptions.get(name);
+      if (adoption === undefined) adoptions.set(name, (adoption = { node, worker, items: [] }));
+      adoption.items.push([key, version]);
+    }
+    for (const { node, worker, items } of adoptions.values()) replication.adopt(node, worker, bucket, items);
   }
 
   /** The entries of a bucket this worker serves (undefined if it serves none for it), for inspection. */
@@ -238,7 +390,7 @@ export class BucketHost {
    */
   ownership(bucket: number): 'serving' | 'awaiting' | 'elsewhere' {
     if (this.#self === undefined || this.#owners[bucket] !== this.#self || this.#lostAt.has(bucket) || bucket % this.workers !== this.index) return 'elsewhere';
-    return this.#directories.get(bucket)?.installed === true ? 'serving' : 'awaiting';
+    return this.#directories.get(bucket)?.installed === true && !this.#recovering.has(bucket) ? 'serving' : 'awaiting';
   }
 
   /** The directory entry of a session in a bucket this worker serves. */

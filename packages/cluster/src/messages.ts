@@ -31,7 +31,12 @@ export type ClusterMessage =
   | { t: 'handoff-refused'; bucket: number; epoch: number; reason: string }
   /** The new owner of a bucket whose owner is gone asks every member what it hosts in it. */
   | { t: 'report-request'; bucket: number; epoch: number }
-  | { t: 'report'; bucket: number; epoch: number; entries: DirectoryEntry[] };
+  | { t: 'report'; bucket: number; epoch: number; entries: DirectoryEntry[] }
+  /**
+   * The incoming backups of layout `epoch` the sender has not shipped every session of its to yet,
+   * as `[bucket, member id]`: the coordinator reports a backup synced once no live member lists it.
+   */
+  | { t: 'replica-sync'; epoch: number; lagging: [bucket: number, member: string][] };
 
 /**
  * One line of a bucket's directory: which node and worker host a session (`type` + NUL + `id`),
@@ -39,7 +44,11 @@ export type ClusterMessage =
  * of two claims for one session the newer wins whatever order they arrive in. A fifth element 1
  * marks a placement its node has not confirmed yet (see `BucketDirectory`).
  */
-/** A location; `unconfirmed` 1 while its node has not confirmed the owner's placement, `onDisk` 1 while the session is parked on that node's disk. */
+/**
+ * A location; `unconfirmed` 1 while its node has not confirmed the owner's placement, `onDisk` 1
+ * while the session is parked on that node's disk. A rebuild report may also carry replica lines
+ * of nine elements (`replicaEntry` in replication.ts): not locations, but copies to fail over to.
+ */
 export type DirectoryEntry = [sessionKey: string, node: string, worker: number, version: number, unconfirmed?: 0 | 1, onDisk?: 0 | 1];
 
 export type ClusterMessageType = ClusterMessage['t'];
@@ -79,6 +88,12 @@ export function parseClusterMessage(value: unknown, buckets: number): ClusterMes
       return message;
     case 'layout-request':
       return message;
+    case 'replica-sync':
+      integer(message.epoch, 'epoch');
+      if (!Array.isArray(message.lagging) || !message.lagging.every((pair) => Array.isArray(pair) && pair.length === 2 && Number.isSafeInteger(pair[0]) && typeof pair[1] === 'string')) {
+        throw new InvalidArgument('replica-sync: malformed pairs');
+      }
+      return message;
     case 'state-request':
       integer(message.round, 'round');
       return message;
@@ -106,6 +121,10 @@ export function parseClusterMessage(value: unknown, buckets: number): ClusterMes
 }
 
 function isDirectoryEntry(value: unknown): value is DirectoryEntry {
+  // A rebuild report's replica line (see `replicaEntry` in replication.ts).
+  if (Array.isArray(value) && value.length === 9) {
+    return typeof value[0] === 'string' && typeof value[1] === 'string' && value[6] === 1 && [2, 3, 7, 8].every((i) => Number.isSafeInteger(value[i]) && (value[i] as number) >= 0);
+  }
   return (
     Array.isArray(value) &&
     value.length >= 4 &&

@@ -502,7 +502,7 @@ export class SessionMigrations {
         refused.push([key, (error as Error).message]);
         continue;
       }
-      this.#host.movedIn(key, id, version);
+      this.#host.movedIn(key, id, version, state);
       this.#host.register(type, id, version);
       incoming.sessions.set(key, { type, id, version });
       accepted.push(key);

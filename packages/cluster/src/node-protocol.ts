@@ -15,6 +15,12 @@ import { ClusterMember, type ClusterIO, type ClusterMemberOptions } from './clus
 import { HandoffTracker, type HandoffOptions } from './handoff.js';
 import { ownerIds, type Layout } from './layout.js';
 import type { ClusterMessage, DirectoryEntry } from './messages.js';
+import type { ReplicaLag } from './replication.js';
+
+/** How often a node asks its workers what they have not caught up yet of the incoming backups. */
+const LAG_POLL_MS = 500;
+/** How often a node sends its (unchanged) lag to the others anyway: a new coordinator needs it. */
+const LAG_REPEAT_MS = 2000;
 
 /**
  * The node's bucket actors, wherever they run (worker threads in a real node). Calls take effect
@@ -43,6 +49,11 @@ export interface NodeDirectories {
   nodeRestarted(node: string): void;
   /** Re-announces what this node hosts in `buckets` to their owners (see `BucketHost.resync`). */
   resync(buckets: readonly number[]): void;
+  /**
+   * What this node's workers have not caught up yet of the incoming backups (see
+   * `Replication.lagging`). Without it, an incoming backup counts as synced once committed.
+   */
+  lagging?(reply: (lag: ReplicaLag) => void): void;
   /**
    * This node is leaving and owns no bucket any more: move every session it hosts to the owner of
    * its bucket in `layout` (rate limited), and call `done` once none is left.
@@ -101,6 +112,12 @@ export class NodeProtocol {
   readonly #incarnations = new Map<string, number>();
   /** A leaving node moves its sessions away once it owns no bucket; its leave completes after that. */
   #evacuation: 'idle' | 'running' | 'done' = 'idle';
+  /** Each member's last lag report (this node's own included), by member id. */
+  readonly #lags = new Map<string, { epoch: number; lagging: Set<string> }>();
+  #lagAskedAt = -Infinity;
+  #lagAsking = false;
+  #lagSent = '';
+  #lagSentAt = -Infinity;
 
   constructor(options: NodeProtocolOptions, io: NodeProtocolIO, directories: NodeDirectories) {
     this.id = options.self.id;
@@ -120,6 +137,7 @@ export class NodeProtocol {
     this.member = new ClusterMember(
       {
         ...memberOptions,
+        ...(memberOptions.backupSynced !== undefined || directories.lagging === undefined ? {} : { backupSynced: (bucket: number, member: { id: string }) => this.#backupSynced(bucket, member.id) }),
         handoffsDone: () => this.#toHandOff.size === 0 && this.handoffs.pending === 0 && (this.member.phase !== 'leaving' || this.#evacuation === 'done'),
       },
       {
@@ -163,6 +181,40 @@ export class NodeProtocol {
     this.member.tick(now);
     this.handoffs.tick(now);
     if (now - this.#resyncedAt >= this.#resyncIntervalMs) this.#resync();
+    this.#pollLag(now);
+  }
+
+  /** Asks the workers what they have not caught up yet, and tells the members when it changed. */
+  #pollLag(now: number): void {
+    const lagging = this.#directories.lagging;
+    if (lagging === undefined || this.#lagAsking || now - this.#lagAskedAt < LAG_POLL_MS || this.layout === null) return;
+    this.#lagAskedAt = now;
+    this.#lagAsking = true;
+    lagging.call(this.#directories, (lag) => {
+      this.#lagAsking = false;
+      this.#lags.set(this.id, { epoch: lag.epoch, lagging: new Set(lag.pairs.map(([bucket, member]) => `${bucket}\u0000${member}`)) });
+      const text = JSON.stringify(lag);
+      if (text === this.#lagSent && this.#now - this.#lagSentAt < LAG_REPEAT_MS) return;
+      this.#lagSent = text;
+      this.#lagSentAt = this.#now;
+      for (const member of this.member.liveMembers()) if (member !== this.id) this.#io.send(member, { t: 'replica-sync', epoch: lag.epoch, lagging: lag.pairs });
+    });
+  }
+
+  /**
+   * Whether incoming backup `member` of `bucket` has its whole copy: every live member reported on
+   * the committed layout, and none still lists it.
+   */
+  #backupSynced(bucket: number, member: string): boolean {
+    const layout = this.layout;
+    if (layout === null) return false;
+    const name = `${bucket}\u0000${member}`;
+    for (const id of this.member.liveMembers()) {
+      if (!layout.members.some((m) => m.id === id)) continue;
+      const lag = this.#lags.get(id);
+      if (lag === undefined || lag.epoch !== layout.epoch || lag.lagging.has(name)) return false;
+    }
+    return true;
   }
 
   connected(peer: { id: string; incarnation: number }, now: number): void {
@@ -203,6 +255,9 @@ export class NodeProtocol {
       case 'handoff-refused':
       case 'report':
         this.handoffs.receive(from, message);
+        return;
+      case 'replica-sync':
+        this.#lags.set(from, { epoch: message.epoch, lagging: new Set(message.lagging.map(([bucket, member]) => `${bucket}\u0000${member}`)) });
         return;
       default:
         this.member.receive(from, message, now);
@@ -440,6 +495,12 @@ function isDirectoryUpdate(envelope: Envelope, buckets: number): envelope is Tel
       );
     case 'stale':
       return Array.isArray(subject) && subject.every((key) => typeof key === 'string');
+    case 'claim':
+      return (
+        typeof (args as unknown[])[4] === 'string' &&
+        Array.isArray(subject) &&
+        subject.every((item) => Array.isArray(item) && item.length === 4 && typeof item[0] === 'string' && item.slice(1).every((n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0))
+      );
     case 'resync':
       return Array.isArray(subject) && subject.length === 0;
     default:

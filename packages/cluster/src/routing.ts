@@ -9,6 +9,7 @@
  * msgpack array each) because millions of them cross threads and sockets.
  */
 import { InvalidArgument, ROUTING_POLICIES, activationKey, type ErrorShape, type RoutingPolicy } from '@wadi/core';
+import { parseReplicaMessage, type ReplicaFrame } from './replication.js';
 
 /** Frame kinds; core's envelope kinds are below 16. */
 export const enum Frame {
@@ -21,6 +22,8 @@ export const enum Frame {
   /** A frame a thread hands to its node's main thread, for thread `thread` of node `node` (within a node). */
   Out = 21,
   Pending = 22,
+  /** Session replication between worker threads (see `replication.ts`). */
+  Replica = 23,
 }
 
 /** Bits of a call's `flags`. */
@@ -104,7 +107,7 @@ export type MigrationFrame = [kind: Frame.Migration, toThread: number, fromNode:
 export type DeliverFrame = [kind: Frame.Deliver, thread: number, frame: RoutedFrame];
 export type OutFrame = [kind: Frame.Out, node: string, thread: number, frame: RoutedFrame];
 
-export type RoutedFrame = CallFrame | ResultFrame | NoticeFrame | PendingFrame | MigrationFrame;
+export type RoutedFrame = CallFrame | ResultFrame | NoticeFrame | PendingFrame | MigrationFrame | ReplicaFrame;
 /** What a caller's thread receives about its calls. */
 export type CallerFrame = ResultFrame | NoticeFrame | PendingFrame;
 
@@ -177,6 +180,14 @@ export function parseFrame(value: unknown, buckets: number): RoutedFrame {
       thread(value[3]);
       migration(value[4], buckets);
       return value as MigrationFrame;
+    case Frame.Replica:
+      if (value.length !== 6) throw new InvalidArgument('replica frame: wrong length');
+      thread(value[1]);
+      if (typeof value[2] !== 'string') throw new InvalidArgument('replica frame: no source node');
+      integer(value[3], 'incarnation');
+      thread(value[4]);
+      parseReplicaMessage(value[5]);
+      return value as ReplicaFrame;
     default:
       throw new InvalidArgument(`unknown frame kind ${String(value[0])}`);
   }

@@ -19,7 +19,8 @@
  *   with a newer layout routed here waits until this worker has that layout too: by its older one
  *   it would send the call back to where it came from, and the two would pass it to and fro.
  *
- * Migration (`SessionMigrations`) and the routing policies `migrate` and `redirect` start here too.
+ * Migration (`SessionMigrations`) and the routing policies `migrate` and `redirect` start here too,
+ * and so does the replication of the sessions hosted here (`Replication`, in `replication.ts`).
  */
 import {
   LOCAL,
@@ -37,6 +38,7 @@ import {
 import type { BucketHost } from './bucket-host.js';
 import type { Layout } from './layout.js';
 import { SessionMigrations, type MigrationOptions } from './migration.js';
+import { Replication, type ReplicaFrame, type ReplicationStats } from './replication.js';
 import { CallFlag, Frame, PENDING_REPORT_MS, reportPending, type CallFrame, type LocationNotice, type MigrationFrame, type RoutedFrame } from './routing.js';
 import type { SessionRouter } from './session-router.js';
 
@@ -111,6 +113,7 @@ export interface SessionHostStats {
   migratedOut: number;
   migratedIn: number;
   migrationsFailed: number;
+  replication: ReplicationStats;
 }
 
 /** The result of a routed call: sent back to the caller's thread, with a notice if it did not come directly. */
@@ -131,6 +134,7 @@ export class SessionHost {
   readonly incarnation: number;
   readonly buckets: number;
   readonly migrations: SessionMigrations;
+  readonly replication: Replication;
   readonly #system: ActorSystem;
   readonly #directory: BucketHost;
   readonly #router: SessionRouter;
@@ -177,6 +181,33 @@ export class SessionHost {
     this.#maxWaiting = options.maxWaitingPerBucket ?? 10_000;
     this.#catchUpMs = options.layoutCatchUpMs ?? LAYOUT_CATCH_UP_MS;
     this.migrations = new SessionMigrations(options.migration ?? {}, this, system, router, io);
+    this.replication = new Replication(
+      { node: options.node, incarnation: options.incarnation, thread: options.thread, buckets: options.buckets },
+      {
+        send: (node, thread, frame) => io.send(node, thread, frame),
+        now: io.now,
+        defer: (callback) => system.scheduler.defer(callback),
+        log: io.log,
+        threadFor: (node, bucket) => router.threadFor(node, bucket),
+        versionOf: (key) => this.versionOf(key),
+        adopt: (type, id, state, version) => this.#adopt(type, id, state, version),
+        stale: (key) => this.#dropStale(key),
+      },
+    );
+    system.setTurnObserver(this.replication);
+    const replication = this.replication;
+    directory.attachReplication({
+      replicaEntries: (bucket) => this.replication.replicaEntries(bucket),
+      nodeDown: (node, owners, claim) => this.replication.nodeDown(node, owners, claim),
+      liveMembers: () => this.replication.liveMembers(),
+      get replicating() {
+        return replication.replicating;
+      },
+      adopt: (node, worker, _bucket, items) => this.replication.sendAdopt(node, worker, items),
+      recovered: (bucket) => this.bucketInstalled(bucket),
+      placementFloor: () => placementFloor(this.#epoch),
+      now: io.now,
+    });
   }
 
   get layout(): Layout | null {
@@ -192,6 +223,7 @@ export class SessionHost {
   setLayout(layout: Layout): void {
     this.#layout = layout;
     this.#members = layout.members.map((member) => member.id);
+    this.replication.setLayout(layout);
     // Calls waiting for a bucket this worker no longer owns go on to its new owner.
     for (const [bucket, frames] of this.#waiting) {
       if (this.#directory.ownership(bucket) !== 'elsewhere') continue;
@@ -216,13 +248,17 @@ export class SessionHost {
 
   /** The hook for `ActorSystem.onActivated`: a session activated here (fresh, or from its parked state). */
   activated(type: string, id: string): void {
-    this.#indexGroup(activationKey(type, id), id, true);
+    const key = activationKey(type, id);
+    this.#indexGroup(key, id, true);
+    this.replication.hosting(key);
   }
 
   /** A frame for this thread: calls, and the migration protocol. */
-  receive(frame: CallFrame | MigrationFrame): void {
-    if (frame[0] === Frame.Call) this.receiveCall(frame);
-    else this.migrations.receive(frame[2], frame[3], frame[4]);
+  receive(frame: CallFrame | MigrationFrame | ReplicaFrame): void {
+    if (frame[0] === Frame.Call) return this.receiveCall(frame);
+    if (frame[0] === Frame.Replica) return this.replication.receive(frame as ReplicaFrame, (type) => this.#system.registry.find(type)?.replication);
+    const migration = frame as MigrationFrame;
+    this.migrations.receive(migration[2], migration[3], migration[4]);
   }
 
   receiveCall(frame: CallFrame): void {
@@ -269,6 +305,7 @@ export class SessionHost {
       }
       // The bucket's owner placed the session here and registered it: activate it now, and confirm.
       this.#pointers.delete(key);
+      this.#fromReplica(type, id, key, frame[12]);
       this.#indexGroup(key, id, true);
       this.register(type, id, frame[12]);
       return this.#deliver(frame, key);
@@ -349,6 +386,8 @@ export class SessionHost {
   /** Drops forwarding pointers whose time is up. */
   tick(): void {
     const now = this.#io.now();
+    this.#directory.expireRecoveries(now);
+    this.replication.tick();
     for (const [key, pointer] of this.#pointers) if (pointer.until <= now) this.#pointers.delete(key);
     const expired = this.#directory.expirePlacements(now - UNCONFIRMED_PLACEMENT_MS);
     if (expired > 0) this.#io.log(`dropped ${expired} placement(s) never confirmed by their node: the grant was lost`);
@@ -385,6 +424,7 @@ export class SessionHost {
       waiting,
       pointers: this.#pointers.size,
       ...this.migrations.counts(),
+      replication: this.replication.stats(),
     };
   }
 
@@ -392,16 +432,68 @@ export class SessionHost {
 
   /** A session moved out to `node`: calls that still arrive here follow it. */
   movedOut(key: string, id: string, node: string, version: number): void {
+    this.replication.left(key, node);
     this.#versions.delete(key);
     this.#indexGroup(key, id, false);
     this.#pointers.set(key, { node, version, until: this.#io.now() + this.#forwardForMs });
   }
 
-  /** A session moved in (frozen until its handover) with location `version`. */
-  movedIn(key: string, id: string, version: number): void {
+  /** A session moved in (frozen until its handover) with location `version`, and its encoded `state` when it came by a migration. */
+  movedIn(key: string, id: string, version: number, state?: Uint8Array): void {
     this.#pointers.delete(key);
     this.#versions.set(key, version);
     this.#indexGroup(key, id, true);
+    const mode = state === undefined ? undefined : this.#system.registry.find(key.slice(0, key.indexOf('\u0000')))?.replication;
+    if (state === undefined || mode === undefined) this.replication.hosting(key);
+    else this.replication.arrived(key, id, mode, version, state);
+  }
+
+  /**
+   * A replica refused this activation's write: a newer activation exists, or this node was
+   * declared down. It is taken out, and the calls waiting for it (and later ones) go to its
+   * bucket's owner, which knows where the session lives now.
+   */
+  #dropStale(key: string): void {
+    const split = key.indexOf('\u0000');
+    const type = key.slice(0, split);
+    const id = key.slice(split + 1);
+    this.#io.log(`${type} '${id}' is stale here (a replica holds a newer write, or this node was declared down): its activation is dropped`);
+    const drop = (): void => {
+      const waiting = this.#system.removeFrozen(type, id).map((message) => this.toFrame(type, id, message));
+      this.#versions.delete(key);
+      this.#indexGroup(key, id, false);
+      // Calls that had not run here yet go on toward the live copy, through the bucket's owner.
+      for (const frame of waiting) this.receiveCall(frame);
+    };
+    if (!this.#system.freeze(type, id, drop)) {
+      this.#versions.delete(key);
+      this.#indexGroup(key, id, false);
+    }
+  }
+
+  /** A replica held here is adopted as a session parked here, at location `version` (failover). */
+  #adopt(type: string, id: string, state: Uint8Array, version: number): boolean {
+    if (!this.#system.adoptParked(type, id, state)) return false;
+    const key = activationKey(type, id);
+    this.#pointers.delete(key);
+    this.#versions.set(key, version);
+    this.#indexGroup(key, id, true);
+    this.register(type, id, version);
+    return true;
+  }
+
+  /**
+   * A session placed here anew by its bucket's owner, of which a replica is held here: it starts
+   * from that replica rather than from a fresh state (its host was lost and the owner did not
+   * learn of the replica in time).
+   */
+  #fromReplica(type: string, id: string, key: string, version: number): void {
+    const replica = this.replication.replicaOf(key);
+    if (replica === undefined || this.#system.hosts(key, type, id)) return;
+    if (!this.#system.adoptParked(type, id, replica.state)) return;
+    this.#io.log(`${type} '${id}' placed here anew starts from the replica held here (version ${replica.version.join('.')})`);
+    const mode = this.#system.registry.find(type)?.replication ?? 'sync';
+    this.replication.arrived(key, id, mode, version, replica.state);
   }
 
   /**
@@ -433,6 +525,7 @@ export class SessionHost {
 
   /** An incoming move was aborted: the session is not here any more. */
   moveAborted(key: string, id: string): void {
+    this.replication.abandon(key);
     this.#versions.delete(key);
     this.#indexGroup(key, id, false);
   }
@@ -528,6 +621,7 @@ export class SessionHost {
     frame[11] = (frame[11] | CallFlag.Grant) & ~CallFlag.Bounced;
     frame[12] = version;
     if (node === this.node) {
+      this.#fromReplica(frame[5], id, key, version);
       this.#versions.set(key, version);
       this.#indexGroup(key, id, true);
       return this.#deliver(frame, key);

@@ -16,8 +16,12 @@
  * delivered them all, so a later call never overtakes an earlier one. A hold is given up after a
  * timeout (an acknowledgement lost with a connection), unless the calls it waits for are reported
  * waiting somewhere on their way (`Pending`), which starts the timeout again.
+ *
+ * At most once: an ask sent to a node that then goes down (or whose connection broke) may have
+ * run there or not; it is never sent again, and fails with `HostLost` at once rather than at its
+ * deadline.
  */
-import { Kind, Unavailable, activationKey, bucketOf, errorToShape, type AskEnvelope, type Envelope, type TellEnvelope } from '@wadi/core';
+import { HostLost, Kind, Unavailable, activationKey, bucketOf, errorToShape, type AskEnvelope, type Envelope, type TellEnvelope } from '@wadi/core';
 import type { Layout } from './layout.js';
 import { CallFlag, Frame, type CallFrame, type CallerFrame, type LocationNotice, type RoutedFrame } from './routing.js';
 
@@ -86,6 +90,9 @@ export interface SessionRouterStats {
   rerouted: number;
 }
 
+/** How long an unanswered ask is remembered for `nodeGone` (longer than any sensible ask deadline). */
+const IN_FLIGHT_KEPT_MS = 10 * 60_000;
+
 export class SessionRouter {
   readonly node: string;
   readonly thread: number;
@@ -103,6 +110,9 @@ export class SessionRouter {
   readonly #workers = new Map<string, number>();
   #early: CallFrame[] = [];
   #rerouted = 0;
+  /** Asks sent and not answered yet: request id -> the node sent to, and when. */
+  readonly #inFlight = new Map<number, { node: string; at: number }>();
+  #inFlightSweptAt = 0;
 
   constructor(options: SessionRouterOptions, io: SessionRouterIO) {
     this.node = options.node;
@@ -171,6 +181,7 @@ export class SessionRouter {
     }
     const [, , , requestId, ok, value, notice] = frame;
     if (notice !== null) this.#notice(notice);
+    if (requestId !== 0) this.#inFlight.delete(requestId);
     if (requestId !== 0) this.#io.settle(ok ? [Kind.Reply, requestId, value] : [Kind.Failure, requestId, value as never]);
   }
 
@@ -194,12 +205,23 @@ export class SessionRouter {
     for (const route of this.#routes.values()) {
       if (route.node === node) route.node = undefined;
     }
+    for (const [requestId, sent] of this.#inFlight) {
+      if (sent.node !== node) continue;
+      this.#inFlight.delete(requestId);
+      const error = new HostLost(`node ${node} went down (or its connection broke) after this call was sent to it: it may or may not have run, and it was not sent again`);
+      this.#io.settle([Kind.Failure, requestId, errorToShape(error)]);
+    }
   }
 
   /** Releases holds that waited too long (an acknowledgement was lost with a connection). */
   tick(): void {
-    if (this.#holding.size === 0) return;
     const now = this.#io.now();
+    if (now - this.#inFlightSweptAt >= IN_FLIGHT_KEPT_MS) {
+      // Asks that timed out at their caller never get a result here: forget them eventually.
+      this.#inFlightSweptAt = now;
+      for (const [requestId, sent] of this.#inFlight) if (now - sent.at >= IN_FLIGHT_KEPT_MS) this.#inFlight.delete(requestId);
+    }
+    if (this.#holding.size === 0) return;
     for (const route of [...this.#holding]) {
       if (now - route.heldSince >= this.#holdTimeoutMs) {
         this.#io.log(`released calls held ${Math.round(now - route.heldSince)} ms for earlier ones that were never acknowledged`);
@@ -247,19 +269,24 @@ export class SessionRouter {
     frame[11] = direct ? frame[11] | CallFlag.Direct | CallFlag.Located : frame[11] & ~(CallFlag.Direct | CallFlag.Located);
     frame[12] = direct ? route.version : 0;
     frame[15] = Math.max(frame[15], this.#layout?.epoch ?? 0);
+    // Noted before it is sent: a call to this very thread may be answered before `send` returns.
+    if (frame[1] !== 0) this.#inFlight.set(frame[1], { node: target, at: this.#io.now() });
     try {
       this.#io.send(target, this.threadFor(target, bucket), frame);
     } catch (error) {
+      this.#inFlight.delete(frame[1]);
       if (!direct) {
         for (const relay of this.#io.relays?.() ?? []) {
           if (relay === target) continue;
           try {
+            if (frame[1] !== 0) this.#inFlight.set(frame[1], { node: relay, at: this.#io.now() });
             this.#io.send(relay, this.threadFor(relay, bucket), frame);
             route.via = relay;
             route.viaDirect = false;
             route.sentSeq = frame[10];
             return;
           } catch {
+            this.#inFlight.delete(frame[1]);
             // Try the next one.
           }
         }

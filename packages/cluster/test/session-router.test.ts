@@ -209,4 +209,26 @@ describe('SessionRouter', () => {
     router.receive([Frame.Result, 0, 1, 8, true, 'value', null]);
     expect(settled[1]).toEqual([Kind.Reply, 8, 'value']);
   });
+
+  it('fails an ask sent to a node that then goes down with HostLost, once, and never sends it again', () => {
+    const { router, sent, settled, notice } = harness();
+    router.setLayout(layout('b'));
+    router.send([Kind.Tell, 'T', 's', 'm', [0]]);
+    notice('s', 'h', 1, 1);
+    router.send([Kind.Ask, 7, 0, 'T', 's', 'm', [1]]);
+    router.send([Kind.Ask, 8, 0, 'T', 'other', 'm', [2]]);
+    expect(sent.map(({ node }) => node)).toEqual(['b', 'h', 'b']);
+    router.nodeGone('h');
+    expect(settled).toHaveLength(1);
+    const [kind, requestId, error] = settled[0]! as [Kind, number, { code: string }];
+    expect([kind, requestId, error.code]).toEqual([Kind.Failure, 7, 'WADI_HOST_LOST']);
+    // Not re-sent anywhere, and not failed twice.
+    expect(sent).toHaveLength(3);
+    router.nodeGone('h');
+    expect(settled).toHaveLength(1);
+    // An answered ask is forgotten: its node going down fails nothing.
+    router.receive([Frame.Result, 0, 1, 8, true, 'done', null]);
+    router.nodeGone('b');
+    expect(settled.map((envelope) => envelope[1])).toEqual([7, 8]);
+  });
 });

@@ -141,6 +141,21 @@ export interface SystemStats {
   deactivated: number;
 }
 
+/** A reply held back until something outside the system (replication) lets it go. */
+export interface TurnHold {
+  /** `release()` lets the reply go; `release(error)` fails it with `error` instead. Called once. */
+  wait(release: (error?: unknown) => void): void;
+}
+
+/**
+ * Sees every turn of a stateful actor that ended without error, right after it (the state is the
+ * turn's result), before the reply goes. It may hold the reply: the turn's effects are kept, but
+ * the caller hears of it only once the hold is released. A failed turn is never shown to it.
+ */
+export interface TurnObserver {
+  committed(def: AnyActorDef, id: string, key: string, state: unknown): TurnHold | undefined;
+}
+
 export const DEFAULT_ASK_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAILBOX_CAPACITY = 10_000;
 
@@ -163,6 +178,7 @@ export class ActorSystem implements ActivationHost {
   readonly #idleSweepMs: number;
   readonly #trackLastUse: boolean;
   #idleTimer: TimerHandle | undefined;
+  #turnObserver: TurnObserver | undefined;
   #stopped = false;
   /** Set by close(): new asks and tells from this thread are refused; accepted work finishes. */
   #closedReason: string | undefined;
@@ -287,6 +303,23 @@ export class ActorSystem implements ActivationHost {
    */
   deliverRouted(type: string, id: string, method: string, args: unknown[], reply: ReplyTarget | undefined): void {
     this.#deliverLocal(type, id, method, args, undefined, LOCAL, 0, activationKey(type, id), reply);
+  }
+
+  /** Installs (or removes) the observer of committed turns (the cluster's replication). */
+  setTurnObserver(observer: TurnObserver | undefined): void {
+    this.#turnObserver = observer;
+  }
+
+  /**
+   * Takes (`type`, `id`) in as a parked actor with this encoded state (a replica adopted after its
+   * host was lost): it activates from it on its first message. False if it is hosted here already
+   * or the type is unknown.
+   */
+  adoptParked(type: string, id: string, state: Uint8Array): boolean {
+    const def = this.registry.find(type);
+    if (def === undefined || def.stateless || this.hosts(activationKey(type, id), type, id)) return false;
+    this.#parked.save(type, id, state);
+    return true;
   }
 
   /** Whether (`type`, `id`) is active or parked on this thread. */
@@ -450,6 +483,17 @@ export class ActorSystem implements ActivationHost {
     this.#turns++;
     if (this.#trackLastUse || activation.def.idleTimeoutMs !== undefined) activation.lastUsed = this.scheduler.now();
     if (!ok) this.#failedTurns++;
+    else if (this.#turnObserver !== undefined) {
+      const hold = this.#turnObserver.committed(activation.def, activation.id, activation.key, activation.state);
+      if (hold !== undefined) {
+        hold.wait((error) => (error === undefined ? this.#settle(activation, message, true, value) : this.#settle(activation, message, false, error)));
+        return;
+      }
+    }
+    this.#settle(activation, message, ok, value);
+  }
+
+  #settle(activation: Activation, message: Message, ok: boolean, value: unknown): void {
     if (message.reply !== undefined) {
       message.reply.settle(ok, value);
     } else if (message.pending !== undefined) {

@@ -32,6 +32,8 @@ import {
   type NodeDirectories,
   type NodeProtocolIO,
   type PersistedClusterState,
+  type ReplicaLag,
+  type ReplicationStats,
 } from '@wadi/cluster';
 import { InvalidArgument, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
 import { ClusterTransport, type PeerIdentity, type Rejection } from './internal/cluster-transport.js';
@@ -82,7 +84,7 @@ export interface ClusterOptions {
 export interface ClusterHost {
   readonly workers: number;
   readonly buckets: number;
-  sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number>; store: StoreStatus | null }>;
+  sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number>; store: StoreStatus | null; replication: ReplicationStatus }>;
   /** This node is a member now, as `self`; `toNode` sends a value to another member over its cluster connection (throws when it cannot). */
   joined(self: { node: string; incarnation: number }, toNode: (node: string, value: unknown) => void): Promise<void>;
   /** Gives every thread the committed layout. */
@@ -103,6 +105,8 @@ export interface ClusterHost {
   nodeRestarted(node: string): Promise<void>;
   /** Every worker re-announces what it hosts in `buckets` to their owners. */
   resyncDirectories(buckets: number[]): Promise<void>;
+  /** What the workers have not caught up yet of the incoming backups (see `Replication.lagging`). */
+  replicationLag(): Promise<ReplicaLag>;
   directoryStats(): Promise<DirectoryStats>;
   lookupSession(bucket: number, key: string): Promise<{ node: string; worker: number; tier: 'memory' | 'disk' } | undefined>;
 }
@@ -140,7 +144,18 @@ export interface NodeStatus {
   evacuation: 'idle' | 'running' | 'done';
   /** The store stack (null without a disk tier): see docs/store.md. */
   store: StoreStatus | null;
+  /** Session replication on this node, summed over its workers: see docs/cluster.md "Replication". */
+  replication: ReplicationStatus;
 }
+
+/**
+ * `shipped`/`acked`: session states sent to replica targets and acknowledged; `refused`: writes
+ * refused (fencing); `replicasHeld`/`bytesHeld`: the replicas this node holds for sessions hosted
+ * elsewhere (their memory cost); `adopted`: replicas taken over after a failure;
+ * `pendingSyncAcks`: sync replies waiting for acknowledgements; `catchingUp`: sessions waiting to
+ * be shipped whole to new targets.
+ */
+export type ReplicationStatus = ReplicationStats;
 
 /** Events: 'layout' (layout, previous), 'left', 'removed' (reason). */
 export interface ClusterHandle {
@@ -321,6 +336,7 @@ class Membership implements ClusterHandle {
       routing: { hops: sessions.hops, ...sessions.routing },
       evacuation: protocol.evacuation,
       store: sessions.store,
+      replication: sessions.replication,
     };
   }
 
@@ -441,6 +457,7 @@ class Membership implements ClusterHandle {
       forgetNode: (node) => this.#directoryOp(() => host.forgetNode(node), undefined),
       nodeRestarted: (node) => this.#directoryOp(() => host.nodeRestarted(node), undefined),
       resync: (buckets) => this.#directoryOp(() => host.resyncDirectories([...buckets]), undefined),
+      lagging: (reply) => this.#directoryOp<ReplicaLag>(() => host.replicationLag(), { epoch: -1, pairs: [] }, reply),
     };
   }
 

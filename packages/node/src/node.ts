@@ -41,8 +41,8 @@ import {
 } from '@wadi/core';
 import { Frame } from '@wadi/cluster';
 import { MainRouting } from './internal/main-routing.js';
-import { startCluster, type ClusterHandle, type ClusterHost, type ClusterOptions, type StoreStatus } from './cluster-node.js';
-import { BUCKET_ACTOR, type DirectoryEntry, type DirectoryStats } from '@wadi/cluster';
+import { startCluster, type ClusterHandle, type ClusterHost, type ClusterOptions, type ReplicationStatus, type StoreStatus } from './cluster-node.js';
+import { BUCKET_ACTOR, mergeLags, type DirectoryEntry, type DirectoryStats, type ReplicaLag } from '@wadi/cluster';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { loadActorModules, toModuleUrl } from './internal/modules.js';
 import { MAIN_THREAD, type WorkerStoreData, type StatelessPoolData, type StatelessTask, type ThreadMessage, type WorkerControl, type WorkerData } from './internal/protocol.js';
@@ -302,6 +302,10 @@ class LocalNode implements WadiNode {
         const reports = await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.reportBucket(bucket)).catch((): DirectoryEntry[] => [])));
         return reports.flat();
       },
+      replicationLag: async () => {
+        const lags = await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.replicationLag()).catch((): ReplicaLag => ({ epoch: -1, pairs: [] }))));
+        return mergeLags(lags);
+      },
       resyncDirectories: async (buckets) => {
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.resyncBuckets(buckets)).catch(() => undefined)));
       },
@@ -321,7 +325,7 @@ class LocalNode implements WadiNode {
     };
   }
 
-  async #sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number>; store: StoreStatus | null }> {
+  async #sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number>; store: StoreStatus | null; replication: ReplicationStatus }> {
     const up = this.#slots.filter((slot) => slot.state === 'up');
     const all = await Promise.all(up.map((slot) => this.#control(slot, (c) => c.routingStats()).catch(() => undefined)));
     const { workers } = await this.stats();
@@ -344,15 +348,17 @@ class LocalNode implements WadiNode {
     }
     const hops: Record<string, number> = {};
     const routing: RoutingCounters = { forwarded: 0, placed: 0, waiting: 0, pointers: 0, migratedOut: 0, migratedIn: 0, migrationsFailed: 0, cached: 0, held: 0, rerouted: 0 };
+    const replication: ReplicationStatus = { shipped: 0, acked: 0, refused: 0, replicasHeld: 0, bytesHeld: 0, adopted: 0, pendingSyncAcks: 0, catchingUp: 0 };
     for (const stats of all) {
       if (stats === undefined) continue;
+      for (const name of Object.keys(replication) as (keyof ReplicationStatus)[]) replication[name] += stats.replication[name];
       for (const [count, calls] of Object.entries(stats.hops)) hops[count] = (hops[count] ?? 0) + (calls as number);
       for (const name of ['forwarded', 'placed', 'waiting', 'pointers', 'migratedOut', 'migratedIn', 'migrationsFailed'] as const) routing[name] += stats[name];
       routing.cached += stats.router.cached;
       routing.held += stats.router.held;
       routing.rerouted += stats.router.rerouted;
     }
-    return { memory, disk, hops, routing: { ...routing }, store };
+    return { memory, disk, hops, routing: { ...routing }, store, replication };
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {

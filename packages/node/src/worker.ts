@@ -91,6 +91,8 @@ const states =
         onPromoted: (type, id, version) => buckets.sessionTier(type, id, version, false),
         onLeft: (type, id, version) => {
           // Gone to the shared tier: nobody hosts it now, and its next call activates it from there.
+          // Its replicas go too: the shared tier holds it now.
+          cluster?.host.replication.left(activationKey(type, id));
           cluster?.host.unregister(type, id, version);
           cluster?.host.moveAborted(activationKey(type, id), id);
         },
@@ -143,6 +145,7 @@ const deliver = (message: ThreadMessage): void => {
   switch (message[0]) {
     case Frame.Call:
     case Frame.Migration:
+    case Frame.Replica:
       if (cluster === undefined) return console.warn(`wadi worker ${data.index}: a session frame arrived before this node joined a cluster`);
       return cluster.host.receive(message);
     case Frame.Result:
@@ -289,6 +292,7 @@ const control: WorkerControl = {
     return { ...cluster.host.stats(), router: cluster.router.stats(), hosted: cluster.host.hostedCount };
   },
   resyncBuckets: (list) => buckets.resync(list),
+  replicationLag: () => cluster?.host.replication.lagging() ?? { epoch: -1, pairs: [] },
   directoryStats: () => buckets.stats(),
   lookupSession: (bucket, key) => buckets.lookup(bucket, key),
   drain: (timeoutMs) => system.drain(timeoutMs),

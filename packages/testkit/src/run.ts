@@ -4,7 +4,7 @@
  * A schedule that called real sessions is checked for what they applied too (`checkSessions`).
  */
 import type { Violation } from './invariants.js';
-import { losesCalls, type Schedule } from './schedule.js';
+import { keepsAcknowledged, losesCalls, type Schedule } from './schedule.js';
 import { checkSessions, type SessionReport } from './session-check.js';
 import { Simulation } from './simulation.js';
 
@@ -22,13 +22,19 @@ export interface RunResult {
 export interface RunOptions {
   /** Converge within this long after the faults stop (simulated ms, default 120 s). */
   settleLimitMs?: number;
+  /**
+   * Check that no acknowledged ask was lost and no replica holds a write its session's host did
+   * not make (replication; see `SessionCheckOptions.acknowledged`), when the schedule keeps at
+   * most R = 1 node down at a time (`keepsAcknowledged`).
+   */
+  acknowledged?: boolean;
 }
 
 export async function runSchedule(schedule: Schedule, options: RunOptions = {}): Promise<RunResult> {
   const simulation = new Simulation(schedule.options);
   for (const step of schedule.steps) await simulation.apply(step);
   const settledAfterMs = await simulation.settle(options.settleLimitMs);
-  const sessions = simulation.ledger.used && settledAfterMs !== undefined ? await checkSessions(simulation, { lossless: !losesCalls(schedule) && !simulation.sessionsLost }) : undefined;
+  const sessions = simulation.ledger.used && settledAfterMs !== undefined ? await checkSessions(simulation, { lossless: !losesCalls(schedule) && !simulation.sessionsLost, acknowledged: options.acknowledged === true && keepsAcknowledged(schedule) }) : undefined;
   return { simulation, violations: simulation.violations, digest: simulation.trace.digest, settledAfterMs, sessions };
 }
 

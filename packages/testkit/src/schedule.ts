@@ -131,6 +131,22 @@ function threadName(thread: number): string {
  * on. Without them (migrations, handoffs, joins, graceful leaves, short pauses, and the loss,
  * duplication and reordering of protocol messages), every message must be applied exactly once.
  */
+/**
+ * Whether replication (R = 1, sync sessions) must keep every acknowledged ask of this schedule:
+ * crashes only (no partition, cut, long pause or connection reset), never two nodes down at once.
+ */
+export function keepsAcknowledged(schedule: Schedule): boolean {
+  if ((schedule.options.faults?.reset ?? 0) > 0) return false;
+  const down = new Set<string>();
+  for (const step of schedule.steps) {
+    if (step.op === 'partition' || step.op === 'cut' || (step.op === 'pause' && step.ms >= 1500)) return false;
+    if (step.op === 'crash') down.add(step.node);
+    if (step.op === 'start') down.delete(step.node);
+    if (down.size > 1) return false;
+  }
+  return true;
+}
+
 export function losesCalls(schedule: Schedule): boolean {
   if ((schedule.options.faults?.reset ?? 0) > 0) return true;
   return schedule.steps.some((step) => step.op === 'crash' || step.op === 'partition' || step.op === 'cut' || (step.op === 'pause' && step.ms >= 1500));

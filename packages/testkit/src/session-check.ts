@@ -14,7 +14,7 @@
  *   member (not a node still joining) sent and that is still running applied exactly once, and
  *   every ask answered with what was applied.
  */
-import { MAIN_THREAD } from '@wadi/cluster';
+import { MAIN_THREAD, compareWrites } from '@wadi/cluster';
 import { convergence } from './invariants.js';
 import { LOG_TYPE, type AppendReply, type LogState, type SentMessage } from './sessions.js';
 import type { SimNode } from './sim-node.js';
@@ -25,6 +25,13 @@ export interface SessionCheckOptions {
   lossless: boolean;
   /** How long to wait for the calls in flight, and for each probe round (simulated ms, default 60 s). */
   waitMs?: number;
+  /**
+   * Replication must have kept every acknowledged ask (at most R nodes crashed at once): each ask
+   * answered ok is in its session's log where its answer said; and every replica held anywhere is
+   * one its session's host wrote (never newer than the host's last write, and the same state when
+   * of the same version).
+   */
+  acknowledged?: boolean;
 }
 
 export interface SessionReport {
@@ -106,12 +113,36 @@ export async function checkSessions(simulation: Simulation, options: SessionChec
       violation('sessions settle', `${session} on ${places[0]!.node.id}/${places[0]!.worker} did not answer a read (frozen by a migration that never ended?)`);
       continue;
     }
-    checkLog(simulation, session, state, options.lossless, violation);
+    checkLog(simulation, session, state, options.lossless, options.acknowledged === true, violation);
   }
+  if (options.acknowledged === true) checkReplicas(simulation, copies, violation);
   return report(simulation, probeHops);
 }
 
-function checkLog(simulation: Simulation, session: string, state: LogState, lossless: boolean, violation: (property: string, detail: string) => void): void {
+/** Every replica held on a running node is a write its session's current host made (see `SessionCheckOptions.acknowledged`). */
+function checkReplicas(simulation: Simulation, copies: Map<string, { node: SimNode; worker: number }[]>, violation: (property: string, detail: string) => void): void {
+  for (const holder of simulation.running()) {
+    for (const thread of holder.threads) {
+      for (const key of thread.host.replication.replicaKeys()) {
+        const id = key.slice(key.indexOf('\u0000') + 1);
+        const replica = thread.host.replication.replicaOf(key)!;
+        const place = copies.get(id)?.[0];
+        if (place === undefined) continue;
+        const written = place.node.threads[place.worker]!.host.replication.writeOf(key);
+        if (written === undefined) continue;
+        const order = compareWrites(replica.version, written.version);
+        if (order > 0) violation('no stale write accepted', `${holder.id}/${thread.index} holds ${id} at ${replica.version.join('.')}, newer than its host ${place.node.id} wrote (${written.version.join('.')})`);
+        else if (order === 0 && !sameBytes(replica.state, written.state)) violation('no stale write accepted', `${holder.id}/${thread.index} holds ${id} at ${replica.version.join('.')} with another state than its host wrote`);
+      }
+    }
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && a.every((byte, index) => byte === b[index]);
+}
+
+function checkLog(simulation: Simulation, session: string, state: LogState, lossless: boolean, acknowledged: boolean, violation: (property: string, detail: string) => void): void {
   const ledger = simulation.ledger;
   const positions = new Map<string, number[]>();
   const last = new Map<string, number>();
@@ -125,7 +156,7 @@ function checkLog(simulation: Simulation, session: string, state: LogState, loss
     if (n < previous) violation('per-sender order', `${session}'s log has ${sender} #${n} after #${previous}`);
     last.set(sender, Math.max(previous, n));
   });
-  if (!lossless) return;
+  if (!lossless && !acknowledged) return;
   for (const [senderKey, messages] of ledger.sent.get(session) ?? []) {
     const sender = ledger.senders.get(senderKey)!;
     const node = simulation.node(sender.node);
@@ -140,6 +171,7 @@ function checkLog(simulation: Simulation, session: string, state: LogState, loss
         }
         continue;
       }
+      if (!lossless) continue;
       // Its sender is gone (the message may have died with it), or was not a member yet: a node
       // that is joining may not be connected to the bucket's owner, and its calls fail.
       if (!alive || !message.member) continue;

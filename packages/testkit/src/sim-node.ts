@@ -31,6 +31,7 @@ import {
   NodeProtocol,
   SessionHost,
   SessionRouter,
+  mergeLags,
   ownerIds,
   parseClusterMessage,
   type ClusterMessage,
@@ -514,7 +515,7 @@ export class SimNode implements NetworkEndpoint {
     const worker = this.threads[thread];
     if (worker === undefined) return;
     if (this.#traceFrames) this.#observer.trace(this.id, 'frame', `${thread}: ${describeFrame(frame)}`);
-    if (frame[0] === Frame.Call || frame[0] === Frame.Migration) worker.host.receive(frame);
+    if (frame[0] === Frame.Call || frame[0] === Frame.Migration || frame[0] === Frame.Replica) worker.host.receive(frame);
     else worker.router.receive(frame);
   }
 
@@ -620,6 +621,11 @@ export class SimNode implements NetworkEndpoint {
         });
       },
       resync: (buckets) => this.#onThreads(() => this.workers.forEach((host) => host.resync(buckets))),
+      lagging: (reply) =>
+        this.#onThreads(() => {
+          const lag = mergeLags(this.threads.map((thread) => thread.host.replication.lagging()));
+          this.#onThreads(() => reply(lag));
+        }),
       // The real sessions evacuate (each worker's `SessionMigrations`, to the owner of their
       // bucket), and the leave completes once they all did; the abstract ones moved in the
       // simulation's model at the leave step.
@@ -652,5 +658,12 @@ export function describeFrame(frame: RoutedFrame): string {
       const detail = message.t === 'offer' ? message.sessions.map((session) => `${session[1]} v${session[2]}`).join(' ') : message.t === 'handover' ? `${message.calls.length} calls` : message.t === 'accepted' ? `${message.accepted.length} accepted, ${message.refused.length} refused` : '';
       return `migration ${message.t} batch ${message.batch} from ${frame[2]}/${frame[3]}${detail === '' ? '' : `: ${detail}`}`;
     }
+    case Frame.Replica: {
+      const message = frame[5];
+      const keys = message.t === 'ack' ? [...message.items.map((item) => `${item[0]} v${item[1]}.${item[2]}.${item[3]}`), ...message.refused.map((item) => `${item[0]} refused`)] : message.items.map((item) => `${item[0]} v${item[1]}`);
+      return `replica ${message.t} from ${frame[2]}/${frame[4]}: ${keys.join(' ').replace(/\u0000/g, ':')}`;
+    }
+    default:
+      return `frame ${String((frame as unknown[])[0])}`;
   }
 }

@@ -26,6 +26,11 @@
  *   current callback's microtasks rather than at the check phase, and copying a thread batch
  *   rather than transferring its buffer.
  *
+ * Both nodes run with `replicas: 0`: the bench's session changes its state on every ask, and
+ * with a backup per bucket each ask would also ship that state to the other node and (sync, the
+ * default) wait for its acknowledgement. These figures measure routing (issue 5); what
+ * replication costs is measured by `replication.*` against R = 0.
+ *
  * Issue targets: pipelined ratio >= 1.0 (higher better); latency ratio <= 2.0 (lower better).
  */
 import { startNode, type WadiNode } from '@wadi/node';
@@ -41,8 +46,8 @@ const SESSIONS = 16;
 async function run(): Promise<BenchResult[]> {
   let a: WadiNode | undefined;
   try {
-    const b = await ChildNode.spawn('B', { seeds: [], secret: SECRET, workers: 1, buckets: BUCKETS });
-    a = await startNode({ actors: [SESSION_MODULE], workers: 1, buckets: BUCKETS, cluster: { port: 0, seeds: [b.url], secret: SECRET, log: () => undefined } });
+    const b = await ChildNode.spawn('B', { seeds: [], secret: SECRET, workers: 1, buckets: BUCKETS, replicas: 0 });
+    a = await startNode({ actors: [SESSION_MODULE], workers: 1, buckets: BUCKETS, cluster: { port: 0, seeds: [b.url], secret: SECRET, replicas: 0, log: () => undefined } });
     const node = a;
     await settled([inProcess('A', node), b]);
     await b.createSessions('cross-', SESSIONS);

@@ -19,6 +19,8 @@ export interface ChildNodeConfig {
   secret: string;
   workers: number;
   buckets: number;
+  /** Backups per bucket (the cluster's default, 1, when absent); the coordinator's counts. */
+  replicas?: number;
 }
 
 /** What the bench asks of the node. */
@@ -43,7 +45,7 @@ try {
     actors: [SESSION_MODULE],
     workers: config.workers,
     buckets: config.buckets,
-    cluster: { port: 0, seeds: config.seeds, secret: config.secret, log: (level, message) => (level === 'info' ? undefined : console.error(`${new Date().toISOString()} ${level}: ${message}`)) },
+    cluster: { port: 0, seeds: config.seeds, secret: config.secret, ...(config.replicas === undefined ? {} : { replicas: config.replicas }), log: (level, message) => (level === 'info' ? undefined : console.error(`${new Date().toISOString()} ${level}: ${message}`)) },
   });
 } catch (error) {
   send({ failed: String(error) });

@@ -4,7 +4,7 @@
  * The message hot path does not go through here: it is batched envelopes over MessagePorts.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { MAIN_THREAD, type DirectoryEntry, type DirectoryStats, type Layout, type OutFrame, type RoutedFrame, type SessionHostStats, type SessionRouterStats } from '@wadi/cluster';
+import { MAIN_THREAD, type DirectoryEntry, type DirectoryStats, type Layout, type OutFrame, type ReplicaLag, type RoutedFrame, type SessionHostStats, type SessionRouterStats } from '@wadi/cluster';
 import type { Envelope, SystemStats } from '@wadi/core';
 import type { SessionStatesStats } from './session-states.js';
 
@@ -87,6 +87,8 @@ export interface WorkerControl {
   routingStats(): WorkerRoutingStats | undefined;
   /** Re-announces what this worker hosts in `buckets` to their owners (updates to them may have been lost). */
   resyncBuckets(buckets: number[]): void;
+  /** The incoming backups this worker has not shipped every session of its to yet. */
+  replicationLag(): ReplicaLag;
   directoryStats(): DirectoryStats;
   /** Where the directory of `bucket` (if this worker holds it) says session `key` lives. */
   lookupSession(bucket: number, key: string): { node: string; worker: number; tier: 'memory' | 'disk' } | undefined;

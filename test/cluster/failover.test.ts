@@ -400,19 +400,23 @@ async function runFailover(cluster: Cluster, def: Appender, target: 'member' | '
     victim.child.kill(fault === 'kill' ? 'SIGKILL' : 'SIGSTOP');
     const recoveryDone = timeUntilEveryoneAnswers(clients, def, faultAt);
     let pausedNode: Run['pausedNode'];
+    let exitedAfterMs: number | undefined;
     if (fault === 'kill') {
       await victim.exited;
       await waitForAgreement(survivors);
     } else {
       await sleep(PAUSE_MS);
       victim.child.kill('SIGCONT');
+      const continuedAt = performance.now();
+      void victim.exited.then(() => (exitedAfterMs = performance.now() - continuedAt));
       // It must either come back as a member (all three agree) or exit, fenced (the README: a
       // node the others declared down exits 1). Either way the survivors agree.
       await waitFor(async () => victim.exit !== undefined || (await agree(nodes)) !== undefined, {
         timeoutMs: 20_000,
         what: `${victim.name} to rejoin or exit after SIGCONT`,
       });
-      pausedNode = victim.exit === undefined ? 'rejoined' : `exited ${victim.exit.signal ?? `with code ${victim.exit.code}`}`;
+      pausedNode =
+        victim.exit === undefined ? 'rejoined' : `exited ${victim.exit.signal ?? `with code ${victim.exit.code}`} ${((exitedAfterMs ?? 0) / 1000).toFixed(2)} s after SIGCONT`;
       await waitForAgreement(victim.exit === undefined ? nodes : survivors);
     }
     const recovery = await recoveryDone;

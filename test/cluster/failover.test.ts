@@ -43,7 +43,6 @@ import {
 const ACTORS = new URL('./fixtures/appenders.mjs', import.meta.url).pathname;
 const SEED = Number(process.env['WADI_FAILOVER_SEED'] ?? 1);
 const SESSIONS = 240;
-const CLIENTS = 3;
 /** Concurrent call loops per client; each owns a fixed share of the sessions. */
 const LANES = 6;
 /** Default deadline of the clients' asks: longer than the pause, so a call a paused node holds is still awaited when it wakes. */

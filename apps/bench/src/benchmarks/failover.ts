@@ -30,7 +30,6 @@ import { AppendLog, REPLICATED_ACTORS } from './replicated-actors.js';
 const SECRET = 'wadi-bench-failover-secret';
 const ROUNDS = 3;
 const SESSIONS = 300;
-const CLIENTS = 3;
 /** Call loops per client; lane k calls the sessions i with i % LANES == k. */
 const LANES = 8;
 const ASK_TIMEOUT_MS = 10_000;

@@ -39,18 +39,24 @@ afterAll(async () => {
   expect(code).toBe(0);
 }, 60_000);
 
-/** Waits until the dashboard shows `ids` as up and every bucket of the grid owned by one of them. */
+/**
+ * Waits until the dashboard shows `ids` as up, every bucket of the grid owned by one of them, and
+ * (the demo runs with one backup per bucket) backed up by another of them, every node holding some.
+ */
 async function clusterShown(page: Page, ids: string[]): Promise<void> {
   await page.waitForFunction(
     (expected) => {
       const cards = [...document.querySelectorAll<HTMLElement>('#nodes [data-node]')].filter((card) => card.dataset['state'] === 'up').map((card) => card.dataset['node']);
       const cells = [...document.querySelectorAll<HTMLElement>('#grid .cell')];
       const owners = new Set(cells.map((cell) => cell.dataset['owner']));
+      const backups = new Set(cells.map((cell) => cell.dataset['backups']));
       return (
         JSON.stringify(cards.sort()) === JSON.stringify([...expected].sort()) &&
         cells.length === 1024 &&
         owners.size === expected.length &&
-        expected.every((id) => owners.has(id))
+        expected.every((id) => owners.has(id)) &&
+        cells.every((cell) => expected.includes(cell.dataset['backups']!) && cell.dataset['backups'] !== cell.dataset['owner']) &&
+        expected.every((id) => backups.has(id))
       );
     },
     ids,
@@ -70,6 +76,8 @@ describe('the demo in a browser', () => {
     await dashboard.waitForSelector('#live:not(.off)');
     await clusterShown(dashboard, ['n1', 'n2', 'n3']);
     expect(await dashboard.locator('.node .crown:not([hidden])').count()).toBe(1);
+    // The demo's nodes share a store: its session count is shown (a number, once counted).
+    await dashboard.waitForFunction(() => /^[\d,]+$/.test(document.getElementById('shared')!.textContent!), undefined, { timeout: 30_000 });
 
     // Load from the dashboard's button: a few shoppers, through the join and the leave below.
     await dashboard.fill('#load-users', '8');

@@ -115,6 +115,11 @@ describe('sessions down the store stack, on real processes', () => {
     const second = [await startNode(options('t1'))];
     second.push(await startNode({ ...options('t2'), seeds: [second[0]!] }));
     await waitForAgreement(second);
+    // `/status` counts the shared store's sessions (cluster-wide; counted in the background, so asked until it is).
+    await waitFor(async () => ((await status(second[0]!)) as unknown as { store: { shared: number | null } }).store.shared === SESSIONS, {
+      timeoutMs: 10_000,
+      what: `the shared store's count in /status to reach ${SESSIONS}`,
+    });
     const reader = await connect({ seeds: second.map((node) => node.url), secret: SECRET });
     expect(await totals(reader, SESSIONS)).toEqual(expected);
     await reader.close();

@@ -8,7 +8,7 @@ const colour = (index) => (index < 0 ? '#d1d5db' : `var(--n${index % 10})`);
 
 const cards = new Map();
 let cells = [];
-let lastOwners = [];
+let lastCells = [];
 let found = new Set();
 let latest = null;
 /** The session looked up last: looked up again every 2 s, so the answer follows moves. */
@@ -49,7 +49,8 @@ function card(node) {
     <table>
       <tr><td>incarnation</td><td><b class="incarnation"></b> <span class="muted pid"></span></td></tr>
       <tr><td>buckets</td><td><b class="buckets"></b> <span class="muted handoffs"></span></td></tr>
-      <tr><td>sessions</td><td><b class="memory"></b> memory · <b class="disk"></b> disk · <b class="shared"></b> shared</td></tr>
+      <tr><td>sessions</td><td><b class="memory"></b> memory · <b class="disk"></b> on disk</td></tr>
+      <tr><td>backs up</td><td><b class="backups"></b> buckets</td></tr>
       <tr><td>traffic</td><td><b class="rps"></b> req/s · <b class="cps"></b> session calls/s</td></tr>
       <tr><td>hops</td><td class="hops"></td></tr>
       <tr><td>migrations</td><td><b class="in"></b> in · <b class="out"></b> out · evacuation <b class="evacuation"></b></td></tr>
@@ -90,7 +91,7 @@ function renderNode(node, coordinator) {
   q('.handoffs').textContent = node.handoffsPending > 0 ? `(${node.handoffsPending} handoffs pending)` : '';
   q('.memory').textContent = number(node.sessions.memory);
   q('.disk').textContent = number(node.sessions.disk);
-  q('.shared').textContent = node.sessions.shared === null ? '–' : number(node.sessions.shared);
+  q('.backups').textContent = number(node.bucketsBackedUp);
   q('.rps').textContent = number(node.requestsPerSec);
   q('.cps').textContent = number(node.callsPerSec);
   const total = Object.values(node.hops).reduce((sum, n) => sum + n, 0);
@@ -120,16 +121,24 @@ function renderGrid(snapshot) {
       grid.append(cell);
       return cell;
     });
-    lastOwners = [];
+    lastCells = [];
   }
   const ids = snapshot.nodes.map((node) => node.id);
+  const name = (index) => (index < 0 ? 'nobody' : ids[index]);
+  const incoming = new Set(snapshot.incoming.map(([bucket, node]) => `${bucket}/${node}`));
+  const replicas = snapshot.replicas;
   snapshot.owners.forEach((owner, bucket) => {
     const cell = cells[bucket];
-    const changed = lastOwners.length > 0 && lastOwners[bucket] !== owner;
-    if (lastOwners[bucket] !== owner) {
-      cell.style.background = colour(owner);
+    const backups = snapshot.backups.slice(bucket * replicas, bucket * replicas + replicas).filter((node) => node >= 0);
+    // The owner fills the square, the first backup its lower right corner.
+    const key = `${owner}:${backups.join(',')}`;
+    const changed = lastCells.length > 0 && lastCells[bucket] !== key;
+    if (lastCells[bucket] !== key) {
+      cell.style.background = backups.length === 0 ? colour(owner) : `linear-gradient(135deg, ${colour(owner)} 0 58%, #fff 58% 64%, ${colour(backups[0])} 64%)`;
       cell.dataset.owner = owner < 0 ? '' : ids[owner];
-      cell.title = `bucket ${bucket}: ${owner < 0 ? 'no owner' : ids[owner]}`;
+      cell.dataset.backups = backups.map(name).join(',');
+      const copies = backups.map((node) => `${name(node)}${incoming.has(`${bucket}/${node}`) ? ' (receiving its copy)' : ''}`);
+      cell.title = `bucket ${bucket}: owner ${owner < 0 ? 'none' : ids[owner]}${copies.length === 0 ? ', no backup' : `, backup ${copies.join(', ')}`}`;
     }
     if (changed) {
       cell.classList.add('changed');
@@ -137,9 +146,11 @@ function renderGrid(snapshot) {
     }
     cell.classList.toggle('found', found.has(bucket));
   });
-  lastOwners = snapshot.owners;
+  lastCells = snapshot.owners.map((owner, bucket) => `${owner}:${snapshot.backups.slice(bucket * replicas, bucket * replicas + replicas).filter((node) => node >= 0).join(',')}`);
   const counts = new Map();
   for (const owner of snapshot.owners) counts.set(owner, (counts.get(owner) ?? 0) + 1);
+  const backed = new Map();
+  for (const node of snapshot.backups) if (node >= 0) backed.set(node, (backed.get(node) ?? 0) + 1);
   $('bucket-count').textContent = `(${snapshot.buckets}, epoch ${snapshot.epoch})`;
   $('legend').replaceChildren(
     ...snapshot.nodes
@@ -147,7 +158,8 @@ function renderGrid(snapshot) {
       .map((node) => {
         const span = document.createElement('span');
         span.style.setProperty('--c', colour(node.index));
-        span.textContent = `${node.id}: ${counts.get(snapshot.nodes.indexOf(node)) ?? 0} buckets`;
+        const index = snapshot.nodes.indexOf(node);
+        span.textContent = `${node.id}: owns ${counts.get(index) ?? 0}${replicas > 0 ? `, backs up ${backed.get(index) ?? 0}` : ''}`;
         return span;
       }),
   );
@@ -197,6 +209,7 @@ function render(snapshot) {
   $('coordinator').textContent = snapshot.coordinator ?? '–';
   $('up').textContent = `${up} / ${snapshot.nodes.filter((node) => node.process !== 'stopped').length}`;
   $('sessions').textContent = number(snapshot.totals.sessions);
+  $('shared').textContent = snapshot.totals.shared === null ? '–' : number(snapshot.totals.shared);
   $('rps').textContent = number(snapshot.totals.requestsPerSec);
   $('cps').textContent = number(snapshot.totals.callsPerSec);
   const hops = snapshot.totals.hops;

@@ -26,8 +26,10 @@ export interface NodeView {
   status: string | null;
   epoch: number;
   bucketsOwned: number;
+  /** Buckets whose sessions this node holds copies of, as a backup. */
+  bucketsBackedUp: number;
   handoffsPending: number;
-  sessions: { memory: number; disk: number; shared: number | null };
+  sessions: { memory: number; disk: number };
   requestsPerSec: number;
   callsPerSec: number;
   /** Calls its sessions received by hops taken: cumulative. */
@@ -52,10 +54,14 @@ export interface Snapshot {
   buckets: number;
   /** Owner of each bucket as an index into `nodes`, -1 when unknown. */
   owners: number[];
-  /** Backup owners, once replication exists: the same shape, or null. */
-  backups: number[] | null;
+  /** R per bucket (`replicas`), flat: `backups[b * replicas + k]` is an index into `nodes`, -1 for none. */
+  backups: number[];
+  replicas: number;
+  /** Buckets whose backup on that node is still receiving its copy: `[bucket, node index]`. */
+  incoming: [number, number][];
   nodes: NodeView[];
-  totals: { sessions: number; requestsPerSec: number; callsPerSec: number; hops: Record<string, number> };
+  /** `shared`: sessions in the shared store, cluster-wide (null without one). */
+  totals: { sessions: number; shared: number | null; requestsPerSec: number; callsPerSec: number; hops: Record<string, number> };
   events: DashboardEvent[];
 }
 
@@ -68,6 +74,26 @@ interface Previous {
   evacuation: string;
 }
 
+/** What the dashboard keeps of `GET /layout`: node ids instead of member indexes. */
+interface LayoutView {
+  epoch: number;
+  ownerIds: string[];
+  replicas: number;
+  /** Flat like the layout's `backups`, with node ids (null for an unused slot). */
+  backupIds: (string | null)[];
+  incoming: [number, string][];
+}
+
+/** The part of a layout (`GET /layout`) the dashboard reads. */
+interface LayoutJson {
+  epoch: number;
+  ownerIds: string[];
+  members: { id: string }[];
+  replicas?: number;
+  backups?: number[];
+  incoming?: [number, number, number][];
+}
+
 type AppStats = { sessions: { requests: number; tampered: number; redirected: number; expired: number; created: number; failed: number } };
 
 /** Events: 'snapshot' (Snapshot). */
@@ -77,7 +103,7 @@ export class Monitor extends EventEmitter {
   readonly #previous = new Map<string, Previous>();
   #timer: NodeJS.Timeout | undefined;
   #polling = false;
-  #layout: { epoch: number; ownerIds: string[] } | null = null;
+  #layout: LayoutView | null = null;
   #coordinator: string | null = null;
   #memberStates = new Map<string, string>();
   #snapshot: Snapshot;
@@ -85,7 +111,7 @@ export class Monitor extends EventEmitter {
   constructor(supervisor: Supervisor, buckets: number) {
     super();
     this.#supervisor = supervisor;
-    this.#snapshot = { at: Date.now(), epoch: 0, coordinator: null, buckets, owners: Array<number>(buckets).fill(-1), backups: null, nodes: [], totals: { sessions: 0, requestsPerSec: 0, callsPerSec: 0, hops: {} }, events: [] };
+    this.#snapshot = { at: Date.now(), epoch: 0, coordinator: null, buckets, owners: Array<number>(buckets).fill(-1), backups: [], replicas: 0, incoming: [], nodes: [], totals: { sessions: 0, shared: null, requestsPerSec: 0, callsPerSec: 0, hops: {} }, events: [] };
     supervisor.on('change', (node: NodeProcess) => this.#processChanged(node));
   }
 
@@ -132,7 +158,10 @@ export class Monitor extends EventEmitter {
       const now = Date.now();
       const views = polled.map(({ node, status, app }) => this.#view(node, status, app, coordinatorStatus, now));
       const index = new Map(views.map((view, i) => [view.id, i]));
-      const owners = this.#layout === null ? this.#snapshot.owners : this.#layout.ownerIds.map((id) => index.get(id) ?? -1);
+      const layout = this.#layout;
+      const indexOf = (id: string | null): number => (id === null ? -1 : (index.get(id) ?? -1));
+      const owners = layout === null ? this.#snapshot.owners : layout.ownerIds.map(indexOf);
+      const shared = statuses.reduce<number | null>((most, status) => (status.store?.shared == null ? most : Math.max(most ?? 0, status.store.shared)), null);
       const hops: Record<string, number> = {};
       for (const view of views) for (const [count, calls] of Object.entries(view.hops)) hops[count] = (hops[count] ?? 0) + calls;
       this.#snapshot = {
@@ -141,10 +170,13 @@ export class Monitor extends EventEmitter {
         coordinator: this.#coordinator,
         buckets: owners.length,
         owners,
-        backups: null,
+        backups: layout === null ? this.#snapshot.backups : layout.backupIds.map(indexOf),
+        replicas: layout?.replicas ?? this.#snapshot.replicas,
+        incoming: layout === null ? this.#snapshot.incoming : layout.incoming.map(([bucket, id]) => [bucket, indexOf(id)]),
         nodes: views,
         totals: {
           sessions: views.reduce((sum, view) => sum + view.sessions.memory + view.sessions.disk, 0),
+          shared,
           requestsPerSec: views.reduce((sum, view) => sum + view.requestsPerSec, 0),
           callsPerSec: views.reduce((sum, view) => sum + view.callsPerSec, 0),
           hops,
@@ -158,15 +190,28 @@ export class Monitor extends EventEmitter {
   }
 
   async #fetchLayout(from: NodeProcess): Promise<void> {
-    const layout = await getJson<{ epoch: number; ownerIds: string[] }>(`${from.status}/layout`);
+    const layout = await getJson<LayoutJson>(`${from.status}/layout`);
     if (layout === undefined || layout === null) return;
     const before = this.#layout;
-    this.#layout = { epoch: layout.epoch, ownerIds: layout.ownerIds };
+    const idOf = (member: number): string | null => layout.members[member]?.id ?? null;
+    this.#layout = {
+      epoch: layout.epoch,
+      ownerIds: layout.ownerIds,
+      replicas: layout.replicas ?? 0,
+      backupIds: (layout.backups ?? []).map(idOf),
+      incoming: (layout.incoming ?? []).flatMap(([bucket, member]) => {
+        const id = idOf(member);
+        return id === null ? [] : [[bucket, id] as [number, string]];
+      }),
+    };
     const counts = new Map<string, number>();
     for (const id of layout.ownerIds) counts.set(id, (counts.get(id) ?? 0) + 1);
     const share = [...counts].sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true })).map(([id, count]) => `${id} ${count}`).join(' · ');
-    const moved = before === null ? null : layout.ownerIds.filter((id, bucket) => before.ownerIds[bucket] !== id).length;
-    this.event('layout', `layout epoch ${layout.epoch} committed${moved === null ? '' : `, ${moved} buckets moved`}: ${share}`);
+    const after = this.#layout;
+    const moved = before === null ? null : after.ownerIds.filter((id, bucket) => before.ownerIds[bucket] !== id).length;
+    const backupsMoved = before === null || before.replicas !== after.replicas ? null : after.backupIds.filter((id, slot) => before.backupIds[slot] !== id).length;
+    const changes = [moved === null ? '' : `, ${moved} buckets moved`, backupsMoved === null ? '' : `, ${backupsMoved} backups moved`, after.incoming.length === 0 ? '' : `, ${after.incoming.length} backups receiving copies`].join('');
+    this.event('layout', `layout epoch ${layout.epoch} committed${changes}: ${share}`);
   }
 
   #observeCluster(status: NodeStatus | undefined): void {
@@ -216,8 +261,9 @@ export class Monitor extends EventEmitter {
       status: node.status ?? null,
       epoch: status?.epoch ?? 0,
       bucketsOwned: this.#layout?.ownerIds.filter((id) => id === node.id).length ?? 0,
+      bucketsBackedUp: this.#layout?.backupIds.filter((id) => id === node.id).length ?? 0,
       handoffsPending: status?.buckets.handoffsPending ?? 0,
-      sessions: { memory: status?.sessions.memory ?? 0, disk: status?.sessions.disk ?? 0, shared: null },
+      sessions: { memory: status?.sessions.memory ?? 0, disk: status?.sessions.disk ?? 0 },
       requestsPerSec,
       callsPerSec,
       hops: status?.routing.hops ?? {},

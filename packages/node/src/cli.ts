@@ -34,6 +34,8 @@ const USAGE = `usage: wadi node [options]
   --max-heap-mb N        demote least recently used sessions while a worker's heap exceeds N MiB
   --disk-idle-ms N       move sessions parked on disk this long on to the shared store
   --max-on-disk N        at most N sessions on disk per worker (the rest go to the shared store)
+  --evicters MODULE      the application's own evicters: a module exporting memory() and/or
+                         disk(), each returning evicters (see StoreOptions.evicters)
 
 Sessions parked on disk go to DIR/sessions when --data is given.
 
@@ -95,6 +97,7 @@ function parseNodeOptions(args: string[]): NodeOptions {
       'max-heap-mb': { type: 'string' },
       'disk-idle-ms': { type: 'string' },
       'max-on-disk': { type: 'string' },
+      evicters: { type: 'string' },
     },
   });
   const integer = (name: string, min: number, max: number): number | undefined => {
@@ -127,6 +130,7 @@ function parseNodeOptions(args: string[]): NodeOptions {
   const diskIdleMs = integer('disk-idle-ms', 1, 365 * 24 * 3600 * 1000);
   const maxOnDiskPerWorker = integer('max-on-disk', 1, 1_000_000_000);
   if (values.shared !== undefined && values.shared.trim() === '') throw new Error('--shared needs a directory or a postgres:// URL');
+  if (values.evicters !== undefined && values.evicters.trim() === '') throw new Error('--evicters needs a module path or URL');
   const store = {
     ...(values.shared === undefined ? {} : { shared: values.shared }),
     ...(idleMs === undefined ? {} : { idleMs }),
@@ -134,6 +138,7 @@ function parseNodeOptions(args: string[]): NodeOptions {
     ...(maxHeapMb === undefined ? {} : { maxHeapBytesPerWorker: maxHeapMb * 1024 * 1024 }),
     ...(diskIdleMs === undefined ? {} : { diskIdleMs }),
     ...(maxOnDiskPerWorker === undefined ? {} : { maxOnDiskPerWorker }),
+    ...(values.evicters === undefined ? {} : { evicters: values.evicters }),
   };
   return {
     store,

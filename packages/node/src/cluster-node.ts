@@ -124,6 +124,8 @@ export interface StoreStatus {
   droppedStale: number;
   /** True while the disk refuses writes for lack of space: demotion has stopped, sessions stay in memory. */
   diskFull: boolean;
+  /** Sessions in the shared tier: cluster-wide, not this node's (refreshed every few seconds); null without a shared tier or before its first count. */
+  shared: number | null;
 }
 
 export interface NodeStatus {

@@ -8,3 +8,5 @@ export { type ClusterHandle, type ClusterHost, type ClusterOptions, type NodeSta
 export { connect, type ConnectOptions, type WadiClient } from './client.js';
 export { SessionStates, type SessionStatesOptions, type SessionStatesStats } from './internal/session-states.js';
 export { ASYNC_LOSS_WINDOW_MS } from '@wadi/cluster';
+export { heapEvicter, idleEvicter, lruEvicter, type Candidate, type MemoryEvicter } from './internal/demotions.js';
+export { type EvicterContext, type EvicterModule } from './internal/modules.js';

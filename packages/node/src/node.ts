@@ -97,6 +97,12 @@ export interface StoreOptions {
   diskIdleMs?: number;
   /** At most this many sessions on disk per worker: beyond it, the least recently parked move on to the shared tier (needs `shared`). */
   maxOnDiskPerWorker?: number;
+  /**
+   * The application's own evicters: a module (path or URL) exporting `memory` and/or `disk`,
+   * functions that each worker calls once to get its evicters (`EvicterModule`). They act beside
+   * the ones the options above ask for: a session goes down when any evicter says so.
+   */
+  evicters?: string | URL;
 }
 
 export interface WorkerStats extends SystemStats {
@@ -210,7 +216,7 @@ class LocalNode implements WadiNode {
       throw new InvalidArgument(`workers must be an integer from 1 to 256, got ${String(options.workers)}`);
     }
     this.buckets = validateBucketCount(options.buckets ?? DEFAULT_BUCKETS);
-    this.#modules = (options.actors ?? []).map(toModuleUrl);
+    this.#modules = (options.actors ?? []).map((module) => toModuleUrl(module));
     this.#clusterOptions = options.cluster;
     this.#options = {
       askTimeoutMs: positive('askTimeoutMs', options.askTimeoutMs ?? DEFAULT_ASK_TIMEOUT_MS),
@@ -334,7 +340,7 @@ class LocalNode implements WadiNode {
     let disk = 0;
     // Without a disk tier, parked sessions stay in their worker's memory.
     for (const worker of workers) memory += worker.activations + (this.#store === undefined ? worker.parked : 0);
-    const store: StoreStatus | null = this.#store === undefined ? null : { demoted: 0, promoted: 0, fromShared: 0, writing: 0, failedWrites: 0, droppedStale: 0, diskFull: false };
+    const store: StoreStatus | null = this.#store === undefined ? null : { demoted: 0, promoted: 0, fromShared: 0, writing: 0, failedWrites: 0, droppedStale: 0, diskFull: false, shared: null };
     for (const worker of stores) {
       if (worker === undefined || store === null) continue;
       disk += worker.disk;
@@ -345,6 +351,7 @@ class LocalNode implements WadiNode {
       store.failedWrites += worker.failedWrites;
       store.droppedStale += worker.dropped;
       store.diskFull ||= worker.full;
+      if (worker.shared !== null) store.shared = Math.max(store.shared ?? 0, worker.shared);
     }
     const hops: Record<string, number> = {};
     const routing: RoutingCounters = { forwarded: 0, placed: 0, waiting: 0, pointers: 0, migratedOut: 0, migratedIn: 0, migrationsFailed: 0, cached: 0, held: 0, rerouted: 0 };
@@ -608,5 +615,6 @@ function resolveStore(options: StoreOptions | undefined, dataDir: string | undef
     ...(maxActive === undefined ? {} : { maxActive }),
     ...(maxHeapBytes === undefined ? {} : { maxHeapBytes }),
     ...(diskMapBytes === undefined ? {} : { diskMapBytes }),
+    ...(options?.evicters === undefined ? {} : { evicters: toModuleUrl(options.evicters, 'store.evicters') }),
   };
 }

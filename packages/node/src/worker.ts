@@ -12,6 +12,7 @@ import * as Comlink from 'comlink';
 import { BucketHost, Frame, SessionHost, SessionRouter, ownerIds, type RoutedFrame } from '@wadi/cluster';
 import {
   ActorSystem,
+  InvalidArgument,
   LOCAL,
   ROUTED,
   Registry,
@@ -31,7 +32,7 @@ import { IdleEvicter, LmdbTier, LruEvicter, PostgresTier, RateLimiter, type Evic
 import { Demotions, heapEvicter, idleEvicter, lruEvicter, type MemoryEvicter } from './internal/demotions.js';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { SessionStates } from './internal/session-states.js';
-import { loadActorModules } from './internal/modules.js';
+import { loadActorModules, loadEvicterModule } from './internal/modules.js';
 import { MAIN_THREAD, REQUEST_ID_SPAN, type ThreadMessage, type WorkerControl, type WorkerData, type WorkerStoreData } from './internal/protocol.js';
 import { BucketRouter, roundRobinTable } from './internal/router.js';
 
@@ -64,13 +65,17 @@ const router: Router = {
   },
 };
 
-/** The disk tier's evicters `StoreOptions` asked for; they move sessions on to the shared tier. */
+/**
+ * The disk tier's evicters `StoreOptions` asked for; they move sessions on to the shared tier.
+ * The application's own (`StoreOptions.evicters`) join this list when the worker starts.
+ */
 function diskEvicters(store: WorkerStoreData): Evicter[] {
   return [
     ...(store.diskIdleMs === undefined ? [] : [new IdleEvicter({ idleMs: store.diskIdleMs })]),
     ...(store.maxOnDisk === undefined ? [] : [new LruEvicter({ maxCount: store.maxOnDisk })]),
   ];
 }
+const diskEvicterList = data.store === undefined ? [] : diskEvicters(data.store);
 
 /** The layout epoch this worker holds: the fencing epoch of its store writes. */
 let layoutEpoch = 0;
@@ -97,7 +102,7 @@ const states =
           cluster?.host.moveAborted(activationKey(type, id), id);
         },
         promotions: new RateLimiter({ perSecond: data.store.promotionsPerSecond, burst: Math.max(1, Math.round(data.store.promotionsPerSecond / 10)) }),
-        diskEvicters: diskEvicters(data.store),
+        diskEvicters: diskEvicterList,
         diskDemotions: new RateLimiter({ perSecond: data.store.demotionsPerSecond, burst: data.store.demotionsPerSecond }),
       });
 
@@ -167,16 +172,9 @@ function memoryEvicters(): MemoryEvicter[] {
     ...(store.maxHeapBytes === undefined ? [] : [heapEvicter(store.maxHeapBytes)]),
   ];
 }
-const evicters = memoryEvicters();
-const demotions =
-  evicters.length === 0 || data.store === undefined
-    ? undefined
-    : new Demotions({
-        system,
-        evicters,
-        limiter: new RateLimiter({ perSecond: data.store.demotionsPerSecond, burst: data.store.demotionsPerSecond }),
-        now: () => system.scheduler.now(),
-      });
+const memoryEvicterList = memoryEvicters();
+/** Set when the worker starts, once the application's evicters are known too. */
+let demotions: Demotions | undefined;
 
 /** Opens the shared tier named by `--shared`: a postgres:// URL, else a directory for LMDB. */
 async function openSharedTier(spec: string): Promise<Tier> {
@@ -208,6 +206,22 @@ let ticker: NodeJS.Timeout | undefined;
 const control: WorkerControl = {
   async start() {
     const types = await loadActorModules(registry, data.modules);
+    if (data.store?.evicters !== undefined) {
+      const own = await loadEvicterModule(data.store.evicters, { worker: data.index, workers: data.workers });
+      if (own.disk.length > 0 && data.store.shared === undefined) {
+        throw new InvalidArgument(`evicter module ${data.store.evicters} has disk evicters, which move sessions to the shared tier, but this node has none: give store.shared (--shared)`);
+      }
+      memoryEvicterList.push(...own.memory);
+      diskEvicterList.push(...own.disk);
+    }
+    if (data.store !== undefined && memoryEvicterList.length > 0) {
+      demotions = new Demotions({
+        system,
+        evicters: memoryEvicterList,
+        limiter: new RateLimiter({ perSecond: data.store.demotionsPerSecond, burst: data.store.demotionsPerSecond }),
+        now: () => system.scheduler.now(),
+      });
+    }
     if (states !== undefined) {
       // Before any call: a session parked on disk must be found here, not created afresh.
       const mine: number[] = [];
@@ -215,7 +229,7 @@ const control: WorkerControl = {
       await states.index(mine);
       if (data.store?.shared !== undefined) states.shared = await openSharedTier(data.store.shared);
     }
-    if (demotions !== undefined || (data.store?.diskIdleMs ?? data.store?.maxOnDisk) !== undefined) {
+    if (demotions !== undefined || diskEvicterList.length > 0) {
       setInterval(() => {
         demotions?.tick();
         states?.tick().catch((error: unknown) => log(`moving sessions to the shared tier failed: ${(error as Error).message}`));

@@ -1,6 +1,7 @@
 /**
  * The worker's memory evicters over a real actor system on a virtual clock: idle time, a maximum
- * count, the heap limit, and the rate that bounds how many go per tick.
+ * count, the heap limit, an application's own evicter naming sessions, several combined, and the
+ * rate that bounds how many go per tick.
  */
 import { describe, expect, it } from 'vitest';
 import { ActorSystem, defineActor, type Scheduler, type TimerHandle } from '@wadi/core';
@@ -81,5 +82,23 @@ describe('memory evicters', () => {
     clock.at += 60_000;
     expect(demotions.tick()).toBe(10); // saved up for at most a second
     expect(demotions.demoted).toBe(25);
+  });
+
+  it('take an evicter that names the sessions to go, combined with one that counts from the oldest', async () => {
+    const clock = new ManualClock();
+    // An application's policy: even-numbered boxes go as soon as they are idle; the others after 100.
+    const evens: MemoryEvicter = { due: (candidates) => candidates.filter((candidate) => Number(candidate.id.slice(1)) % 2 === 0) };
+    const { system, demotions } = await boxes(10, clock, [evens, idleEvicter(100)]);
+    clock.at = 102; // b0..b2 idle for 100
+    expect(demotions.tick()).toBe(6); // b0, b1, b2 and the other evens b4, b6, b8
+    expect([...system.evictable()].map(([, id]) => id)).toEqual(['b3', 'b5', 'b7', 'b9']);
+  });
+
+  it('demote named sessions oldest first as far as the rate allows, and ignore names of nothing it offered', async () => {
+    const clock = new ManualClock();
+    const stranger = { type: 'Box', id: 'b1', lastUsed: 1 };
+    const { system, demotions } = await boxes(10, clock, [{ due: (candidates) => [candidates[7]!, candidates[3]!, stranger] }], 1);
+    expect(demotions.tick()).toBe(1);
+    expect([...system.evictable()].map(([, id]) => id)).toEqual(['b0', 'b1', 'b2', 'b4', 'b5', 'b6', 'b7', 'b8', 'b9']);
   });
 });

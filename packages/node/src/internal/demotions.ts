@@ -4,7 +4,10 @@
  * many per second as the rate allows, so a burst of expiries never stalls the worker's turns.
  *
  * An evicter is a policy over the evictable activations, oldest use first: idle time, a maximum
- * count (least recently used beyond it), and a heap limit are provided; `StoreOptions` picks them.
+ * count (least recently used beyond it), and a heap limit are provided; `StoreOptions` picks them,
+ * and an application adds its own through `StoreOptions.evicters` (a module, see `EvicterModule`).
+ * The evicters look at what could go only once per tick, rather than being told of every call:
+ * the call path stays free of eviction bookkeeping.
  */
 import type { ActorSystem } from '@wadi/core';
 import type { RateLimiter } from '@wadi/store';
@@ -17,8 +20,12 @@ export interface Candidate {
 }
 
 export interface MemoryEvicter {
-  /** How many of `candidates` (sorted oldest use first) to demote now, from the oldest. */
-  due(candidates: readonly Candidate[], now: number): number;
+  /**
+   * Which of `candidates` (sorted oldest use first) to demote now: a number n means the n oldest,
+   * a list names them. Several evicters' answers are combined (a session goes when any says so),
+   * the oldest first as far as the rate allows; the rest are offered again on a later tick.
+   */
+  due(candidates: readonly Candidate[], now: number): number | readonly Candidate[];
 }
 
 /** Demotes what has not been used for `idleMs`. */
@@ -70,12 +77,29 @@ export class Demotions {
     for (const [type, id, lastUsed] of system.evictable()) candidates.push({ type, id, lastUsed });
     if (candidates.length === 0) return 0;
     candidates.sort((a, b) => a.lastUsed - b.lastUsed);
-    let due = 0;
-    for (const evicter of evicters) due = Math.max(due, evicter.due(candidates, at));
-    due = limiter.take(at, due);
+    const due = dueOf(evicters, candidates, at);
+    const allowed = limiter.take(at, due.length);
     let demoted = 0;
-    for (let i = 0; i < due; i++) if (system.deactivate(candidates[i]!.type, candidates[i]!.id)) demoted++;
+    for (let i = 0; i < allowed; i++) if (system.deactivate(due[i]!.type, due[i]!.id)) demoted++;
     this.#demoted += demoted;
     return demoted;
   }
+}
+
+/** The candidates any of `evicters` wants gone, oldest use first, each once. */
+function dueOf(evicters: readonly MemoryEvicter[], candidates: readonly Candidate[], now: number): Candidate[] {
+  let oldest = 0;
+  let named: Set<Candidate> | undefined;
+  for (const evicter of evicters) {
+    const answer = evicter.due(candidates, now);
+    if (typeof answer === 'number') {
+      oldest = Math.max(oldest, Math.min(candidates.length, Math.floor(answer)));
+    } else {
+      named ??= new Set();
+      for (const candidate of answer) named.add(candidate);
+    }
+  }
+  if (named === undefined) return candidates.slice(0, oldest);
+  // Candidates are objects of this tick's list: whatever an evicter returned that is not one of them is ignored.
+  return candidates.filter((candidate, index) => index < oldest || named.has(candidate));
 }

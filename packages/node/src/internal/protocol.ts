@@ -54,6 +54,8 @@ export interface WorkerStoreData {
   promotionsPerSecond: number;
   diskIdleMs?: number;
   maxOnDisk?: number;
+  /** URL of the application's evicter module. */
+  evicters?: string;
 }
 
 export interface WorkerControl {

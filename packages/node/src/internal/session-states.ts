@@ -102,7 +102,12 @@ export interface SessionStatesStats {
   failedWrites: number;
   /** True while the disk refuses writes for lack of space. */
   full: boolean;
+  /** Sessions in the shared tier, cluster-wide (counted at most every SHARED_COUNT_MS; null without a shared tier or before the first count). */
+  shared: number | null;
 }
+
+/** The shared tier's count is cluster-wide and may cost a scan (PostgreSQL): refreshed at most this often, on demand. */
+export const SHARED_COUNT_MS = 2_000;
 
 export class SessionStates implements ParkedStateStore {
   readonly #options: SessionStatesOptions;
@@ -129,6 +134,8 @@ export class SessionStates implements ParkedStateStore {
   readonly #promotionQueue: Array<() => void> = [];
   #promotionTimer: ReturnType<typeof setTimeout> | undefined;
   #movingToShared = false;
+  #sharedCount: number | null = null;
+  #sharedCountedAt = -Infinity;
 
   /** The shared tier, once connected (a database connects after the worker started). */
   #shared: Tier | undefined;
@@ -468,6 +475,22 @@ export class SessionStates implements ParkedStateStore {
       dropped: this.#dropped,
       failedWrites: this.#failedWrites,
       full: this.#full,
+      shared: this.#countShared(),
     };
+  }
+
+  /** The last count of the shared tier; starts a new count in the background when that one is old. */
+  #countShared(): number | null {
+    const shared = this.#shared;
+    if (shared === undefined) return null;
+    const now = performance.now();
+    if (now - this.#sharedCountedAt >= SHARED_COUNT_MS) {
+      this.#sharedCountedAt = now;
+      shared.count().then(
+        (count) => (this.#sharedCount = count),
+        (error: unknown) => this.#options.log(`counting the shared tier failed: ${(error as Error).message}`),
+      );
+    }
+    return this.#sharedCount;
   }
 }

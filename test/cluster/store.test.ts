@@ -46,7 +46,10 @@ describe('sessions down the store stack, on real processes', () => {
   let client: WadiClient | undefined;
 
   it('idle sessions are demoted to disk, and a call promotes them back with their values', async () => {
-    const options = (name: string) => ({ name, workers: 2, dataDir: tempDir(`wadi-store-${name}-`), extraArgs: [...FAST_TIMINGS, '--actors', ACTORS, '--idle-ms', String(IDLE_MS)] });
+    // Without replication (--replicas 0): these steps are about what a node's own disk keeps
+    // through a crash; with replicas, a crashed node's sessions continue elsewhere instead (see
+    // replication.test.ts).
+    const options = (name: string) => ({ name, workers: 2, dataDir: tempDir(`wadi-store-${name}-`), extraArgs: [...FAST_TIMINGS, '--actors', ACTORS, '--idle-ms', String(IDLE_MS), '--replicas', '0'] });
     const n1 = await startNode(options('n1'));
     const n2 = await startNode({ ...options('n2'), seeds: [n1] });
     const n3 = await startNode({ ...options('n3'), seeds: [n1] });

@@ -279,16 +279,17 @@ export class BucketHost {
   }
 
   /**
-   * Node `node` was declared down: the locations there are dropped, the buckets this worker owns
+   * Node `node` was declared down (`crashed`; or it left): the locations there are dropped, the buckets this worker owns
    * wait for every live member's claims of the replicas of that node's sessions (bounded), and
    * this worker claims what it holds to each bucket's owner.
    */
-  forgetNode(node: string): number {
+  forgetNode(node: string, crashed = true): number {
     let dropped = 0;
     for (const directory of this.#directories.values()) dropped += directory.forgetNode(node);
     const replication = this.#replication;
     const self = this.#self;
-    if (replication === undefined || self === undefined || !replication.replicating) return dropped;
+    // A node that left moved its sessions away first: nothing of it is to be adopted.
+    if (replication === undefined || self === undefined || !replication.replicating || !crashed) return dropped;
     this.#downSeen.add(node);
     const expected = replication.liveMembers().filter((member) => member !== node);
     const until = replication.now() + CLAIM_TIMEOUT_MS;

@@ -74,8 +74,8 @@ export interface ClusterIO {
   removed(reason: string): void;
   /** A graceful leave completed: the process may exit. */
   left(): void;
-  /** A member was declared down (or left): its sessions are gone from directories. */
-  memberDown?(id: string): void;
+  /** A member was declared down (`crashed`), or left (its leave completed): its sessions are gone from directories. */
+  memberDown?(id: string, crashed: boolean): void;
   log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
 }
 
@@ -415,7 +415,7 @@ export class ClusterMember {
       if (merged.state === 'down') {
         this.#suspects.delete(merged.id);
         this.#io.forget(merged.url);
-        this.#io.memberDown?.(merged.id);
+        this.#io.memberDown?.(merged.id, before?.state !== 'leaving');
       } else if (before === undefined || before.incarnation !== merged.incarnation || before.url !== merged.url) {
         if (before !== undefined && before.url !== merged.url) this.#io.forget(before.url);
         // Watch a newcomer from when we learn of it, not from when this node started.
@@ -567,7 +567,7 @@ export class ClusterMember {
     if (entry === undefined) return;
     this.#io.log('warn', `member ${id} (incarnation ${entry.incarnation}) declared down`, { id });
     this.#io.forget(entry.url);
-    this.#io.memberDown?.(id);
+    this.#io.memberDown?.(id, true);
     this.#gossipAll();
     this.#planAfter = this.#now;
     this.#elect();

@@ -37,8 +37,11 @@ export interface NodeDirectories {
   export(bucket: number, reply: (entries: DirectoryEntry[] | null) => void): void;
   /** What this node hosts in `bucket`. */
   report(bucket: number, reply: (entries: DirectoryEntry[]) => void): void;
-  /** Drops directory entries pointing at a node that is gone. */
-  forgetNode(node: string): void;
+  /**
+   * Drops directory entries pointing at a node that is gone: `crashed` when it was declared down
+   * (its sessions fail over to their replicas, and calls sent to it are lost), not when it left.
+   */
+  forgetNode(node: string, crashed: boolean): void;
   /**
    * An earlier incarnation of `node` is gone (a new one connected, or is in a layout), perhaps
    * before anyone declared it down: forwarding pointers to it lead nowhere, and session moves to or
@@ -146,9 +149,9 @@ export class NodeProtocol {
         forget: io.forget,
         persist: io.persist,
         committed: (layout, previous) => this.#onLayout(layout, previous),
-        memberDown: (id) => {
+        memberDown: (id, crashed) => {
           this.handoffs.membersChanged(this.member.liveMembers());
-          directories.forgetNode(id);
+          directories.forgetNode(id, crashed);
         },
         removed: io.removed,
         left: io.left,

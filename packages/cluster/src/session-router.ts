@@ -17,9 +17,8 @@
  * timeout (an acknowledgement lost with a connection), unless the calls it waits for are reported
  * waiting somewhere on their way (`Pending`), which starts the timeout again.
  *
- * At most once: an ask sent to a node that then goes down (or whose connection broke) may have
- * run there or not; it is never sent again, and fails with `HostLost` at once rather than at its
- * deadline.
+ * At most once: an ask sent to a node that the cluster then declares down may have run there or
+ * not; it is never sent again, and fails with `HostLost` at once rather than at its deadline.
  */
 import { HostLost, Kind, Unavailable, activationKey, bucketOf, errorToShape, type AskEnvelope, type Envelope, type TellEnvelope } from '@wadi/core';
 import type { Layout } from './layout.js';
@@ -196,19 +195,22 @@ export class SessionRouter {
   }
 
   /**
-   * A node left or went down: forget the locations there, so calls go through the owners again.
+   * A node left or went down (`lost`: it crashed, or a new incarnation replaced it): forget the
+   * locations there, so calls go through the owners again. Asks sent to a lost node fail with
+   * `HostLost`; a node that left passes on what it was sent.
    * Calls already sent there are not taken for lost: a node that leaves forwards them to where
    * its sessions went, and even a crashed one may have passed them on first; a later call waits
    * for them (or the hold timeout) like on any path switch, or it could overtake them.
    */
-  nodeGone(node: string): void {
+  nodeGone(node: string, lost = false): void {
     for (const route of this.#routes.values()) {
       if (route.node === node) route.node = undefined;
     }
+    if (!lost) return;
     for (const [requestId, sent] of this.#inFlight) {
       if (sent.node !== node) continue;
       this.#inFlight.delete(requestId);
-      const error = new HostLost(`node ${node} went down (or its connection broke) after this call was sent to it: it may or may not have run, and it was not sent again`);
+      const error = new HostLost(`node ${node} went down after this call was sent to it: it may or may not have run, and it was not sent again`);
       this.#io.settle([Kind.Failure, requestId, errorToShape(error)]);
     }
   }

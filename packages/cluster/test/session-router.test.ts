@@ -210,7 +210,7 @@ describe('SessionRouter', () => {
     expect(settled[1]).toEqual([Kind.Reply, 8, 'value']);
   });
 
-  it('fails an ask sent to a node that then goes down with HostLost, once, and never sends it again', () => {
+  it('fails an ask sent to a node declared down with HostLost, once, and never sends it again', () => {
     const { router, sent, settled, notice } = harness();
     router.setLayout(layout('b'));
     router.send([Kind.Tell, 'T', 's', 'm', [0]]);
@@ -218,17 +218,20 @@ describe('SessionRouter', () => {
     router.send([Kind.Ask, 7, 0, 'T', 's', 'm', [1]]);
     router.send([Kind.Ask, 8, 0, 'T', 'other', 'm', [2]]);
     expect(sent.map(({ node }) => node)).toEqual(['b', 'h', 'b']);
+    // A node that left passes on what it was sent: nothing fails.
     router.nodeGone('h');
+    expect(settled).toHaveLength(0);
+    router.nodeGone('h', true);
     expect(settled).toHaveLength(1);
     const [kind, requestId, error] = settled[0]! as [Kind, number, { code: string }];
     expect([kind, requestId, error.code]).toEqual([Kind.Failure, 7, 'WADI_HOST_LOST']);
     // Not re-sent anywhere, and not failed twice.
     expect(sent).toHaveLength(3);
-    router.nodeGone('h');
+    router.nodeGone('h', true);
     expect(settled).toHaveLength(1);
     // An answered ask is forgotten: its node going down fails nothing.
     router.receive([Frame.Result, 0, 1, 8, true, 'done', null]);
-    router.nodeGone('b');
+    router.nodeGone('b', true);
     expect(settled.map((envelope) => envelope[1])).toEqual([7, 8]);
   });
 });

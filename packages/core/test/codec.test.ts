@@ -5,6 +5,8 @@ import {
   DecodeError,
   InvalidArgument,
   Redirected,
+  Fenced,
+  HostLost,
   NotSerializable,
   Overloaded,
   Stopped,
@@ -152,6 +154,8 @@ describe('errors through the codec', () => {
       new DecodeError('garbage'),
       new InvalidArgument('bad'),
       new Redirected('elsewhere', 'n2', 'ws://127.0.0.1:7102'),
+      new Fenced('refused by a replica'),
+      new HostLost('its host went down'),
     ];
     expect(new Set(samples.map((e) => e.code))).toEqual(new Set(errorClassesByCode.keys()));
     for (const error of samples) {

@@ -993,3 +993,51 @@ describe('what a thread hosts', () => {
     system.stop();
   });
 });
+
+describe('turn observer (replication)', () => {
+  it('sees each turn that ended without error, with its state, and may hold its reply', async () => {
+    const system = makeSystem();
+    const seen: [string, number][] = [];
+    let release: ((error?: unknown) => void) | undefined;
+    system.setTurnObserver({
+      committed(def, id, _key, state) {
+        seen.push([`${def.name}:${id}`, (state as CounterState).count]);
+        if ((state as CounterState).count !== 3) return undefined;
+        return { wait: (go) => void (release = go) };
+      },
+    });
+    const ref = system.ref(Counter, 'held');
+    expect(await ref.add(1)).toBe(1);
+    await rejectionOf(ref.failSync());
+    let replied = false;
+    const reply = ref.add(2).then((value) => {
+      replied = true;
+      return value;
+    });
+    await settle();
+    // The turn ran (its state is kept) but its caller has not heard of it.
+    expect(replied).toBe(false);
+    expect(seen).toEqual([
+      ['Counter:held', 1],
+      ['Counter:held', 3],
+    ]);
+    release!();
+    expect(await reply).toBe(3);
+  });
+
+  it('fails a held reply with the error it is released with', async () => {
+    const system = makeSystem();
+    system.setTurnObserver({ committed: () => ({ wait: (go) => go(new Overloaded('replicas refused')) }) });
+    const error = await rejectionOf(system.ref(Counter, 'refused').add(1));
+    expect(error).toBeInstanceOf(Overloaded);
+  });
+});
+
+describe('defineActor replication option', () => {
+  it("defaults to 'sync', takes 'async' and 'none', refuses anything else; stateless types replicate nothing", () => {
+    expect(Counter.replication).toBe('sync');
+    expect(defineActor('Loose', { state: () => ({}), replication: 'async', handlers: { a: () => 1 } }).replication).toBe('async');
+    expect(defineActor('Stateless', { stateless: true, handlers: { a: () => 1 } }).replication).toBe('none');
+    expect(thrownBy(() => defineActor('Bad', { state: () => ({}), replication: 'eventually' as never, handlers: { a: () => 1 } }))).toBeInstanceOf(InvalidArgument);
+  });
+});

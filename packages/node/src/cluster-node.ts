@@ -100,7 +100,7 @@ export interface ClusterHost {
   installBucket(bucket: number, epoch: number, entries: DirectoryEntry[]): Promise<void>;
   exportBucket(bucket: number): Promise<DirectoryEntry[] | null>;
   reportBucket(bucket: number): Promise<DirectoryEntry[]>;
-  forgetNode(node: string): Promise<void>;
+  forgetNode(node: string, crashed: boolean): Promise<void>;
   /** An earlier incarnation of `node` is gone: session moves to or from it are given up. */
   nodeRestarted(node: string): Promise<void>;
   /** Every worker re-announces what it hosts in `buckets` to their owners. */
@@ -456,7 +456,7 @@ class Membership implements ClusterHandle {
       install: (bucket, epoch, entries, done) => this.#directoryOp(() => host.installBucket(bucket, epoch, entries), undefined, done),
       export: (bucket, reply) => this.#directoryOp<DirectoryEntry[] | null>(() => host.exportBucket(bucket), null, reply),
       report: (bucket, reply) => this.#directoryOp<DirectoryEntry[]>(() => host.reportBucket(bucket), [], reply),
-      forgetNode: (node) => this.#directoryOp(() => host.forgetNode(node), undefined),
+      forgetNode: (node, crashed) => this.#directoryOp(() => host.forgetNode(node, crashed), undefined),
       nodeRestarted: (node) => this.#directoryOp(() => host.nodeRestarted(node), undefined),
       resync: (buckets) => this.#directoryOp(() => host.resyncDirectories([...buckets]), undefined),
       lagging: (reply) => this.#directoryOp<ReplicaLag>(() => host.replicationLag(), { epoch: -1, pairs: [] }, reply),

@@ -315,12 +315,12 @@ class LocalNode implements WadiNode {
       resyncDirectories: async (buckets) => {
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.resyncBuckets(buckets)).catch(() => undefined)));
       },
-      forgetNode: async (node) => {
-        this.#routing?.router.nodeGone(node);
-        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node)).catch(() => 0)));
+      forgetNode: async (node, crashed) => {
+        this.#routing?.router.nodeGone(node, crashed);
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node, crashed)).catch(() => 0)));
       },
       nodeRestarted: async (node) => {
-        this.#routing?.router.nodeGone(node);
+        this.#routing?.router.nodeGone(node, true);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.nodeRestarted(node)).catch(() => undefined)));
       },
       lookupSession: (bucket, key) => this.#control(slotOf(bucket), (c) => c.lookupSession(bucket, key)),

@@ -287,13 +287,13 @@ const control: WorkerControl = {
   },
   exportBucket: (bucket) => buckets.export(bucket),
   reportBucket: (bucket) => buckets.report(bucket),
-  forgetNode(node) {
-    cluster?.router.nodeGone(node);
+  forgetNode(node, crashed) {
+    cluster?.router.nodeGone(node, crashed);
     cluster?.host.nodeGone(node);
-    return buckets.forgetNode(node);
+    return buckets.forgetNode(node, crashed);
   },
   nodeRestarted(node) {
-    cluster?.router.nodeGone(node);
+    cluster?.router.nodeGone(node, true);
     cluster?.host.nodeRestarted(node);
   },
   evacuate() {

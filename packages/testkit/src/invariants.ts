@@ -336,11 +336,19 @@ function minimumFrom(base: Layout, layout: Layout, leaving: ReadonlySet<string>)
   return pinned.size + orphans + shed;
 }
 
+/** The members holding a complete copy of `bucket` besides its owner: complete backups and retiring members. */
+function completeHolderKeys(layout: Layout, bucket: number): string[] {
+  return copyHolders(layout, bucket)
+    .slice(1)
+    .map((index) => `${layout.members[index]!.id}@${layout.members[index]!.incarnation}`);
+}
+
 /**
  * Members holding a copy of `bucket` in `layout` that the next plan may promote, besides its
- * owner: its backups and retiring members. Incoming backups count: the simulated nodes run the
- * coordinator's default, which takes a backup as synced once a layout naming it is committed
- * (nothing ships session state yet). With replication, only `copyHolders` will count.
+ * owner: its backups and retiring members. Incoming backups count here (a promotion to one the
+ * coordinator knows is synced is a promotion), but a lost owner's bucket need only go to a
+ * complete copy (`completeHolderKeys`): the simulated nodes replicate, and an incoming backup is
+ * synced only once every member reported it caught up.
  */
 function holderKeys(layout: Layout, bucket: number): string[] {
   const holders = new Set([...copyHolders(layout, bucket).slice(1), ...backupsOf(layout, bucket)]);
@@ -356,8 +364,10 @@ function unpromotedBuckets(base: Layout, layout: Layout, leaving: ReadonlySet<st
   const result: number[] = [];
   for (let bucket = 0; bucket < base.owners.length; bucket++) {
     if (members.has(memberKey(base, bucket)) || leaving.has(memberKey(base, bucket))) continue;
-    const holders = holderKeys(base, bucket).filter((key) => members.has(key));
-    if (holders.length > 0 && !holders.includes(memberKey(layout, bucket))) result.push(bucket);
+    // Only a complete copy must take it, but an incoming backup may too: once the coordinator
+    // knows it caught up (replication's `backupSynced`), which this monitor cannot see, it counts.
+    const complete = completeHolderKeys(base, bucket).filter((key) => members.has(key));
+    if (complete.length > 0 && !holderKeys(base, bucket).includes(memberKey(layout, bucket))) result.push(bucket);
   }
   return result;
 }

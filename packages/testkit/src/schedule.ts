@@ -57,6 +57,8 @@ export interface SimulationOptions {
   tickMs?: number;
   handoffTimeoutMs?: number;
   maxHandoffs?: number;
+  /** Backups per bucket, the coordinators' `replicas` (default 1, as in a real node); 0: no replication. */
+  replicas?: number;
   /** Ask deadline of the nodes' actor systems (ms, default 30 s as in a real node). */
   askTimeoutMs?: number;
   /**

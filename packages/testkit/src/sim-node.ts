@@ -87,6 +87,8 @@ export interface SimNodeOptions {
   disk: PersistedClusterState;
   handoffTimeoutMs?: number;
   maxHandoffs?: number;
+  /** Backups per bucket when this node coordinates (default 1). */
+  replicas?: number;
   /** Ask deadline of the node's actor systems (default 30 s, as in a real node). */
   askTimeoutMs?: number;
   /** A worker delivers calls to sessions it hosts without its router, as worker.ts does (default true). */
@@ -202,6 +204,7 @@ export class SimNode implements NetworkEndpoint {
         buckets: options.buckets,
         seeds: options.seeds,
         timings: options.timings,
+        ...(options.replicas === undefined ? {} : { replicas: options.replicas }),
         ...(persisted === undefined ? {} : { persisted }),
         handoff: {
           ...(options.handoffTimeoutMs === undefined ? {} : { timeoutMs: options.handoffTimeoutMs }),
@@ -599,23 +602,23 @@ export class SimNode implements NetworkEndpoint {
           const entries = this.workers.flatMap((host) => host.report(bucket));
           this.#onThreads(() => reply(entries));
         }),
-      forgetNode: (node) => {
-        this.main.router.nodeGone(node);
+      forgetNode: (node, crashed) => {
+        this.main.router.nodeGone(node, crashed);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {
-            thread.router.nodeGone(node);
+            thread.router.nodeGone(node, crashed);
             thread.host.nodeGone(node);
-            thread.buckets.forgetNode(node);
+            thread.buckets.forgetNode(node, crashed);
           }
         });
       },
       nodeRestarted: (node) => {
-        this.main.router.nodeGone(node);
+        this.main.router.nodeGone(node, true);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {
-            thread.router.nodeGone(node);
+            thread.router.nodeGone(node, true);
             thread.host.nodeRestarted(node);
           }
         });

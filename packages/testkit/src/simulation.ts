@@ -45,7 +45,7 @@ export interface SessionPlace {
 }
 
 export class Simulation {
-  readonly options: Required<Omit<SimulationOptions, 'seeds' | 'faults' | 'handoffTimeoutMs' | 'maxHandoffs' | 'askTimeoutMs' | 'localShortcut' | 'traceFrames'>> & SimulationOptions;
+  readonly options: Required<Omit<SimulationOptions, 'seeds' | 'faults' | 'handoffTimeoutMs' | 'maxHandoffs' | 'replicas' | 'askTimeoutMs' | 'localShortcut' | 'traceFrames'>> & SimulationOptions;
   readonly trace = new Trace();
   readonly random: SeededRandom;
   readonly network: SimNetwork;
@@ -212,6 +212,7 @@ export class Simulation {
         disk: this.#disks.get(id) ?? { committed: null, accepted: null },
         ...(this.options.handoffTimeoutMs === undefined ? {} : { handoffTimeoutMs: this.options.handoffTimeoutMs }),
         ...(this.options.maxHandoffs === undefined ? {} : { maxHandoffs: this.options.maxHandoffs }),
+        ...(this.options.replicas === undefined ? {} : { replicas: this.options.replicas }),
         ...(this.options.askTimeoutMs === undefined ? {} : { askTimeoutMs: this.options.askTimeoutMs }),
         localShortcut: this.options.localShortcut ?? true,
         traceFrames: this.options.traceFrames === true,

@@ -45,7 +45,7 @@ export interface BucketReplication {
   /** The replicas held on this worker of `bucket`, as replica lines of a rebuild report. */
   replicaEntries(bucket: number): DirectoryEntry[];
   /** Node `node` was declared down: `claim` what this worker holds of its sessions, per bucket, to each bucket's owner in `owners`. */
-  nodeDown(node: string, owners: readonly string[], claim: (bucket: number, claims: ReplicaClaim[]) => void): void;
+  nodeDown(node: string, owners: readonly string[], claim: (bucket: number, claims: ReplicaClaim[]) => void, before?: number): void;
   /** The members that can claim (the layout's, without those declared down). */
   liveMembers(): string[];
   /** Whether the layout has replicas at all: without, a lost node's sessions have none to claim. */
@@ -63,6 +63,8 @@ interface Candidate {
   node: string;
   worker: number;
   write: WriteVersion;
+  /** The lost host whose session this is, when a claim said so: its old location may be replaced. */
+  dead: string | undefined;
 }
 
 export class BucketHost {
@@ -286,10 +288,25 @@ export class BucketHost {
   forgetNode(node: string, crashed = true): number {
     let dropped = 0;
     for (const directory of this.#directories.values()) dropped += directory.forgetNode(node);
+    // A node that left moved its sessions away first: nothing of it is to be adopted.
+    if (crashed) this.#recover(node);
+    return dropped;
+  }
+
+  /**
+   * An incarnation of `node` before `incarnation` is gone (a restart the cluster may not have
+   * declared down): its locations stay (the new incarnation's re-announcement corrects them), and
+   * its sessions fail over as in `forgetNode`, replacing the old locations they had.
+   */
+  nodeRestarted(node: string, incarnation: number): void {
+    this.#recover(node, incarnation);
+  }
+
+  /** Holds this worker's buckets for the claims of `node`'s replicas, and claims what this worker holds of them. */
+  #recover(node: string, before?: number): void {
     const replication = this.#replication;
     const self = this.#self;
-    // A node that left moved its sessions away first: nothing of it is to be adopted.
-    if (replication === undefined || self === undefined || !replication.replicating || !crashed) return dropped;
+    if (replication === undefined || self === undefined || !replication.replicating) return;
     this.#downSeen.add(node);
     const expected = replication.liveMembers().filter((member) => member !== node);
     const until = replication.now() + CLAIM_TIMEOUT_MS;
@@ -301,9 +318,8 @@ export class BucketHost {
       recovery.until = Math.max(recovery.until, until);
       for (const member of expected) if (claimed?.has(`${node}\u0000${member}`) !== true) recovery.waitingFor.add(`${node}\u0000${member}`);
     }
-    replication.nodeDown(node, this.#owners, (bucket, claims) => this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'claim', [claims, self, this.index, 0, node]]));
+    replication.nodeDown(node, this.#owners, (bucket, claims) => this.#route(bucket, [Kind.Tell, BUCKET_ACTOR, String(bucket), 'claim', [claims, self, this.index, 0, node]]), before);
     for (const [bucket, recovery] of [...this.#recovering]) if (recovery.waitingFor.size === 0) this.#endRecovery(bucket);
-    return dropped;
   }
 
   /** Ends recoveries whose claims did not all come in time (a member that cannot answer). */
@@ -322,7 +338,7 @@ export class BucketHost {
 
   /** Node `from` (worker `worker`) holds these replicas of `bucket`'s sessions that `dead` wrote. */
   #claimed(bucket: number, from: string, worker: number, dead: string, claims: readonly ReplicaClaim[]): void {
-    for (const [key, version, incarnation, seq] of claims) this.#candidate(bucket, key, from, worker, [version, incarnation, seq]);
+    for (const [key, version, incarnation, seq] of claims) this.#candidate(bucket, key, from, worker, [version, incarnation, seq], dead);
     const name = `${dead}\u0000${from}`;
     let claimed = this.#claimedBy.get(bucket);
     if (claimed === undefined) this.#claimedBy.set(bucket, (claimed = new Set()));
@@ -335,11 +351,11 @@ export class BucketHost {
     if (recovery.waitingFor.size === 0) this.#endRecovery(bucket);
   }
 
-  #candidate(bucket: number, key: string, node: string, worker: number, write: WriteVersion): void {
+  #candidate(bucket: number, key: string, node: string, worker: number, write: WriteVersion, dead?: string): void {
     let candidates = this.#candidates.get(bucket);
     if (candidates === undefined) this.#candidates.set(bucket, (candidates = new Map()));
     const known = candidates.get(key);
-    if (known === undefined || compareWrites(write, known.write) > 0) candidates.set(key, { node, worker, write });
+    if (known === undefined || compareWrites(write, known.write) > 0) candidates.set(key, { node, worker, write, dead });
   }
 
   #endRecovery(bucket: number): void {
@@ -362,8 +378,10 @@ export class BucketHost {
     const now = replication.now();
     const floor = replication.placementFloor();
     const adoptions = new Map<string, { node: string; worker: number; items: [string, number][] }>();
-    for (const [key, { node, worker, write }] of candidates) {
-      if (directory.lookup(key) !== undefined) continue;
+    for (const [key, { node, worker, write, dead }] of candidates) {
+      // A live location wins; one on the lost host (a restart not declared down) is that copy.
+      const entry = directory.lookup(key);
+      if (entry !== undefined && !(entry.node === dead && entry.version <= write[0])) continue;
       const version = Math.max(floor, write[0] + 1);
       directory.register(key, node, worker, version, false, now);
       const name = `${node}\u0000${worker}`;

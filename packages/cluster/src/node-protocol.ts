@@ -49,7 +49,7 @@ export interface NodeDirectories {
    * entries stay: the new incarnation's resync on its first layout corrects them, and dropping
    * them here could drop what the new one registered already.
    */
-  nodeRestarted(node: string): void;
+  nodeRestarted(node: string, incarnation: number): void;
   /** Re-announces what this node hosts in `buckets` to their owners (see `BucketHost.resync`). */
   resync(buckets: readonly number[]): void;
   /**
@@ -392,7 +392,7 @@ export class NodeProtocol {
     const known = this.#incarnations.get(id);
     if (known !== undefined && known >= incarnation) return;
     this.#incarnations.set(id, incarnation);
-    if (known !== undefined) this.#directories.nodeRestarted(id);
+    if (known !== undefined) this.#directories.nodeRestarted(id, incarnation);
   }
 
   #onLayout(layout: Layout, previous: Layout | null): void {

@@ -516,10 +516,12 @@ export class Replication implements TurnObserver {
     return entries;
   }
 
-  /** The replicas held here of bucket `bucket` written by `writer`. */
-  claims(bucket: number, writer: string): ReplicaClaim[] {
+  /** The replicas held here of bucket `bucket` written by `writer` (by its incarnations before `before`, if given). */
+  claims(bucket: number, writer: string, before = Infinity): ReplicaClaim[] {
     const claims: ReplicaClaim[] = [];
-    for (const [key, held] of this.#replicas) if (held.bucket === bucket && held.writer === writer) claims.push([key, held.version, held.incarnation, held.seq]);
+    for (const [key, held] of this.#replicas) {
+      if (held.bucket === bucket && held.writer === writer && held.incarnation < before) claims.push([key, held.version, held.incarnation, held.seq]);
+    }
     return claims;
   }
 
@@ -591,20 +593,34 @@ export class Replication implements TurnObserver {
    * Node `node` (any incarnation it had so far) was declared down: its writes are refused from now
    * on, and its sessions' replicas held here are claimed to their buckets' owners.
    */
-  nodeDown(node: string, owners: readonly string[], claim: (bucket: number, claims: ReplicaClaim[]) => void): void {
-    const incarnation = this.#layout?.members.find((member) => member.id === node)?.incarnation;
-    if (incarnation !== undefined) this.#fencedBelow.set(node, Math.max(this.#fencedBelow.get(node) ?? 0, incarnation + 1));
-    this.#gone.add(node);
+  nodeDown(node: string, owners: readonly string[], claim: (bucket: number, claims: ReplicaClaim[]) => void, before?: number): void {
+    // Restarted (`before`: its new incarnation): only its earlier incarnations are gone.
+    const incarnation = before ?? (this.#layout?.members.find((member) => member.id === node)?.incarnation ?? -1) + 1;
+    if (incarnation > 0) this.#fencedBelow.set(node, Math.max(this.#fencedBelow.get(node) ?? 0, incarnation));
+    if (before === undefined) this.#gone.add(node);
     // Sync replies waiting for that node's acknowledgement wait for the next layout's target instead.
     for (let bucket = 0; bucket < this.#buckets; bucket++) {
       if (owners[bucket] === undefined || owners[bucket] === node || this.#io.threadFor(this.node, bucket) !== this.thread) continue;
-      claim(bucket, this.claims(bucket, node));
+      claim(bucket, this.claims(bucket, node, before));
     }
   }
 
   /** Whether the current layout asks for replicas at all (R > 0). */
   get replicating(): boolean {
     return this.#layout !== null && replicasOf(this.#layout) > 0;
+  }
+
+  /**
+   * Node `node` restarted: what its earlier incarnation acknowledged died with it, so the sessions
+   * hosted here that ship to it are shipped to it whole again (at the catch-up rate).
+   */
+  targetRestarted(node: string): void {
+    for (const entry of this.#hosted.values()) {
+      if (entry.gone || !entry.targets.includes(node)) continue;
+      entry.acked.delete(node);
+      this.#catchUp.add(entry);
+    }
+    this.#gone.delete(node);
   }
 
   /** Members this worker takes for live: the layout's, without those declared down since. */

@@ -198,7 +198,7 @@ export class SessionHost {
     const replication = this.replication;
     directory.attachReplication({
       replicaEntries: (bucket) => this.replication.replicaEntries(bucket),
-      nodeDown: (node, owners, claim) => this.replication.nodeDown(node, owners, claim),
+      nodeDown: (node, owners, claim, before) => this.replication.nodeDown(node, owners, claim, before),
       liveMembers: () => this.replication.liveMembers(),
       get replicating() {
         return replication.replicating;
@@ -377,10 +377,15 @@ export class SessionHost {
     this.migrations.nodeGone(node);
   }
 
-  /** An earlier incarnation of `node` is gone: forwarding pointers to it lead nowhere, and its migrations cannot finish. */
-  nodeRestarted(node: string): void {
+  /**
+   * Incarnations of `node` before `incarnation` are gone: forwarding pointers to it lead nowhere,
+   * its migrations cannot finish, and the sessions they hosted fail over to their replicas.
+   */
+  nodeRestarted(node: string, incarnation = Infinity): void {
     for (const [key, pointer] of this.#pointers) if (pointer.node === node) this.#pointers.delete(key);
     this.migrations.nodeGone(node);
+    this.replication.targetRestarted(node);
+    if (incarnation !== Infinity) this.#directory.nodeRestarted(node, incarnation);
   }
 
   /** Drops forwarding pointers whose time is up. */

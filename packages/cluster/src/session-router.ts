@@ -109,8 +109,8 @@ export class SessionRouter {
   readonly #workers = new Map<string, number>();
   #early: CallFrame[] = [];
   #rerouted = 0;
-  /** Asks sent and not answered yet: request id -> the node sent to, and when. */
-  readonly #inFlight = new Map<number, { node: string; at: number }>();
+  /** Asks sent and not answered yet: request id -> the node sent to, when, and the call's route and number. */
+  readonly #inFlight = new Map<number, { node: string; at: number; route: Route; seq: number }>();
   #inFlightSweptAt = 0;
 
   constructor(options: SessionRouterOptions, io: SessionRouterIO) {
@@ -180,6 +180,7 @@ export class SessionRouter {
     }
     const [, , , requestId, ok, value, notice] = frame;
     if (notice !== null) this.#notice(notice);
+    else if (requestId !== 0) this.#answered(requestId);
     if (requestId !== 0) this.#inFlight.delete(requestId);
     if (requestId !== 0) this.#io.settle(ok ? [Kind.Reply, requestId, value] : [Kind.Failure, requestId, value as never]);
   }
@@ -272,7 +273,7 @@ export class SessionRouter {
     frame[12] = direct ? route.version : 0;
     frame[15] = Math.max(frame[15], this.#layout?.epoch ?? 0);
     // Noted before it is sent: a call to this very thread may be answered before `send` returns.
-    if (frame[1] !== 0) this.#inFlight.set(frame[1], { node: target, at: this.#io.now() });
+    if (frame[1] !== 0) this.#inFlight.set(frame[1], { node: target, at: this.#io.now(), route, seq: frame[10] });
     try {
       this.#io.send(target, this.threadFor(target, bucket), frame);
     } catch (error) {
@@ -281,7 +282,7 @@ export class SessionRouter {
         for (const relay of this.#io.relays?.() ?? []) {
           if (relay === target) continue;
           try {
-            if (frame[1] !== 0) this.#inFlight.set(frame[1], { node: relay, at: this.#io.now() });
+            if (frame[1] !== 0) this.#inFlight.set(frame[1], { node: relay, at: this.#io.now(), route, seq: frame[10] });
             this.#io.send(relay, this.threadFor(relay, bucket), frame);
             route.via = relay;
             route.viaDirect = false;
@@ -303,6 +304,20 @@ export class SessionRouter {
     route.via = target;
     route.viaDirect = direct;
     route.sentSeq = frame[10];
+  }
+
+  /**
+   * A call sent straight to the session's host was answered (no notice: it came directly): the
+   * calls sent before it on that path reached the session too, in order, so a path switch need
+   * not wait for them.
+   */
+  #answered(requestId: number): void {
+    const sent = this.#inFlight.get(requestId);
+    if (sent === undefined) return;
+    const route = sent.route;
+    if (sent.seq <= route.noticed || route.via !== sent.node || !route.viaDirect) return;
+    route.noticed = sent.seq;
+    if (route.held !== undefined && route.noticed >= route.sentSeq) this.#release(route);
   }
 
   /**

@@ -351,4 +351,24 @@ describe('BucketHost failover', () => {
     expect(adoptions).toEqual([['n3', 1, [['Counter\u0000lost', placementFloor(3)]]]]);
     expect(host.locate(1, 'Counter\u0000live')).toMatchObject({ node: 'n2', version: 7 });
   });
+
+  it('after a restart the cluster did not declare down, a claimed replica replaces the old location on the lost incarnation, not a newer one', () => {
+    const adoptions: [string, number, [string, number][]][] = [];
+    const host = bucketHost('n1', adoptions, [], []);
+    host.setLayout('n1', 4, ['n1', 'n1', 'n1', 'n1']);
+    host.install(0, 4, [
+      ['Counter\u0000old', 'n3', 0, 5],
+      ['Counter\u0000placed-anew', 'n3', 0, placementFloor(4)],
+    ]);
+    host.nodeRestarted('n3', 2);
+    const claim = (from: string, items: [string, number, number, number][]): void =>
+      void host.receive([Kind.Tell, BUCKET_ACTOR, '0', 'claim', [items, from, 0, 0, 'n3']]);
+    claim('n2', [
+      ['Counter\u0000old', 5, 1, 7],
+      ['Counter\u0000placed-anew', 5, 1, 2],
+    ]);
+    expect(adoptions).toEqual([['n2', 0, [['Counter\u0000old', placementFloor(3)]]]]);
+    expect(host.locate(0, 'Counter\u0000old')).toMatchObject({ node: 'n2', version: placementFloor(3) });
+    expect(host.locate(0, 'Counter\u0000placed-anew')).toMatchObject({ node: 'n3', version: placementFloor(4) });
+  });
 });

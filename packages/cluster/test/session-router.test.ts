@@ -234,4 +234,17 @@ describe('SessionRouter', () => {
     router.nodeGone('b', true);
     expect(settled.map((envelope) => envelope[1])).toEqual([7, 8]);
   });
+
+  it('a path switch does not wait for calls sent straight to the host that were answered', () => {
+    const { router, sent, notice } = harness();
+    router.setLayout(layout('b'));
+    router.send([Kind.Tell, 'T', 's', 'm', [0]]);
+    notice('s', 'h', 1, 1);
+    router.send([Kind.Ask, 9, 0, 'T', 's', 'm', [1]]);
+    router.receive([Frame.Result, 0, 1, 9, true, 'ok', null]);
+    router.nodeGone('h', true);
+    router.send([Kind.Ask, 10, 0, 'T', 's', 'm', [2]]);
+    // Sent to the owner at once: nothing sent to h is unanswered.
+    expect(sent.map(({ node }) => node)).toEqual(['b', 'h', 'b']);
+  });
 });

@@ -102,7 +102,7 @@ export interface ClusterHost {
   reportBucket(bucket: number): Promise<DirectoryEntry[]>;
   forgetNode(node: string, crashed: boolean): Promise<void>;
   /** An earlier incarnation of `node` is gone: session moves to or from it are given up. */
-  nodeRestarted(node: string): Promise<void>;
+  nodeRestarted(node: string, incarnation: number): Promise<void>;
   /** Every worker re-announces what it hosts in `buckets` to their owners. */
   resyncDirectories(buckets: number[]): Promise<void>;
   /** What the workers have not caught up yet of the incoming backups (see `Replication.lagging`). */
@@ -457,7 +457,7 @@ class Membership implements ClusterHandle {
       export: (bucket, reply) => this.#directoryOp<DirectoryEntry[] | null>(() => host.exportBucket(bucket), null, reply),
       report: (bucket, reply) => this.#directoryOp<DirectoryEntry[]>(() => host.reportBucket(bucket), [], reply),
       forgetNode: (node, crashed) => this.#directoryOp(() => host.forgetNode(node, crashed), undefined),
-      nodeRestarted: (node) => this.#directoryOp(() => host.nodeRestarted(node), undefined),
+      nodeRestarted: (node, incarnation) => this.#directoryOp(() => host.nodeRestarted(node, incarnation), undefined),
       resync: (buckets) => this.#directoryOp(() => host.resyncDirectories([...buckets]), undefined),
       lagging: (reply) => this.#directoryOp<ReplicaLag>(() => host.replicationLag(), { epoch: -1, pairs: [] }, reply),
     };

@@ -319,9 +319,9 @@ class LocalNode implements WadiNode {
         this.#routing?.router.nodeGone(node, crashed);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node, crashed)).catch(() => 0)));
       },
-      nodeRestarted: async (node) => {
+      nodeRestarted: async (node, incarnation) => {
         this.#routing?.router.nodeGone(node, true);
-        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.nodeRestarted(node)).catch(() => undefined)));
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.nodeRestarted(node, incarnation)).catch(() => undefined)));
       },
       lookupSession: (bucket, key) => this.#control(slotOf(bucket), (c) => c.lookupSession(bucket, key)),
       directoryStats: async () => {

@@ -292,9 +292,9 @@ const control: WorkerControl = {
     cluster?.host.nodeGone(node);
     return buckets.forgetNode(node, crashed);
   },
-  nodeRestarted(node) {
+  nodeRestarted(node, incarnation) {
     cluster?.router.nodeGone(node, true);
-    cluster?.host.nodeRestarted(node);
+    cluster?.host.nodeRestarted(node, incarnation);
   },
   evacuate() {
     const side = cluster;

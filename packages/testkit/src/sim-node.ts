@@ -613,13 +613,13 @@ export class SimNode implements NetworkEndpoint {
           }
         });
       },
-      nodeRestarted: (node) => {
+      nodeRestarted: (node, incarnation) => {
         this.main.router.nodeGone(node, true);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {
             thread.router.nodeGone(node, true);
-            thread.host.nodeRestarted(node);
+            thread.host.nodeRestarted(node, incarnation);
           }
         });
       },

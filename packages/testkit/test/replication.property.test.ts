@@ -1,8 +1,8 @@
 /**
  * Replication in the simulator, over random schedules (fast-check): three nodes, R = 1, sync
  * sessions (the `Log` actor) called by senders on every node, and crashes of one node at a time,
- * each followed by enough time for the others to declare it down and fail over (a crashed node
- * is restarted afterwards, as a supervisor would, before the next crash). Once the run settles:
+ * each restarted (as a supervisor would) either at once, before the others could declare it down
+ * (its new incarnation replaces it), or after its sessions failed over. Once the run settles:
  * every ask answered ok is in its session's log where its answer said (no acknowledged write
  * lost), no message applied twice or out of its sender's order, one activation per session, and
  * every replica held anywhere is a write its session's host made (no stale write accepted).
@@ -32,13 +32,15 @@ const roundArbitrary = fc.record({
   ),
   crashAfterMs: fc.integer({ min: 0, max: 400 }),
   victim: fc.constantFrom(...NODES),
+  /** Restarted before the others could declare it down (a supervisor restarting it at once), or after its failover. */
+  restartAfterMs: fc.constantFrom(100, 400, 8000),
 });
 
 const scheduleArbitrary = fc.record({ seed: fc.integer({ min: 1, max: 2 ** 30 }), rounds: fc.array(roundArbitrary, { minLength: 1, maxLength: 2 }) }).map(({ seed, rounds }): Schedule => {
   const steps: Step[] = [...formed];
   for (const round of rounds) {
     for (const call of round.calls) steps.push({ op: 'call', ...call });
-    steps.push({ op: 'run', ms: round.crashAfterMs }, { op: 'crash', node: round.victim }, { op: 'run', ms: 8000 }, { op: 'start', node: round.victim }, { op: 'run', ms: 5000 });
+    steps.push({ op: 'run', ms: round.crashAfterMs }, { op: 'crash', node: round.victim }, { op: 'run', ms: round.restartAfterMs }, { op: 'start', node: round.victim }, { op: 'run', ms: 8000 });
   }
   return { options: { seed, buckets: 64, seeds: NODES }, steps };
 });

@@ -83,7 +83,7 @@ export interface WorkerControl {
   /** A node is gone: drop directory entries and cached locations naming it, and moves to or from it. */
   forgetNode(node: string, crashed: boolean): number;
   /** An earlier incarnation of `node` is gone: forwarding pointers to it and session moves to or from it are given up (its directory entries stay). */
-  nodeRestarted(node: string): void;
+  nodeRestarted(node: string, incarnation: number): void;
   /** Moves every session hosted here to the owner of its bucket in the current layout; resolves once none is left. */
   evacuate(): Promise<void>;
   routingStats(): WorkerRoutingStats | undefined;

@@ -16,7 +16,11 @@
  * - no value appears twice anywhere, nor in a session it was not sent to, nor was it never sent;
  * - each client's values appear in each session in the order the client sent them;
  * - every client reads the same values (one activation per session);
- * - sessions that lived on the failed node took new writes after recovery.
+ * - every session answered again within RECOVERY_BOUND_MS of the fault, and no call was still
+ *   waiting on the failed node STUCK_AFTER_RECOVERY_MS after that (it ends with `HostLost` or an
+ *   answer, not at its ask deadline);
+ * - sessions that lived on the failed node took new writes after recovery;
+ * - a continued node rejoins or exits by itself (fenced) within 20 s.
  *
  * A failed call may or may not have been applied: its value may be present (once, in order) or
  * absent. The workload's random choices (session order per client, when the fault strikes) come

@@ -23,6 +23,8 @@ const MAX_HOPS = 4;
 export interface DirectoryStats {
   buckets: number;
   entries: number;
+  /** Live claims refused because a newer copy lived elsewhere: two activations of one session, reported (see `BucketHost.duplicates`). */
+  duplicateClaims: number;
 }
 
 export interface BucketHostIO {
@@ -32,7 +34,10 @@ export interface BucketHostIO {
   toNode(envelope: TellEnvelope): void;
   /** Every session this worker hosts, with the version of its location here (0 if it never moved). */
   hosted(): [type: string, id: string, version?: number, onDisk?: boolean][];
-  /** The bucket's owner found these sessions (keys) newer elsewhere: copies of them parked here are stale. */
+  /**
+   * The bucket's owner found these sessions (keys) newer elsewhere: copies of them here (parked,
+   * or even active: two activations) are stale and must go.
+   */
   stale?(keys: readonly string[]): void;
   log(message: string): void;
 }
@@ -89,6 +94,12 @@ export class BucketHost {
   readonly #candidates = new Map<number, Map<string, Candidate>>();
   /** Nodes this worker learned were down: a claim about another one came before the news, and waits for it. */
   readonly #downSeen = new Set<string>();
+  /**
+   * Claims this worker's bucket actors refused because a newer copy of the session lives on
+   * another node, from a node that said it holds its copy in memory: two live activations of
+   * one session, which must never be (the older is told to drop its copy).
+   */
+  duplicates = 0;
 
   constructor(
     readonly index: number,
@@ -204,12 +215,24 @@ export class BucketHost {
     }
     const directory = this.#directory(bucket);
     const [key, node, worker, , version] = args as [unknown, string, number, number, number | undefined];
-    if (envelope[3] === 'register') directory.register(key as string, node, worker, version ?? 0);
-    else if (envelope[3] === 'unregister') directory.unregister(key as string, node, version ?? 0);
+    if (envelope[3] === 'register') {
+      // A claim older than a location elsewhere: that copy must not live on (nor take calls).
+      if (!directory.register(key as string, node, worker, version ?? 0) && directory.lookup(key as string)?.node !== node) this.#tellStale(bucket, node, worker, [key as string]);
+    } else if (envelope[3] === 'unregister') directory.unregister(key as string, node, version ?? 0);
     else if (envelope[3] === 'tier') directory.setTier(key as string, node, version ?? 0, args[5] === 1);
     else if (envelope[3] === 'sync') {
-      const stale = directory.sync(node, worker, key as [string, number][]);
-      if (stale.length > 0) this.#tellStale(bucket, node, worker, stale);
+      const claims = key as ([string, number] | [string, number, 1])[];
+      const stale = directory.sync(node, worker, claims);
+      if (stale.length > 0) {
+        const onDisk = new Set(claims.filter((claim) => claim[2] === 1).map((claim) => claim[0]));
+        const live = stale.filter((claim) => !onDisk.has(claim));
+        if (live.length > 0) {
+          this.duplicates += live.length;
+          const elsewhere = live.slice(0, 3).map((claim) => `${claim.replace('\u0000', ':')} (newer on ${directory.lookup(claim)?.node})`);
+          this.io.log(`warn: ${node} claims ${live.length} session(s) active that live elsewhere in newer versions, ${elsewhere.join(', ')}: the newer wins, ${node} drops its copies`);
+        }
+        this.#tellStale(bucket, node, worker, stale);
+      }
     }
     return true;
   }
@@ -454,7 +477,7 @@ export class BucketHost {
       buckets++;
       entries += directory.size;
     }
-    return { buckets, entries };
+    return { buckets, entries, duplicateClaims: this.duplicates };
   }
 
   get epoch(): number {

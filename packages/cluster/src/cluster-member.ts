@@ -19,6 +19,7 @@ import { oldestMember, type ElectionPolicy } from './election.js';
 import { MemberTable, type MemberEntry, type ObservedState } from './membership.js';
 import type { ClusterMessage } from './messages.js';
 import { planLayout } from './planner.js';
+import { UNFENCED, leaseOf, type QuorumLease, type QuorumView } from './quorum-gate.js';
 
 export interface ClusterTimings {
   /** Gossip (which doubles as the heartbeat) to every member this often. */
@@ -39,6 +40,14 @@ export interface ClusterTimings {
   settleMs: number;
   /** A graceful leave gives up waiting for its handoffs after this long. */
   leaveTimeoutMs: number;
+  /**
+   * The quorum lease: this node serves sessions only while a majority of the committed layout's
+   * members (itself included) acknowledged, within this long, gossip it sent. It must stay below
+   * `suspectAfterMs`: a member acknowledging at time t still counts this node reachable until
+   * t + suspectAfterMs, so no majority can declare this node down before its lease ran out.
+   * Default: `suspectAfterMs - heartbeatMs` (1500 ms with the defaults).
+   */
+  quorumGraceMs: number;
 }
 
 export const DEFAULT_TIMINGS: ClusterTimings = {
@@ -51,7 +60,13 @@ export const DEFAULT_TIMINGS: ClusterTimings = {
   formAfterMs: 3000,
   settleMs: 100,
   leaveTimeoutMs: 60_000,
+  quorumGraceMs: 1500,
 };
+
+/** The grace that fits `timings` when none is given: a heartbeat less than `suspectAfterMs` (at least half of it). */
+export function defaultQuorumGrace(timings: Omit<ClusterTimings, 'quorumGraceMs'>): number {
+  return Math.max(timings.suspectAfterMs - timings.heartbeatMs, timings.suspectAfterMs / 2);
+}
 
 /** What a member keeps in its data directory, so a restart (or a new coordinator) resumes from it. */
 export interface PersistedClusterState {
@@ -115,6 +130,11 @@ export interface ClusterStatus {
   layout: Layout | null;
   /** Whether this node reaches a majority of the committed layout's members. */
   quorum: boolean;
+  /** The quorum lease (see `ClusterTimings.quorumGraceMs`): serving while `now < lease.until`. */
+  lease: QuorumLease;
+  /** Stalls detected (a clock jump of `quorumGraceMs` or more between two events), and the last one's length (ms). */
+  stalls: number;
+  lastStallMs: number;
 }
 
 interface Suspicion {
@@ -190,6 +210,27 @@ export class ClusterMember {
   #leaveStartedAt = 0;
   #hadQuorum = true;
   #now = 0;
+  /** Counts the events handled (each public event method bumps it when it is done): what was derived from the state before is stale. */
+  #changes = 0;
+  /**
+   * The quorum lease. Gossip carries the sender's clock (`at`) and echoes the last `at` it heard
+   * from the recipient (`echo`). An echo of `at` proves the member heard this node at `at` or
+   * later, so it cannot count this node unreachable before `at + suspectAfterMs`.
+   */
+  /** Per connected member: the last `at` it sent (echoed back to it), reset with its connection. */
+  readonly #stampFrom = new Map<string, number>();
+  /** Per connected member: the latest own `at` it echoed back, reset with its connection. */
+  readonly #acked = new Map<string, number>();
+  /** When the connection to each member came up: only echoes of stamps sent since count. */
+  readonly #connectedAt = new Map<string, number>();
+  /** When this node last handled any event: a longer gap is a stall (the process was paused, or starved). */
+  #lastEventAt: number | undefined;
+  #stalls = 0;
+  #lastStallMs = 0;
+  /** When the last stall was noticed: for a while after it, this node declares nobody down. */
+  #stalledAt = -Infinity;
+  /** The leave completed by handing everything off: what is left here only forwards calls. */
+  #leftCleanly = false;
 
   constructor(options: ClusterMemberOptions, io: ClusterIO) {
     this.#options = options;
@@ -201,7 +242,14 @@ export class ClusterMember {
     this.id = options.self.id;
     this.incarnation = options.self.incarnation;
     this.url = options.self.url;
-    this.timings = { ...DEFAULT_TIMINGS, ...options.timings };
+    const timings = { ...DEFAULT_TIMINGS, ...options.timings };
+    if (options.timings?.quorumGraceMs === undefined) timings.quorumGraceMs = defaultQuorumGrace(timings);
+    if (!(timings.quorumGraceMs > 0 && timings.quorumGraceMs < timings.suspectAfterMs)) {
+      throw new InvalidArgument(
+        `quorumGraceMs must be above 0 and below suspectAfterMs (${timings.suspectAfterMs}), got ${timings.quorumGraceMs}: a minority must stop before the majority can count it unreachable`,
+      );
+    }
+    this.timings = timings;
     this.#election = options.election ?? oldestMember;
     this.#table = new MemberTable({ ...options.self, state: 'joining', upNumber: 0 });
     this.#committed = options.persisted?.committed ?? null;
@@ -213,7 +261,16 @@ export class ClusterMember {
   // events from the driver
 
   start(now: number): void {
+    try {
+      this.#start(now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #start(now: number): void {
     this.#now = this.#startedAt = now;
+    this.#lastEventAt = now;
     for (const url of this.#contacts()) this.#io.dial(url);
     if (this.#contacts().length === 0) this.#form('no seeds to join');
   }
@@ -235,27 +292,61 @@ export class ClusterMember {
   }
 
   connected(peer: { id: string; incarnation: number }, now: number): void {
-    this.#now = now;
+    try {
+      this.#onConnected(peer, now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #onConnected(peer: { id: string; incarnation: number }, now: number): void {
+    this.observe(now);
     this.#connected.add(peer.id);
+    // A new connection may be a new incarnation (another clock): its stamps start afresh. The
+    // member may have suspected this node when the old connection closed, so only echoes of
+    // stamps sent from now on count; until the first, the lease is being renewed (calls wait).
+    this.#stampFrom.delete(peer.id);
+    this.#connectedAt.set(peer.id, now);
+    this.#acked.set(peer.id, now - this.timings.quorumGraceMs);
     this.#heard(peer.id);
     this.#sendGossip(peer.id);
   }
 
   disconnected(id: string, now: number): void {
-    this.#now = now;
+    try {
+      this.#disconnected(id, now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #disconnected(id: string, now: number): void {
+    this.observe(now);
     this.#connected.delete(id);
+    // A member whose connection closed suspects this node at once: its acknowledgement no longer counts.
+    this.#stampFrom.delete(id);
+    this.#acked.delete(id);
     // A closed connection is a strong hint: start confirming at once instead of waiting for silence.
     if (this.#isWatched(id)) this.#suspect(id);
   }
 
   receive(from: string, message: ClusterMessage, now: number): void {
-    this.#now = now;
+    try {
+      this.#receive(from, message, now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #receive(from: string, message: ClusterMessage, now: number): void {
+    this.observe(now);
     if (this.#phase === 'removed' || this.#phase === 'left') return;
     if (this.#isForeign(from, message)) return;
     this.#heard(from);
     switch (message.t) {
       case 'gossip':
-        return this.#onGossip(from, message.members, message.epoch, message.buckets);
+        this.#onGossip(from, message.members, message.epoch, message.buckets);
+        return this.#onStamps(from, message.at, message.echo, message.answer === true);
       case 'probe': {
         const reachable = this.#connected.has(message.target) && now - (this.#lastHeard.get(message.target) ?? -Infinity) < this.timings.suspectAfterMs;
         return this.#io.send(from, { t: 'probe-reply', target: message.target, round: message.round, reachable });
@@ -281,7 +372,15 @@ export class ClusterMember {
   }
 
   tick(now: number): void {
-    this.#now = now;
+    try {
+      this.#tick(now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #tick(now: number): void {
+    this.observe(now);
     if (this.#phase === 'removed' || this.#phase === 'left') return;
     if (now - this.#lastGossipAt >= this.timings.heartbeatMs) this.#gossipAll();
     this.#detectFailures();
@@ -299,6 +398,14 @@ export class ClusterMember {
 
   /** Begins a graceful leave: announced at once; done when a committed layout no longer has this node. */
   leave(now: number): void {
+    try {
+      this.#leave(now);
+    } finally {
+      this.#changes++;
+    }
+  }
+
+  #leave(now: number): void {
     this.#now = now;
     if (this.#phase === 'left' || this.#phase === 'removed' || this.#phase === 'leaving') return;
     this.#leaveStartedAt = now;
@@ -333,6 +440,16 @@ export class ClusterMember {
     return this.#phase;
   }
 
+  /** Bumped after every event this state machine handled: a view derived from it (`quorumView`) holds until it changes. */
+  get changes(): number {
+    return this.#changes;
+  }
+
+  /** Stalls detected so far (see `observe`). */
+  get stalls(): number {
+    return this.#stalls;
+  }
+
   status(): ClusterStatus {
     const members = this.#table.all().map((entry) => ({
       id: entry.id,
@@ -341,7 +458,82 @@ export class ClusterMember {
       state: (entry.state !== 'down' && this.#suspects.has(entry.id) ? 'suspect' : entry.state) as ObservedState,
     }));
     members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    return { coordinator: this.#coordinator, epoch: this.#committed?.epoch ?? 0, members, layout: this.#committed, quorum: this.hasQuorum() };
+    return {
+      coordinator: this.#coordinator,
+      epoch: this.#committed?.epoch ?? 0,
+      members,
+      layout: this.#committed,
+      quorum: this.hasQuorum(),
+      lease: this.quorumLease(),
+      stalls: this.#stalls,
+      lastStallMs: this.#lastStallMs,
+    };
+  }
+
+  /**
+   * Notes the time of an event before it is handled. A gap of `quorumGraceMs` or more since the
+   * previous one is a stall (SIGSTOP, a debugger, a starved process): whatever arrives next may
+   * have been sent long ago, and the members may have declared this node down meanwhile. Every
+   * acknowledgement from before it is void, so the lease holds again only once a majority
+   * answered gossip sent after it. Drivers call this on every inbound frame as well, before
+   * routing it: after a pause, sockets may be read before any timer fires.
+   */
+  observe(now: number): void {
+    const last = this.#lastEventAt;
+    this.#now = now;
+    this.#lastEventAt = now;
+    if (last === undefined || now - last < this.timings.quorumGraceMs) return;
+    this.#stalls++;
+    this.#lastStallMs = now - last;
+    // Lapsed as of now: only acknowledgements of gossip sent from now on renew it.
+    for (const id of this.#acked.keys()) this.#acked.set(id, now - this.timings.quorumGraceMs);
+    // What this node knew of the others' liveness is as old as the stall: it starts afresh rather
+    // than take the silence it slept through (and the connections that closed meanwhile) for their
+    // failure. Nodes paused together must not declare the one that kept running down on waking.
+    this.#stalledAt = now;
+    for (const id of this.#lastHeard.keys()) this.#lastHeard.set(id, now);
+    this.#suspects.clear();
+    this.#io.log('warn', `stalled for ${Math.round(now - last)} ms: serving no session until a majority answers gossip sent from now on`, { stalledMs: Math.round(now - last) });
+    if (this.#phase !== 'removed' && this.#phase !== 'left') this.#gossipAll();
+    this.#changes++;
+  }
+
+  /**
+   * What this node's quorum lease is computed from (see quorum-gate.ts): when each member of the
+   * committed layout it is connected to last acknowledged its gossip. A node with no layout yet,
+   * or alone in its layout, has nothing to be fenced from; nor has one that left after handing
+   * everything off (it only forwards calls still on their way). A node the cluster declared down,
+   * or that gave its leave up, serves nothing.
+   */
+  quorumView(): QuorumView {
+    const layout = this.#committed;
+    const graceMs = this.timings.quorumGraceMs;
+    // Declared down, or gone without handing off (a leave given up in a minority, or timed out): serve nothing.
+    if (this.#phase === 'removed' || (this.#phase === 'left' && !this.#leftCleanly)) return { acks: [], members: layout?.members.length ?? 1, graceMs, reachable: false };
+    if (layout === null || this.#phase === 'left') return UNFENCED;
+    const acks: number[] = [];
+    for (const member of layout.members) {
+      if (member.id === this.id) acks.push(Infinity);
+      else if (this.#connected.has(member.id)) acks.push(this.#acked.get(member.id) ?? -Infinity);
+    }
+    return { acks, members: layout.members.length, graceMs, reachable: this.hasQuorum(), joining: this.#phase === 'joining' };
+  }
+
+  /** Until when this node may serve sessions (its clock), and how many members it reaches. */
+  quorumLease(): QuorumLease {
+    return leaseOf(this.quorumView(), this.#now);
+  }
+
+  /** A gossip's stamps: remember the sender's, and take its echo of ours as an acknowledgement. */
+  #onStamps(from: string, at: number | undefined, echo: number | undefined, answer: boolean): void {
+    if (this.#phase === 'removed' || this.#phase === 'left' || !this.#connected.has(from)) return;
+    // An echo from the future is not one of ours (a clock of another incarnation): ignore it.
+    if (echo !== undefined && echo <= this.#now && echo >= (this.#connectedAt.get(from) ?? Infinity) && echo > (this.#acked.get(from) ?? -Infinity)) this.#acked.set(from, echo);
+    if (at === undefined) return;
+    this.#stampFrom.set(from, at);
+    // Answer a heartbeat at once, so the sender's lease is renewed within a round trip of each of
+    // its heartbeats; an answer is not answered (no ping-pong).
+    if (!answer) this.#sendGossip(from, true);
   }
 
   /** A message from a node of another cluster (same ids, separate history) is ignored. */
@@ -441,8 +633,18 @@ export class ClusterMember {
     }
   }
 
-  #sendGossip(to: string): void {
-    this.#io.send(to, { t: 'gossip', members: this.#table.all(), epoch: this.#committed?.epoch ?? 0, buckets: this.#options.buckets, cluster: this.#cluster });
+  #sendGossip(to: string, answer = false): void {
+    const echo = this.#stampFrom.get(to);
+    this.#io.send(to, {
+      t: 'gossip',
+      members: this.#table.all(),
+      epoch: this.#committed?.epoch ?? 0,
+      buckets: this.#options.buckets,
+      cluster: this.#cluster,
+      at: this.#now,
+      ...(echo === undefined ? {} : { echo }),
+      ...(answer ? { answer: true } : {}),
+    });
   }
 
   #gossipAll(): void {
@@ -471,6 +673,7 @@ export class ClusterMember {
   }
 
   #finishLeave(reason: string): void {
+    this.#leftCleanly = reason === 'handed off' || reason === 'no other member to hand off to';
     this.#table.advance(this.id, 'down');
     this.#gossipAll();
     this.#phase = 'left';
@@ -549,6 +752,8 @@ export class ClusterMember {
    */
   #shouldDeclareDown(suspicion: Suspicion): boolean {
     if (this.#phase === 'joining') return false;
+    // Just woken from a stall: what it sees (closed connections, silence) is its own doing.
+    if (this.#now - this.#stalledAt < this.timings.suspectAfterMs) return false;
     if (this.#now - suspicion.since < this.timings.downAfterMs) return false;
     if (this.#now - suspicion.refutedAt < 2 * this.timings.probeIntervalMs) return false;
     // Count voters as commits do: the committed layout's members. Nodes admitted since (perhaps

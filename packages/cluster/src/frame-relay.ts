@@ -16,6 +16,8 @@
  *   anything else fails back to its caller. Results, notices and migration messages are repeated
  *   or timed out by their senders.
  * - The main thread's own calls (`node.ref()`) are routed by its own `SessionRouter`.
+ * - A call from another node or a client that the node may not serve now (`admit`: the quorum
+ *   gate) fails back to its caller at once.
  */
 import { Unavailable, activationKey, bucketOf, errorToShape, type Envelope } from '@wadi/core';
 import type { Layout } from './layout.js';
@@ -31,6 +33,11 @@ export interface FrameRelayIO {
   settle(envelope: Envelope): void;
   now(): number;
   log(level: 'info' | 'warn', message: string): void;
+  /**
+   * Asked about each call from another node or a client before it is routed: an error fails it
+   * back to its caller instead (the quorum gate: a node in a minority routes nothing).
+   */
+  admit?(call: CallFrame): Error | undefined;
   /** Sees each frame as the relay handles it (the simulator's traces). */
   trace?(event: 'out' | 'in' | 'held' | 'undeliverable', frame: RoutedFrame, detail: string): void;
 }
@@ -204,8 +211,11 @@ export class FrameRelay {
       this.#io.log('warn', `refused a frame from ${peer}: ${(error as Error).message}`);
       return;
     }
-    if (frame[0] === Frame.Call) frame[9]++;
-    else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice || frame[0] === Frame.Pending) && frame[2] !== this.#incarnation) return; // for an earlier incarnation of this node
+    if (frame[0] === Frame.Call) {
+      frame[9]++;
+      const refusal = this.#io.admit?.(frame);
+      if (refusal !== undefined) return this.#fail(frame, refusal);
+    } else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice || frame[0] === Frame.Pending) && frame[2] !== this.#incarnation) return; // for an earlier incarnation of this node
     try {
       this.#local(thread, frame);
     } catch (error) {
@@ -275,8 +285,11 @@ export class FrameRelay {
         // The owner is unreachable too.
       }
     }
-    const reason = new Unavailable(`${frame[5]} '${frame[6]}' could not be routed to node ${node}: ${(error as Error).message}`);
-    const call = frame as CallFrame;
+    this.#fail(frame as CallFrame, new Unavailable(`${frame[5]} '${frame[6]}' could not be routed to node ${node}: ${(error as Error).message}`));
+  }
+
+  /** Fails a call back to its caller, with an acknowledgement of its number so the caller holds nothing for it. */
+  #fail(call: CallFrame, reason: Error): void {
     if (call[1] === 0) return this.#io.log('warn', `a tell was lost: ${reason.message}`);
     const ack: [string, string, number, number] = [activationKey(call[5], call[6]), '', 0, call[10]];
     try {

@@ -15,6 +15,7 @@ export * from './messages.js';
 export * from './node-protocol.js';
 export * from './planner.js';
 export * from './replication.js';
+export * from './quorum-gate.js';
 export * from './migration.js';
 export * from './routing.js';
 export * from './session-host.js';

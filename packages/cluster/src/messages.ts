@@ -8,8 +8,13 @@ import { validateLayout, type Layout } from './layout.js';
 import { isMemberEntry, type MemberEntry } from './membership.js';
 
 export type ClusterMessage =
-  /** The sender's member table and committed epoch: also the heartbeat, and how a node joins. */
-  | { t: 'gossip'; members: MemberEntry[]; epoch: number; buckets: number; cluster: string }
+  /**
+   * The sender's member table and committed epoch: also the heartbeat, and how a node joins.
+   * `at` is the sender's clock when it sent it; `echo` the last `at` it heard from the recipient;
+   * `answer` marks the immediate answer to a heartbeat, which is not answered in turn (the quorum
+   * lease, see `ClusterMember.quorumView`).
+   */
+  | { t: 'gossip'; members: MemberEntry[]; epoch: number; buckets: number; cluster: string; at?: number; echo?: number; answer?: boolean }
   /** "Can you reach `target`?" (an indirect probe for a member the sender suspects). */
   | { t: 'probe'; target: string; round: number }
   | { t: 'probe-reply'; target: string; round: number; reachable: boolean }
@@ -68,6 +73,9 @@ export function parseClusterMessage(value: unknown, buckets: number): ClusterMes
       integer(message.epoch, 'epoch');
       integer(message.buckets, 'buckets');
       if (typeof message.cluster !== 'string') throw new InvalidArgument('gossip: cluster id is not a string');
+      if (message.at !== undefined && !Number.isFinite(message.at)) throw new InvalidArgument('gossip: at is not a finite number');
+      if (message.echo !== undefined && !Number.isFinite(message.echo)) throw new InvalidArgument('gossip: echo is not a finite number');
+      if (message.answer !== undefined && typeof message.answer !== 'boolean') throw new InvalidArgument('gossip: answer is not a boolean');
       return message;
     case 'probe':
     case 'probe-reply':

@@ -21,6 +21,7 @@ import type { ReplicaLag } from './replication.js';
 const LAG_POLL_MS = 500;
 /** How often a node sends its (unchanged) lag to the others anyway: a new coordinator needs it. */
 const LAG_REPEAT_MS = 2000;
+import { QuorumGate, type QuorumView } from './quorum-gate.js';
 
 /**
  * The node's bucket actors, wherever they run (worker threads in a real node). Calls take effect
@@ -69,6 +70,8 @@ export interface NodeProtocolIO extends Omit<ClusterIO, 'committed' | 'memberDow
   sendUpdate(to: string, update: TellEnvelope): void;
   /** A layout was committed; the protocol has already applied it. */
   committed?(layout: Layout, previous: Layout | null): void;
+  /** The driver's clock, for the quorum gate's checks between events (default: the time of the last event). */
+  now?(): number;
 }
 
 export interface NodeProtocolOptions extends Omit<ClusterMemberOptions, 'handoffsDone'> {
@@ -81,6 +84,8 @@ export class NodeProtocol {
   readonly id: string;
   readonly member: ClusterMember;
   readonly handoffs: HandoffTracker;
+  /** The split-brain gate of this node's main thread (calls from other nodes and clients, `node.ref()`): see quorum-gate.ts. */
+  readonly quorum: QuorumGate;
   /** Directory updates that could not be routed (no layout yet, or the owner unreachable). */
   droppedUpdates = 0;
   readonly #io: NodeProtocolIO;
@@ -113,6 +118,8 @@ export class NodeProtocol {
   readonly #peers = new Map<string, number>();
   /** The highest incarnation seen of each other node (connections, layouts): a higher one means the earlier died. */
   readonly #incarnations = new Map<string, number>();
+  #view: QuorumView | undefined;
+  #viewAt = -1;
   /** A leaving node moves its sessions away once it owns no bucket; its leave completes after that. */
   #evacuation: 'idle' | 'running' | 'done' = 'idle';
   /** Each member's last lag report (this node's own included), by member id. */
@@ -158,10 +165,29 @@ export class NodeProtocol {
         log: io.log,
       },
     );
+    this.quorum = new QuorumGate(this.id, () => this.#quorumView(), () => io.now?.() ?? this.#now, (level, message) => io.log(level, message));
   }
 
   get layout(): Layout | null {
     return this.member.committed;
+  }
+
+  /** The member's quorum view, derived again only after it handled an event (the gate asks on every call). */
+  #quorumView(): QuorumView {
+    if (this.#view === undefined || this.#viewAt !== this.member.changes) {
+      this.#view = this.member.quorumView();
+      this.#viewAt = this.member.changes;
+    }
+    return this.#view;
+  }
+
+  /**
+   * Notes the time before an inbound frame of any kind is handled (a session frame too): after a
+   * stall, what is read first may be stale, so the quorum lease is voided before it is routed.
+   */
+  observe(now: number): void {
+    this.#now = now;
+    this.member.observe(now);
   }
 
   /** Buckets still moving to or from this node. */
@@ -183,6 +209,7 @@ export class NodeProtocol {
     this.#evacuateIfDrained();
     this.member.tick(now);
     this.handoffs.tick(now);
+    this.quorum.tick();
     if (now - this.#resyncedAt >= this.#resyncIntervalMs) this.#resync();
     this.#pollLag(now);
   }

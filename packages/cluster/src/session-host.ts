@@ -303,6 +303,9 @@ export class SessionHost {
         // are moving away (or have), so this one must not start here; the owner places it again.
         return this.#bounce(frame, bucket);
       }
+      // A node that may not activate sessions now (the quorum gate) confirms no placement either.
+      const refusal = this.#gateRefusal();
+      if (refusal !== undefined) return this.#refuse(frame, refusal);
       // The bucket's owner placed the session here and registered it: activate it now, and confirm.
       this.#pointers.delete(key);
       this.#fromReplica(type, id, key, frame[12]);
@@ -528,6 +531,22 @@ export class SessionHost {
     this.#directory.sessionRemoved(type, id, version);
   }
 
+  /**
+   * The bucket's owner knows a newer copy of this session on another node, yet it is active here:
+   * two activations (after a partition healed, say). The newer wins: this one is dropped, its
+   * state discarded, and the calls that waited for it go on to the owner, which sends them to the
+   * newer copy. False when it is not active here, or is moving (its move settles it).
+   */
+  dropStale(type: string, id: string): boolean {
+    const key = activationKey(type, id);
+    if (!this.#system.hosts(key, type, id) || this.migrations.isMigrating(key)) return false;
+    return this.#system.freeze(type, id, () => {
+      const waiting = this.#system.removeFrozen(type, id);
+      this.moveAborted(key, id);
+      this.redeliver(waiting.map((message) => this.toFrame(type, id, message)));
+    });
+  }
+
   /** An incoming move was aborted: the session is not here any more. */
   moveAborted(key: string, id: string): void {
     this.replication.abandon(key);
@@ -607,7 +626,10 @@ export class SessionHost {
       this.#sendingOn(key, entry.node, entry.version);
       return this.#forward(frame, entry.node, bucket, entry.version);
     }
-    // Nobody hosts it (or the entry names a place that does not have it): place it now.
+    // Nobody hosts it (or the entry names a place that does not have it): place it now, unless
+    // this node may not activate sessions now (the quorum gate): then it decides nothing.
+    const refusal = this.#gateRefusal();
+    if (refusal !== undefined) return this.#refuse(frame, refusal);
     if (entry !== undefined) {
       if (bounced) this.#drain(key, entry.node, entry.version);
       this.#directory.forget(bucket, key, entry.node, entry.version);
@@ -681,6 +703,12 @@ export class SessionHost {
     if (this.#behind.length >= this.#maxWaiting) return this.#refuse(frame, new Unavailable(`${this.#behind.length} calls already wait for a newer layout on node ${this.node}`));
     this.#behind.push({ frame, since: this.#io.now() });
     reportPending([frame], (node, thread, pending) => this.#io.send(node, thread, pending));
+  }
+
+  /** The actor system's turn gate, when it refuses (a node in a minority); 'wait' is no refusal. */
+  #gateRefusal(): Error | undefined {
+    const answer = this.#system.turnRefusal();
+    return answer instanceof Error ? answer : undefined;
   }
 
   get #epoch(): number {

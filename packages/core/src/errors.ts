@@ -15,6 +15,7 @@ export type WadiErrorCode =
   | 'WADI_DECODE'
   | 'WADI_INVALID_ARGUMENT'
   | 'WADI_WORKER_CRASHED'
+  | 'WADI_NO_QUORUM'
   | 'WADI_REDIRECTED'
   | 'WADI_FENCED'
   | 'WADI_HOST_LOST'
@@ -48,7 +49,7 @@ export class Timeout extends WadiError {
 
 /** The target cannot be reached now (its thread or node is gone); retrying later may work. */
 export class Unavailable extends WadiError {
-  constructor(message: string, code: 'WADI_UNAVAILABLE' | 'WADI_WORKER_CRASHED' = 'WADI_UNAVAILABLE') {
+  constructor(message: string, code: 'WADI_UNAVAILABLE' | 'WADI_WORKER_CRASHED' | 'WADI_NO_QUORUM' = 'WADI_UNAVAILABLE') {
     super(code, message);
   }
 }
@@ -57,6 +58,28 @@ export class Unavailable extends WadiError {
 export class WorkerCrashed extends Unavailable {
   constructor(message: string) {
     super(message, 'WADI_WORKER_CRASHED');
+  }
+}
+
+/**
+ * The node that got the call cannot reach a majority of the cluster layout's members (a minority
+ * side of a partition, or a node that was paused and has not heard from a majority since): it
+ * runs no session turn and routes no call until it does. The call was not run; retrying through
+ * another node, or later, may work. `node` is the refusing node; `reached` of `members` is how
+ * many of the layout's members (itself included) it reached when it refused.
+ */
+export class NoQuorum extends Unavailable {
+  readonly node: string;
+  readonly reached: number;
+  readonly members: number;
+  constructor(node: string, reached: number, members: number, detail?: string) {
+    super(
+      `node ${node} reaches ${reached} of the ${members} members of the cluster layout, not a majority (${Math.floor(members / 2) + 1})${detail === undefined ? '' : ` ${detail}`}: it serves no session until it does`,
+      'WADI_NO_QUORUM',
+    );
+    this.node = node;
+    this.reached = reached;
+    this.members = members;
   }
 }
 
@@ -144,6 +167,7 @@ const errorClasses = new Map<string, WadiErrorClass>([
   ['WADI_TIMEOUT', Timeout],
   ['WADI_UNAVAILABLE', Unavailable],
   ['WADI_WORKER_CRASHED', WorkerCrashed],
+  ['WADI_NO_QUORUM', NoQuorum],
   ['WADI_STOPPED', Stopped],
   ['WADI_UNKNOWN_ACTOR_TYPE', UnknownActorType],
   ['WADI_UNKNOWN_METHOD', UnknownMethod],

@@ -128,6 +128,16 @@ export interface ActorSystemOptions {
   onTellFailure?: (type: string, id: string, method: string, error: unknown) => void;
   /** Called when an actor is activated here (fresh or from parked state), before its first turn. */
   onActivated?: (type: string, id: string) => void;
+  /**
+   * Asked before a message for a stateful actor is accepted (so before any activation) and again
+   * before each of its turns. An error refuses it: the caller gets that error, nothing is
+   * activated, no handler runs, no state changes. `'wait'` accepts it into the actor's mailbox
+   * (activating the actor in memory, so that whoever routes calls sees it here) but runs no turn:
+   * the gate is asked again every `GATE_POLL_MS` (each message's own deadline still runs). A
+   * cluster node refuses while it knows it is in a minority of its layout, and holds while it is
+   * finding out. Stateless types are never asked about.
+   */
+  turnGate?: () => TurnGateAnswer;
 }
 
 export interface SystemStats {
@@ -155,6 +165,11 @@ export interface TurnHold {
 export interface TurnObserver {
   committed(def: AnyActorDef, id: string, key: string, state: unknown): TurnHold | undefined;
 }
+/** What a turn gate answers: run (undefined), refuse with this error, or hold and ask again later. */
+export type TurnGateAnswer = Error | 'wait' | undefined;
+
+/** How often held messages and waiting activations ask a closed turn gate again (ms). */
+export const GATE_POLL_MS = 10;
 
 export const DEFAULT_ASK_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAILBOX_CAPACITY = 10_000;
@@ -171,6 +186,10 @@ export class ActorSystem implements ActivationHost {
   readonly #parked: ParkedStateStore;
   readonly #onTellFailure: NonNullable<ActorSystemOptions['onTellFailure']>;
   readonly #onActivated: ActorSystemOptions['onActivated'];
+  readonly #turnGate: ActorSystemOptions['turnGate'];
+  /** Activations with turns that wait for the gate. */
+  readonly #gateWaiters = new Set<Activation>();
+  #gateTimer: TimerHandle | undefined;
   readonly #activations = new Map<string, Activation>();
   /** Frozen activations whose running turn has not ended yet, and who waits for it. */
   readonly #pauseWaiters = new Map<Activation, () => void>();
@@ -208,6 +227,7 @@ export class ActorSystem implements ActivationHost {
     this.#trackLastUse = options.trackLastUse ?? false;
     this.#onTellFailure = options.onTellFailure ?? defaultTellFailure;
     this.#onActivated = options.onActivated;
+    this.#turnGate = options.turnGate;
     this.#pending = new PendingAsks(this.scheduler, undefined, options.firstRequestId ?? 1);
   }
 
@@ -466,6 +486,7 @@ export class ActorSystem implements ActivationHost {
     this.close('the actor system is stopped');
     this.#pending.close();
     if (this.#idleTimer !== undefined) this.scheduler.clearTimer(this.#idleTimer);
+    if (this.#gateTimer !== undefined) this.scheduler.clearTimer(this.#gateTimer);
     for (const activation of this.#activations.values()) activation.stopTimers();
     this.#pending.failWhere(() => true, () => new Stopped('the actor system stopped before the reply arrived'));
   }
@@ -534,6 +555,31 @@ export class ActorSystem implements ActivationHost {
     }
   }
 
+  turnRefusal(): TurnGateAnswer {
+    return this.#turnGate?.();
+  }
+
+  waitForGate(activation: Activation): void {
+    this.#gateWaiters.add(activation);
+    this.#armGate();
+  }
+
+  #armGate(): void {
+    if (this.#gateTimer !== undefined || this.#stopped) return;
+    this.#gateTimer = this.scheduler.setTimer(GATE_POLL_MS, () => {
+      this.#gateTimer = undefined;
+      if (this.#turnGate?.() === 'wait') return this.#armGate();
+      // Open, or refusing: the turns that waited go on and meet the gate's answer.
+      const waiters = [...this.#gateWaiters];
+      this.#gateWaiters.clear();
+      for (const activation of waiters) {
+        if (this.#activations.get(activation.key) !== activation || activation.active || activation.loading || activation.frozen || activation.queued === 0) continue;
+        activation.active = true;
+        this.scheduleTurns(activation, false);
+      }
+    });
+  }
+
   paused(activation: Activation): void {
     const waiter = this.#pauseWaiters.get(activation);
     this.#pauseWaiters.delete(activation);
@@ -575,6 +621,9 @@ export class ActorSystem implements ActivationHost {
       this.#runStateless(def, method, args, pending, from, requestId, reply);
       return;
     }
+    // 'wait' accepts the message (its turn waits for the gate, see `runTurns`); an error refuses it.
+    const gate = this.#turnGate?.();
+    if (gate !== undefined && gate !== 'wait') throw gate;
     const activation = this.#activations.get(key) ?? this.#activate(def, id, key);
     const message: Message = { method, args, pending, from, requestId, reply };
     if (!activation.enqueue(message)) {

@@ -16,6 +16,7 @@ import {
   UnknownMethod,
   WadiError,
   WorkerCrashed,
+  NoQuorum,
   cloneValue,
   decode,
   decodeMany,
@@ -147,6 +148,7 @@ describe('errors through the codec', () => {
       new Timeout('late'),
       new Unavailable('gone'),
       new WorkerCrashed('crashed'),
+      new NoQuorum('n1', 1, 3),
       new Stopped('stopped'),
       new UnknownActorType('Nope'),
       new UnknownMethod('Cart', 'nope'),
@@ -170,6 +172,9 @@ describe('errors through the codec', () => {
     expect([redirected.node, redirected.url]).toEqual(['n2', 'ws://127.0.0.1:7102']);
     const crashed = roundTrip(new WorkerCrashed('w'));
     expect(crashed).toBeInstanceOf(Unavailable);
+    const refused = roundTrip(new NoQuorum('n1', 1, 3)) as NoQuorum;
+    expect(refused).toBeInstanceOf(Unavailable);
+    expect([refused.node, refused.reached, refused.members]).toEqual(['n1', 1, 3]);
   });
 
   it('keep errors nested inside other values', () => {

@@ -26,6 +26,9 @@ const USAGE = `usage: wadi node [options]
   --tls-key FILE --tls-cert FILE [--tls-ca FILE]   serve and dial wss://
   --heartbeat-ms N --suspect-after-ms N --down-after-ms N --probe-interval-ms N
                          failure detection timings (defaults 500, 2000, 1000, 500)
+  --quorum-grace-ms N    serve sessions only while a majority of the layout acknowledged this
+                         node within N ms (default: suspect-after-ms minus heartbeat-ms; below
+                         suspect-after-ms)
   --max-payload-bytes N  largest frame accepted from a peer (default 16 MiB)
   --shared DIR|URL       shared session store: a directory every node on this host opens
                          (LMDB), or postgres://user@host/db
@@ -90,6 +93,7 @@ function parseNodeOptions(args: string[]): NodeOptions {
       'suspect-after-ms': { type: 'string' },
       'down-after-ms': { type: 'string' },
       'probe-interval-ms': { type: 'string' },
+      'quorum-grace-ms': { type: 'string' },
       'max-payload-bytes': { type: 'string' },
       shared: { type: 'string' },
       'idle-ms': { type: 'string' },
@@ -117,6 +121,7 @@ function parseNodeOptions(args: string[]): NodeOptions {
     suspectAfterMs: integer('suspect-after-ms', 50, 600_000),
     downAfterMs: integer('down-after-ms', 0, 600_000),
     probeIntervalMs: integer('probe-interval-ms', 10, 60_000),
+    quorumGraceMs: integer('quorum-grace-ms', 1, 600_000),
   };
   const actors = values.actors?.flatMap((list) => list.split(',')).map((module) => module.trim()).filter((module) => module.length > 0);
   const workers = integer('workers', 1, 256);

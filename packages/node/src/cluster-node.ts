@@ -32,8 +32,10 @@ import {
   type NodeDirectories,
   type NodeProtocolIO,
   type PersistedClusterState,
+  type QuorumView,
   type ReplicaLag,
   type ReplicationStats,
+  shiftView,
 } from '@wadi/cluster';
 import { InvalidArgument, activationKey, bucketOf, type Envelope, type TellEnvelope } from '@wadi/core';
 import { ClusterTransport, type PeerIdentity, type Rejection } from './internal/cluster-transport.js';
@@ -84,7 +86,20 @@ export interface ClusterOptions {
 export interface ClusterHost {
   readonly workers: number;
   readonly buckets: number;
-  sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number>; store: StoreStatus | null; replication: ReplicationStatus }>;
+  sessionCounts(): Promise<{
+    memory: number;
+    disk: number;
+    hops: Record<string, number>;
+    routing: Record<string, number>;
+    store: StoreStatus | null;
+    /** Calls and turns the workers refused with `NoQuorum`; active sessions they dropped as older duplicates. */
+    fencing: { refused: number; droppedDuplicates: number };
+    replication: ReplicationStatus;
+  }>;
+  /** The main thread's quorum gate: calls from other nodes and clients, and `node.ref()` calls, are refused while it says why. */
+  quorumGate(refusal: () => Error | undefined): void;
+  /** The quorum view for the workers, on the absolute clock (`performance.timeOrigin + performance.now()`). */
+  setQuorum(view: QuorumView): Promise<void>;
   /** This node is a member now, as `self`; `toNode` sends a value to another member over its cluster connection (throws when it cannot). */
   joined(self: { node: string; incarnation: number }, toNode: (node: string, value: unknown) => void): Promise<void>;
   /** Gives every thread the committed layout. */
@@ -109,6 +124,28 @@ export interface ClusterHost {
   replicationLag(): Promise<ReplicaLag>;
   directoryStats(): Promise<DirectoryStats>;
   lookupSession(bucket: number, key: string): Promise<{ node: string; worker: number; tier: 'memory' | 'disk' } | undefined>;
+}
+
+/** What `/status` says of this node's quorum lease, refusals and duplicate activations. */
+export interface FencingStatus {
+  /** Whether this node serves sessions now: a majority of the layout's members acknowledged it within the grace. */
+  serving: boolean;
+  /** Layout members reached within the grace (this node included), of `members`. */
+  reached: number;
+  members: number;
+  /** When the lease was lost (ISO time), or null while serving. */
+  lostAt: string | null;
+  /** How many times the lease was lost since the start. */
+  losses: number;
+  /** Calls and turns refused with `NoQuorum` (main thread and workers). */
+  refusedCalls: number;
+  /** Stalls of this process detected (a clock jump of `quorumGraceMs` or more), and the last one's length. */
+  stalls: number;
+  lastStallMs: number;
+  /** Live claims of sessions whose newer copy lived elsewhere (two activations), seen by the bucket owners here. */
+  duplicateClaims: number;
+  /** Active copies dropped here because a newer one lived elsewhere. */
+  droppedDuplicates: number;
 }
 
 /** What `/status` says of the store stack, summed over the workers. */
@@ -136,6 +173,8 @@ export interface NodeStatus {
   epoch: number;
   /** Whether this node reaches a majority of the layout's members (false: a minority side). */
   quorum: boolean;
+  /** Split brain and fencing (docs/cluster.md, "Split brain and fencing"). */
+  fencing: FencingStatus;
   members: { id: string; url: string; state: string; incarnation: number }[];
   buckets: { total: number; owned: number; byMember: Record<string, number>; handoffsPending: number; handoffsCompleted: number; rebuilt: number };
   directory: DirectoryStats & { droppedUpdates: number };
@@ -225,6 +264,10 @@ class Membership implements ClusterHandle {
   readonly #clients = new Set<string>();
   /** The workers' directory operations, one after another: each sees the layout given before it. */
   #directoryOps: Promise<unknown> = Promise.resolve();
+  /** What the workers were last given of the quorum view (a key), when, and the stalls counted then. */
+  #quorumSent = '';
+  #quorumSentAt = -Infinity;
+  #stallsSeen = 0;
 
   constructor(host: ClusterHost, options: ClusterOptions) {
     this.#host = host;
@@ -286,6 +329,7 @@ class Membership implements ClusterHandle {
       this.#directories(),
     );
     this.#protocol = protocol;
+    this.#host.quorumGate(() => protocol.quorum.refusal());
     transport.on('peer-up', (peer: PeerIdentity) => {
       if (isClientId(peer.id)) return this.#clientUp(peer.id);
       protocol.connected(peer, now());
@@ -293,6 +337,9 @@ class Membership implements ClusterHandle {
     });
     transport.on('peer-down', (peer: PeerIdentity) => (isClientId(peer.id) ? this.#clients.delete(peer.id) : protocol.disconnected(peer.id, now())));
     transport.on('message', (peer: PeerIdentity, value: unknown) => {
+      // Before anything is routed: after a pause, sockets are read before any timer fires.
+      protocol.observe(now());
+      if (protocol.member.stalls !== this.#stallsSeen) this.#publishQuorum();
       if (Array.isArray(value) && value[0] === Frame.Deliver) this.#lastReceivedAt = now();
       if (isClientId(peer.id)) this.#fromClient(peer.id, value);
       else this.#receive(peer, value);
@@ -305,11 +352,28 @@ class Membership implements ClusterHandle {
     });
     if (options.httpPort !== undefined) await this.#startHttp(options.httpPort);
     protocol.start(now());
-    this.#ticker = setInterval(() => protocol.tick(now()), options.tickMs ?? 100);
+    this.#ticker = setInterval(() => {
+      protocol.tick(now());
+      this.#publishQuorum();
+    }, options.tickMs ?? 100);
   }
 
   layout(): Layout | null {
     return this.#protocol?.layout ?? null;
+  }
+
+  /** Gives the workers the quorum view when it changed (or every second, for a replaced worker). */
+  #publishQuorum(): void {
+    const protocol = this.#protocol;
+    if (protocol === undefined || this.#closed) return;
+    this.#stallsSeen = protocol.member.stalls;
+    const view = shiftView(protocol.member.quorumView(), performance.timeOrigin);
+    const key = `${view.members}|${view.graceMs}|${view.reachable}|${view.joining === true}|${view.acks.map((at) => Math.round(at)).join(',')}`;
+    const at = now();
+    if (key === this.#quorumSent && at - this.#quorumSentAt < 1000) return;
+    this.#quorumSent = key;
+    this.#quorumSentAt = at;
+    this.#host.setQuorum(view).catch((error: unknown) => this.#log('warn', `could not give the workers the quorum view: ${String(error)}`));
   }
 
   async status(): Promise<NodeStatus> {
@@ -317,6 +381,7 @@ class Membership implements ClusterHandle {
     const cluster: ClusterStatus = protocol.member.status();
     const layout = cluster.layout;
     const [sessions, directory] = await Promise.all([this.#host.sessionCounts(), this.#host.directoryStats()]);
+    const gate = protocol.quorum.status();
     return {
       id: this.id,
       incarnation: this.incarnation,
@@ -324,6 +389,18 @@ class Membership implements ClusterHandle {
       coordinator: cluster.coordinator ?? null,
       epoch: cluster.epoch,
       quorum: cluster.quorum,
+      fencing: {
+        serving: gate.serving,
+        reached: gate.reached,
+        members: gate.members,
+        lostAt: gate.lostAt === null ? null : new Date(performance.timeOrigin + gate.lostAt).toISOString(),
+        losses: gate.losses,
+        refusedCalls: gate.refused + sessions.fencing.refused,
+        stalls: cluster.stalls,
+        lastStallMs: Math.round(cluster.lastStallMs),
+        duplicateClaims: directory.duplicateClaims,
+        droppedDuplicates: sessions.fencing.droppedDuplicates,
+      },
       members: cluster.members,
       buckets: {
         total: this.#host.buckets,
@@ -376,6 +453,8 @@ class Membership implements ClusterHandle {
   }
 
   workerRestarted(index: number): void {
+    // A new worker starts unfenced: give it the quorum view on the next tick.
+    this.#quorumSent = '';
     const layout = this.layout();
     if (layout === null) return;
     this.#protocol?.rebuild(bucketsOf(layout, this.id).filter((bucket) => bucket % this.#host.workers === index));
@@ -484,6 +563,7 @@ class Membership implements ClusterHandle {
         this.#forgetting.set(url, timer);
       },
       persist: (state) => this.#persist(state),
+      now: () => now(),
       committed: (layout, previous) => {
         for (const client of this.#clients) this.#send(client, { t: 'commit', layout });
         this.events.emit('layout', layout, previous);

@@ -209,6 +209,8 @@ class LocalNode implements WadiNode {
   #routing: MainRouting | undefined;
   #routingTicker: NodeJS.Timeout | undefined;
   #member: { node: string; incarnation: number } | undefined;
+  /** The main thread's quorum gate, once the cluster side gave it: calls from elsewhere and `node.ref()` pass it first. */
+  #quorumRefusal: (() => Error | undefined) | undefined;
 
   constructor(options: NodeOptions) {
     this.workers = options.workers ?? availableParallelism();
@@ -241,6 +243,9 @@ class LocalNode implements WadiNode {
         send: (destination, envelope) => {
           if (destination !== ROUTED) return this.#linkTo(destination).send(envelope);
           if (this.#routing === undefined) throw new Unavailable('this node is not a cluster member');
+          // A node in a minority routes none of its own calls either: they fail with NoQuorum.
+          const refusal = this.#quorumRefusal?.();
+          if (refusal !== undefined) throw refusal;
           this.#routing.router.send(envelope as AskEnvelope | TellEnvelope);
         },
       },
@@ -280,6 +285,7 @@ class LocalNode implements WadiNode {
           toNode,
           toWorker: (thread, frame) => this.#linkTo(thread).send(frame),
           settle: (envelope) => this.#system.receive(envelope),
+          admit: () => this.#quorumRefusal?.(),
           log: (level, message) => (level === 'error' ? console.error : console.warn)(`wadi: ${message}`),
         });
         this.#routingTicker = setInterval(() => this.#routing?.tick(), 250);
@@ -289,6 +295,12 @@ class LocalNode implements WadiNode {
       applyLayout: async (self, layout) => {
         this.#routing?.setLayout(layout);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.setLayout(self, layout))));
+      },
+      quorumGate: (refusal) => {
+        this.#quorumRefusal = refusal;
+      },
+      setQuorum: async (view) => {
+        await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.setQuorum(view)).catch(() => undefined)));
       },
       deliverFrame: (peer, value) => this.#routing?.fromNode(peer, value),
       peerConnected: (peer) => this.#routing?.connected(peer),
@@ -325,13 +337,24 @@ class LocalNode implements WadiNode {
       },
       lookupSession: (bucket, key) => this.#control(slotOf(bucket), (c) => c.lookupSession(bucket, key)),
       directoryStats: async () => {
-        const all = await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.directoryStats()).catch((): DirectoryStats => ({ buckets: 0, entries: 0 }))));
-        return all.reduce((sum, stats) => ({ buckets: sum.buckets + stats.buckets, entries: sum.entries + stats.entries }), { buckets: 0, entries: 0 });
+        const all = await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.directoryStats()).catch((): DirectoryStats => ({ buckets: 0, entries: 0, duplicateClaims: 0 }))));
+        return all.reduce(
+          (sum, stats) => ({ buckets: sum.buckets + stats.buckets, entries: sum.entries + stats.entries, duplicateClaims: sum.duplicateClaims + stats.duplicateClaims }),
+          { buckets: 0, entries: 0, duplicateClaims: 0 },
+        );
       },
     };
   }
 
-  async #sessionCounts(): Promise<{ memory: number; disk: number; hops: Record<string, number>; routing: Record<string, number>; store: StoreStatus | null; replication: ReplicationStatus }> {
+  async #sessionCounts(): Promise<{
+    memory: number;
+    disk: number;
+    hops: Record<string, number>;
+    routing: Record<string, number>;
+    store: StoreStatus | null;
+    fencing: { refused: number; droppedDuplicates: number };
+    replication: ReplicationStatus;
+  }> {
     const up = this.#slots.filter((slot) => slot.state === 'up');
     const all = await Promise.all(up.map((slot) => this.#control(slot, (c) => c.routingStats()).catch(() => undefined)));
     const { workers } = await this.stats();
@@ -356,8 +379,11 @@ class LocalNode implements WadiNode {
     const hops: Record<string, number> = {};
     const routing: RoutingCounters = { forwarded: 0, placed: 0, waiting: 0, pointers: 0, migratedOut: 0, migratedIn: 0, migrationsFailed: 0, cached: 0, held: 0, rerouted: 0 };
     const replication: ReplicationStatus = { shipped: 0, acked: 0, refused: 0, replicasHeld: 0, bytesHeld: 0, adopted: 0, pendingSyncAcks: 0, catchingUp: 0 };
+    const fencing = { refused: 0, droppedDuplicates: 0 };
     for (const stats of all) {
       if (stats === undefined) continue;
+      fencing.refused += stats.refusedNoQuorum;
+      fencing.droppedDuplicates += stats.droppedDuplicates;
       for (const name of Object.keys(replication) as (keyof ReplicationStatus)[]) replication[name] += stats.replication[name];
       for (const [count, calls] of Object.entries(stats.hops)) hops[count] = (hops[count] ?? 0) + (calls as number);
       for (const name of ['forwarded', 'placed', 'waiting', 'pointers', 'migratedOut', 'migratedIn', 'migrationsFailed'] as const) routing[name] += stats[name];
@@ -365,7 +391,7 @@ class LocalNode implements WadiNode {
       routing.held += stats.router.held;
       routing.rerouted += stats.router.rerouted;
     }
-    return { memory, disk, hops, routing: { ...routing }, store, replication };
+    return { memory, disk, hops, routing: { ...routing }, store, fencing, replication };
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {

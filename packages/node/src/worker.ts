@@ -9,7 +9,7 @@
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import * as Comlink from 'comlink';
-import { BucketHost, Frame, SessionHost, SessionRouter, ownerIds, type RoutedFrame } from '@wadi/cluster';
+import { BucketHost, Frame, QuorumGate, SessionHost, SessionRouter, UNFENCED, ownerIds, type QuorumView, type RoutedFrame } from '@wadi/cluster';
 import {
   ActorSystem,
   InvalidArgument,
@@ -49,8 +49,14 @@ interface ClusterSide {
   node: string;
   router: SessionRouter;
   host: SessionHost;
+  /** The split-brain gate of this worker: no activation and no turn without the main thread's quorum lease (quorum-gate.ts). */
+  quorum: QuorumGate;
 }
 let cluster: ClusterSide | undefined;
+/** The main thread's quorum view, on the absolute clock: open until it sends one. */
+let quorumView: QuorumView = UNFENCED;
+/** Active sessions dropped because their bucket's owner knew a newer copy elsewhere. */
+let droppedDuplicates = 0;
 
 const send = (destination: number, message: ThreadMessage): void => {
   const link = links.get(destination);
@@ -119,7 +125,11 @@ const buckets = new BucketHost(data.index, data.workers, data.buckets, {
       const type = key.slice(0, split);
       const id = key.slice(split + 1);
       if (states?.dropStale(type, id) === true) cluster?.host.moveAborted(key, id);
-      else if (system.hosts(key, type, id)) log(`${type} '${id}' is active here, but its bucket actor knows a newer copy elsewhere`);
+      else if (cluster?.host.dropStale(type, id) === true) {
+        // Two activations of one session: the newer (elsewhere) wins; reported, not hidden.
+        droppedDuplicates++;
+        log(`warn: ${type} '${id}' was active here while its bucket actor knows a newer copy elsewhere: this copy is dropped`);
+      }
     }
   },
   log: (message) => console.warn(`wadi worker ${data.index}: ${message}`),
@@ -136,6 +146,9 @@ const system = new ActorSystem({
     send(destination, envelope) {
       if (destination === ROUTED) {
         if (cluster === undefined) throw new Unavailable('this node is not a cluster member');
+        // A turn that began before the node lost its quorum calls nobody after it did.
+        const refusal = cluster.quorum.refusal();
+        if (refusal !== undefined) throw refusal;
         cluster.router.send(envelope as AskEnvelope | TellEnvelope);
       } else send(destination, envelope);
     },
@@ -143,6 +156,7 @@ const system = new ActorSystem({
   ...(states === undefined ? {} : { parkedStates: states }),
   trackLastUse: data.store?.maxActive !== undefined || data.store?.maxHeapBytes !== undefined || data.store?.idleMs !== undefined,
   onActivated: (type, id) => (cluster === undefined ? buckets.sessionActivated(type, id) : cluster.host.activated(type, id)),
+  turnGate: () => cluster?.quorum.check(),
 });
 
 
@@ -266,7 +280,8 @@ const control: WorkerControl = {
       sessionRouter,
       { send: sendFrame, now, log },
     );
-    cluster = { node, router: sessionRouter, host };
+    const quorum = new QuorumGate(node, () => quorumView, () => performance.timeOrigin + performance.now());
+    cluster = { node, router: sessionRouter, host, quorum };
     // Sessions on this node's disk from before a restart: claimed at their stored versions.
     if (states !== undefined) for (const [type, id] of states.keys()) host.movedIn(activationKey(type, id), id, states.parkedVersion(type, id));
     ticker = setInterval(() => {
@@ -280,6 +295,9 @@ const control: WorkerControl = {
     buckets.setLayout(self, layout.epoch, ownerIds(layout));
     cluster?.router.setLayout(layout);
     cluster?.host.setLayout(layout);
+  },
+  setQuorum(view) {
+    quorumView = view;
   },
   installBucket(bucket, epoch, entries) {
     buckets.install(bucket, epoch, entries, performance.now());
@@ -303,7 +321,7 @@ const control: WorkerControl = {
   },
   routingStats() {
     if (cluster === undefined) return undefined;
-    return { ...cluster.host.stats(), router: cluster.router.stats(), hosted: cluster.host.hostedCount };
+    return { ...cluster.host.stats(), router: cluster.router.stats(), hosted: cluster.host.hostedCount, refusedNoQuorum: cluster.quorum.refused, droppedDuplicates };
   },
   resyncBuckets: (list) => buckets.resync(list),
   replicationLag: () => cluster?.host.replication.lagging() ?? { epoch: -1, pairs: [] },

@@ -123,6 +123,26 @@ export function sessionScheduleArbitrary(shape: SessionScheduleShape = {}): fc.A
   return withPrelude(shape, nodes, steps);
 }
 
+/**
+ * Split-brain schedules: a formed cluster whose real sessions are called from every node while
+ * the network splits it (into a majority and a minority, or with no majority at all), heals, and
+ * nodes pause for up to 8 s (SIGSTOP past the failure timeout, and SIGCONT). No crash: what a
+ * minority side does with the sessions it kept is the point.
+ */
+export function splitBrainScheduleArbitrary(shape: ScheduleShape = {}): fc.Arbitrary<Schedule> {
+  const nodes = shape.nodes ?? ['n1', 'n2', 'n3', 'n4', 'n5'];
+  const node = fc.constantFrom(...nodes);
+  const side = fc.uniqueArray(node, { minLength: 1, maxLength: Math.max(1, nodes.length - 1) });
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    { weight: 2, arbitrary: fc.record({ op: fc.constant('partition' as const), side }) },
+    { weight: 2, arbitrary: fc.record({ op: fc.constant('heal' as const) }) },
+    { weight: 2, arbitrary: fc.record({ op: fc.constant('pause' as const), node, ms: fc.integer({ min: 500, max: 8000 }) }) },
+    { weight: 6, arbitrary: callStepArbitrary(nodes) },
+    { weight: 4, arbitrary: fc.record({ op: fc.constant('run' as const), ms: fc.integer({ min: 10, max: 6000 }) }) },
+  );
+  return withPrelude({ initialNodes: nodes.length, ...shape }, nodes, fc.array(step, { maxLength: shape.maxSteps ?? 30 }));
+}
+
 /** The initial nodes start half a second apart and form a cluster; then `steps`. */
 function withPrelude(shape: ScheduleShape, nodes: readonly string[], steps: fc.Arbitrary<Step[]>): fc.Arbitrary<Schedule> {
   const initial = Math.min(shape.initialNodes ?? 3, nodes.length);

@@ -18,24 +18,29 @@ export const LOG_TYPE = 'Log';
 /** What a session remembers: every message it applied, in order. */
 export interface LogState {
   applied: [sender: string, n: number][];
+  /**
+   * Which activation started this log: set when the state is created, carried along by moves.
+   * A session created afresh (its copy was lost, or a second activation) has another lineage.
+   */
+  lineage: string;
 }
 
 /** The reply to `append`: the message, and its position in the log (1-based). */
 export type AppendReply = [sender: string, n: number, position: number];
 
 /** Told each time a `Log` applies a message: the simulation's window into the session's turns. */
-export type AppliedHook = (id: string, sender: string, n: number, position: number) => void;
+export type AppliedHook = (id: string, sender: string, n: number, position: number, lineage: string) => void;
 
 export type LogActor = ActorDef<typeof LOG_TYPE, LogState, Handlers<LogState>>;
 
-/** The `Log` actor type; `applied` hears every application (per simulated worker). */
-export function logActor(applied: AppliedHook): LogActor {
+/** The `Log` actor type; `applied` hears every application (per simulated worker); `lineage` names each new log. */
+export function logActor(applied: AppliedHook, lineage: () => string = () => ''): LogActor {
   return defineActor(LOG_TYPE, {
-    state: (): LogState => ({ applied: [] }),
+    state: (): LogState => ({ applied: [], lineage: lineage() }),
     handlers: {
       append(state: LogState, sender: string, n: number): AppendReply {
         state.applied.push([sender, n]);
-        applied(this.id, sender, n, state.applied.length);
+        applied(this.id, sender, n, state.applied.length, state.lineage);
         return [sender, n, state.applied.length];
       },
       read(state: LogState): LogState {
@@ -83,6 +88,8 @@ export class CallLedger {
   readonly senders = new Map<string, LedgerSender>();
   /** session -> sender -> highest n applied so far. */
   readonly #highest = new Map<string, Map<string, number>>();
+  /** session -> its lineages in the order they first applied a message. */
+  readonly #lineages = new Map<string, string[]>();
   asks = 0;
   tells = 0;
   applications = 0;
@@ -149,6 +156,23 @@ export class CallLedger {
     if (message.applied > 1) return { property: 'no duplicate', detail: `${session} applied ${sender} #${n} a second time` };
     if (n < before) return { property: 'per-sender order', detail: `${session} applied ${sender} #${n} after #${before}` };
     return undefined;
+  }
+
+  /**
+   * A session's activation of lineage `lineage` committed a turn: wrong if a newer lineage of the
+   * session had committed one before. Then two activations of one session both committed turns
+   * (a split brain), whatever became of either later.
+   */
+  committedBy(session: string, lineage: string): { property: string; detail: string } | undefined {
+    let lineages = this.#lineages.get(session);
+    if (lineages === undefined) this.#lineages.set(session, (lineages = []));
+    const index = lineages.indexOf(lineage);
+    if (index < 0) {
+      lineages.push(lineage);
+      return undefined;
+    }
+    if (index === lineages.length - 1) return undefined;
+    return { property: 'one activation commits', detail: `${session}'s activation ${lineage} committed a turn after a newer one (${lineages.slice(index + 1).join(', ')}) had` };
   }
 
   /** Every message of every sender, for the final checks. */

@@ -71,8 +71,8 @@ export interface SimNodeObserver {
   sent(node: SimNode, to: string, message: ClusterMessage): void;
   persisted(node: SimNode, state: PersistedClusterState): void;
   exited(node: SimNode, why: 'removed' | 'left', reason: string): void;
-  /** A real session on `node`/`worker` applied a message. */
-  applied(node: SimNode, worker: number, session: string, sender: string, n: number, position: number): void;
+  /** A real session on `node`/`worker` applied a message (its activation's lineage: see `LogState`). */
+  applied(node: SimNode, worker: number, session: string, sender: string, n: number, position: number, lineage: string): void;
   /** Something ran that may have queued microtasks (actor turns, promise callbacks): the run loop drains them. */
   touch(): void;
 }
@@ -175,6 +175,8 @@ export class SimNode implements NetworkEndpoint {
   lastFrameAt = 0;
   /** Whether any session frame or call went through this node (its routers and hosts then tick). */
   #routing = false;
+  /** Active sessions dropped here because a newer copy lived elsewhere. */
+  droppedDuplicates = 0;
 
   constructor(options: SimNodeOptions, network: SimNetwork, queue: EventQueue, observer: SimNodeObserver) {
     this.id = options.id;
@@ -256,6 +258,8 @@ export class SimNode implements NetworkEndpoint {
 
   deliver(from: string, payload: unknown): void {
     this.#whenAwake(() => {
+      // As cluster-node.ts does: the time is noted before anything is routed (a stall voids the quorum lease).
+      this.protocol.observe(this.#observer.now());
       const { kind, value } = payload as { kind: 'cluster' | 'update' | 'frame'; value: unknown };
       if (kind === 'frame') {
         this.lastFrameAt = this.#observer.now();
@@ -404,7 +408,11 @@ export class SimNode implements NetworkEndpoint {
     const observer = this.#observer;
     const sessions = new Map<string, HostedSession>();
     this.hosted.push(sessions);
-    const log = logActor((id, sender, n, position) => observer.applied(this, index, id, sender, n, position));
+    let lineages = 0;
+    const log = logActor(
+      (id, sender, n, position, lineage) => observer.applied(this, index, id, sender, n, position, lineage),
+      () => `${this.id}#${this.incarnation}/${index}:${++lineages}`,
+    );
     const registry = new Registry();
     registry.add(log);
     const sendFrame = (node: string, thread: number, frame: RoutedFrame): void => this.#workerSend(index, node, thread, frame);
@@ -422,16 +430,30 @@ export class SimNode implements NetworkEndpoint {
       transport: {
         send: (destination, envelope) => {
           if (destination !== ROUTED) throw new Unavailable(`the simulation links no worker to destination ${destination}`);
+          const refusal = this.protocol.quorum.refusal();
+          if (refusal !== undefined) throw refusal;
           worker.router.send(envelope as AskEnvelope | TellEnvelope);
         },
       },
       onActivated: (type, id) => worker.host.activated(type, id),
+      // The worker's split-brain gate (worker.ts gets the main thread's view; here it is read directly).
+      turnGate: () => this.protocol.quorum.check(),
       onTellFailure: (type, id, method, error) => observer.trace(this.id, 'routing', `${index}: tell ${type}.${method} to '${id}' failed: ${(error as Error).message}`),
     });
     const buckets = new BucketHost(index, options.workers, options.buckets, {
       toWorker: (target, envelope) => this.#onThreads(() => this.#deliverToWorker(target, envelope)),
       toNode: (envelope) => this.#onThreads(() => this.protocol.routeUpdate(envelope)),
       hosted: () => [...[...sessions.values()].map((session): [string, string, number] => [session.type, session.id, session.version]), ...worker.host.hosted()],
+      // As worker.ts: an active copy whose newer one lives elsewhere is dropped (two activations, reported).
+      stale: (keys) => {
+        for (const key of keys) {
+          const split = key.indexOf('\u0000');
+          if (worker.host.dropStale(key.slice(0, split), key.slice(split + 1))) {
+            this.droppedDuplicates++;
+            observer.trace(this.id, 'warn', `${index}: dropped ${key.replace('\u0000', ':')}: its bucket actor knows a newer copy elsewhere`);
+          }
+        }
+      },
       log: (message) => observer.trace(this.id, 'worker', `${index}: ${message}`),
     });
     this.workers.push(buckets);
@@ -468,6 +490,9 @@ export class SimNode implements NetworkEndpoint {
       transport: {
         send: (destination, envelope) => {
           if (destination !== ROUTED) throw new Unavailable(`the simulation links the main thread to no destination ${destination}`);
+          // As node.ts: a node in a minority routes none of its own calls.
+          const refusal = this.protocol.quorum.refusal();
+          if (refusal !== undefined) throw refusal;
           main.router.send(envelope as AskEnvelope | TellEnvelope);
         },
       },
@@ -487,6 +512,7 @@ export class SimNode implements NetworkEndpoint {
         },
         settle: (envelope) => system.receive(envelope),
         now: () => observer.now(),
+        admit: () => this.protocol.quorum.refusal(),
         log: (_level, message) => observer.trace(this.id, 'routing', `main: ${message}`),
         trace: (event, frame, detail) => {
           if (!this.#traceFrames) return;
@@ -561,6 +587,7 @@ export class SimNode implements NetworkEndpoint {
         observer.persisted(this, state);
       },
       committed: (layout, previous) => observer.committed(this, layout, previous),
+      now: () => observer.now(),
       removed: (reason) => observer.exited(this, 'removed', reason),
       left: () => observer.exited(this, 'left', 'graceful leave complete'),
       log: (level, message, fields) => observer.trace(this.id, level, fields === undefined ? message : `${message} ${JSON.stringify(fields)}`),

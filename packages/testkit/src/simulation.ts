@@ -25,6 +25,8 @@ import { CallLedger, sessionName, type LedgerSender, type SentMessage } from './
 import { SESSION_TYPE, SimNode, nodeUrl, type SimNodeObserver } from './sim-node.js';
 import { Trace } from './trace.js';
 
+/** How often the simulation notes which nodes are cut off from a majority (the `minority stops` check). */
+const CUT_OFF_CHECK_MS = 10;
 /** After its leave, a node exits once no session frame reached it for this long... */
 const LEFT_QUIET_MS = 300;
 /** ...or this long after the leave completed, at most (both as cluster-node.ts). */
@@ -77,6 +79,11 @@ export class Simulation {
   #faults: LinkFaults;
   /** Simulated ms processed, for the speed benchmark. */
   events = 0;
+  /**
+   * Per running node, since when it has been unable to exchange messages with a majority of the
+   * members of the layout it committed (the ground truth of the network, not what the node thinks).
+   */
+  readonly #cutOffSince = new Map<SimNode, number>();
 
   constructor(options: SimulationOptions) {
     this.options = { buckets: 64, workers: 2, timings: {}, tickMs: 100, ...options };
@@ -90,6 +97,34 @@ export class Simulation {
       this.network.ping();
       this.network.maintain();
     });
+    this.#every(CUT_OFF_CHECK_MS, () => this.#watchCutOff());
+  }
+
+  /** Notes which nodes are cut off from a majority of their layout's members (see `#cutOffSince`). */
+  #watchCutOff(): void {
+    for (const node of this.nodes.values()) {
+      const layout = node.protocol.layout;
+      if (!node.running || node.paused || layout === null) {
+        this.#cutOffSince.delete(node);
+        continue;
+      }
+      const reached = layout.members.filter((member) => member.id === node.id || (this.network.reachable(node.id, member.id) && this.nodes.get(member.id)?.paused !== true)).length;
+      if (reached * 2 > layout.members.length) this.#cutOffSince.delete(node);
+      else if (!this.#cutOffSince.has(node)) this.#cutOffSince.set(node, this.#now);
+    }
+  }
+
+  /**
+   * A session turn committed on `node`: wrong if the node has been cut off from a majority of its
+   * layout for its quorum grace or longer (it should have stopped by then: the majority may have
+   * declared it down and placed its sessions anew).
+   */
+  #checkMajority(node: SimNode, session: string): void {
+    const since = this.#cutOffSince.get(node);
+    const grace = node.protocol.member.timings.quorumGraceMs;
+    if (since !== undefined && this.#now - since >= grace) {
+      this.monitor.violation(this.#now, 'minority stops', `${node.id} committed a turn of ${session} ${this.#now - since} ms after it was cut off from a majority of its layout (grace ${grace} ms)`);
+    }
   }
 
   get now(): number {
@@ -116,6 +151,8 @@ export class Simulation {
     let skipped: string | undefined;
     if (step.op === 'run') await this.run(step.ms);
     else skipped = this.#apply(step);
+    // Reachability changes only with steps (and resumes): note it at once, not at the next poll.
+    this.#watchCutOff();
     this.trace.add(this.#now, '', skipped === undefined ? 'step' : 'skip', skipped === undefined ? describeStep(step) : `${describeStep(step)}: ${skipped}`);
     if (this.#dirty) await this.#drain();
   }
@@ -142,6 +179,7 @@ export class Simulation {
           if (node.running && node.paused) {
             this.trace.add(this.#now, node.id, 'resumed', '');
             node.resume();
+            this.#watchCutOff();
           }
         });
         return undefined;
@@ -229,6 +267,7 @@ export class Simulation {
     // Nodes tick out of step with each other, as their processes would.
     const phase = this.random.int(this.options.tickMs);
     this.#every(this.options.tickMs, () => (node.running ? (node.tick(), true) : false), phase);
+    this.#watchCutOff();
     return node;
   }
 
@@ -402,6 +441,7 @@ export class Simulation {
       const node = this.nodes.get(id)!;
       if (!node.running && !this.left.has(id)) this.start(id);
     }
+    this.#watchCutOff();
     const took = await this.runUntil(() => convergence(this).length === 0, limitMs);
     if (took === undefined) {
       this.monitor.violation(this.#now, 'liveness', `not converged ${limitMs / 1000} s after the faults stopped: ${convergence(this).slice(0, 5).join('; ')}`);
@@ -439,10 +479,13 @@ export class Simulation {
       persisted: (_node, state) => {
         if (state.accepted !== null) this.monitor.accepted(state.accepted);
       },
-      applied: (node, worker, session, sender, n, position) => {
-        this.trace.add(this.#now, node.id, 'applied', `${worker}: ${session} <- ${sender} #${n} (${position} in its log)`);
+      applied: (node, worker, session, sender, n, position, lineage) => {
+        this.trace.add(this.#now, node.id, 'applied', `${worker}: ${session} <- ${sender} #${n} (${position} in its log, activation ${lineage})`);
         const problem = this.ledger.applied(session, sender, n);
         if (problem !== undefined) this.monitor.violation(this.#now, problem.property, `${problem.detail} (on ${node.id}/${worker})`);
+        const second = this.ledger.committedBy(session, lineage);
+        if (second !== undefined) this.monitor.violation(this.#now, second.property, `${second.detail} (on ${node.id}/${worker})`);
+        this.#checkMajority(node, session);
       },
       touch: () => void (this.#dirty = true),
       exited: (node, why, reason) => {

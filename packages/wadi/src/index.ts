@@ -12,6 +12,7 @@ export {
   Timeout,
   Unavailable,
   WorkerCrashed,
+  NoQuorum,
   Stopped,
   UnknownActorType,
   UnknownMethod,

@@ -24,6 +24,10 @@ export interface ActivationHost {
   requestDeactivation(activation: Activation): void;
   /** A frozen activation finished its running turn: it is quiet until thawed. */
   paused(activation: Activation): void;
+  /** Whether a turn may run now: undefined (yes), an error (the message fails with it), or 'wait'. */
+  turnRefusal(): Error | 'wait' | undefined;
+  /** The gate said 'wait': turns resume (via `scheduleTurns`) once it no longer does. */
+  waitForGate(activation: Activation): void;
 }
 
 /** Where the result of a turn goes when the caller is on another node (or came through the cluster router). */
@@ -106,8 +110,20 @@ export class Activation implements ActorContext {
         this.host.scheduleTurns(this, true);
         return;
       }
+      // Accepted while the gate was open, but it closed since: the message waits, or fails with
+      // the gate's reason; the state stays what the last turn committed.
+      const gate = this.host.turnRefusal();
+      if (gate === 'wait') {
+        this.active = false;
+        this.host.waitForGate(this);
+        return;
+      }
       const message = this.queue[this.head]!;
       this.queue[this.head++] = undefined;
+      if (gate !== undefined) {
+        this.host.turnFinished(this, message, false, gate);
+        continue;
+      }
       const handler = Object.hasOwn(handlers, message.method) ? handlers[message.method] : undefined;
       if (handler === undefined) {
         this.host.turnFinished(this, message, false, new UnknownMethod(this.def.name, message.method));

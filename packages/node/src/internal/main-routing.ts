@@ -13,6 +13,8 @@ export interface MainRoutingIO {
   toWorker(thread: number, frame: RoutedFrame): void;
   /** Settles an ask of the main thread's actor system. */
   settle(envelope: Envelope): void;
+  /** Why a call from another node or a client may not be routed now (the quorum gate), or undefined. */
+  admit?(): Error | undefined;
   log(level: 'info' | 'warn' | 'error', message: string): void;
 }
 
@@ -20,7 +22,7 @@ export class MainRouting extends FrameRelay {
   constructor(self: { node: string; incarnation: number }, buckets: number, workers: number, io: MainRoutingIO) {
     super(
       { node: self.node, incarnation: self.incarnation, buckets, workers },
-      { toNode: io.toNode, toWorker: io.toWorker, settle: io.settle, now: () => performance.now(), log: io.log },
+      { toNode: io.toNode, toWorker: io.toWorker, settle: io.settle, now: () => performance.now(), log: io.log, ...(io.admit === undefined ? {} : { admit: io.admit }) },
     );
   }
 }

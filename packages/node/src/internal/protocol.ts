@@ -4,7 +4,7 @@
  * The message hot path does not go through here: it is batched envelopes over MessagePorts.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { MAIN_THREAD, type DirectoryEntry, type DirectoryStats, type Layout, type OutFrame, type ReplicaLag, type RoutedFrame, type SessionHostStats, type SessionRouterStats } from '@wadi/cluster';
+import { MAIN_THREAD, type DirectoryEntry, type DirectoryStats, type Layout, type OutFrame, type QuorumView, type ReplicaLag, type RoutedFrame, type SessionHostStats, type SessionRouterStats } from '@wadi/cluster';
 import type { Envelope, SystemStats } from '@wadi/core';
 import type { SessionStatesStats } from './session-states.js';
 
@@ -17,6 +17,10 @@ export type ThreadMessage = Envelope | RoutedFrame | OutFrame;
 export interface WorkerRoutingStats extends SessionHostStats {
   router: SessionRouterStats;
   hosted: number;
+  /** Calls and turns this worker refused with `NoQuorum`. */
+  refusedNoQuorum: number;
+  /** Active sessions dropped because their bucket's owner knew a newer copy elsewhere (two activations). */
+  droppedDuplicates: number;
 }
 
 export interface WorkerData {
@@ -74,6 +78,8 @@ export interface WorkerControl {
   joinCluster(node: string, incarnation: number): void;
   /** A committed layout; `self` is this node's id. */
   setLayout(self: string, layout: Layout): void;
+  /** The main thread's quorum view, on the absolute clock (`performance.timeOrigin + performance.now()`): sessions run only under its lease. */
+  setQuorum(view: QuorumView): void;
   /** Installs the directory of a bucket this worker gained (merged beneath updates already applied). */
   installBucket(bucket: number, epoch: number, entries: DirectoryEntry[]): void;
   /** Hands off a bucket this worker lost: its entries, or null if it holds no installed directory. */

@@ -46,8 +46,15 @@ export const ASYNC_LOSS_WINDOW_MS = 1000;
 /** Unacknowledged shipments are sent again after this long (a frame lost with a connection). */
 export const RESHIP_AFTER_MS = 500;
 
-/** Sessions whose whole state is shipped per tick because their targets changed or they were adopted (bounded rate). */
-export const CATCH_UP_PER_TICK = 2000;
+/**
+ * Sessions whose whole state is shipped per tick because their targets changed or they were
+ * adopted: a bounded rate, so a failover or a leave never floods a worker or a link, but one that
+ * re-replicates 100,000 small sessions within a few seconds (a graceful leave waits for it).
+ */
+export const CATCH_UP_PER_TICK = 10_000;
+
+/** And at most this many bytes of state per tick, whatever the count: large sessions go slower. */
+export const CATCH_UP_BYTES_PER_TICK = 4 * 1024 * 1024;
 
 /** How long a bucket's owner waits for every live member's claims after a node went down. */
 export const CLAIM_TIMEOUT_MS = 3000;
@@ -639,9 +646,12 @@ export class Replication implements TurnObserver {
   #drainCatchUp(): void {
     if (this.#catchUp.size === 0) return;
     const batch: Hosted[] = [];
+    let bytes = 0;
     for (const entry of this.#catchUp) {
-      if (batch.length >= CATCH_UP_PER_TICK) break;
+      // At least one per tick, however large.
+      if (batch.length >= CATCH_UP_PER_TICK || (batch.length > 0 && bytes + entry.bytes.byteLength > CATCH_UP_BYTES_PER_TICK)) break;
       batch.push(entry);
+      bytes += entry.bytes.byteLength;
     }
     for (const entry of batch) this.#catchUp.delete(entry);
     this.#ship(batch, (entry, target) => (entry.acked.get(target) ?? 0) < entry.seq);

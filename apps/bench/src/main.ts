@@ -16,7 +16,9 @@ import { askCrossWorker } from './benchmarks/ask-cross-worker.js';
 import { storeActivate } from './benchmarks/store-activate.js';
 import { askInThread } from './benchmarks/ask-in-thread.js';
 import { clusterMembership } from './benchmarks/cluster.js';
+import { failover } from './benchmarks/failover.js';
 import { httpSession } from './benchmarks/http-session.js';
+import { replication } from './benchmarks/replication.js';
 import { sessionEvacuate } from './benchmarks/session-evacuate.js';
 import { sessionMigrate } from './benchmarks/session-migrate.js';
 import { simSpeed } from './benchmarks/sim-speed.js';
@@ -25,7 +27,7 @@ import { memoryPerActor } from './benchmarks/memory-per-actor.js';
 import { rawPostMessage } from './benchmarks/raw-post-message.js';
 import { formatTable, writeResults, type BenchResult, type Benchmark } from './harness.js';
 
-const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, rawPostMessage, clusterMembership, simSpeed, askCrossNode, sessionMigrate, sessionEvacuate, storeWrites, storeActivate, httpSession];
+const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, rawPostMessage, clusterMembership, simSpeed, askCrossNode, sessionMigrate, sessionEvacuate, storeWrites, storeActivate, httpSession, replication, failover];
 
 const RESULTS_FILE = new URL('../../../bench-results.json', import.meta.url);
 

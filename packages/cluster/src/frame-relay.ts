@@ -18,8 +18,11 @@
  * - The main thread's own calls (`node.ref()`) are routed by its own `SessionRouter`.
  * - A call from another node or a client that the node may not serve now (`admit`: the quorum
  *   gate) fails back to its caller at once.
+ * - A worker's `sync` reply for another node waits here (`HeldReplies`) until the replicas'
+ *   acknowledgements pass on their way to the worker, or the worker lets it go or fails it.
  */
 import { Unavailable, activationKey, bucketOf, errorToShape, type Envelope } from '@wadi/core';
+import { HeldReplies } from './held-replies.js';
 import type { Layout } from './layout.js';
 import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, parseFrame, reportPending, type CallFrame, type DeliverFrame, type RoutedFrame } from './routing.js';
 import { SessionRouter } from './session-router.js';
@@ -58,6 +61,9 @@ export interface FrameRelayStats {
   waitingForConnection: number;
   /** Frames from other nodes refused as malformed. */
   refusedFrames: number;
+  /** `sync` replies held for the workers, and how many of them went on the acknowledgements alone. */
+  heldReplies: number;
+  heldRepliesReleasedEarly: number;
 }
 
 interface Waiting {
@@ -68,6 +74,7 @@ interface Waiting {
 
 export class FrameRelay {
   readonly router: SessionRouter;
+  readonly held: HeldReplies;
   refusedFrames = 0;
   readonly #node: string;
   readonly #incarnation: number;
@@ -95,6 +102,7 @@ export class FrameRelay {
     this.#io = io;
     this.#timeoutMs = options.firstConnectionTimeoutMs ?? 5000;
     this.#maxWaiting = options.maxWaitingFrames ?? 10_000;
+    this.held = new HeldReplies(options.incarnation);
     this.router = new SessionRouter(
       { node: options.node, incarnation: options.incarnation, thread: MAIN_THREAD, buckets: options.buckets },
       {
@@ -108,6 +116,7 @@ export class FrameRelay {
 
   setLayout(layout: Layout): void {
     this.router.setLayout(layout);
+    this.held.layoutChanged();
     this.#members = new Map(layout.members.map((member) => [member.id, member.incarnation]));
     this.#memberKeys = new Map(layout.members.map((member) => [member.id, `${member.id}@${member.incarnation}`]));
     const current = new Set(layout.members.map((member) => `${member.id}@${member.incarnation}`));
@@ -129,6 +138,8 @@ export class FrameRelay {
   tick(): void {
     this.router.tick();
     const now = this.#io.now();
+    const expired = this.held.expire(now);
+    if (expired > 0) this.#io.log('warn', `dropped ${expired} sync repl${expired === 1 ? 'y' : 'ies'} held too long for a worker's word`);
     for (const [node, waiting] of [...this.#waiting]) {
       if (this.#flush(node)) continue;
       if (now - waiting.since >= this.#timeoutMs) {
@@ -156,7 +167,17 @@ export class FrameRelay {
   stats(): FrameRelayStats {
     let waiting = 0;
     for (const entry of this.#waiting.values()) waiting += entry.frames.length;
-    return { waitingForConnection: waiting, refusedFrames: this.refusedFrames };
+    return { waitingForConnection: waiting, refusedFrames: this.refusedFrames, heldReplies: this.held.size, heldRepliesReleasedEarly: this.held.releasedEarly };
+  }
+
+  /** Node `node` went down or restarted: held replies waiting for its acknowledgements wait for the workers' word. */
+  replicaTargetGone(node: string): void {
+    this.held.targetGone(node);
+  }
+
+  /** Worker `thread` of this node is gone: the replies it handed over to hold go with it. */
+  workerGone(thread: number): void {
+    this.held.threadGone(thread);
   }
 
   /**
@@ -216,6 +237,10 @@ export class FrameRelay {
       const refusal = this.#io.admit?.(frame);
       if (refusal !== undefined) return this.#fail(frame, refusal);
     } else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice || frame[0] === Frame.Pending) && frame[2] !== this.#incarnation) return; // for an earlier incarnation of this node
+    else if (frame[0] === Frame.Replica && frame[5].t === 'ack' && this.held.size > 0) {
+      // Replies go before the acknowledgement goes on: they are what the caller waits for.
+      for (const [toNode, result] of this.held.acked(frame[2], thread, frame[5].items, frame[5].refused)) this.fromWorker(toNode, result[1], result);
+    }
     try {
       this.#local(thread, frame);
     } catch (error) {
@@ -225,6 +250,16 @@ export class FrameRelay {
 
   #local(thread: number, frame: RoutedFrame): void {
     if (thread === MAIN_THREAD) {
+      if (frame[0] === Frame.Held) {
+        const [, fromThread, id, key, version, seq, targets, toNode, result] = frame;
+        this.held.hold(fromThread, id, key, version, seq, targets, toNode, result, this.#io.now());
+        return;
+      }
+      if (frame[0] === Frame.HeldOutcome) {
+        const released = this.held.outcome(frame[1], frame[2], frame[3]);
+        if (released !== undefined) this.fromWorker(released[0], released[1][1], released[1]);
+        return;
+      }
       if (frame[0] !== Frame.Result && frame[0] !== Frame.Notice && frame[0] !== Frame.Pending) throw new Unavailable('the main thread hosts no sessions');
       this.#io.trace?.('in', frame, '');
       this.router.receive(frame);

@@ -214,6 +214,16 @@ class AckHold implements TurnHold {
   }
 }
 
+/**
+ * The write a `sync` reply's hold waits for (session key, location version, sequence) and the
+ * targets it waits on, for a main thread that can let the reply go on the acknowledgements
+ * (`held-replies.ts`); undefined for any other hold.
+ */
+export function heldWrite(hold: TurnHold): { key: string; version: number; seq: number; targets: readonly string[] } | undefined {
+  if (!(hold instanceof AckHold)) return undefined;
+  return { key: hold.entry.key, version: hold.entry.version, seq: hold.seq, targets: hold.entry.targets };
+}
+
 class FailedHold implements TurnHold {
   constructor(readonly error: unknown) {}
   wait(release: (error?: unknown) => void): void {

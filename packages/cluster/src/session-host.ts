@@ -34,12 +34,13 @@ import {
   type QueuedMessage,
   type ReplyTarget,
   type RoutingPolicy,
+  type TurnHold,
 } from '@wadi/core';
 import type { BucketHost } from './bucket-host.js';
 import type { Layout } from './layout.js';
 import { SessionMigrations, type MigrationOptions } from './migration.js';
-import { Replication, type ReplicaFrame, type ReplicationStats } from './replication.js';
-import { CallFlag, Frame, PENDING_REPORT_MS, reportPending, type CallFrame, type LocationNotice, type MigrationFrame, type RoutedFrame } from './routing.js';
+import { Replication, heldWrite, type ReplicaFrame, type ReplicationStats } from './replication.js';
+import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, reportPending, type CallFrame, type LocationNotice, type MigrationFrame, type ResultFrame, type RoutedFrame } from './routing.js';
 import type { SessionRouter } from './session-router.js';
 
 /**
@@ -126,6 +127,9 @@ class RoutedReply implements ReplyTarget {
   settle(ok: boolean, value: unknown): void {
     this.host.reply(this.frame, ok, value, this.notice);
   }
+  settleHeld(value: unknown, hold: TurnHold): boolean {
+    return this.host.replyHeld(this.frame, value, this.notice, hold);
+  }
 }
 
 export class SessionHost {
@@ -140,6 +144,8 @@ export class SessionHost {
   readonly #router: SessionRouter;
   readonly #io: SessionHostIO;
   readonly #placement: PlacementPolicy;
+  /** Numbers the replies handed to the main thread to hold (`replyHeld`). */
+  #heldIds = 0;
   readonly #forwardForMs: number;
   readonly #maxHops: number;
   readonly #maxWaiting: number;
@@ -345,6 +351,34 @@ export class SessionHost {
         // The caller's node is gone: its ask fails there on its own.
       }
     }
+  }
+
+  /**
+   * A `sync` turn's result for a caller on another node, held until the replicas acknowledged
+   * the write: handed to this node's main thread at once, which lets it go when the
+   * acknowledgements pass it (held-replies.ts); this worker's own word follows when the hold is
+   * released here. False (the system holds it here) for a caller on this node, or a result that
+   * cannot be handed over.
+   */
+  replyHeld(frame: CallFrame, value: unknown, notice: LocationNotice | null, hold: TurnHold): boolean {
+    const write = heldWrite(hold);
+    if (write === undefined || frame[2] === this.node || frame[1] === 0) return false;
+    const id = ++this.#heldIds;
+    const result: ResultFrame = [Frame.Result, frame[4], frame[3], frame[1], true, value, notice];
+    try {
+      this.#io.send(this.node, MAIN_THREAD, [Frame.Held, this.thread, id, write.key, write.version, write.seq, [...write.targets], frame[2], result]);
+    } catch {
+      // Not sendable as it is (the result does not encode): the usual way says why.
+      return false;
+    }
+    hold.wait((error) => {
+      try {
+        this.#io.send(this.node, MAIN_THREAD, [Frame.HeldOutcome, this.thread, id, error === undefined ? null : errorToShape(error)]);
+      } catch {
+        // The main thread is this process's: it is only gone when the node is.
+      }
+    });
+    return true;
   }
 
   /** Location version of a session hosted here (0 if it never moved). */

@@ -20,10 +20,13 @@
  *   gate) fails back to its caller at once.
  * - A worker's `sync` reply for another node waits here (`HeldReplies`) until the replicas'
  *   acknowledgements pass on their way to the worker, or the worker lets it go or fails it.
+ * - A replication shipment from another node is judged and acknowledged here (`ReplicaFences`);
+ *   what it took goes on to the holding worker to keep.
  */
 import { Unavailable, activationKey, bucketOf, errorToShape, type Envelope } from '@wadi/core';
 import { HeldReplies } from './held-replies.js';
 import type { Layout } from './layout.js';
+import { REPLICA_FRAME, ReplicaFences, type ReplicaFrame } from './replication.js';
 import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, parseFrame, reportPending, type CallFrame, type DeliverFrame, type RoutedFrame } from './routing.js';
 import { SessionRouter } from './session-router.js';
 
@@ -75,6 +78,7 @@ interface Waiting {
 export class FrameRelay {
   readonly router: SessionRouter;
   readonly held: HeldReplies;
+  readonly fences: ReplicaFences;
   refusedFrames = 0;
   readonly #node: string;
   readonly #incarnation: number;
@@ -103,6 +107,7 @@ export class FrameRelay {
     this.#timeoutMs = options.firstConnectionTimeoutMs ?? 5000;
     this.#maxWaiting = options.maxWaitingFrames ?? 10_000;
     this.held = new HeldReplies(options.incarnation);
+    this.fences = new ReplicaFences(options.node, options.buckets);
     this.router = new SessionRouter(
       { node: options.node, incarnation: options.incarnation, thread: MAIN_THREAD, buckets: options.buckets },
       {
@@ -117,6 +122,7 @@ export class FrameRelay {
   setLayout(layout: Layout): void {
     this.router.setLayout(layout);
     this.held.layoutChanged();
+    this.fences.setLayout(layout);
     this.#members = new Map(layout.members.map((member) => [member.id, member.incarnation]));
     this.#memberKeys = new Map(layout.members.map((member) => [member.id, `${member.id}@${member.incarnation}`]));
     const current = new Set(layout.members.map((member) => `${member.id}@${member.incarnation}`));
@@ -170,9 +176,14 @@ export class FrameRelay {
     return { waitingForConnection: waiting, refusedFrames: this.refusedFrames, heldReplies: this.held.size, heldRepliesReleasedEarly: this.held.releasedEarly };
   }
 
-  /** Node `node` went down or restarted: held replies waiting for its acknowledgements wait for the workers' word. */
-  replicaTargetGone(node: string): void {
+  /**
+   * Node `node` is gone: it left (`crashed` false), was declared down, or restarted as incarnation
+   * `restartedAs`. Held replies waiting for its acknowledgements wait for the workers' word; the
+   * writes of a node down (of its earlier incarnations, if it restarted) are refused from now on.
+   */
+  memberGone(node: string, crashed: boolean, restartedAs?: number): void {
     this.held.targetGone(node);
+    if (crashed || restartedAs !== undefined) this.fences.nodeDown(node, restartedAs);
   }
 
   /** Worker `thread` of this node is gone: the replies it handed over to hold go with it. */
@@ -237,15 +248,42 @@ export class FrameRelay {
       const refusal = this.#io.admit?.(frame);
       if (refusal !== undefined) return this.#fail(frame, refusal);
     } else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice || frame[0] === Frame.Pending) && frame[2] !== this.#incarnation) return; // for an earlier incarnation of this node
-    else if (frame[0] === Frame.Replica && frame[5].t === 'ack' && this.held.size > 0) {
-      // Replies go before the acknowledgement goes on: they are what the caller waits for.
-      for (const [toNode, result] of this.held.acked(frame[2], thread, frame[5].items, frame[5].refused)) this.fromWorker(toNode, result[1], result);
+    else if (frame[0] === Frame.Replica) {
+      const message = frame[5];
+      if (message.t === 'ack') {
+        delete message.released;
+        if (this.held.size > 0) {
+          const released = this.held.acked(frame[2], thread, message.items, message.refused);
+          // Replies go before the acknowledgement goes on: they are what the caller waits for.
+          for (const [toNode, result] of released) this.fromWorker(toNode, result[1], result);
+          if (released.length > 0) message.released = released.map(([, , id]) => id);
+        }
+      } else if (message.t === 'ship' && thread >= 0 && thread < this.#workers) {
+        const stored = this.#acknowledge(frame, thread, message.items);
+        if (stored === undefined) return;
+        frame = stored;
+      } else if (message.t === 'drop') this.fences.drop(message.items);
     }
     try {
       this.#local(thread, frame);
     } catch (error) {
       this.#undeliverable(this.#node, frame, error);
     }
+  }
+
+  /**
+   * Judges a shipment for worker `thread` here and acknowledges it at once (see `ReplicaFences`):
+   * the frame that takes what was taken on to the worker, or undefined when nothing was.
+   */
+  #acknowledge(frame: ReplicaFrame, thread: number, items: Extract<ReplicaFrame[5], { t: 'ship' }>['items']): ReplicaFrame | undefined {
+    const [, , from, fromIncarnation, fromThread] = frame;
+    const { acked, refused, taken } = this.fences.ship(from, fromIncarnation, items);
+    try {
+      this.send(from, fromThread, [REPLICA_FRAME, fromThread, this.#node, this.#incarnation, thread, { t: 'ack', items: acked, refused }]);
+    } catch {
+      // Not reachable now: the writer ships again, and gets its acknowledgement then.
+    }
+    return taken.length === 0 ? undefined : [REPLICA_FRAME, thread, from, fromIncarnation, fromThread, { t: 'store', items: taken }];
   }
 
   #local(thread: number, frame: RoutedFrame): void {

@@ -11,8 +11,9 @@
  * one of the same session, location version and incarnation (acknowledgements are cumulative).
  *
  * The worker stays in charge: it still tracks the acknowledgements, ships again, retargets and
- * fails writes, and it sends its own word for every reply it handed over (`HeldOutcomeFrame`) once
- * its own bookkeeping settles it; whichever comes first lets the reply go, the other is ignored.
+ * fails writes. The acknowledgement that let a reply go here goes on to the worker saying so
+ * (`released`), and the worker sends its own word (`HeldOutcomeFrame`) only for a reply it settles
+ * otherwise; whichever comes first lets the reply go, the other is ignored.
  * The main thread gives up deciding by itself, and waits for the worker's word, whenever the
  * acknowledgements might not mean what the worker would take them for: a target refused a write of
  * the session (the worker fails the reply with `Fenced`, or takes an `older` refusal of a session
@@ -42,8 +43,8 @@ interface Held {
   since: number;
 }
 
-/** A reply to send now: to thread `result[1]` of node `toNode`. */
-export type ReleasedReply = [toNode: string, result: ResultFrame];
+/** A reply to send now: to thread `result[1]` of node `toNode`; `id` is the worker's. */
+export type ReleasedReply = [toNode: string, result: ResultFrame, id: number];
 
 export class HeldReplies {
   readonly #incarnation: number;
@@ -78,9 +79,9 @@ export class HeldReplies {
     const held = this.#byId.get(`${thread}:${id}`);
     if (held === undefined) return undefined;
     this.#remove(held);
-    if (error === null) return [held.toNode, held.result];
+    if (error === null) return [held.toNode, held.result, id];
     const [kind, toThread, toIncarnation, requestId, , , notice] = held.result;
-    return [held.toNode, [kind, toThread, toIncarnation, requestId, false, error, notice]];
+    return [held.toNode, [kind, toThread, toIncarnation, requestId, false, error, notice], id];
   }
 
   /**
@@ -101,7 +102,7 @@ export class HeldReplies {
         if (held.workerDecides || held.version !== version || held.seq > seq || !held.waiting.delete(from) || held.waiting.size > 0) continue;
         this.#remove(held);
         this.releasedEarly++;
-        released.push([held.toNode, held.result]);
+        released.push([held.toNode, held.result, held.id]);
       }
     }
     return released;

@@ -43,6 +43,8 @@ import { Replication, heldWrite, type ReplicaFrame, type ReplicationStats } from
 import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, reportPending, type CallFrame, type LocationNotice, type MigrationFrame, type ResultFrame, type RoutedFrame } from './routing.js';
 import type { SessionRouter } from './session-router.js';
 
+const resolved = Promise.resolve();
+
 /**
  * A new placement's version is at least the layout epoch times this: a session placed again after
  * its node was lost (the owners forgot its entries) is newer than any copy that node kept on its
@@ -146,6 +148,8 @@ export class SessionHost {
   readonly #placement: PlacementPolicy;
   /** Numbers the replies handed to the main thread to hold (`replyHeld`). */
   #heldIds = 0;
+  /** Ids of the replies handed to the main thread that it has not said it let go (on an acknowledgement's `released`). */
+  readonly #heldAtMain = new Set<number>();
   readonly #forwardForMs: number;
   readonly #maxHops: number;
   readonly #maxWaiting: number;
@@ -192,7 +196,9 @@ export class SessionHost {
       {
         send: (node, thread, frame) => io.send(node, thread, frame),
         now: io.now,
-        defer: (callback) => system.scheduler.defer(callback),
+        // A microtask: the turns of one batch of calls run in one microtask, so their states still
+        // go out together, and in the same postMessage as their held replies (no wake-up between).
+        defer: (callback) => void resolved.then(callback),
         log: io.log,
         threadFor: (node, bucket) => router.threadFor(node, bucket),
         versionOf: (key) => this.versionOf(key),
@@ -262,7 +268,12 @@ export class SessionHost {
   /** A frame for this thread: calls, and the migration protocol. */
   receive(frame: CallFrame | MigrationFrame | ReplicaFrame): void {
     if (frame[0] === Frame.Call) return this.receiveCall(frame);
-    if (frame[0] === Frame.Replica) return this.replication.receive(frame as ReplicaFrame, (type) => this.#system.registry.find(type)?.replication);
+    if (frame[0] === Frame.Replica) {
+      const message = (frame as ReplicaFrame)[5];
+      // Before the acknowledgements release anything here: what the main thread let go already needs no word from here.
+      if (message.t === 'ack' && message.released !== undefined) for (const id of message.released) this.#heldAtMain.delete(id);
+      return this.replication.receive(frame as ReplicaFrame, (type) => this.#system.registry.find(type)?.replication);
+    }
     const migration = frame as MigrationFrame;
     this.migrations.receive(migration[2], migration[3], migration[4]);
   }
@@ -356,8 +367,8 @@ export class SessionHost {
   /**
    * A `sync` turn's result for a caller on another node, held until the replicas acknowledged
    * the write: handed to this node's main thread at once, which lets it go when the
-   * acknowledgements pass it (held-replies.ts); this worker's own word follows when the hold is
-   * released here. False (the system holds it here) for a caller on this node, or a result that
+   * acknowledgements pass it (held-replies.ts) and says so on the acknowledgement it forwards
+   * here; when the hold is released here otherwise, this worker's own word follows. False (the system holds it here) for a caller on this node, or a result that
    * cannot be handed over.
    */
   replyHeld(frame: CallFrame, value: unknown, notice: LocationNotice | null, hold: TurnHold): boolean {
@@ -371,7 +382,10 @@ export class SessionHost {
       // Not sendable as it is (the result does not encode): the usual way says why.
       return false;
     }
+    this.#heldAtMain.add(id);
     hold.wait((error) => {
+      // Let go there on the same acknowledgements that released it here: nothing to say.
+      if (!this.#heldAtMain.delete(id)) return;
       try {
         this.#io.send(this.node, MAIN_THREAD, [Frame.HeldOutcome, this.thread, id, error === undefined ? null : errorToShape(error)]);
       } catch {

@@ -79,6 +79,9 @@ describe('held sync replies', () => {
     relay.fromNode('b', ack('b', 4));
     expect(kinds(sent)).toEqual(['worker 1 ack', '~x result 1 ok', 'worker 1 ack']);
     expect((sent[1]!.frame as ResultFrame)[5]).toBe('r1');
+    // The acknowledgement that let it go tells the worker so; the one before did not.
+    expect((sent[0]!.frame as ReplicaFrame)[5]).not.toHaveProperty('released');
+    expect((sent[2]!.frame as ReplicaFrame)[5]).toMatchObject({ t: 'ack', released: [1] });
     // The worker's word comes later: nothing more goes.
     relay.fromWorker('a', MAIN_THREAD, [Frame.HeldOutcome, 1, 1, null]);
     expect(sent).toHaveLength(3);
@@ -119,7 +122,7 @@ describe('held sync replies', () => {
     relay.setLayout(layout(2));
     relay.fromWorker('a', MAIN_THREAD, held(2, 5, ['b']));
     relay.fromWorker('a', MAIN_THREAD, held(3, 6, ['c']));
-    relay.replicaTargetGone('c');
+    relay.memberGone('c', true);
     relay.fromNode('b', ack('b', 6));
     relay.fromNode('c', ack('c', 6));
     // Only the reply held after the layout change, on a target still up, went early.
@@ -150,6 +153,14 @@ describe('held sync replies', () => {
     replies.hold(0, 1, KEY, 5, 1, [], '~x', [Frame.Result, 0, 9, 1, true, 'r', null], 0);
     expect(replies.acked('b', 0, [[KEY, 5, 3, 9]], [])).toEqual([]);
     expect(replies.outcome(0, 1, null)?.[1][5]).toBe('r');
+  });
+
+  it('never passes on what another node says was released', () => {
+    const { relay, sent } = harness();
+    const forged = ack('b', 4);
+    (forged[2] as ReplicaFrame)[5] = { t: 'ack', items: [], refused: [], released: [7] };
+    relay.fromNode('b', forged);
+    expect((sent[0]!.frame as ReplicaFrame)[5]).toEqual({ t: 'ack', items: [], refused: [] });
   });
 
   it('refuses held frames from another node', () => {

@@ -329,12 +329,12 @@ class LocalNode implements WadiNode {
       },
       forgetNode: async (node, crashed) => {
         this.#routing?.router.nodeGone(node, crashed);
-        this.#routing?.replicaTargetGone(node);
+        this.#routing?.memberGone(node, crashed);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node, crashed)).catch(() => 0)));
       },
       nodeRestarted: async (node, incarnation) => {
         this.#routing?.router.nodeGone(node, true);
-        this.#routing?.replicaTargetGone(node);
+        this.#routing?.memberGone(node, true, incarnation);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.nodeRestarted(node, incarnation)).catch(() => undefined)));
       },
       lookupSession: (bucket, key) => this.#control(slotOf(bucket), (c) => c.lookupSession(bucket, key)),
@@ -393,7 +393,7 @@ class LocalNode implements WadiNode {
       routing.held += stats.router.held;
       routing.rerouted += stats.router.rerouted;
     }
-    return { memory, disk, hops, routing: { ...routing }, store, fencing, replication: { ...replication, releasedByMain: this.#routing?.held.releasedEarly ?? 0 } };
+    return { memory, disk, hops, routing: { ...routing }, store, fencing, replication: { ...replication, refused: replication.refused + (this.#routing?.fences.refused ?? 0), releasedByMain: this.#routing?.held.releasedEarly ?? 0 } };
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {

@@ -631,7 +631,7 @@ export class SimNode implements NetworkEndpoint {
         }),
       forgetNode: (node, crashed) => {
         this.main.router.nodeGone(node, crashed);
-        this.main.relay.replicaTargetGone(node);
+        this.main.relay.memberGone(node, crashed);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {
@@ -643,7 +643,7 @@ export class SimNode implements NetworkEndpoint {
       },
       nodeRestarted: (node, incarnation) => {
         this.main.router.nodeGone(node, true);
-        this.main.relay.replicaTargetGone(node);
+        this.main.relay.memberGone(node, true, incarnation);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {

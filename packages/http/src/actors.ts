@@ -4,7 +4,7 @@
  *
  * - `HttpSession` holds one client's `req.session` data, its expiry and the lease of the request
  *   that currently has the session's turn. Its id is `<session id>/session`, in the client's
- *   group.
+ *   group. `DurableHttpSession` is the same with `sync` replication.
  * - `HttpApps` is the cluster-wide table `node id -> app URL` that the `redirect` policy needs to
  *   answer 307 with the URL of the node holding a session.
  */
@@ -42,51 +42,71 @@ function expire(state: SessionRecord, now: number): boolean {
   return true;
 }
 
-export const HttpSession = defineActor('wadi.http.session', {
-  state: fresh,
-  idleTimeoutMs: PASSIVATE_AFTER_MS,
-  handlers: {
-    /**
-     * Starts a request on this session. With a `token`, the request takes the session's turn for
-     * at most `leaseMs`: another token gets `{ busy: true }` until the holder saves or releases
-     * (or its lease runs out, if its node died). An empty token reads without taking the turn.
-     */
-    open(state, token: string, idleTimeoutMs: number, leaseMs: number): OpenResult {
-      const now = Date.now();
-      if (token !== '' && state.lease !== '' && state.lease !== token && now < state.leaseUntil) return { busy: true };
-      const expired = expire(state, now);
-      if (token !== '') {
-        state.lease = token;
-        state.leaseUntil = now + leaseMs;
-      }
-      if (state.version > 0) state.expiresAt = nextExpiry(now, idleTimeoutMs);
-      return { busy: false, data: state.data, isNew: state.version === 0, expired };
+/**
+ * The session actor type, in one of two replication modes (`HttpSessionOptions.replication`):
+ * the handlers are the same, the mode belongs to the type.
+ */
+function sessionActor(name: string, replication: 'async' | 'sync') {
+  return defineActor(name, {
+    state: fresh,
+    idleTimeoutMs: PASSIVATE_AFTER_MS,
+    replication,
+    handlers: {
+      /**
+       * Starts a request on this session. With a `token`, the request takes the session's turn for
+       * at most `leaseMs`: another token gets `{ busy: true }` until the holder saves or releases
+       * (or its lease runs out, if its node died). An empty token reads without taking the turn.
+       */
+      open(state, token: string, idleTimeoutMs: number, leaseMs: number): OpenResult {
+        const now = Date.now();
+        if (token !== '' && state.lease !== '' && state.lease !== token && now < state.leaseUntil) return { busy: true };
+        const expired = expire(state, now);
+        if (token !== '') {
+          state.lease = token;
+          state.leaseUntil = now + leaseMs;
+        }
+        if (state.version > 0) state.expiresAt = nextExpiry(now, idleTimeoutMs);
+        return { busy: false, data: state.data, isNew: state.version === 0, expired };
+      },
+      /** Applies a request's changes (whole top-level values); `release` also ends its turn. */
+      save(state, token: string, set: [string, unknown][], unset: string[], idleTimeoutMs: number, release: boolean): number {
+        const now = Date.now();
+        expire(state, now);
+        for (const [key, value] of set) state.data.set(key, value);
+        for (const key of unset) state.data.delete(key);
+        state.version++;
+        state.expiresAt = nextExpiry(now, idleTimeoutMs);
+        if (release && state.lease === token) state.lease = '';
+        return state.version;
+      },
+      /** Ends a request's turn without a change. */
+      release(state, token: string): void {
+        if (state.lease === token) state.lease = '';
+      },
+      /** Forgets everything: the next request with this id starts a new session. */
+      destroy(state): void {
+        Object.assign(state, fresh());
+      },
+      /** What is stored, for tools and tests. */
+      peek(state) {
+        return { data: state.data, expiresAt: state.expiresAt, version: state.version, leased: state.lease !== '' && Date.now() < state.leaseUntil };
+      },
     },
-    /** Applies a request's changes (whole top-level values); `release` also ends its turn. */
-    save(state, token: string, set: [string, unknown][], unset: string[], idleTimeoutMs: number, release: boolean): number {
-      const now = Date.now();
-      expire(state, now);
-      for (const [key, value] of set) state.data.set(key, value);
-      for (const key of unset) state.data.delete(key);
-      state.version++;
-      state.expiresAt = nextExpiry(now, idleTimeoutMs);
-      if (release && state.lease === token) state.lease = '';
-      return state.version;
-    },
-    /** Ends a request's turn without a change. */
-    release(state, token: string): void {
-      if (state.lease === token) state.lease = '';
-    },
-    /** Forgets everything: the next request with this id starts a new session. */
-    destroy(state): void {
-      Object.assign(state, fresh());
-    },
-    /** What is stored, for tools and tests. */
-    peek(state) {
-      return { data: state.data, expiresAt: state.expiresAt, version: state.version, leased: state.lease !== '' && Date.now() < state.leaseUntil };
-    },
-  },
-});
+  });
+}
+
+/**
+ * Replicated `async` (the default): a response leaves once its save is sent (pipelined), before
+ * the save is applied, so waiting for the backups would only delay the next request's read; a
+ * crash of the session's node loses at most the changes of the last `ASYNC_LOSS_WINDOW_MS`.
+ */
+export const HttpSession = sessionActor('wadi.http.session', 'async');
+
+/** Replicated `sync`, for `replication: 'sync'`: with `awaitSave`, a response leaves only once the session's backups hold its save. */
+export const DurableHttpSession = sessionActor('wadi.http.session.sync', 'sync');
+
+/** The session actor type of either mode (both have the same handlers). */
+export type HttpSessionType = typeof HttpSession;
 
 /** The id of the one `HttpApps` actor; its own group, apart from every client's. */
 export const HTTP_APPS_ID = 'wadi.http/apps';

@@ -5,7 +5,7 @@
  */
 export { httpSessions, sessionOf, type HttpSessionOptions, type HttpSessionStats, type HttpSessions, type SessionRequest } from './middleware.js';
 export { Session } from './session.js';
-export { HTTP_ACTORS, HTTP_APPS_ID, HttpApps, HttpSession } from './actors.js';
+export { DurableHttpSession, HTTP_ACTORS, HTTP_APPS_ID, HttpApps, HttpSession, type HttpSessionType } from './actors.js';
 export { DEFAULT_IDLE_TIMEOUT_MS, isExpired } from './expiry.js';
 export { SessionBusy } from './turns.js';
 export { CookieSigner, newSessionId } from './cookie.js';

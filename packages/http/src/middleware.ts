@@ -17,7 +17,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { InvalidArgument, Redirected, checkRouting, type AnyActorDef, type RefOf, type RoutingPolicy } from '@wadi/core';
-import { HttpSession, type OpenResult } from './actors.js';
+import { DurableHttpSession, HttpSession, type HttpSessionType, type OpenResult } from './actors.js';
 import { AppDirectory, type ActorCaller } from './app-directory.js';
 import { CookieSigner, checkCookieName, newSessionId, readCookie, serializeCookie, type CookieAttributes } from './cookie.js';
 import { DEFAULT_IDLE_TIMEOUT_MS } from './expiry.js';
@@ -67,9 +67,16 @@ export interface HttpSessionOptions {
   /**
    * Wait for the final save of a request holding its session's turn before the response leaves
    * (default false: the save is pipelined; the lease it releases makes every later request of the
-   * session see it). A new session's first save is always awaited.
+   * session see it; true with `replication: 'sync'`). A new session's first save is always awaited.
    */
   awaitSave?: boolean;
+  /**
+   * How session changes reach the session's backups (docs/cluster.md "Replication"): `async`
+   * (default: a crash of the node holding a session loses at most its last `ASYNC_LOSS_WINDOW_MS`
+   * of changes) or `sync` (a save is acknowledged, and with `awaitSave` the response sent, only
+   * once the backups hold it; costs a round trip to a backup per request).
+   */
+  replication?: 'async' | 'sync';
   /** Store (and set the cookie of) new sessions even without data (default false). */
   saveUninitialized?: boolean;
   /** Believe `X-Forwarded-Proto` for `secure: 'auto'` (default false). */
@@ -147,6 +154,8 @@ interface Shared {
   callTimeoutMs: number;
   saveUninitialized: boolean;
   awaitSave: boolean;
+  /** The session actor type of the chosen replication mode. */
+  sessionType: HttpSessionType;
   trustProxy: boolean;
   appUrlOf: (node: string) => Promise<string | undefined>;
   turns: LocalTurns;
@@ -201,6 +210,8 @@ function configure(options: HttpSessionOptions): Shared {
   const cookieName = cookie.name ?? 'wadi.sid';
   checkCookieName(cookieName);
   checkRouting('httpSessions: routing', options.routing);
+  const replication = options.replication ?? 'async';
+  if (replication !== 'async' && replication !== 'sync') throw new InvalidArgument(`httpSessions: replication must be 'async' or 'sync', got ${String(replication)}`);
   const sameSite = cookie.sameSite ?? 'lax';
   if (!['lax', 'strict', 'none'].includes(sameSite)) throw new InvalidArgument(`cookie.sameSite must be 'lax', 'strict' or 'none', got ${String(sameSite)}`);
   if (sameSite === 'none' && cookie.secure === false) throw new InvalidArgument("cookie.sameSite 'none' needs a Secure cookie: browsers drop it otherwise");
@@ -228,7 +239,8 @@ function configure(options: HttpSessionOptions): Shared {
     waitMs: positive('waitMs', options.waitMs, DEFAULT_WAIT_MS),
     callTimeoutMs: positive('callTimeoutMs', options.callTimeoutMs, DEFAULT_CALL_TIMEOUT_MS),
     saveUninitialized: options.saveUninitialized ?? false,
-    awaitSave: options.awaitSave ?? false,
+    awaitSave: options.awaitSave ?? replication === 'sync',
+    sessionType: replication === 'sync' ? DurableHttpSession : HttpSession,
     trustProxy: options.trustProxy ?? false,
     appUrlOf: async () => undefined,
     turns: new LocalTurns(),
@@ -345,8 +357,8 @@ class RequestSession implements SessionControl {
 
   // internals
 
-  #call(id = this.#id, routing?: RoutingPolicy): RefOf<typeof HttpSession> {
-    return this.#shared.caller.ref(HttpSession, `${id}/${SESSION_SUFFIX}`, {
+  #call(id = this.#id, routing?: RoutingPolicy): RefOf<HttpSessionType> {
+    return this.#shared.caller.ref(this.#shared.sessionType, `${id}/${SESSION_SUFFIX}`, {
       timeoutMs: this.#shared.callTimeoutMs,
       ...(routing === undefined ? {} : { routing }),
     });

@@ -4,7 +4,7 @@
  * session's turns under concurrent requests, the routing policies, and req.session's methods.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { CookieSigner, HttpSession, sessionOf, type SessionRequest } from '@wadi/http';
+import { CookieSigner, DurableHttpSession, HttpSession, httpSessions, sessionOf, type SessionRequest } from '@wadi/http';
 import { Browser, startApps, stopAll, until } from './helpers.js';
 
 afterEach(stopAll);
@@ -204,5 +204,18 @@ describe('http sessions', () => {
     expect(stored.data.get('x')).toBe(1);
     expect(() => a!.sessions.ref({} as SessionRequest, HttpSession, 'session')).toThrow(/did not go through/);
     expect(() => sessionOf({} as SessionRequest)).toThrow(/no session/);
+  });
+
+  it("keeps sessions in the sync-replicated type with replication 'sync', the async one by default, and refuses other modes", async () => {
+    const [a, b] = await startApps(2, { replication: 'sync' });
+    const browser = new Browser();
+    const set = await browser.post(a!.url, '/set', { name: 'carol' });
+    const id = String(set.body['id']);
+    expect((await b!.node.ref(DurableHttpSession, `${id}/session`).peek()).data).toEqual(new Map([['name', 'carol']]));
+    expect((await b!.node.ref(HttpSession, `${id}/session`).peek()).version).toBe(0);
+    expect((await browser.get(b!.url, '/get')).body['data']).toEqual({ name: 'carol' });
+    expect(DurableHttpSession.replication).toBe('sync');
+    expect(HttpSession.replication).toBe('async');
+    expect(() => httpSessions({ node: a!.node, secret: 'a-cookie-secret-of-some-length', replication: 'eventual' as 'sync' })).toThrow(/replication must be 'async' or 'sync', got eventual/);
   });
 });

@@ -93,6 +93,12 @@ class Client implements WadiClient {
   #layout: Layout | null = null;
   /** URLs dialled, and when each left the layout (undefined while it is in it). */
   readonly #urls = new Map<string, number | undefined>();
+  /** Members whose connection is down, by id: with no word that they left, they may have crashed. */
+  readonly #unreachable = new Set<string>();
+  /** Members that said they left (`gone`): what was sent to them is passed on, not lost. */
+  readonly #departed = new Set<string>();
+  /** The incarnation of each member in the latest layout: a higher one means the node restarted. */
+  readonly #incarnations = new Map<string, number>();
   #ticker: NodeJS.Timeout | undefined;
   #closed = false;
   #firstLayout: (() => void) | undefined;
@@ -135,7 +141,14 @@ class Client implements WadiClient {
   async start(): Promise<void> {
     const transport = this.#transport;
     transport.on('message', (peer: PeerIdentity, value: unknown) => this.#receive(peer, value));
-    transport.on('peer-down', (peer: PeerIdentity) => this.#router.nodeGone(peer.id));
+    transport.on('peer-down', (peer: PeerIdentity) => {
+      this.#unreachable.add(peer.id);
+      this.#router.nodeGone(peer.id, this.#lost(peer.id));
+    });
+    transport.on('peer-up', (peer: PeerIdentity) => {
+      this.#unreachable.delete(peer.id);
+      this.#departed.delete(peer.id);
+    });
     await transport.start();
     for (const seed of this.#options.seeds) {
       this.#urls.set(seed, undefined);
@@ -197,6 +210,7 @@ class Client implements WadiClient {
     const message = value as { t?: unknown; layout?: unknown };
     if (message?.t === 'gone') {
       // A node that left: calls for sessions cached there go through their owners from now on.
+      this.#departed.add(peer.id);
       this.#router.nodeGone(peer.id);
       return;
     }
@@ -213,8 +227,28 @@ class Client implements WadiClient {
     this.#adopt(layout);
   }
 
+  /**
+   * Whether the calls this client sent to node `id` can no longer be answered: its connection is
+   * down, it did not say it left, and the cluster took it out of the layout (declared it down).
+   * A node that leaves says so first and passes on what it was sent; one that crashed never
+   * answers, so its calls fail now (`HostLost`: they may or may not have run) instead of at their
+   * deadline, and are not sent again.
+   */
+  #lost(id: string): boolean {
+    const layout = this.#layout;
+    return this.#unreachable.has(id) && !this.#departed.has(id) && layout !== null && !layout.members.some((member) => member.id === id);
+  }
+
   #adopt(layout: Layout): void {
     this.#layout = layout;
+    for (const member of layout.members) {
+      // A new incarnation replaced the one this client sent calls to: those died with it.
+      const before = this.#incarnations.get(member.id);
+      if (before !== undefined && member.incarnation > before) this.#router.nodeGone(member.id, true);
+    }
+    this.#incarnations.clear();
+    for (const member of layout.members) this.#incarnations.set(member.id, member.incarnation);
+    for (const id of this.#unreachable) if (this.#lost(id)) this.#router.nodeGone(id, true);
     this.#router.setLayout(layout);
     const now = performance.now();
     const urls = new Set(layout.members.map((member) => member.url));

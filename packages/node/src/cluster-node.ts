@@ -438,8 +438,13 @@ class Membership implements ClusterHandle {
     if (this.#ticker !== undefined) clearInterval(this.#ticker);
     for (const timer of this.#forgetting.values()) clearTimeout(timer);
     await this.#transport?.close();
-    await new Promise<void>((resolve) => (this.#http === undefined ? resolve() : this.#http.close(() => resolve())));
-    this.#http?.closeAllConnections();
+    const http = this.#http;
+    if (http === undefined) return;
+    // close() waits for every open connection, and a client polling /status keeps its own alive:
+    // they are all cut at once, or the process would not end while anyone watches it.
+    const closed = new Promise<void>((resolve) => http.close(() => resolve()));
+    http.closeAllConnections();
+    await closed;
   }
 
   forwardDirectoryUpdate(envelope: TellEnvelope): void {

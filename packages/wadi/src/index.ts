@@ -44,6 +44,7 @@ export {
   HTTP_ACTORS,
   HTTP_APPS_ID,
   HttpApps,
+  DurableHttpSession,
   HttpSession,
   Session,
   SessionBusy,

@@ -4,7 +4,7 @@
  * - **Host side.** After a turn that changed a session hosted here (its encoded state differs
  *   from the last one shipped; an unchanged turn ships and waits for nothing, a failed turn is
  *   never seen), the new state is shipped with the session's version to its replica targets,
- *   batched: one frame per target thread per batch of turns (a microtask). A `sync` session's reply is held
+ *   batched: one frame per target thread per event-loop turn. A `sync` session's reply is held
  *   until every current target acknowledged that version; an `async` one's goes at once, unless
  *   its targets fell more than half of `ASYNC_LOSS_WINDOW_MS` behind. A target that changes (a
  *   layout moved the bucket's backups, the session moved) gets the whole current state.

@@ -40,18 +40,34 @@ import type { DirectoryEntry } from './messages.js';
 
 /**
  * Bounds how long before a crash of its host an acknowledged write of an `async` session may be
- * lost. An `async` turn's state is shipped in the same event-loop turn as its reply, so in
- * practice the window is one network round trip; when the replicas fall behind (their oldest
+ * lost. An `async` turn's state is shipped on the worker's next tick (at most 250 ms later), so
+ * in practice the window is a tick and a network round trip; when the replicas fall behind (their oldest
  * unacknowledged shipment is older than half this window), later `async` replies wait for the
  * replicas like `sync` ones until they catch up, so the window holds under load too.
  */
 export const ASYNC_LOSS_WINDOW_MS = 1000;
 
+/**
+ * `async` changes are shipped on the worker's tick (every 250 ms), not at the end of each
+ * event-loop turn: a session changed many times in between is shipped once, in one frame per
+ * target thread with every other, so `async` replication costs little even for sessions that
+ * change on every call (an HTTP session changes twice per request). More than this many waiting
+ * go at once. The loss window stays bounded: a tick, a round trip, and the hold below.
+ */
+export const ASYNC_BATCH_MAX = 5000;
+
 /** Unacknowledged shipments are sent again after this long (a frame lost with a connection). */
 export const RESHIP_AFTER_MS = 500;
 
-/** Sessions whose whole state is shipped per tick because their targets changed or they were adopted (bounded rate). */
-export const CATCH_UP_PER_TICK = 2000;
+/**
+ * Sessions whose whole state is shipped per tick because their targets changed or they were
+ * adopted: a bounded rate, so a failover or a leave never floods a worker or a link, but one that
+ * re-replicates 100,000 small sessions within a few seconds (a graceful leave waits for it).
+ */
+export const CATCH_UP_PER_TICK = 10_000;
+
+/** And at most this many bytes of state per tick, whatever the count: large sessions go slower. */
+export const CATCH_UP_BYTES_PER_TICK = 4 * 1024 * 1024;
 
 /** How long a bucket's owner waits for every live member's claims after a node went down. */
 export const CLAIM_TIMEOUT_MS = 3000;
@@ -370,6 +386,8 @@ export class Replication implements TurnObserver {
   readonly #unacked = new Set<Hosted>();
   /** Hosted sessions changed in this event-loop turn, to ship at its end. */
   readonly #dirty = new Set<Hosted>();
+  /** `async` sessions changed since the last tick, to ship on the next one (coalesced). */
+  readonly #asyncDirty = new Set<Hosted>();
   #flushScheduled = false;
   /** Hosted sessions to ship whole to targets that lack them, at a bounded rate. */
   readonly #catchUp = new Set<Hosted>();
@@ -413,11 +431,17 @@ export class Replication implements TurnObserver {
       entry.bytes = bytes;
     }
     if (entry.targets.length === 0) return undefined;
-    this.#markDirty(entry);
     const now = this.#io.now();
     if (entry.unackedSince === Infinity) entry.unackedSince = now;
     this.#unacked.add(entry);
-    if (mode === 'async' && now - entry.unackedSince <= ASYNC_LOSS_WINDOW_MS / 2) return undefined;
+    if (mode === 'async' && now - entry.unackedSince <= ASYNC_LOSS_WINDOW_MS / 2) {
+      this.#asyncDirty.add(entry);
+      if (this.#asyncDirty.size >= ASYNC_BATCH_MAX) this.#shipAsync();
+      return undefined;
+    }
+    // Someone waits for this write: it goes at the end of this event-loop turn.
+    this.#asyncDirty.delete(entry);
+    this.#markDirty(entry);
     return new AckHold(entry, entry.seq);
   }
 
@@ -447,7 +471,8 @@ export class Replication implements TurnObserver {
     if (entry === undefined) return;
     const keep = node === undefined || this.#layout === null ? [] : replicaTargets(this.#layout, entry.bucket, node);
     // A change not shipped yet goes first: replies wait for it.
-    if (this.#dirty.delete(entry)) this.#ship([entry], (dirty, target) => (dirty.acked.get(target) ?? 0) < dirty.seq);
+    const unshipped = this.#dirty.delete(entry);
+    if (this.#asyncDirty.delete(entry) || unshipped) this.#ship([entry], (dirty, target) => (dirty.acked.get(target) ?? 0) < dirty.seq);
     const drop = entry.targets.filter((target) => !keep.includes(target) && target !== node);
     for (const target of drop) this.#send(target, entry.bucket, { t: 'drop', items: [[key, entry.version, this.incarnation]] });
     this.#catchUp.delete(entry);
@@ -490,6 +515,7 @@ export class Replication implements TurnObserver {
     if (old !== undefined) {
       this.#unacked.delete(old);
       this.#dirty.delete(old);
+      this.#asyncDirty.delete(old);
       this.#catchUp.delete(old);
     }
     this.#hosted.set(key, entry);
@@ -507,6 +533,7 @@ export class Replication implements TurnObserver {
     if (this.#hosted.get(entry.key) === entry) this.#hosted.delete(entry.key);
     this.#unacked.delete(entry);
     this.#dirty.delete(entry);
+    this.#asyncDirty.delete(entry);
     this.#catchUp.delete(entry);
   }
 
@@ -525,6 +552,14 @@ export class Replication implements TurnObserver {
     this.#dirty.clear();
     this.#ship(entries, (entry, target) => (entry.acked.get(target) ?? 0) < entry.seq);
   };
+
+  /** Ships the `async` changes gathered since the last tick, each session's latest state once. */
+  #shipAsync(): void {
+    if (this.#asyncDirty.size === 0) return;
+    const entries = [...this.#asyncDirty];
+    this.#asyncDirty.clear();
+    this.#ship(entries, (entry, target) => (entry.acked.get(target) ?? 0) < entry.seq);
+  }
 
   /** Ships the current state of `entries` to each of their targets that `wants` it, batched per target thread. */
   #ship(entries: Iterable<Hosted>, wants: (entry: Hosted, target: string) => boolean): void {
@@ -761,6 +796,7 @@ export class Replication implements TurnObserver {
   }
 
   tick(): void {
+    this.#shipAsync();
     const now = this.#io.now();
     const late: Hosted[] = [];
     for (const entry of this.#unacked) if (now - entry.lastShippedAt >= RESHIP_AFTER_MS) late.push(entry);
@@ -771,9 +807,12 @@ export class Replication implements TurnObserver {
   #drainCatchUp(): void {
     if (this.#catchUp.size === 0) return;
     const batch: Hosted[] = [];
+    let bytes = 0;
     for (const entry of this.#catchUp) {
-      if (batch.length >= CATCH_UP_PER_TICK) break;
+      // At least one per tick, however large.
+      if (batch.length >= CATCH_UP_PER_TICK || (batch.length > 0 && bytes + entry.bytes.byteLength > CATCH_UP_BYTES_PER_TICK)) break;
       batch.push(entry);
+      bytes += entry.bytes.byteLength;
     }
     for (const entry of batch) this.#catchUp.delete(entry);
     this.#ship(batch, (entry, target) => (entry.acked.get(target) ?? 0) < entry.seq);

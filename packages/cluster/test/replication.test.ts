@@ -159,7 +159,7 @@ describe('Replication', () => {
     expect(messages[0]!.t === 'ship' && messages[0]!.items.length).toBe(BUCKETS);
   });
 
-  it('an async reply goes at once, and its state follows', () => {
+  it('an async reply goes at once, and its state follows on the next tick, changes in between shipped once', () => {
     const net = new Net();
     const host = net.add('n3');
     const backup = net.add('n2');
@@ -167,9 +167,15 @@ describe('Replication', () => {
     host.setLayout(layout);
     backup.setLayout(layout);
     const id = idIn(0);
-    expect(host.committed(Loose, id, `Loose\u0000${id}`, { n: 5 })).toBeUndefined();
+    const key = `Loose\u0000${id}`;
+    expect(host.committed(Loose, id, key, { n: 5 })).toBeUndefined();
+    expect(host.committed(Loose, id, key, { n: 6 })).toBeUndefined();
     net.settle();
-    expect(decode(backup.replicaOf(`Loose\u0000${id}`)!.state)).toEqual({ n: 5 });
+    expect(backup.replicaOf(key)).toBeUndefined();
+    host.tick();
+    net.settle();
+    expect(decode(backup.replicaOf(key)!.state)).toEqual({ n: 6 });
+    expect(host.stats().shipped).toBe(1);
   });
 
   it('with no target (R = 0, or no other member) a sync reply goes at once', () => {

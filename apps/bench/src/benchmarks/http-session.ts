@@ -4,7 +4,9 @@
  * `httpSessions`, beside the usual way to share sessions between Node processes:
  * express-session with a connect-redis store on one Redis server (Debian's `redis-server`,
  * started here). Both stacks run in the same 3 processes (children/http-node.ts), Express 5 on
- * both, the same handler.
+ * both, the same handler. wadi runs with its defaults, so it does more than the baseline: every
+ * session has a copy on a backup node (R = 1; HTTP sessions replicate `async`, shipped once per
+ * worker tick), where the baseline keeps each session once, in the one Redis server.
  *
  * Load: USERS simulated browsers in this process, each with its own session cookie, sending one
  * request after another (closed loop). Each browser sticks to one of the 3 processes (browser i

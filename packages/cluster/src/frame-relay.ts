@@ -18,9 +18,15 @@
  * - The main thread's own calls (`node.ref()`) are routed by its own `SessionRouter`.
  * - A call from another node or a client that the node may not serve now (`admit`: the quorum
  *   gate) fails back to its caller at once.
+ * - A worker's `sync` reply for another node waits here (`HeldReplies`) until the replicas'
+ *   acknowledgements pass on their way to the worker, or the worker lets it go or fails it.
+ * - A replication shipment from another node is judged and acknowledged here (`ReplicaFences`);
+ *   what it took goes on to the holding worker to keep.
  */
 import { Unavailable, activationKey, bucketOf, errorToShape, type Envelope } from '@wadi/core';
+import { HeldReplies } from './held-replies.js';
 import type { Layout } from './layout.js';
+import { REPLICA_FRAME, ReplicaFences, type ReplicaFrame } from './replication.js';
 import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, parseFrame, reportPending, type CallFrame, type DeliverFrame, type RoutedFrame } from './routing.js';
 import { SessionRouter } from './session-router.js';
 
@@ -58,6 +64,9 @@ export interface FrameRelayStats {
   waitingForConnection: number;
   /** Frames from other nodes refused as malformed. */
   refusedFrames: number;
+  /** `sync` replies held for the workers, and how many of them went on the acknowledgements alone. */
+  heldReplies: number;
+  heldRepliesReleasedEarly: number;
 }
 
 interface Waiting {
@@ -68,6 +77,8 @@ interface Waiting {
 
 export class FrameRelay {
   readonly router: SessionRouter;
+  readonly held: HeldReplies;
+  readonly fences: ReplicaFences;
   refusedFrames = 0;
   readonly #node: string;
   readonly #incarnation: number;
@@ -95,6 +106,8 @@ export class FrameRelay {
     this.#io = io;
     this.#timeoutMs = options.firstConnectionTimeoutMs ?? 5000;
     this.#maxWaiting = options.maxWaitingFrames ?? 10_000;
+    this.held = new HeldReplies(options.incarnation);
+    this.fences = new ReplicaFences(options.node, options.buckets);
     this.router = new SessionRouter(
       { node: options.node, incarnation: options.incarnation, thread: MAIN_THREAD, buckets: options.buckets },
       {
@@ -108,6 +121,8 @@ export class FrameRelay {
 
   setLayout(layout: Layout): void {
     this.router.setLayout(layout);
+    this.held.layoutChanged();
+    this.fences.setLayout(layout);
     this.#members = new Map(layout.members.map((member) => [member.id, member.incarnation]));
     this.#memberKeys = new Map(layout.members.map((member) => [member.id, `${member.id}@${member.incarnation}`]));
     const current = new Set(layout.members.map((member) => `${member.id}@${member.incarnation}`));
@@ -129,6 +144,8 @@ export class FrameRelay {
   tick(): void {
     this.router.tick();
     const now = this.#io.now();
+    const expired = this.held.expire(now);
+    if (expired > 0) this.#io.log('warn', `dropped ${expired} sync repl${expired === 1 ? 'y' : 'ies'} held too long for a worker's word`);
     for (const [node, waiting] of [...this.#waiting]) {
       if (this.#flush(node)) continue;
       if (now - waiting.since >= this.#timeoutMs) {
@@ -156,7 +173,22 @@ export class FrameRelay {
   stats(): FrameRelayStats {
     let waiting = 0;
     for (const entry of this.#waiting.values()) waiting += entry.frames.length;
-    return { waitingForConnection: waiting, refusedFrames: this.refusedFrames };
+    return { waitingForConnection: waiting, refusedFrames: this.refusedFrames, heldReplies: this.held.size, heldRepliesReleasedEarly: this.held.releasedEarly };
+  }
+
+  /**
+   * Node `node` is gone: it left (`crashed` false), was declared down, or restarted as incarnation
+   * `restartedAs`. Held replies waiting for its acknowledgements wait for the workers' word; the
+   * writes of a node down (of its earlier incarnations, if it restarted) are refused from now on.
+   */
+  memberGone(node: string, crashed: boolean, restartedAs?: number): void {
+    this.held.targetGone(node);
+    if (crashed || restartedAs !== undefined) this.fences.nodeDown(node, restartedAs);
+  }
+
+  /** Worker `thread` of this node is gone: the replies it handed over to hold go with it. */
+  workerGone(thread: number): void {
+    this.held.threadGone(thread);
   }
 
   /**
@@ -216,6 +248,22 @@ export class FrameRelay {
       const refusal = this.#io.admit?.(frame);
       if (refusal !== undefined) return this.#fail(frame, refusal);
     } else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice || frame[0] === Frame.Pending) && frame[2] !== this.#incarnation) return; // for an earlier incarnation of this node
+    else if (frame[0] === Frame.Replica) {
+      const message = frame[5];
+      if (message.t === 'ack') {
+        delete message.released;
+        if (this.held.size > 0) {
+          const released = this.held.acked(frame[2], thread, message.items, message.refused);
+          // Replies go before the acknowledgement goes on: they are what the caller waits for.
+          for (const [toNode, result] of released) this.fromWorker(toNode, result[1], result);
+          if (released.length > 0) message.released = released.map(([, , id]) => id);
+        }
+      } else if (message.t === 'ship' && thread >= 0 && thread < this.#workers) {
+        const stored = this.#acknowledge(frame, thread, message.items);
+        if (stored === undefined) return;
+        frame = stored;
+      } else if (message.t === 'drop') this.fences.drop(message.items);
+    }
     try {
       this.#local(thread, frame);
     } catch (error) {
@@ -223,8 +271,33 @@ export class FrameRelay {
     }
   }
 
+  /**
+   * Judges a shipment for worker `thread` here and acknowledges it at once (see `ReplicaFences`):
+   * the frame that takes what was taken on to the worker, or undefined when nothing was.
+   */
+  #acknowledge(frame: ReplicaFrame, thread: number, items: Extract<ReplicaFrame[5], { t: 'ship' }>['items']): ReplicaFrame | undefined {
+    const [, , from, fromIncarnation, fromThread] = frame;
+    const { acked, refused, taken } = this.fences.ship(from, fromIncarnation, items);
+    try {
+      this.send(from, fromThread, [REPLICA_FRAME, fromThread, this.#node, this.#incarnation, thread, { t: 'ack', items: acked, refused }]);
+    } catch {
+      // Not reachable now: the writer ships again, and gets its acknowledgement then.
+    }
+    return taken.length === 0 ? undefined : [REPLICA_FRAME, thread, from, fromIncarnation, fromThread, { t: 'store', items: taken }];
+  }
+
   #local(thread: number, frame: RoutedFrame): void {
     if (thread === MAIN_THREAD) {
+      if (frame[0] === Frame.Held) {
+        const [, fromThread, id, key, version, seq, targets, toNode, result] = frame;
+        this.held.hold(fromThread, id, key, version, seq, targets, toNode, result, this.#io.now());
+        return;
+      }
+      if (frame[0] === Frame.HeldOutcome) {
+        const released = this.held.outcome(frame[1], frame[2], frame[3]);
+        if (released !== undefined) this.fromWorker(released[0], released[1][1], released[1]);
+        return;
+      }
       if (frame[0] !== Frame.Result && frame[0] !== Frame.Notice && frame[0] !== Frame.Pending) throw new Unavailable('the main thread hosts no sessions');
       this.#io.trace?.('in', frame, '');
       this.router.receive(frame);

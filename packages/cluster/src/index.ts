@@ -8,6 +8,7 @@ export * from './cluster-member.js';
 export * from './directory.js';
 export * from './election.js';
 export * from './frame-relay.js';
+export * from './held-replies.js';
 export * from './handoff.js';
 export * from './layout.js';
 export * from './membership.js';

@@ -12,6 +12,10 @@
  *   (`bucket % workers`, like bucket directories, so an adoption is local to the thread that then
  *   hosts the session): key -> version and bytes. A write not newer than what is held, or from a
  *   writer the cluster declared down, is refused, and the writer's sync caller gets `Fenced`.
+ *   A shipment from another node is judged and acknowledged by the holder's main thread
+ *   (`ReplicaFences`, with the same rule: `judgeShipment`), which hands the states it took to the
+ *   worker (`store`); a `sync` reply for another node is let go by the host's main thread when the
+ *   acknowledgements pass it (held-replies.ts). Each saves two thread wake-ups per write.
  * - **Failover.** When a node is declared down, every replica holder tells each bucket's owner
  *   which replicas it holds of sessions that node wrote (a claim, empty if none), and the owners
  *   hold the calls of their buckets until every live member claimed (bounded). A bucket rebuilt
@@ -81,8 +85,23 @@ export type RefusedWrite = [key: string, version: number, incarnation: number, s
 export type ReplicaMessage =
   /** New states of sessions hosted at the sender, for the receiver to hold. */
   | { t: 'ship'; items: ShippedState[] }
+  /**
+   * From the receiver's own main thread (never from the network): states of a `ship` that the
+   * main thread took and acknowledged already (`ReplicaFences`), to hold without acknowledging.
+   */
+  | { t: 'store'; items: ShippedState[] }
   /** What the receiver of a `ship` holds now, and what it refused. */
-  | { t: 'ack'; items: AckedWrite[]; refused: RefusedWrite[] }
+  | {
+      t: 'ack';
+      items: AckedWrite[];
+      refused: RefusedWrite[];
+      /**
+       * Set by the receiving node's main thread only (whatever came from the network is replaced):
+       * the held replies (`HeldFrame` ids) of the receiving worker that this acknowledgement let go
+       * there, so the worker sends no word of its own for them (held-replies.ts).
+       */
+      released?: number[];
+    }
   /** The receiver is no longer a target of these sessions: drop replicas not newer than this version. */
   | { t: 'drop'; items: [key: string, version: number, incarnation: number][] }
   /** From a bucket's owner: host these replicas from now on, at these location versions. */
@@ -97,6 +116,112 @@ export type ReplicaClaim = [key: string, version: number, incarnation: number, s
 
 export function compareWrites(a: WriteVersion, b: WriteVersion): number {
   return a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
+}
+
+/** What a replica holder answers to a shipment: the writes it takes (`taken`: newer than what it holds) and acknowledges, and those it refuses. */
+export interface ShipmentVerdict {
+  acked: AckedWrite[];
+  refused: RefusedWrite[];
+  taken: ShippedState[];
+}
+
+/**
+ * Judges a shipment from incarnation `fromIncarnation` of node `from`: a writer below `fence`
+ * (declared down) is refused, a write older than the newest held of its session too; a write
+ * newer than it is taken; one equal to it is acknowledged again. One rule for a worker's
+ * `Replication` and its node's main thread (`ReplicaFences`).
+ */
+export function judgeShipment(
+  from: string,
+  fromIncarnation: number,
+  fence: number | undefined,
+  items: readonly ShippedState[],
+  newest: (key: string) => WriteVersion | undefined,
+): ShipmentVerdict {
+  const verdict: ShipmentVerdict = { acked: [], refused: [], taken: [] };
+  for (const item of items) {
+    const [key, version, incarnation, seq] = item;
+    if (fence !== undefined && fromIncarnation < fence) {
+      verdict.refused.push([key, version, incarnation, seq, `${from} (incarnation ${fromIncarnation}) was declared down`, 'fenced']);
+      continue;
+    }
+    const held = newest(key);
+    const order = held === undefined ? 1 : compareWrites([version, incarnation, seq], held);
+    if (order < 0) {
+      verdict.refused.push([key, version, incarnation, seq, `a newer write (version ${held![0]}, write ${held![2]}) is held`, 'older']);
+      continue;
+    }
+    if (order > 0) verdict.taken.push(item);
+    verdict.acked.push([key, version, incarnation, seq]);
+  }
+  return verdict;
+}
+
+/**
+ * The replica holder's fencing on a node's main thread (docs/cluster.md, "Replication", "Where a
+ * write is acknowledged"): the newest write version taken per session key of the replicas this
+ * node's workers hold, and the writers declared down. Every shipment from another node passes the
+ * main thread, so it judges it here (`judgeShipment`, the workers' own rule) and acknowledges at
+ * once; the states it took go on to the holding worker (`store`), which keeps them without
+ * acknowledging again. A refused write is refused here, before anything is acknowledged.
+ *
+ * It forgets what the workers forget when told from outside (a host's `drop`, passing here too;
+ * buckets this node no longer copies, on a layout change, which reaches this thread before its
+ * workers). A replica a worker drops on its own (the session is hosted here now) stays known here:
+ * a write older than it still comes from a stale activation.
+ */
+export class ReplicaFences {
+  readonly #node: string;
+  readonly #buckets: number;
+  #layout: Layout | null = null;
+  readonly #newest = new Map<string, { bucket: number; write: WriteVersion }>();
+  /** node -> the lowest incarnation of it whose writes are taken (earlier ones were declared down). */
+  readonly #fencedBelow = new Map<string, number>();
+  /** Writes refused here. */
+  refused = 0;
+
+  constructor(node: string, buckets: number) {
+    this.#node = node;
+    this.#buckets = buckets;
+  }
+
+  get size(): number {
+    return this.#newest.size;
+  }
+
+  /** A `ship` from another node: what to acknowledge, refuse, and hand to the holding worker. */
+  ship(from: string, fromIncarnation: number, items: readonly ShippedState[]): ShipmentVerdict {
+    const verdict = judgeShipment(from, fromIncarnation, this.#fencedBelow.get(from), items, (key) => this.#newest.get(key)?.write);
+    for (const [key, version, incarnation, seq] of verdict.taken) {
+      this.#newest.set(key, { bucket: bucketOf(key.slice(key.indexOf('\u0000') + 1), this.#buckets), write: [version, incarnation, seq] });
+    }
+    this.refused += verdict.refused.length;
+    return verdict;
+  }
+
+  /** A host's `drop` on its way to a worker: the worker drops what is not newer, and so does this. */
+  drop(items: readonly [key: string, version: number, incarnation: number][]): void {
+    for (const [key, version, incarnation] of items) {
+      const held = this.#newest.get(key);
+      if (held !== undefined && compareWrites([held.write[0], held.write[1], 0], [version, incarnation, 0]) <= 0) this.#newest.delete(key);
+    }
+  }
+
+  /** As `Replication.setLayout`: fences of members back in the layout lift, replicas of buckets this node no longer copies go. */
+  setLayout(layout: Layout): void {
+    this.#layout = layout;
+    for (const member of layout.members) {
+      const fence = this.#fencedBelow.get(member.id);
+      if (fence !== undefined && member.incarnation >= fence) this.#fencedBelow.delete(member.id);
+    }
+    for (const [key, held] of this.#newest) if (!isCopyNode(layout, held.bucket, this.#node)) this.#newest.delete(key);
+  }
+
+  /** As `Replication.nodeDown`: node `node` was declared down (or restarted as incarnation `before`): its earlier writes are refused. */
+  nodeDown(node: string, before?: number): void {
+    const incarnation = before ?? (this.#layout?.members.find((member) => member.id === node)?.incarnation ?? -1) + 1;
+    if (incarnation > 0) this.#fencedBelow.set(node, Math.max(this.#fencedBelow.get(node) ?? 0, incarnation));
+  }
 }
 
 /**
@@ -228,6 +353,16 @@ class AckHold implements TurnHold {
   wait(release: (error?: unknown) => void): void {
     this.entry.waiters.push({ seq: this.seq, release });
   }
+}
+
+/**
+ * The write a `sync` reply's hold waits for (session key, location version, sequence) and the
+ * targets it waits on, for a main thread that can let the reply go on the acknowledgements
+ * (`held-replies.ts`); undefined for any other hold.
+ */
+export function heldWrite(hold: TurnHold): { key: string; version: number; seq: number; targets: readonly string[] } | undefined {
+  if (!(hold instanceof AckHold)) return undefined;
+  return { key: hold.entry.key, version: hold.entry.version, seq: hold.seq, targets: hold.entry.targets };
 }
 
 class FailedHold implements TurnHold {
@@ -504,30 +639,25 @@ export class Replication implements TurnObserver {
   // replica side
 
   #onShip(from: string, fromIncarnation: number, fromThread: number, items: readonly ShippedState[]): void {
-    const acked: AckedWrite[] = [];
-    const refused: RefusedWrite[] = [];
-    const fence = this.#fencedBelow.get(from);
-    for (const [key, version, incarnation, seq, state] of items) {
-      const write: WriteVersion = [version, incarnation, seq];
-      if (fence !== undefined && fromIncarnation < fence) {
-        refused.push([key, version, incarnation, seq, `${from} (incarnation ${fromIncarnation}) was declared down`, 'fenced']);
-        continue;
-      }
+    const { acked, refused, taken } = judgeShipment(from, fromIncarnation, this.#fencedBelow.get(from), items, (key) => {
       const held = this.#replicas.get(key);
-      const order = held === undefined ? 1 : compareWrites(write, [held.version, held.incarnation, held.seq]);
-      if (order < 0) {
-        refused.push([key, version, incarnation, seq, `a newer write (version ${held!.version}, write ${held!.seq}) is held`, 'older']);
-        continue;
-      }
-      if (order > 0) {
-        const bucket = bucketOf(key.slice(key.indexOf('\u0000') + 1), this.#buckets);
-        this.#bytesHeld += state.byteLength - (held?.state.byteLength ?? 0);
-        this.#replicas.set(key, { bucket, version, incarnation, seq, writer: from, state });
-      }
-      acked.push([key, version, incarnation, seq]);
-    }
+      return held === undefined ? undefined : [held.version, held.incarnation, held.seq];
+    });
+    this.#store(from, taken);
     this.#refused += refused.length;
     this.#reply(from, fromThread, { t: 'ack', items: acked, refused });
+  }
+
+  /** Holds the states of writes judged newer than what is held (here, or by this node's main thread), written by `from`. */
+  #store(from: string, items: readonly ShippedState[]): void {
+    for (const [key, version, incarnation, seq, state] of items) {
+      const held = this.#replicas.get(key);
+      // The main thread judged against what it knows; what is held here is never replaced by an older write.
+      if (held !== undefined && compareWrites([version, incarnation, seq], [held.version, held.incarnation, held.seq]) <= 0) continue;
+      const bucket = bucketOf(key.slice(key.indexOf('\u0000') + 1), this.#buckets);
+      this.#bytesHeld += state.byteLength - (held?.state.byteLength ?? 0);
+      this.#replicas.set(key, { bucket, version, incarnation, seq, writer: from, state });
+    }
   }
 
   #onDrop(items: readonly [string, number, number][]): void {
@@ -590,6 +720,8 @@ export class Replication implements TurnObserver {
     switch (message.t) {
       case 'ship':
         return this.#onShip(fromNode, fromIncarnation, fromThread, message.items);
+      case 'store':
+        return this.#store(fromNode, message.items);
       case 'ack':
         return this.#onAck(fromNode, message.items, message.refused);
       case 'drop':

@@ -24,6 +24,10 @@ export const enum Frame {
   Pending = 22,
   /** Session replication between worker threads (see `replication.ts`). */
   Replica = 23,
+  /** A worker hands its main thread a `sync` reply to hold until the replicas acknowledged its write (`held-replies.ts`; within a node). */
+  Held = 24,
+  /** The worker's own word on a reply it handed its main thread to hold: let it go, or fail it (within a node). */
+  HeldOutcome = 25,
 }
 
 /** Bits of a call's `flags`. */
@@ -107,7 +111,17 @@ export type MigrationFrame = [kind: Frame.Migration, toThread: number, fromNode:
 export type DeliverFrame = [kind: Frame.Deliver, thread: number, frame: RoutedFrame];
 export type OutFrame = [kind: Frame.Out, node: string, thread: number, frame: RoutedFrame];
 
-export type RoutedFrame = CallFrame | ResultFrame | NoticeFrame | PendingFrame | MigrationFrame | ReplicaFrame;
+/**
+ * A result for another node that waits on the host's main thread until every replica target in
+ * `targets` acknowledged write `seq` (or a later one) of session `key` at location `version`
+ * (written by this node's incarnation), or the worker says so (`HeldOutcomeFrame`).
+ */
+export type HeldFrame = [kind: Frame.Held, fromThread: number, holdId: number, key: string, version: number, seq: number, targets: string[], toNode: string, result: ResultFrame];
+
+/** Lets a held result go (`error` null) or replaces it with a failure. */
+export type HeldOutcomeFrame = [kind: Frame.HeldOutcome, fromThread: number, holdId: number, error: ErrorShape | null];
+
+export type RoutedFrame = CallFrame | ResultFrame | NoticeFrame | PendingFrame | MigrationFrame | ReplicaFrame | HeldFrame | HeldOutcomeFrame;
 /** What a caller's thread receives about its calls. */
 export type CallerFrame = ResultFrame | NoticeFrame | PendingFrame;
 

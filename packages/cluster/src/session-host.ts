@@ -34,12 +34,13 @@ import {
   type QueuedMessage,
   type ReplyTarget,
   type RoutingPolicy,
+  type TurnHold,
 } from '@wadi/core';
 import type { BucketHost } from './bucket-host.js';
 import type { Layout } from './layout.js';
 import { SessionMigrations, type MigrationOptions } from './migration.js';
-import { Replication, type ReplicaFrame, type ReplicationStats } from './replication.js';
-import { CallFlag, Frame, PENDING_REPORT_MS, reportPending, type CallFrame, type LocationNotice, type MigrationFrame, type RoutedFrame } from './routing.js';
+import { Replication, heldWrite, type ReplicaFrame, type ReplicationStats } from './replication.js';
+import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, reportPending, type CallFrame, type LocationNotice, type MigrationFrame, type ResultFrame, type RoutedFrame } from './routing.js';
 import type { SessionRouter } from './session-router.js';
 
 /**
@@ -126,6 +127,9 @@ class RoutedReply implements ReplyTarget {
   settle(ok: boolean, value: unknown): void {
     this.host.reply(this.frame, ok, value, this.notice);
   }
+  settleHeld(value: unknown, hold: TurnHold): boolean {
+    return this.host.replyHeld(this.frame, value, this.notice, hold);
+  }
 }
 
 export class SessionHost {
@@ -140,6 +144,10 @@ export class SessionHost {
   readonly #router: SessionRouter;
   readonly #io: SessionHostIO;
   readonly #placement: PlacementPolicy;
+  /** Numbers the replies handed to the main thread to hold (`replyHeld`). */
+  #heldIds = 0;
+  /** Ids of the replies handed to the main thread that it has not said it let go (on an acknowledgement's `released`). */
+  readonly #heldAtMain = new Set<number>();
   readonly #forwardForMs: number;
   readonly #maxHops: number;
   readonly #maxWaiting: number;
@@ -186,6 +194,8 @@ export class SessionHost {
       {
         send: (node, thread, frame) => io.send(node, thread, frame),
         now: io.now,
+        // Not a microtask: routed calls' turns run in separate macrotasks, and a flush per turn
+        // would cost the batching (measured: async throughput down by a fifth).
         defer: (callback) => system.scheduler.defer(callback),
         log: io.log,
         threadFor: (node, bucket) => router.threadFor(node, bucket),
@@ -256,7 +266,12 @@ export class SessionHost {
   /** A frame for this thread: calls, and the migration protocol. */
   receive(frame: CallFrame | MigrationFrame | ReplicaFrame): void {
     if (frame[0] === Frame.Call) return this.receiveCall(frame);
-    if (frame[0] === Frame.Replica) return this.replication.receive(frame as ReplicaFrame, (type) => this.#system.registry.find(type)?.replication);
+    if (frame[0] === Frame.Replica) {
+      const message = (frame as ReplicaFrame)[5];
+      // Before the acknowledgements release anything here: what the main thread let go already needs no word from here.
+      if (message.t === 'ack' && message.released !== undefined) for (const id of message.released) this.#heldAtMain.delete(id);
+      return this.replication.receive(frame as ReplicaFrame, (type) => this.#system.registry.find(type)?.replication);
+    }
     const migration = frame as MigrationFrame;
     this.migrations.receive(migration[2], migration[3], migration[4]);
   }
@@ -345,6 +360,37 @@ export class SessionHost {
         // The caller's node is gone: its ask fails there on its own.
       }
     }
+  }
+
+  /**
+   * A `sync` turn's result for a caller on another node, held until the replicas acknowledged
+   * the write: handed to this node's main thread at once, which lets it go when the
+   * acknowledgements pass it (held-replies.ts) and says so on the acknowledgement it forwards
+   * here; when the hold is released here otherwise, this worker's own word follows. False (the system holds it here) for a caller on this node, or a result that
+   * cannot be handed over.
+   */
+  replyHeld(frame: CallFrame, value: unknown, notice: LocationNotice | null, hold: TurnHold): boolean {
+    const write = heldWrite(hold);
+    if (write === undefined || frame[2] === this.node || frame[1] === 0) return false;
+    const id = ++this.#heldIds;
+    const result: ResultFrame = [Frame.Result, frame[4], frame[3], frame[1], true, value, notice];
+    try {
+      this.#io.send(this.node, MAIN_THREAD, [Frame.Held, this.thread, id, write.key, write.version, write.seq, [...write.targets], frame[2], result]);
+    } catch {
+      // Not sendable as it is (the result does not encode): the usual way says why.
+      return false;
+    }
+    this.#heldAtMain.add(id);
+    hold.wait((error) => {
+      // Let go there on the same acknowledgements that released it here: nothing to say.
+      if (!this.#heldAtMain.delete(id)) return;
+      try {
+        this.#io.send(this.node, MAIN_THREAD, [Frame.HeldOutcome, this.thread, id, error === undefined ? null : errorToShape(error)]);
+      } catch {
+        // The main thread is this process's: it is only gone when the node is.
+      }
+    });
+    return true;
   }
 
   /** Location version of a session hosted here (0 if it never moved). */

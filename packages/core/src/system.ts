@@ -21,7 +21,7 @@ import {
   type ErrorShape,
 } from './errors.js';
 import { validateId } from './ids.js';
-import { Activation, type ActivationHost, type Message, type ReplyTarget } from './internal/activation.js';
+import { Activation, type ActivationHost, type Message, type ReplyTarget, type TurnHold } from './internal/activation.js';
 import { cloneArgs, cloneValue } from './internal/clone.js';
 import { PendingAsks, type PendingAsk } from './internal/pending.js';
 import { createRef } from './internal/ref.js';
@@ -37,7 +37,7 @@ export const LOCAL = -1;
  */
 export const ROUTED = -3;
 
-export type { Message as QueuedMessage, ReplyTarget } from './internal/activation.js';
+export type { Message as QueuedMessage, ReplyTarget, TurnHold } from './internal/activation.js';
 
 export interface Router {
   /** Where actor (`def`, `id`) lives: LOCAL, ROUTED or a destination index the transport knows. `key` is its activation key. */
@@ -151,11 +151,6 @@ export interface SystemStats {
   deactivated: number;
 }
 
-/** A reply held back until something outside the system (replication) lets it go. */
-export interface TurnHold {
-  /** `release()` lets the reply go; `release(error)` fails it with `error` instead. Called once. */
-  wait(release: (error?: unknown) => void): void;
-}
 
 /**
  * Sees every turn of a stateful actor that ended without error, right after it (the state is the
@@ -507,6 +502,7 @@ export class ActorSystem implements ActivationHost {
     else if (this.#turnObserver !== undefined) {
       const hold = this.#turnObserver.committed(activation.def, activation.id, activation.key, activation.state);
       if (hold !== undefined) {
+        if (message.reply?.settleHeld?.(value, hold) === true) return;
         hold.wait((error) => (error === undefined ? this.#settle(activation, message, true, value) : this.#settle(activation, message, false, error)));
         return;
       }

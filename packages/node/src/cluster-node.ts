@@ -194,9 +194,11 @@ export interface NodeStatus {
  * refused (fencing); `replicasHeld`/`bytesHeld`: the replicas this node holds for sessions hosted
  * elsewhere (their memory cost); `adopted`: replicas taken over after a failure;
  * `pendingSyncAcks`: sync replies waiting for acknowledgements; `catchingUp`: sessions waiting to
- * be shipped whole to new targets.
+ * be shipped whole to new targets; `releasedByMain`: sync replies for other nodes that the main
+ * thread let go on the replicas' acknowledgements alone (held-replies.ts), without waiting for the
+ * worker's word.
  */
-export type ReplicationStatus = ReplicationStats;
+export type ReplicationStatus = ReplicationStats & { releasedByMain: number };
 
 /** Events: 'layout' (layout, previous), 'left', 'removed' (reason). */
 export interface ClusterHandle {

@@ -42,7 +42,7 @@ import {
 import { Frame } from '@wadi/cluster';
 import { MainRouting } from './internal/main-routing.js';
 import { startCluster, type ClusterHandle, type ClusterHost, type ClusterOptions, type ReplicationStatus, type StoreStatus } from './cluster-node.js';
-import { BUCKET_ACTOR, mergeLags, type DirectoryEntry, type DirectoryStats, type ReplicaLag } from '@wadi/cluster';
+import { BUCKET_ACTOR, mergeLags, type DirectoryEntry, type DirectoryStats, type ReplicaLag, type ReplicationStats } from '@wadi/cluster';
 import { PortLink, receiveBatch } from './internal/link.js';
 import { loadActorModules, toModuleUrl } from './internal/modules.js';
 import { MAIN_THREAD, type WorkerStoreData, type StatelessPoolData, type StatelessTask, type ThreadMessage, type WorkerControl, type WorkerData } from './internal/protocol.js';
@@ -329,10 +329,12 @@ class LocalNode implements WadiNode {
       },
       forgetNode: async (node, crashed) => {
         this.#routing?.router.nodeGone(node, crashed);
+        this.#routing?.memberGone(node, crashed);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.forgetNode(node, crashed)).catch(() => 0)));
       },
       nodeRestarted: async (node, incarnation) => {
         this.#routing?.router.nodeGone(node, true);
+        this.#routing?.memberGone(node, true, incarnation);
         await Promise.all(upSlots().map((slot) => this.#control(slot, (c) => c.nodeRestarted(node, incarnation)).catch(() => undefined)));
       },
       lookupSession: (bucket, key) => this.#control(slotOf(bucket), (c) => c.lookupSession(bucket, key)),
@@ -378,20 +380,20 @@ class LocalNode implements WadiNode {
     }
     const hops: Record<string, number> = {};
     const routing: RoutingCounters = { forwarded: 0, placed: 0, waiting: 0, pointers: 0, migratedOut: 0, migratedIn: 0, migrationsFailed: 0, cached: 0, held: 0, rerouted: 0 };
-    const replication: ReplicationStatus = { shipped: 0, acked: 0, refused: 0, replicasHeld: 0, bytesHeld: 0, adopted: 0, pendingSyncAcks: 0, catchingUp: 0 };
+    const replication: ReplicationStats = { shipped: 0, acked: 0, refused: 0, replicasHeld: 0, bytesHeld: 0, adopted: 0, pendingSyncAcks: 0, catchingUp: 0 };
     const fencing = { refused: 0, droppedDuplicates: 0 };
     for (const stats of all) {
       if (stats === undefined) continue;
       fencing.refused += stats.refusedNoQuorum;
       fencing.droppedDuplicates += stats.droppedDuplicates;
-      for (const name of Object.keys(replication) as (keyof ReplicationStatus)[]) replication[name] += stats.replication[name];
+      for (const name of Object.keys(replication) as (keyof ReplicationStats)[]) replication[name] += stats.replication[name];
       for (const [count, calls] of Object.entries(stats.hops)) hops[count] = (hops[count] ?? 0) + (calls as number);
       for (const name of ['forwarded', 'placed', 'waiting', 'pointers', 'migratedOut', 'migratedIn', 'migrationsFailed'] as const) routing[name] += stats[name];
       routing.cached += stats.router.cached;
       routing.held += stats.router.held;
       routing.rerouted += stats.router.rerouted;
     }
-    return { memory, disk, hops, routing: { ...routing }, store, fencing, replication };
+    return { memory, disk, hops, routing: { ...routing }, store, fencing, replication: { ...replication, refused: replication.refused + (this.#routing?.fences.refused ?? 0), releasedByMain: this.#routing?.held.releasedEarly ?? 0 } };
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
@@ -494,6 +496,10 @@ class LocalNode implements WadiNode {
         case Frame.Notice:
         case Frame.Pending:
           return this.#routing?.fromWorker(this.#member!.node, message[1], message);
+        case Frame.Held:
+        case Frame.HeldOutcome:
+          // A sync reply for another node, held here until its replicas acknowledge (held-replies.ts).
+          return this.#routing?.fromWorker(this.#member!.node, MAIN_THREAD, message);
         default:
           // Directory updates for buckets another node owns pass through here on their way out.
           if (message[0] === Kind.Tell && message[1] === BUCKET_ACTOR) this.cluster?.forwardDirectoryUpdate(message as TellEnvelope);
@@ -505,7 +511,10 @@ class LocalNode implements WadiNode {
     worker.once('exit', (exitCode) => {
       signalExit(new WorkerCrashed(`worker ${slot.index} exited with code ${exitCode}`));
       port1.close();
-      if (slot.worker === worker) void this.#onWorkerExit(slot, exitCode);
+      if (slot.worker === worker) {
+        this.#routing?.workerGone(slot.index);
+        void this.#onWorkerExit(slot, exitCode);
+      }
     });
     await this.#control(slot, (c) => c.start());
     const member = this.#member;

@@ -545,7 +545,7 @@ export class SimNode implements NetworkEndpoint {
     if (worker === undefined) return;
     if (this.#traceFrames) this.#observer.trace(this.id, 'frame', `${thread}: ${describeFrame(frame)}`);
     if (frame[0] === Frame.Call || frame[0] === Frame.Migration || frame[0] === Frame.Replica) worker.host.receive(frame);
-    else worker.router.receive(frame);
+    else if (frame[0] !== Frame.Held && frame[0] !== Frame.HeldOutcome) worker.router.receive(frame); // those two are for main threads only
   }
 
   /** A `Deliver` frame from another node, for the main thread's relay. */
@@ -631,6 +631,7 @@ export class SimNode implements NetworkEndpoint {
         }),
       forgetNode: (node, crashed) => {
         this.main.router.nodeGone(node, crashed);
+        this.main.relay.memberGone(node, crashed);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {
@@ -642,6 +643,7 @@ export class SimNode implements NetworkEndpoint {
       },
       nodeRestarted: (node, incarnation) => {
         this.main.router.nodeGone(node, true);
+        this.main.relay.memberGone(node, true, incarnation);
         this.#onThreads(() => {
           this.#observer.touch();
           for (const thread of this.threads) {

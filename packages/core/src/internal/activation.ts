@@ -30,9 +30,22 @@ export interface ActivationHost {
   waitForGate(activation: Activation): void;
 }
 
+/** A reply held back until something outside the system (replication) lets it go. */
+export interface TurnHold {
+  /** `release()` lets the reply go; `release(error)` fails it with `error` instead. Called once. */
+  wait(release: (error?: unknown) => void): void;
+}
+
 /** Where the result of a turn goes when the caller is on another node (or came through the cluster router). */
 export interface ReplyTarget {
   settle(ok: boolean, value: unknown): void;
+  /**
+   * The turn succeeded but its reply is held (`hold`): a target that can send the reply ahead,
+   * to be let go further along its way once the hold is released (a node's main thread releasing
+   * a replicated turn's reply when the replicas' acknowledgements pass it), takes it and answers
+   * true; it then waits on `hold` itself. False: the system waits on the hold and settles after.
+   */
+  settleHeld?(value: unknown, hold: TurnHold): boolean;
 }
 
 export interface Message {

@@ -825,7 +825,7 @@ export class Replication implements TurnObserver {
   caughtUp(bucket: number, member: string): boolean {
     for (const entry of this.#hosted.values()) {
       if (entry.bucket !== bucket || entry.gone || !entry.targets.includes(member)) continue;
-      if ((entry.acked.get(member) ?? 0) < entry.seq) return false;
+      if (!entry.acked.has(member)) return false;
     }
     return true;
   }
@@ -847,7 +847,10 @@ export class Replication implements TurnObserver {
       for (const entry of this.#hosted.values()) {
         if (entry.gone) continue;
         for (const target of entry.targets) {
-          if ((entry.acked.get(target) ?? 0) >= entry.seq) continue;
+          // A copy of this activation's state is enough: later writes stream to it like to any
+          // target (a sync one's reply waits for it), and a session that changes all the time
+          // would otherwise keep its bucket's new backup lagging for as long as it is busy.
+          if (entry.acked.has(target)) continue;
           const name = `${entry.bucket}\u0000${target}`;
           if (incoming.has(name)) lagging.set(name, [entry.bucket, target]);
         }

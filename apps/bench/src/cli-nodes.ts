@@ -1,6 +1,6 @@
 /**
- * `wadi node` processes for the replication and failover benchmarks: spawn the CLI with a replica
- * count and an actor module (one worker, 1024 buckets, default failure-detection timings), read
+ * `wadi node` processes for the membership, replication and failover benchmarks: spawn the CLI
+ * with a replica count and an actor module (one worker, 1024 buckets, default failure-detection timings), read
  * `/status` and `/layout`, wait until a set of nodes agree on a layout whose backups are all in
  * place, and SIGKILL every node at the end.
  *
@@ -40,8 +40,8 @@ export interface ClusterSpec {
   /** Distinct per cluster, so two clusters running side by side never mix. */
   clusterName: string;
   replicas: number;
-  /** Path of the actor module every node loads. */
-  actors: string;
+  /** Path of the actor module every node loads (none: the nodes only host bucket directories). */
+  actors?: string;
 }
 
 export interface CliNode {
@@ -78,7 +78,8 @@ export async function spawnCliNode(spec: ClusterSpec, name: string, seeds: reado
   const port = await freePort();
   const httpPort = await freePort();
   const args = [CLI, 'node', '--port', String(port), '--http-port', String(httpPort), '--workers', '1', '--buckets', String(BUCKETS)];
-  args.push('--replicas', String(spec.replicas), '--cluster-name', spec.clusterName, '--actors', spec.actors);
+  args.push('--replicas', String(spec.replicas), '--cluster-name', spec.clusterName);
+  if (spec.actors !== undefined) args.push('--actors', spec.actors);
   if (seeds.length > 0) args.push('--seeds', seeds.map((seed) => seed.url).join(','));
   const child = spawn(process.execPath, args, { env: { ...process.env, WADI_SECRET: spec.secret }, stdio: ['ignore', 'pipe', 'pipe'] });
   const output: string[] = [];

@@ -13,138 +13,30 @@
  * Each is measured ROUNDS times on fresh clusters and the median reported. Every process is
  * SIGKILLed at the end of each round, also on error.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { get as httpGet } from 'node:http';
-import { createServer } from 'node:net';
-import { fileURLToPath } from 'node:url';
 // @wadi/cluster is not a dependency of the bench: use its build (built before the bench by turbo).
 import { minimumMoves } from '@wadi/cluster';
-import { waitFor as poll } from '../child-nodes.js';
+import { BUCKETS, killCliNodes, spawnCliNode, status, layout, waitForNodes, type CliNode, type ClusterSpec, type LayoutView } from '../cli-nodes.js';
 import { median, result, type Benchmark } from '../harness.js';
 
-const CLI = fileURLToPath(new URL('../../../../packages/node/dist/cli.js', import.meta.url));
-const SECRET = 'wadi-bench-cluster-secret';
-const BUCKETS = 1024;
 const ROUNDS = 3;
-/** Upper bound for any one wait; a round that needs longer fails the benchmark. */
-const WAIT_MS = 30_000;
+/** The CLI's defaults (one backup per bucket), no actor module: membership only. */
+const SPEC: ClusterSpec = { name: 'c', secret: 'wadi-bench-cluster-secret', clusterName: 'wadi-bench-cluster', replicas: 1 };
 
-interface Node {
-  readonly name: string;
-  readonly id: string;
-  readonly url: string;
-  readonly httpPort: number;
-  readonly child: ChildProcess;
-  readonly output: string[];
-  readonly exited: Promise<void>;
-  gone: boolean;
+function spawnNode(name: string, seeds: readonly CliNode[]): Promise<CliNode> {
+  return spawnCliNode(SPEC, name, seeds);
 }
 
-interface Status {
-  epoch: number;
-  coordinator: string | null;
-  members: { id: string; state: string }[];
-}
-
-interface LayoutView {
-  epoch: number;
-  members: { id: string }[];
-  ownerIds: string[];
-}
-
-const live = new Set<Node>();
-
-process.once('exit', () => {
-  for (const node of live) node.child.kill('SIGKILL');
-});
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Spawns a node (default timings, one worker) without waiting for it. */
-async function spawnNode(name: string, seeds: readonly Node[]): Promise<Node> {
-  const port = await freePort();
-  const httpPort = await freePort();
-  const args = [CLI, 'node', '--port', String(port), '--http-port', String(httpPort), '--workers', '1', '--buckets', String(BUCKETS)];
-  if (seeds.length > 0) args.push('--seeds', seeds.map((seed) => seed.url).join(','));
-  const child = spawn(process.execPath, args, { env: { ...process.env, WADI_SECRET: SECRET }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const output: string[] = [];
-  child.stdout!.on('data', (chunk: Buffer) => output.push(chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()));
-  const node: Node = {
-    name,
-    id: `127.0.0.1:${port}`,
-    url: `ws://127.0.0.1:${port}`,
-    httpPort,
-    child,
-    output,
-    exited: new Promise<void>((resolve) => child.once('exit', () => resolve())),
-    gone: false,
-  };
-  live.add(node);
-  void node.exited.then(() => {
-    node.gone = true;
-    live.delete(node);
-  });
-  return node;
-}
-
-/**
- * GET over node:http without keep-alive: fetch's pooled connections would hold the bench process
- * open for seconds after the last request.
- */
-function getJson<T>(node: Node, path: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const request = httpGet({ host: '127.0.0.1', port: node.httpPort, path, agent: false, timeout: 3000 }, (response) => {
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('error', reject);
-      response.on('end', () => {
-        if (response.statusCode !== 200) return reject(new Error(`GET ${path} on ${node.name}: HTTP ${response.statusCode}`));
-        try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as T);
-        } catch (error) {
-          reject(error as Error);
-        }
-      });
-    });
-    request.on('timeout', () => request.destroy(new Error(`GET ${path} on ${node.name}: no answer within 3 s`)));
-    request.on('error', reject);
-  });
-}
-
-/** Polls until `predicate` returns a value; gives up at once if one of `nodes` exits. */
-function waitFor<T>(what: string, nodes: readonly Node[], predicate: () => Promise<T | undefined>, intervalMs = 25): Promise<T> {
-  return poll(what, predicate, {
-    intervalMs,
-    timeoutMs: WAIT_MS,
-    check: () => {
-      for (const node of nodes) if (node.gone) throw new Error(`${node.name} exited while waiting for ${what}:\n${tail(node)}`);
-    },
-    context: () => nodes.map(tail).join('\n'),
-  });
-}
-
-function tail(node: Node): string {
-  return `--- ${node.name} ---\n${node.output.join('').split('\n').slice(-30).join('\n')}`;
+function waitFor<T>(what: string, nodes: readonly CliNode[], predicate: () => Promise<T | undefined>, intervalMs = 25): Promise<T> {
+  return waitForNodes(what, nodes, predicate, { intervalMs });
 }
 
 /**
  * The owner table if `nodes` agree: the same epoch > 0 and coordinator, identical owner tables
  * whose members are exactly these nodes, and all of them 'up' in every node's view.
  */
-async function agreement(nodes: readonly Node[]): Promise<LayoutView | undefined> {
+async function agreement(nodes: readonly CliNode[]): Promise<LayoutView | undefined> {
   const ids = new Set(nodes.map((node) => node.id));
-  const views = await Promise.all(nodes.map(async (node) => ({ status: await getJson<Status>(node, '/status'), layout: await getJson<LayoutView | null>(node, '/layout') })));
+  const views = await Promise.all(nodes.map(async (node) => ({ status: await status(node), layout: await layout(node) })));
   const first = views[0]!;
   if (first.layout === null || first.status.epoch <= 0 || first.status.coordinator === null || !ids.has(first.status.coordinator)) return undefined;
   const layoutIds = new Set(first.layout.members.map((member) => member.id));
@@ -157,21 +49,14 @@ async function agreement(nodes: readonly Node[]): Promise<LayoutView | undefined
   return first.layout;
 }
 
-function waitForAgreement(nodes: readonly Node[]): Promise<LayoutView> {
+function waitForAgreement(nodes: readonly CliNode[]): Promise<LayoutView> {
   return waitFor(`${nodes.map((node) => node.name).join(', ')} to agree`, nodes, () => agreement(nodes));
 }
 
-async function killAll(): Promise<void> {
-  const nodes = [...live];
-  for (const node of nodes) node.child.kill('SIGKILL');
-  // An unref'd bound, so a wait that is not needed does not hold the process open.
-  await Promise.all(nodes.map((node) => Promise.race([node.exited, new Promise<void>((resolve) => setTimeout(resolve, 5000).unref())])));
-}
-
 /** Three nodes that agree: the first forms the cluster, the other two join through it. */
-async function formThree(): Promise<{ nodes: Node[]; layout: LayoutView }> {
+async function formThree(): Promise<{ nodes: CliNode[]; layout: LayoutView }> {
   const first = await spawnNode('n1', []);
-  await waitFor('n1 to form a cluster', [first], async () => ((await getJson<Status>(first, '/status')).epoch > 0 ? true : undefined));
+  await waitFor('n1 to form a cluster', [first], async () => ((await status(first)).epoch > 0 ? true : undefined));
   const others = await Promise.all([spawnNode('n2', [first]), spawnNode('n3', [first])]);
   const nodes = [first, ...others];
   return { nodes, layout: await waitForAgreement(nodes) };
@@ -190,14 +75,14 @@ async function joinRound(): Promise<{ seconds: number; movesRatio: number }> {
     const minimum = minimumMoves({ buckets: BUCKETS, owners: before.ownerIds, members: all.map((node) => node.id) });
     return { seconds, movesRatio: moved / minimum };
   } finally {
-    await killAll();
+    await killCliNodes();
   }
 }
 
 async function failoverRound(): Promise<number> {
   try {
     const { nodes } = await formThree();
-    const coordinator = (await getJson<Status>(nodes[0]!, '/status')).coordinator;
+    const coordinator = (await status(nodes[0]!)).coordinator;
     const victim = nodes.find((node) => node.id !== coordinator)!;
     const survivors = nodes.filter((node) => node !== victim);
     const start = performance.now();
@@ -205,7 +90,7 @@ async function failoverRound(): Promise<number> {
     await waitFor('the survivors to agree without the killed node', survivors, () => agreement(survivors), 10);
     return (performance.now() - start) / 1000;
   } finally {
-    await killAll();
+    await killCliNodes();
   }
 }
 

@@ -19,20 +19,24 @@
  * - A call from another node or a client that the node may not serve now (`admit`: the quorum
  *   gate) fails back to its caller at once.
  * - A worker's `sync` reply for another node waits here (`HeldReplies`) until the replicas'
- *   acknowledgements pass on their way to the worker, or the worker lets it go or fails it.
+ *   acknowledgements pass on their way to the worker, or the worker lets it go or fails it; it is
+ *   dropped instead when every replica delivered it to the caller itself.
  * - A replication shipment from another node is judged and acknowledged here (`ReplicaFences`);
- *   what it took goes on to the holding worker to keep.
+ *   the results that wait for its writes go from here straight to their callers
+ *   (`ReplicatedResult`), and what it took goes on to the holding worker to keep.
  */
 import { Unavailable, activationKey, bucketOf, errorToShape, type Envelope } from '@wadi/core';
 import { HeldReplies } from './held-replies.js';
 import type { Layout } from './layout.js';
-import { REPLICA_FRAME, ReplicaFences, type ReplicaFrame } from './replication.js';
-import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, parseFrame, reportPending, type CallFrame, type DeliverFrame, type RoutedFrame } from './routing.js';
+import { REPLICA_FRAME, ReplicaFences, type AckedWrite, type ReplicaFrame } from './replication.js';
+import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, isCallerFrame, parseFrame, reportPending, type CallFrame, type DeliverFrame, type RoutedFrame } from './routing.js';
 import { SessionRouter } from './session-router.js';
 
 export interface FrameRelayIO {
   /** Sends a frame to another node over its connection; throws when not connected or overloaded. */
   toNode(node: string, value: DeliverFrame): void;
+  /** Sends the frames `toNode` queued now, rather than with whatever else this turn produces (none: nothing to do). */
+  flushToNodes?(): void;
   /** Hands a frame to worker `thread` of this node. */
   toWorker(thread: number, frame: RoutedFrame): void;
   /** Settles an ask of the main thread's actor system. */
@@ -247,15 +251,15 @@ export class FrameRelay {
       frame[9]++;
       const refusal = this.#io.admit?.(frame);
       if (refusal !== undefined) return this.#fail(frame, refusal);
-    } else if ((frame[0] === Frame.Result || frame[0] === Frame.Notice || frame[0] === Frame.Pending) && frame[2] !== this.#incarnation) return; // for an earlier incarnation of this node
+    } else if (isCallerFrame(frame) && frame[2] !== this.#incarnation) return; // for an earlier incarnation of this node
     else if (frame[0] === Frame.Replica) {
       const message = frame[5];
       if (message.t === 'ack') {
         delete message.released;
         if (this.held.size > 0) {
-          const released = this.held.acked(frame[2], thread, message.items, message.refused);
+          const released = this.held.acked(frame[2], thread, message);
           // Replies go before the acknowledgement goes on: they are what the caller waits for.
-          for (const [toNode, result] of released) this.fromWorker(toNode, result[1], result);
+          for (const [toNode, word] of released) if (word !== null) this.fromWorker(toNode, word[1], word);
           if (released.length > 0) message.released = released.map(([, , id]) => id);
         }
       } else if (message.t === 'ship' && thread >= 0 && thread < this.#workers) {
@@ -278,27 +282,57 @@ export class FrameRelay {
   #acknowledge(frame: ReplicaFrame, thread: number, items: Extract<ReplicaFrame[5], { t: 'ship' }>['items']): ReplicaFrame | undefined {
     const [, , from, fromIncarnation, fromThread] = frame;
     const { acked, refused, taken } = this.fences.ship(from, fromIncarnation, items);
+    // The callers first, and at once: the writer's acknowledgement is off their path now.
+    const told = acked.length > 0 ? this.#tellCallers(items, acked) : [];
+    if (told.length > 0) this.#io.flushToNodes?.();
+    const ack: Extract<ReplicaFrame[5], { t: 'ack' }> = told.length > 0 ? { t: 'ack', items: acked, refused, told, epoch: this.fences.epoch } : { t: 'ack', items: acked, refused };
     try {
-      this.send(from, fromThread, [REPLICA_FRAME, fromThread, this.#node, this.#incarnation, thread, { t: 'ack', items: acked, refused }]);
+      this.send(from, fromThread, [REPLICA_FRAME, fromThread, this.#node, this.#incarnation, thread, ack]);
     } catch {
       // Not reachable now: the writer ships again, and gets its acknowledgement then.
     }
     return taken.length === 0 ? undefined : [REPLICA_FRAME, thread, from, fromIncarnation, fromThread, { t: 'store', items: taken }];
   }
 
+  /**
+   * The results waiting for writes of a shipment go from here to their callers, once this node
+   * took the writes: the callers need not wait for the writer to hear it and send them itself.
+   * Returns the callers sent theirs.
+   */
+  #tellCallers(items: Extract<ReplicaFrame[5], { t: 'ship' }>['items'], acked: readonly AckedWrite[]): [node: string, thread: number, requestId: number][] {
+    const told: [node: string, thread: number, requestId: number][] = [];
+    let ackedKeys: Set<string> | undefined;
+    for (const item of items) {
+      const callers = item[5];
+      if (callers === undefined) continue;
+      ackedKeys ??= new Set(acked.map((write) => write[0]));
+      if (!ackedKeys.has(item[0])) continue;
+      const epoch = this.fences.epoch;
+      for (const [node, incarnation, thread, requestId, value, notice, writeEpoch, targets] of callers) {
+        try {
+          this.send(node, thread, [Frame.ReplicatedResult, thread, incarnation, requestId, value, notice, this.#node, epoch, writeEpoch, targets]);
+          told.push([node, thread, requestId]);
+        } catch {
+          // The caller is not reachable from here: the writer sends it the result instead.
+        }
+      }
+    }
+    return told;
+  }
+
   #local(thread: number, frame: RoutedFrame): void {
     if (thread === MAIN_THREAD) {
       if (frame[0] === Frame.Held) {
-        const [, fromThread, id, key, version, seq, targets, toNode, result] = frame;
-        this.held.hold(fromThread, id, key, version, seq, targets, toNode, result, this.#io.now());
+        const [, fromThread, id, key, version, seq, targets, toNode, result, epoch] = frame;
+        this.held.hold(fromThread, id, key, version, seq, targets, epoch, toNode, result, this.#io.now());
         return;
       }
       if (frame[0] === Frame.HeldOutcome) {
         const released = this.held.outcome(frame[1], frame[2], frame[3]);
-        if (released !== undefined) this.fromWorker(released[0], released[1][1], released[1]);
+        if (released !== undefined && released[1] !== null) this.fromWorker(released[0], released[1][1], released[1]);
         return;
       }
-      if (frame[0] !== Frame.Result && frame[0] !== Frame.Notice && frame[0] !== Frame.Pending) throw new Unavailable('the main thread hosts no sessions');
+      if (!isCallerFrame(frame)) throw new Unavailable('the main thread hosts no sessions');
       this.#io.trace?.('in', frame, '');
       this.router.receive(frame);
       return;

@@ -9,6 +9,10 @@
  * (`HeldFrame`: the write it waits for and the replica targets the worker ships it to), and the
  * main thread lets it go as soon as every one of those targets acknowledged that write or a later
  * one of the same session, location version and incarnation (acknowledgements are cumulative).
+ * The worker shipped the reply with its write, and each target that takes the write delivers it to
+ * the caller itself (`ReplicatedResultFrame`). A reply every target says it delivered, in the
+ * write's layout epoch, is dropped here when let go: the caller, by the same rule, took it already.
+ * (A copy the caller no longer needs would cost it a wake-up on every replicated write.)
  *
  * The worker stays in charge: it still tracks the acknowledgements, ships again, retargets and
  * fails writes. The acknowledgement that let a reply go here goes on to the worker saying so
@@ -22,7 +26,7 @@
  * the worker would still hold or fail, and it costs the worker nothing to be slower.
  */
 import type { ErrorShape } from '@wadi/core';
-import type { AckedWrite, RefusedWrite } from './replication.js';
+import type { ReplicaMessage } from './replication.js';
 import type { ResultFrame } from './routing.js';
 
 /** A held reply is dropped after this long without being let go: its caller gave up long before. */
@@ -40,11 +44,15 @@ interface Held {
   workerDecides: boolean;
   toNode: string;
   result: ResultFrame;
+  /** The layout epoch the targets were chosen by, and the targets that delivered the reply in it. */
+  epoch: number;
+  toldBy: Set<string>;
+  targets: number;
   since: number;
 }
 
-/** A reply to send now: to thread `result[1]` of node `toNode`; `id` is the worker's. */
-export type ReleasedReply = [toNode: string, result: ResultFrame, id: number];
+/** A frame to send now (null: nothing to send) to thread `frame[1]` of node `toNode`; `id` is the worker's. */
+export type ReleasedReply = [toNode: string, frame: ResultFrame | null, id: number];
 
 export class HeldReplies {
   readonly #incarnation: number;
@@ -65,8 +73,8 @@ export class HeldReplies {
   }
 
   /** A worker hands over a reply. Targets empty: the worker alone decides. */
-  hold(thread: number, id: number, key: string, version: number, seq: number, targets: readonly string[], toNode: string, result: ResultFrame, now: number): void {
-    const held: Held = { thread, id, key, version, seq, waiting: new Set(targets), workerDecides: targets.length === 0, toNode, result, since: now };
+  hold(thread: number, id: number, key: string, version: number, seq: number, targets: readonly string[], epoch: number, toNode: string, result: ResultFrame, now: number): void {
+    const held: Held = { thread, id, key, version, seq, waiting: new Set(targets), workerDecides: targets.length === 0, toNode, result, epoch, toldBy: new Set(), targets: targets.length, since: now };
     this.#byId.set(`${thread}:${id}`, held);
     const name = `${thread}\u0000${key}`;
     const list = this.#byKey.get(name);
@@ -79,16 +87,18 @@ export class HeldReplies {
     const held = this.#byId.get(`${thread}:${id}`);
     if (held === undefined) return undefined;
     this.#remove(held);
-    if (error === null) return [held.toNode, held.result, id];
     const [kind, toThread, toIncarnation, requestId, , , notice] = held.result;
+    if (error === null) return [held.toNode, held.result, id];
     return [held.toNode, [kind, toThread, toIncarnation, requestId, false, error, notice], id];
   }
 
   /**
-   * An `ack` from node `from` for worker `thread` passes: the replies it completes, to send now.
-   * (The acknowledgement goes on to the worker as well.)
+   * An `ack` from node `from` for worker `thread` passes: the replies it completes, to send now
+   * unless every target delivered them. (The acknowledgement goes on to the worker as well.)
    */
-  acked(from: string, thread: number, items: readonly AckedWrite[], refused: readonly RefusedWrite[]): ReleasedReply[] {
+  acked(from: string, thread: number, ack: Extract<ReplicaMessage, { t: 'ack' }>): ReleasedReply[] {
+    const { items, refused, epoch } = ack;
+    const told = ack.told === undefined ? undefined : new Set(ack.told.map(([node, thread, requestId]) => `${node}\u0000${thread}\u0000${requestId}`));
     for (const [key, version, incarnation] of refused) {
       if (incarnation !== this.#incarnation) continue;
       for (const held of this.#byKey.get(`${thread}\u0000${key}`) ?? []) if (held.version === version) held.workerDecides = true;
@@ -99,10 +109,13 @@ export class HeldReplies {
       const list = this.#byKey.get(`${thread}\u0000${key}`);
       if (list === undefined) continue;
       for (const held of [...list]) {
-        if (held.workerDecides || held.version !== version || held.seq > seq || !held.waiting.delete(from) || held.waiting.size > 0) continue;
+        if (held.workerDecides || held.version !== version || held.seq > seq || !held.waiting.delete(from)) continue;
+        const [, toThread, toIncarnation, requestId] = held.result;
+        if (epoch === held.epoch && told?.has(`${held.toNode}\u0000${toThread}\u0000${requestId}`) === true) held.toldBy.add(from);
+        if (held.waiting.size > 0) continue;
         this.#remove(held);
         this.releasedEarly++;
-        released.push([held.toNode, held.result, held.id]);
+        released.push([held.toNode, held.toldBy.size === held.targets ? null : held.result, held.id]);
       }
     }
     return released;

@@ -75,8 +75,28 @@ export const CLAIM_TIMEOUT_MS = 3000;
 /** `[location version, writer incarnation, sequence]` of one write of a session's state. */
 export type WriteVersion = [version: number, incarnation: number, seq: number];
 
-/** One shipped state: session key, its write version and its encoded state. */
-export type ShippedState = [key: string, version: number, incarnation: number, seq: number, state: Uint8Array];
+/**
+ * The caller of a remote ask whose `sync` result waits for a write to be replicated, with that
+ * result (value and location notice), the targets the write went to and the layout epoch they
+ * were chosen by: each holder that takes the write delivers the result (routing.ts,
+ * `ReplicatedResultFrame`).
+ */
+export type WaitingCaller = [
+  node: string,
+  incarnation: number,
+  thread: number,
+  requestId: number,
+  value: unknown,
+  notice: [key: string, node: string, version: number, seq: number] | null,
+  writeEpoch: number,
+  targets: string[],
+];
+
+/**
+ * One shipped state: session key, its write version and its encoded state; with the callers whose
+ * results wait for this write (or an earlier one it includes), on its first shipment.
+ */
+export type ShippedState = [key: string, version: number, incarnation: number, seq: number, state: Uint8Array, callers?: WaitingCaller[]];
 /** One write a replica holder took (or refused, with why). */
 export type AckedWrite = [key: string, version: number, incarnation: number, seq: number];
 /** `fenced`: the writer was declared down; `older`: a newer write of the session is held. */
@@ -95,6 +115,12 @@ export type ReplicaMessage =
       t: 'ack';
       items: AckedWrite[];
       refused: RefusedWrite[];
+      /**
+       * The callers of these writes (`WaitingCaller`: node, thread, request id) that the receiver
+       * told directly, in layout `epoch`: their host need not send them its word.
+       */
+      told?: [node: string, thread: number, requestId: number][];
+      epoch?: number;
       /**
        * Set by the receiving node's main thread only (whatever came from the network is replaced):
        * the held replies (`HeldFrame` ids) of the receiving worker that this acknowledgement let go
@@ -205,6 +231,11 @@ export class ReplicaFences {
       const held = this.#newest.get(key);
       if (held !== undefined && compareWrites([held.write[0], held.write[1], 0], [version, incarnation, 0]) <= 0) this.#newest.delete(key);
     }
+  }
+
+  /** The epoch of the layout this node judges by (0 before the first). */
+  get epoch(): number {
+    return this.#layout?.epoch ?? 0;
   }
 
   /** As `Replication.setLayout`: fences of members back in the layout lift, replicas of buckets this node no longer copies go. */
@@ -328,6 +359,8 @@ interface Hosted {
   /** target -> highest seq it acknowledged at `version`. */
   acked: Map<string, number>;
   waiters: Waiter[];
+  /** Callers of remote asks whose results wait for the write about to be shipped, with those results: the targets deliver them. */
+  callers: WaitingCaller[];
   /** When the oldest shipment not acknowledged by every target went out (Infinity: none). */
   unackedSince: number;
   lastShippedAt: number;
@@ -355,14 +388,14 @@ class AckHold implements TurnHold {
   }
 }
 
-/**
- * The write a `sync` reply's hold waits for (session key, location version, sequence) and the
- * targets it waits on, for a main thread that can let the reply go on the acknowledgements
- * (`held-replies.ts`); undefined for any other hold.
- */
-export function heldWrite(hold: TurnHold): { key: string; version: number; seq: number; targets: readonly string[] } | undefined {
-  if (!(hold instanceof AckHold)) return undefined;
-  return { key: hold.entry.key, version: hold.entry.version, seq: hold.seq, targets: hold.entry.targets };
+/** The write a `sync` reply's hold waits for, as `Replication.heldWrite` describes it. */
+export interface HeldWrite {
+  key: string;
+  version: number;
+  seq: number;
+  targets: readonly string[];
+  /** The layout the targets were chosen by. */
+  epoch: number;
 }
 
 class FailedHold implements TurnHold {
@@ -389,6 +422,8 @@ export class Replication implements TurnObserver {
   /** `async` sessions changed since the last tick, to ship on the next one (coalesced). */
   readonly #asyncDirty = new Set<Hosted>();
   #flushScheduled = false;
+  /** What waits for this turn's shipments to be sent first (the results that wait for them: the longer path goes first). */
+  #afterShipment: (() => void)[] = [];
   /** Hosted sessions to ship whole to targets that lack them, at a bounded rate. */
   readonly #catchUp = new Set<Hosted>();
   readonly #replicas = new Map<string, Replica>();
@@ -508,6 +543,7 @@ export class Replication implements TurnObserver {
       targets: this.#targetsOf(bucket),
       acked: new Map(),
       waiters: old?.waiters ?? [],
+      callers: [],
       unackedSince: Infinity,
       lastShippedAt: -Infinity,
       gone: false,
@@ -547,10 +583,13 @@ export class Replication implements TurnObserver {
   /** Ships what changed in this event-loop turn: one frame per target thread. */
   readonly #flush = (): void => {
     this.#flushScheduled = false;
-    if (this.#dirty.size === 0) return;
     const entries = [...this.#dirty];
     this.#dirty.clear();
-    this.#ship(entries, (entry, target) => (entry.acked.get(target) ?? 0) < entry.seq);
+    if (entries.length > 0) this.#ship(entries, (entry, target) => (entry.acked.get(target) ?? 0) < entry.seq);
+    const after = this.#afterShipment;
+    if (after.length === 0) return;
+    this.#afterShipment = [];
+    for (const callback of after) callback();
   };
 
   /** Ships the `async` changes gathered since the last tick, each session's latest state once. */
@@ -573,8 +612,9 @@ export class Replication implements TurnObserver {
         const name = `${target}\u0000${thread}`;
         let batch = batches.get(name);
         if (batch === undefined) batches.set(name, (batch = { node: target, thread, items: [] }));
-        batch.items.push([entry.key, entry.version, this.incarnation, entry.seq, entry.bytes]);
+        batch.items.push(entry.callers.length === 0 ? [entry.key, entry.version, this.incarnation, entry.seq, entry.bytes] : [entry.key, entry.version, this.incarnation, entry.seq, entry.bytes, entry.callers]);
       }
+      if (entry.callers.length > 0) entry.callers = [];
       entry.lastShippedAt = now;
       if (entry.unackedSince === Infinity && entry.targets.some((target) => (entry.acked.get(target) ?? 0) < entry.seq)) {
         entry.unackedSince = now;
@@ -729,6 +769,27 @@ export class Replication implements TurnObserver {
       case 'adopt':
         return this.#onAdopt(message.items, typeOf);
     }
+  }
+
+  /**
+   * The write a `sync` reply's hold waits for (session key, location version, sequence), the
+   * targets it waits on and the layout they were chosen by, for a main thread that can let the
+   * reply go on the acknowledgements (`held-replies.ts`); undefined for any other hold.
+   */
+  heldWrite(hold: TurnHold): HeldWrite | undefined {
+    if (!(hold instanceof AckHold)) return undefined;
+    return { key: hold.entry.key, version: hold.entry.version, seq: hold.seq, targets: hold.entry.targets, epoch: this.#layout?.epoch ?? 0 };
+  }
+
+  /**
+   * The caller of a remote ask waits for the write `hold` waits for: its first shipment names the
+   * caller, so that each target tells it directly once it took the write (or a later one).
+   * `afterShipment` runs once that shipment went (at once if it went already).
+   */
+  notifyOnAck(hold: TurnHold, caller: WaitingCaller, afterShipment: () => void): void {
+    if (!(hold instanceof AckHold) || !this.#dirty.has(hold.entry)) return afterShipment();
+    hold.entry.callers.push(caller);
+    this.#afterShipment.push(afterShipment);
   }
 
   /** A committed layout: targets move, replicas of buckets this node no longer copies go. */
@@ -941,13 +1002,21 @@ export function parseReplicaMessage(value: unknown): ReplicaMessage {
   switch (message.t) {
     case 'ship':
       for (const item of items) {
-        const line = keyed(item, 5);
+        const line = keyed(item, Array.isArray(item) && item.length === 6 ? 6 : 5);
         write(line, 1);
         if (!(line[4] instanceof Uint8Array)) throw new InvalidArgument('replica message: a state is not bytes');
+        if (line.length === 6 && !(Array.isArray(line[5]) && line[5].every(isWaitingCaller))) throw new InvalidArgument('replica message: malformed waiting callers');
       }
       return message;
     case 'ack':
       for (const item of items) write(keyed(item, 4), 1);
+      if (message.told !== undefined) {
+        const told: unknown = message.told;
+        if (!Array.isArray(told) || !told.every((item) => Array.isArray(item) && item.length === 3 && typeof item[0] === 'string' && Number.isSafeInteger(item[1]) && Number.isSafeInteger(item[2]))) {
+          throw new InvalidArgument('replica ack: malformed told callers');
+        }
+        if (!Number.isSafeInteger(message.epoch)) throw new InvalidArgument('replica ack: told callers without an epoch');
+      }
       if (!Array.isArray(message.refused)) throw new InvalidArgument('replica ack: refused is not an array');
       for (const item of message.refused) {
         const line = keyed(item, 6);
@@ -970,6 +1039,19 @@ export function parseReplicaMessage(value: unknown): ReplicaMessage {
     default:
       throw new InvalidArgument(`unknown replica message '${String((message as { t: unknown }).t)}'`);
   }
+}
+
+/** A write's replica targets: node ids, at least one. */
+export function isTargetList(value: unknown): value is string[] {
+  return Array.isArray(value) && value.length > 0 && value.every((target) => typeof target === 'string');
+}
+
+function isWaitingCaller(value: unknown): boolean {
+  if (!Array.isArray(value) || value.length !== 8 || typeof value[0] !== 'string') return false;
+  const notice: unknown = value[5];
+  const noticeOk =
+    notice === null || (Array.isArray(notice) && notice.length === 4 && typeof notice[0] === 'string' && typeof notice[1] === 'string' && Number.isSafeInteger(notice[2]) && Number.isSafeInteger(notice[3]));
+  return Number.isSafeInteger(value[1]) && Number.isSafeInteger(value[2]) && Number.isSafeInteger(value[3]) && (value[3] as number) > 0 && noticeOk && Number.isSafeInteger(value[6]) && isTargetList(value[7]);
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -9,7 +9,7 @@
  * msgpack array each) because millions of them cross threads and sockets.
  */
 import { InvalidArgument, ROUTING_POLICIES, activationKey, type ErrorShape, type RoutingPolicy } from '@wadi/core';
-import { parseReplicaMessage, type ReplicaFrame } from './replication.js';
+import { isTargetList, parseReplicaMessage, type ReplicaFrame } from './replication.js';
 
 /** Frame kinds; core's envelope kinds are below 16. */
 export const enum Frame {
@@ -28,6 +28,8 @@ export const enum Frame {
   Held = 24,
   /** The worker's own word on a reply it handed its main thread to hold: let it go, or fail it (within a node). */
   HeldOutcome = 25,
+  /** A `sync` turn's result, from a replica holder that took its write (straight to the caller, not through the host). */
+  ReplicatedResult = 26,
 }
 
 /** Bits of a call's `flags`. */
@@ -114,16 +116,45 @@ export type OutFrame = [kind: Frame.Out, node: string, thread: number, frame: Ro
 /**
  * A result for another node that waits on the host's main thread until every replica target in
  * `targets` acknowledged write `seq` (or a later one) of session `key` at location `version`
- * (written by this node's incarnation), or the worker says so (`HeldOutcomeFrame`).
+ * (written by this node's incarnation), or the worker says so (`HeldOutcomeFrame`); it is not
+ * sent at all when every target delivered it to the caller itself (`ReplicatedResultFrame`).
+ * `epoch`: the layout the worker chose the targets by.
  */
-export type HeldFrame = [kind: Frame.Held, fromThread: number, holdId: number, key: string, version: number, seq: number, targets: string[], toNode: string, result: ResultFrame];
+export type HeldFrame = [kind: Frame.Held, fromThread: number, holdId: number, key: string, version: number, seq: number, targets: string[], toNode: string, result: ResultFrame, epoch: number];
 
 /** Lets a held result go (`error` null) or replaces it with a failure. */
 export type HeldOutcomeFrame = [kind: Frame.HeldOutcome, fromThread: number, holdId: number, error: ErrorShape | null];
 
-export type RoutedFrame = CallFrame | ResultFrame | NoticeFrame | PendingFrame | MigrationFrame | ReplicaFrame | HeldFrame | HeldOutcomeFrame;
-/** What a caller's thread receives about its calls. */
-export type CallerFrame = ResultFrame | NoticeFrame | PendingFrame;
+/**
+ * The result of a `sync` turn, from replica holder `fromNode`, which took the turn's write while
+ * in layout `holderEpoch`. The host shipped the result with the write, to each of the replica
+ * `targets` it chose in layout `writeEpoch`; the caller takes it once every target delivered it in
+ * that same epoch. Otherwise (a target refused, could not reach the caller, or judged by another
+ * layout) the host sends the result itself once it has the acknowledgements: the host decides
+ * which by the same rule (docs/cluster.md, "Where a sync reply waits"). So a replicated write
+ * costs the caller one network hop more than an unreplicated one, not two.
+ */
+export type ReplicatedResultFrame = [
+  kind: Frame.ReplicatedResult,
+  toThread: number,
+  toIncarnation: number,
+  requestId: number,
+  value: unknown,
+  notice: LocationNotice | null,
+  fromNode: string,
+  holderEpoch: number,
+  writeEpoch: number,
+  targets: string[],
+];
+
+export type RoutedFrame = CallFrame | ResultFrame | NoticeFrame | PendingFrame | MigrationFrame | ReplicaFrame | HeldFrame | HeldOutcomeFrame | ReplicatedResultFrame;
+/** What a caller's thread receives about its calls (each names the thread and incarnation it is for at [1] and [2]). */
+export type CallerFrame = ResultFrame | NoticeFrame | PendingFrame | ReplicatedResultFrame;
+
+export function isCallerFrame(frame: RoutedFrame): frame is CallerFrame {
+  const kind = frame[0];
+  return kind === Frame.Result || kind === Frame.Notice || kind === Frame.Pending || kind === Frame.ReplicatedResult;
+}
 
 /** One session in a migration offer: its location version at the target, and its encoded state. */
 export type MigratingSession = [type: string, id: string, version: number, state: Uint8Array];
@@ -180,6 +211,17 @@ export function parseFrame(value: unknown, buckets: number): RoutedFrame {
       integer(value[2], 'incarnation');
       notice(value[3]);
       return value as NoticeFrame;
+    case Frame.ReplicatedResult:
+      if (value.length !== 10) throw new InvalidArgument('replicated result frame: wrong length');
+      thread(value[1]);
+      integer(value[2], 'incarnation');
+      integer(value[3], 'request id');
+      if (value[5] !== null) notice(value[5]);
+      if (typeof value[6] !== 'string') throw new InvalidArgument('replicated result frame: no replica node');
+      integer(value[7], 'holder epoch');
+      integer(value[8], 'write epoch');
+      if (!isTargetList(value[9])) throw new InvalidArgument('replicated result frame: malformed targets');
+      return value as ReplicatedResultFrame;
     case Frame.Pending:
       if (value.length !== 5) throw new InvalidArgument('pending frame: wrong length');
       thread(value[1]);

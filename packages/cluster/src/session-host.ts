@@ -28,6 +28,7 @@ import {
   Unavailable,
   activationKey,
   bucketOf,
+  encodeView,
   errorToShape,
   groupOf,
   type ActorSystem,
@@ -39,7 +40,7 @@ import {
 import type { BucketHost } from './bucket-host.js';
 import type { Layout } from './layout.js';
 import { SessionMigrations, type MigrationOptions } from './migration.js';
-import { Replication, heldWrite, type ReplicaFrame, type ReplicationStats } from './replication.js';
+import { Replication, type ReplicaFrame, type ReplicationStats } from './replication.js';
 import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, reportPending, type CallFrame, type LocationNotice, type MigrationFrame, type ResultFrame, type RoutedFrame } from './routing.js';
 import type { SessionRouter } from './session-router.js';
 
@@ -194,9 +195,9 @@ export class SessionHost {
       {
         send: (node, thread, frame) => io.send(node, thread, frame),
         now: io.now,
-        // Not a microtask: routed calls' turns run in separate macrotasks, and a flush per turn
-        // would cost the batching (measured: async throughput down by a fifth).
-        defer: (callback) => system.scheduler.defer(callback),
+        // What is shipped here is what a caller waits for (sync writes): as soon as the turns
+        // that ran together are done. (Async writes are shipped per tick, coalesced.)
+        defer: (callback) => (system.scheduler.soon === undefined ? system.scheduler.defer(callback) : system.scheduler.soon(callback)),
         log: io.log,
         threadFor: (node, bucket) => router.threadFor(node, bucket),
         versionOf: (key) => this.versionOf(key),
@@ -364,23 +365,34 @@ export class SessionHost {
 
   /**
    * A `sync` turn's result for a caller on another node, held until the replicas acknowledged
-   * the write: handed to this node's main thread at once, which lets it go when the
-   * acknowledgements pass it (held-replies.ts) and says so on the acknowledgement it forwards
-   * here; when the hold is released here otherwise, this worker's own word follows. False (the system holds it here) for a caller on this node, or a result that
-   * cannot be handed over.
+   * the write. It goes with the write's shipment, so that each replica target that takes the
+   * write delivers it to the caller (the caller takes it once all did); and to this node's main
+   * thread, which sends it itself when the acknowledgements pass it (held-replies.ts), unless
+   * every target delivered it, and says so on the acknowledgement it forwards here; when the hold
+   * is released here otherwise, this worker's own word follows. False (the system holds it here)
+   * for a caller on this node, or a result that cannot be encoded.
    */
   replyHeld(frame: CallFrame, value: unknown, notice: LocationNotice | null, hold: TurnHold): boolean {
-    const write = heldWrite(hold);
+    const write = this.replication.heldWrite(hold);
     if (write === undefined || frame[2] === this.node || frame[1] === 0) return false;
-    const id = ++this.#heldIds;
-    const result: ResultFrame = [Frame.Result, frame[4], frame[3], frame[1], true, value, notice];
     try {
-      this.#io.send(this.node, MAIN_THREAD, [Frame.Held, this.thread, id, write.key, write.version, write.seq, [...write.targets], frame[2], result]);
+      encodeView(value);
     } catch {
-      // Not sendable as it is (the result does not encode): the usual way says why.
-      return false;
+      return false; // the usual way says why
     }
+    const id = ++this.#heldIds;
+    const targets = [...write.targets];
+    const result: ResultFrame = [Frame.Result, frame[4], frame[3], frame[1], true, value, notice];
     this.#heldAtMain.add(id);
+    // After the write's shipment: the result's way through a replica is the longer one.
+    this.replication.notifyOnAck(hold, [frame[2], frame[3], frame[4], frame[1], value, notice, write.epoch, targets], () => {
+      try {
+        this.#io.send(this.node, MAIN_THREAD, [Frame.Held, this.thread, id, write.key, write.version, write.seq, targets, frame[2], result, write.epoch]);
+      } catch {
+        // Only when this node is going away: its callers' asks fail on their own.
+        this.#heldAtMain.delete(id);
+      }
+    });
     hold.wait((error) => {
       // Let go there on the same acknowledgements that released it here: nothing to say.
       if (!this.#heldAtMain.delete(id)) return;

@@ -19,10 +19,17 @@
  *
  * At most once: an ask sent to a node that the cluster then declares down may have run there or
  * not; it is never sent again, and fails with `HostLost` at once rather than at its deadline.
+ *
+ * Replicated writes: the result of a `sync` turn may come from the replica holders of its write
+ * (`ReplicatedResult`) rather than from its host; the ask settles once every replica target named
+ * in it delivered it in the layout epoch the targets were chosen by, or once the host's own result
+ * comes, whichever is first. The host sends its own unless the targets all delivered theirs (it
+ * judges by the same rule), so the caller waits one network hop less than if the host gathered
+ * the acknowledgements first.
  */
 import { HostLost, Kind, Unavailable, activationKey, bucketOf, errorToShape, type AskEnvelope, type Envelope, type TellEnvelope } from '@wadi/core';
 import type { Layout } from './layout.js';
-import { CallFlag, Frame, type CallFrame, type CallerFrame, type LocationNotice, type RoutedFrame } from './routing.js';
+import { CallFlag, Frame, type CallFrame, type CallerFrame, type LocationNotice, type ReplicatedResultFrame, type RoutedFrame } from './routing.js';
 
 export interface SessionRouterIO {
   /**
@@ -89,6 +96,13 @@ export interface SessionRouterStats {
   rerouted: number;
 }
 
+interface InFlight {
+  node: string;
+  at: number;
+  route: Route;
+  seq: number;
+}
+
 /** How long an unanswered ask is remembered for `nodeGone` (longer than any sensible ask deadline). */
 const IN_FLIGHT_KEPT_MS = 10 * 60_000;
 
@@ -110,8 +124,14 @@ export class SessionRouter {
   #early: CallFrame[] = [];
   #rerouted = 0;
   /** Asks sent and not answered yet: request id -> the node sent to, when, and the call's route and number. */
-  readonly #inFlight = new Map<number, { node: string; at: number; route: Route; seq: number }>();
+  readonly #inFlight = new Map<number, InFlight>();
   #inFlightSweptAt = 0;
+  /**
+   * Asks whose `sync` result one or more of several replica targets delivered: the targets that
+   * have not yet. (Not kept with `#inFlight`: an ask this thread delivered to itself is not there,
+   * and may still end up answered by replicas, after its session moved away.)
+   */
+  readonly #replicasWaiting = new Map<number, { waiting: Set<string>; at: number }>();
 
   constructor(options: SessionRouterOptions, io: SessionRouterIO) {
     this.node = options.node;
@@ -178,11 +198,30 @@ export class SessionRouter {
       if (route?.held !== undefined && frame[4] > route.noticed) route.heldSince = Math.max(route.heldSince, this.#io.now());
       return;
     }
+    if (frame[0] === Frame.ReplicatedResult) return this.#replicatedResult(frame);
     const [, , , requestId, ok, value, notice] = frame;
     if (notice !== null) this.#notice(notice);
     else if (requestId !== 0) this.#answered(requestId);
     if (requestId !== 0) this.#inFlight.delete(requestId);
+    if (requestId !== 0) this.#replicasWaiting.delete(requestId);
     if (requestId !== 0) this.#io.settle(ok ? [Kind.Reply, requestId, value] : [Kind.Failure, requestId, value as never]);
+  }
+
+  /** A replica holder delivers a `sync` result: taken once every target did, in the epoch the targets were chosen by. */
+  #replicatedResult([, , , requestId, value, notice, fromNode, holderEpoch, writeEpoch, targets]: ReplicatedResultFrame): void {
+    // Judged by another layout than the targets were chosen by: the host sends its own result then.
+    if (holderEpoch !== writeEpoch) return;
+    if (targets.length > 1) {
+      let entry = this.#replicasWaiting.get(requestId);
+      if (entry === undefined) this.#replicasWaiting.set(requestId, (entry = { waiting: new Set(targets), at: this.#io.now() }));
+      if (!entry.waiting.delete(fromNode) || entry.waiting.size > 0) return;
+      this.#replicasWaiting.delete(requestId);
+    } else if (targets[0] !== fromNode) return;
+    // (An ask settled already, by the host's result, or given up on, is settled in vain: its caller ignores it.)
+    if (notice !== null) this.#notice(notice);
+    else this.#answered(requestId);
+    this.#inFlight.delete(requestId);
+    this.#io.settle([Kind.Reply, requestId, value]);
   }
 
   /** This thread learned where a session is without a call (it migrated the session away itself). */
@@ -223,6 +262,7 @@ export class SessionRouter {
       // Asks that timed out at their caller never get a result here: forget them eventually.
       this.#inFlightSweptAt = now;
       for (const [requestId, sent] of this.#inFlight) if (now - sent.at >= IN_FLIGHT_KEPT_MS) this.#inFlight.delete(requestId);
+      for (const [requestId, entry] of this.#replicasWaiting) if (now - entry.at >= IN_FLIGHT_KEPT_MS) this.#replicasWaiting.delete(requestId);
     }
     if (this.#holding.size === 0) return;
     for (const route of [...this.#holding]) {

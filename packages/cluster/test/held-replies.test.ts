@@ -3,7 +3,10 @@
  * `FrameRelay`: a reply goes as soon as every target acknowledged its write, before the
  * acknowledgement goes on to the worker; otherwise (a refusal, a layout change, a target that went
  * down, a write not acknowledged yet) only the worker's word lets it go, once; the worker's word
- * after an early release sends nothing more.
+ * after an early release sends nothing more. A reply every target delivered to the caller itself
+ * (`ReplicatedResult`), in the layout epoch the targets were chosen by, is dropped instead; the
+ * replica holder's side: it delivers the results shipped with the writes it takes, before it
+ * acknowledges them to the writer.
  */
 import { describe, expect, it } from 'vitest';
 import { errorToShape, Fenced, type Envelope } from '@wadi/core';
@@ -55,15 +58,20 @@ function harness() {
   return { relay, sent, advance: (ms: number) => (now += ms) };
 }
 
-/** Worker 1's sync result for request `requestId` of thread 0 of client '~x', waiting for write `seq` at version 5 on `targets`. */
+/** Worker 1's sync result for request `requestId` of thread 0 of client '~x', waiting for write `seq` at version 5 on `targets` (chosen in layout 1). */
 function held(id: number, seq: number, targets: string[], requestId = id): HeldFrame {
   const result: ResultFrame = [Frame.Result, 0, 9, requestId, true, `r${requestId}`, null];
-  return [Frame.Held, 1, id, KEY, 5, seq, targets, '~x', result];
+  return [Frame.Held, 1, id, KEY, 5, seq, targets, '~x', result, 1];
 }
 
-function ack(from: string, seq: number, options: { version?: number; incarnation?: number; refused?: boolean } = {}): DeliverFrame {
+/** `told`: the holder delivered these requests' results to thread 0 of '~x', in layout `toldEpoch` (default 1). */
+function ack(from: string, seq: number, options: { version?: number; incarnation?: number; refused?: boolean; told?: number[]; toldEpoch?: number } = {}): DeliverFrame {
   const write = [KEY, options.version ?? 5, options.incarnation ?? 3, seq] as const;
   const message: ReplicaFrame[5] = options.refused === true ? { t: 'ack', items: [], refused: [[...write, 'a newer write is held', 'older']] } : { t: 'ack', items: [[...write]], refused: [] };
+  if (options.told !== undefined && message.t === 'ack') {
+    message.told = options.told.map((requestId) => ['~x', 0, requestId]);
+    message.epoch = options.toldEpoch ?? 1;
+  }
   return [Frame.Deliver, 1, [REPLICA_FRAME, 1, from, 1, 1, message]];
 }
 
@@ -150,9 +158,50 @@ describe('held sync replies', () => {
 
   it('never releases a reply held with no targets on acknowledgements', () => {
     const replies = new HeldReplies(3);
-    replies.hold(0, 1, KEY, 5, 1, [], '~x', [Frame.Result, 0, 9, 1, true, 'r', null], 0);
-    expect(replies.acked('b', 0, [[KEY, 5, 3, 9]], [])).toEqual([]);
-    expect(replies.outcome(0, 1, null)?.[1][5]).toBe('r');
+    replies.hold(0, 1, KEY, 5, 1, [], 1, '~x', [Frame.Result, 0, 9, 1, true, 'r', null], 0);
+    expect(replies.acked('b', 0, { t: 'ack', items: [[KEY, 5, 3, 9]], refused: [] })).toEqual([]);
+    expect(replies.outcome(0, 1, null)?.[1]?.[5]).toBe('r');
+  });
+
+  it('sends nothing for a reply every target delivered in the epoch of its write, and the reply itself otherwise', () => {
+    const { relay, sent } = harness();
+    relay.fromWorker('a', MAIN_THREAD, held(1, 4, ['b', 'c']));
+    relay.fromWorker('a', MAIN_THREAD, held(2, 5, ['b', 'c']));
+    relay.fromWorker('a', MAIN_THREAD, held(3, 6, ['b']));
+    // 1: both targets delivered it. 2: c did not (it could not reach the caller). 3: b judged by layout 2.
+    relay.fromNode('b', ack('b', 5, { told: [1, 2] }));
+    relay.fromNode('c', ack('c', 5, { told: [1] }));
+    relay.fromNode('b', ack('b', 6, { told: [3], toldEpoch: 2 }));
+    expect(kinds(sent)).toEqual(['worker 1 ack', '~x result 2 ok', 'worker 1 ack', '~x result 3 ok', 'worker 1 ack']);
+    // All three were let go here: the worker is told so, and its word sends nothing more.
+    expect((sent[2]!.frame as ReplicaFrame)[5]).toMatchObject({ released: [1, 2] });
+    relay.fromWorker('a', MAIN_THREAD, [Frame.HeldOutcome, 1, 1, null]);
+    expect(sent).toHaveLength(5);
+    expect(relay.stats()).toMatchObject({ heldReplies: 0, heldRepliesReleasedEarly: 3 });
+  });
+
+  it('delivers the results shipped with the writes it takes to their callers, before it acknowledges them to the writer', () => {
+    const { relay, sent } = harness();
+    const state = new Uint8Array([1, 2, 3]);
+    const caller = (requestId: number, writeEpoch = 1): [string, number, number, number, unknown, null, number, string[]] => ['~y', 4, 0, requestId, `v${requestId}`, null, writeEpoch, ['a']];
+    relay.fromNode('b', [
+      Frame.Deliver,
+      0,
+      [REPLICA_FRAME, 0, 'b', 2, 1, { t: 'ship', items: [[KEY, 5, 2, 7, state, [caller(11), caller(12)]], ['T\u0000other', 1, 2, 1, state]] }],
+    ]);
+    expect(sent.map(({ to, frame }) => `${to} ${frame[0] === Frame.ReplicatedResult ? `result ${frame[3]}` : frame[0] === Frame.Replica ? frame[5].t : frame[0]}`)).toEqual([
+      '~y result 11',
+      '~y result 12',
+      'b ack',
+      'worker 0 store',
+    ]);
+    expect(sent[0]!.frame).toEqual([Frame.ReplicatedResult, 0, 4, 11, 'v11', null, 'a', 1, 1, ['a']]);
+    expect((sent[2]!.frame as ReplicaFrame)[5]).toMatchObject({ t: 'ack', told: [['~y', 0, 11], ['~y', 0, 12]], epoch: 1 });
+    // A write it refuses (not newer than what it holds) delivers nothing.
+    sent.length = 0;
+    relay.fromNode('b', [Frame.Deliver, 0, [REPLICA_FRAME, 0, 'b', 2, 1, { t: 'ship', items: [[KEY, 5, 2, 6, state, [caller(13)]]] }]]);
+    expect(sent.map(({ to, frame }) => `${to} ${frame[0] === Frame.Replica ? frame[5].t : frame[0]}`)).toEqual(['b ack']);
+    expect((sent[0]!.frame as ReplicaFrame)[5]).not.toHaveProperty('told');
   });
 
   it('never passes on what another node says was released', () => {

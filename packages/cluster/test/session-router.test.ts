@@ -235,6 +235,30 @@ describe('SessionRouter', () => {
     expect(settled.map((envelope) => envelope[1])).toEqual([7, 8]);
   });
 
+  it("settles a sync ask on its result from every replica target of the write, once, in the targets' epoch only", () => {
+    const { router, settled } = harness();
+    router.setLayout(layout('b'));
+    const replicated = (requestId: number, from: string, holderEpoch: number, targets: string[]): RoutedFrame => [Frame.ReplicatedResult, 0, 1, requestId, `v${requestId}`, null, from, holderEpoch, 1, targets];
+    router.send([Kind.Ask, 7, 0, 'T', 's', 'm', []]);
+    router.send([Kind.Ask, 8, 0, 'T', 's', 'm', []]);
+    router.send([Kind.Ask, 9, 0, 'T', 's', 'm', []]);
+    // 7: two targets; the first alone (twice) settles nothing.
+    router.receive(replicated(7, 'h', 1, ['h', 'x']) as never);
+    router.receive(replicated(7, 'h', 1, ['h', 'x']) as never);
+    expect(settled).toEqual([]);
+    router.receive(replicated(7, 'x', 1, ['h', 'x']) as never);
+    expect(settled).toEqual([[Kind.Reply, 7, 'v7']]);
+    // 8: the holder judged by another layout than the write's targets were chosen by: the host's result settles it.
+    router.receive(replicated(8, 'h', 2, ['h']) as never);
+    expect(settled).toHaveLength(1);
+    router.receive([Frame.Result, 0, 1, 8, true, 'host', null]);
+    expect(settled[1]).toEqual([Kind.Reply, 8, 'host']);
+    // 9: settled by its replica; the host's result that may follow, and the host going down, change nothing.
+    router.receive(replicated(9, 'h', 1, ['h']) as never);
+    router.nodeGone('b', true);
+    expect(settled.slice(2)).toEqual([[Kind.Reply, 9, 'v9']]);
+  });
+
   it('a path switch does not wait for calls sent straight to the host that were answered', () => {
     const { router, sent, notice } = harness();
     router.setLayout(layout('b'));

@@ -11,7 +11,15 @@ export interface Scheduler {
   clearTimer(handle: TimerHandle): void;
   /** Runs `callback` soon, after pending I/O has had a chance (a macrotask, not a microtask). */
   defer(callback: () => void): void;
+  /**
+   * Runs `callback` as soon as the current job is done, before any I/O (a microtask). Without
+   * it, `defer`.
+   */
+  soon?(callback: () => void): void;
 }
+
+/** A resolved promise's then() is a bare microtask; queueMicrotask adds async-context bookkeeping. */
+const resolved = Promise.resolve();
 
 /** The real-time scheduler for a Node process. Timers are unref'd: they never keep a process alive. */
 export const realTimeScheduler: Scheduler = {
@@ -23,4 +31,5 @@ export const realTimeScheduler: Scheduler = {
   },
   clearTimer: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
   defer: (callback) => void setImmediate(callback),
+  soon: (callback) => void resolved.then(callback),
 };

@@ -15,6 +15,7 @@ import {
   CLIENT_ID_PREFIX,
   Frame,
   SessionRouter,
+  isCallerFrame,
   parseFrame,
   validateLayout,
   type Layout,
@@ -204,7 +205,7 @@ class Client implements WadiClient {
         this.#log('warn', `refused a frame from ${peer.id}: ${(error as Error).message}`);
         return;
       }
-      if (frame[0] === Frame.Result || frame[0] === Frame.Notice || frame[0] === Frame.Pending) this.#router.receive(frame);
+      if (isCallerFrame(frame)) this.#router.receive(frame);
       return;
     }
     const message = value as { t?: unknown; layout?: unknown };

@@ -100,8 +100,11 @@ export interface ClusterHost {
   quorumGate(refusal: () => Error | undefined): void;
   /** The quorum view for the workers, on the absolute clock (`performance.timeOrigin + performance.now()`). */
   setQuorum(view: QuorumView): Promise<void>;
-  /** This node is a member now, as `self`; `toNode` sends a value to another member over its cluster connection (throws when it cannot). */
-  joined(self: { node: string; incarnation: number }, toNode: (node: string, value: unknown) => void): Promise<void>;
+  /**
+   * This node is a member now, as `self`; `toNode` queues a value for another member's cluster
+   * connection (throws when it cannot), and `flushToNodes` sends what is queued at once.
+   */
+  joined(self: { node: string; incarnation: number }, toNode: (node: string, value: unknown) => void, flushToNodes: () => void): Promise<void>;
   /** Gives every thread the committed layout. */
   applyLayout(self: string, layout: Layout): Promise<void>;
   /** A session frame (`Deliver`) from another node. */
@@ -311,7 +314,9 @@ class Membership implements ClusterHandle {
     });
     await this.#transport.start();
     const transport = this.#transport;
-    await this.#host.joined({ node: this.id, incarnation: this.incarnation }, (node, value) => transport.send(node, value));
+    await this.#host.joined({ node: this.id, incarnation: this.incarnation }, (node, value) => transport.send(node, value),
+      () => transport.flush(),
+    );
     const protocol = new NodeProtocol(
       {
         self: { id: this.id, incarnation: this.incarnation, url: this.#transport.url, workers: this.#host.workers },

@@ -207,6 +207,8 @@ class LocalNode implements WadiNode {
   #stopping: Promise<void> | undefined;
   /** Set once this node is a cluster member: the main thread's side of session routing. */
   #routing: MainRouting | undefined;
+  /** Sends the frames queued for other nodes now (the cluster transport's `flush`). */
+  #flushToNodes: () => void = () => undefined;
   #routingTicker: NodeJS.Timeout | undefined;
   #member: { node: string; incarnation: number } | undefined;
   /** The main thread's quorum gate, once the cluster side gave it: calls from elsewhere and `node.ref()` pass it first. */
@@ -279,10 +281,12 @@ class LocalNode implements WadiNode {
       workers: this.workers,
       buckets: this.buckets,
       sessionCounts: () => this.#sessionCounts(),
-      joined: async (self, toNode) => {
+      joined: async (self, toNode, flushToNodes) => {
         this.#member = self;
+        this.#flushToNodes = flushToNodes;
         this.#routing = new MainRouting(self, this.buckets, this.workers, {
           toNode,
+          flushToNodes,
           toWorker: (thread, frame) => this.#linkTo(thread).send(frame),
           settle: (envelope) => this.#system.receive(envelope),
           admit: () => this.#quorumRefusal?.(),
@@ -506,7 +510,11 @@ class LocalNode implements WadiNode {
           else this.#system.receive(message as Envelope);
       }
     };
-    worker.on('message', (batch) => receiveBatch(batch, deliver, (error) => console.error(`wadi: undecodable batch from worker ${slot.index}:`, error)));
+    worker.on('message', (batch) => {
+      receiveBatch(batch, deliver, (error) => console.error(`wadi: undecodable batch from worker ${slot.index}:`, error));
+      // What the batch sends other nodes (replies, replica shipments) leaves before this thread does anything else.
+      this.#flushToNodes();
+    });
     worker.on('error', (error) => console.error(`wadi: worker ${slot.index} threw:`, error));
     worker.once('exit', (exitCode) => {
       signalExit(new WorkerCrashed(`worker ${slot.index} exited with code ${exitCode}`));

@@ -170,6 +170,7 @@ const deliver = (message: ThreadMessage): void => {
     case Frame.Result:
     case Frame.Notice:
     case Frame.Pending:
+    case Frame.ReplicatedResult:
       if (cluster === undefined) return;
       return cluster.router.receive(message);
     default:

@@ -685,6 +685,8 @@ export function describeFrame(frame: RoutedFrame): string {
       return `notice ${JSON.stringify(frame[3]).replace(/\\u0000/g, ':')}`;
     case Frame.Pending:
       return `pending ${frame[3].replace('\u0000', ':')} up to seq ${frame[4]}`;
+    case Frame.ReplicatedResult:
+      return `result ${frame[3]} from replica ${frame[6]} (e${frame[7]}, written in e${frame[8]} to ${frame[9].join(', ')})`;
     case Frame.Migration: {
       const message = frame[4];
       const detail = message.t === 'offer' ? message.sessions.map((session) => `${session[1]} v${session[2]}`).join(' ') : message.t === 'handover' ? `${message.calls.length} calls` : message.t === 'accepted' ? `${message.accepted.length} accepted, ${message.refused.length} refused` : '';

@@ -444,6 +444,20 @@ export class ClusterTransport extends EventEmitter<ClusterTransportEvents> {
     }
   }
 
+  /**
+   * Sends what was queued now rather than at the end of the tick. The node calls it once it has
+   * handled a batch from a worker, and the transport does after each frame it received: what that
+   * input produced (a forwarded call, a reply, a replica's acknowledgement) is on a path someone
+   * waits on, and it goes ahead of the work the same input woke elsewhere (messages to the
+   * workers go out on a microtask, after this). Batching is kept where it pays: one frame per
+   * peer for everything a received batch produced.
+   */
+  flush(): void {
+    if (this.#dirty.size === 0) return;
+    if (this.#flushScheduled !== undefined) clearImmediate(this.#flushScheduled);
+    this.#flushDirty();
+  }
+
   isConnected(peerId: string): boolean {
     return this.#peers.has(peerId);
   }
@@ -575,7 +589,10 @@ export class ClusterTransport extends EventEmitter<ClusterTransportEvents> {
     const bytes = data as Buffer; // binaryType is the default 'nodebuffer'
     if (connection.phase === 'handshake') this.#onHandshakeFrame(connection, bytes);
     else if (connection.waitFor.size > 0) connection.held.push(bytes);
-    else this.#onDataFrame(connection, bytes);
+    else {
+      this.#onDataFrame(connection, bytes);
+      this.flush();
+    }
   }
 
   #onHandshakeFrame(connection: Connection, bytes: Buffer): void {

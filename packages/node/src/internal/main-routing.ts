@@ -9,6 +9,8 @@ import type { Envelope } from '@wadi/core';
 export interface MainRoutingIO {
   /** Sends a value to another node over its cluster connection; throws when not connected or overloaded. */
   toNode(node: string, value: unknown): void;
+  /** Sends what `toNode` queued now rather than at the end of the tick. */
+  flushToNodes(): void;
   /** Sends a frame to a worker of this node. */
   toWorker(thread: number, frame: RoutedFrame): void;
   /** Settles an ask of the main thread's actor system. */
@@ -22,7 +24,15 @@ export class MainRouting extends FrameRelay {
   constructor(self: { node: string; incarnation: number }, buckets: number, workers: number, io: MainRoutingIO) {
     super(
       { node: self.node, incarnation: self.incarnation, buckets, workers },
-      { toNode: io.toNode, toWorker: io.toWorker, settle: io.settle, now: () => performance.now(), log: io.log, ...(io.admit === undefined ? {} : { admit: io.admit }) },
+      {
+        toNode: io.toNode,
+        flushToNodes: io.flushToNodes,
+        toWorker: io.toWorker,
+        settle: io.settle,
+        now: () => performance.now(),
+        log: io.log,
+        ...(io.admit === undefined ? {} : { admit: io.admit }),
+      },
     );
   }
 }

@@ -23,6 +23,8 @@
  * and so does the replication of the sessions hosted here (`Replication`, in `replication.ts`).
  */
 import {
+  DEFAULT_ASK_TIMEOUT_MS,
+  HostLost,
   LOCAL,
   Redirected,
   Unavailable,
@@ -63,6 +65,13 @@ export const LAYOUT_CATCH_UP_MS = 5000;
 
 /** How long an owner remembers how many calls it sent on to a session's node, and waits for those it sent to a node that bounced one. */
 const SENT_ON_KEPT_MS = 5000;
+/**
+ * Asks this thread forwarded to another node are remembered as long as a caller waits by default
+ * (`DEFAULT_ASK_TIMEOUT_MS`), at most this many (the oldest are forgotten first): if that node is
+ * lost meanwhile, their callers hear `HostLost` from here rather than wait for their deadlines
+ * (a caller tracks only the node it sent a call to, and here it went on elsewhere).
+ */
+const FORWARDED_ASKS_KEPT = 50_000;
 const DRAIN_TIMEOUT_MS = 2000;
 
 /** Where a new session is activated. */
@@ -174,6 +183,8 @@ export class SessionHost {
   readonly #hops: number[] = [];
   #forwarded = 0;
   #placed = 0;
+  /** Asks forwarded to other nodes, by caller: `node\0thread\0requestId` (see `FORWARDED_ASKS_KEPT`). */
+  readonly #forwardedAsks = new Map<string, { to: string; frame: CallFrame; at: number }>();
 
   constructor(options: SessionHostOptions, system: ActorSystem, directory: BucketHost, router: SessionRouter, io: SessionHostIO) {
     this.node = options.node;
@@ -430,12 +441,14 @@ export class SessionHost {
   }
 
   /**
-   * A node left or went down: migrations to and from it cannot finish. Forwarding pointers to it
-   * stay: a node that left still passes calls on for a moment, and one that cannot be reached
-   * any more sends them to the owner (see `FrameRelay`), so no later call overtakes them.
+   * A node left or went down (`lost`: it crashed): migrations to and from it cannot finish.
+   * Forwarding pointers to it stay: a node that left still passes calls on for a moment, and one
+   * that cannot be reached any more sends them to the owner (see `FrameRelay`), so no later call
+   * overtakes them. The asks this thread forwarded to a lost node fail with `HostLost`.
    */
-  nodeGone(node: string): void {
+  nodeGone(node: string, lost = false): void {
     this.migrations.nodeGone(node);
+    if (lost) this.#failForwardedTo(node);
   }
 
   /**
@@ -443,6 +456,7 @@ export class SessionHost {
    * its migrations cannot finish, and the sessions they hosted fail over to their replicas.
    */
   nodeRestarted(node: string, incarnation = Infinity): void {
+    this.#failForwardedTo(node);
     for (const [key, pointer] of this.#pointers) if (pointer.node === node) this.#pointers.delete(key);
     this.migrations.nodeGone(node);
     this.replication.targetRestarted(node);
@@ -462,6 +476,11 @@ export class SessionHost {
       this.#refuse(frame, new Unavailable(`${frame[5]} '${frame[6]}' was routed by layout epoch ${frame[15]}, which node ${this.node} did not get within ${this.#catchUpMs} ms`));
     }
     for (const [key, sent] of this.#sentOn) if (now - sent.at >= SENT_ON_KEPT_MS) this.#sentOn.delete(key);
+    // In the order they were forwarded: the oldest first.
+    for (const [key, forwarded] of this.#forwardedAsks) {
+      if (now - forwarded.at < DEFAULT_ASK_TIMEOUT_MS) break;
+      this.#forwardedAsks.delete(key);
+    }
     // Calls sent to a node that bounced one may have been delivered there after all (it took the
     // session meanwhile), or lost: do not wait for them for ever.
     for (const [key, draining] of [...this.#draining]) if (now - draining.since >= DRAIN_TIMEOUT_MS) this.#endDrain(key);
@@ -790,6 +809,29 @@ export class SessionHost {
     frame[15] = Math.max(frame[15], this.#epoch);
     this.#forwarded++;
     this.#send(node, this.#router.threadFor(node, bucket), frame);
+    if (frame[1] !== 0 && node !== this.node) this.#rememberForwarded(frame, node);
+  }
+
+  #rememberForwarded(frame: CallFrame, to: string): void {
+    const key = `${frame[2]}\u0000${frame[4]}\u0000${frame[1]}`;
+    this.#forwardedAsks.delete(key); // forwarded again: it counts from now
+    // Without its arguments: all a failure needs is who called what.
+    const slim: CallFrame = [Frame.Call, frame[1], frame[2], frame[3], frame[4], frame[5], frame[6], frame[7], [], frame[9], frame[10], frame[11], frame[12], frame[13], frame[14], frame[15]];
+    this.#forwardedAsks.set(key, { to, frame: slim, at: this.#io.now() });
+    if (this.#forwardedAsks.size > FORWARDED_ASKS_KEPT) this.#forwardedAsks.delete(this.#forwardedAsks.keys().next().value!);
+  }
+
+  /**
+   * Node `node` was lost (or restarted): the asks this thread forwarded there may or may not have
+   * run, and will not be answered. Their callers hear so now (at most once: nothing is sent
+   * again); one that was answered already ignores it.
+   */
+  #failForwardedTo(node: string): void {
+    for (const [key, { to, frame }] of this.#forwardedAsks) {
+      if (to !== node) continue;
+      this.#forwardedAsks.delete(key);
+      this.#refuse(frame, new HostLost(`node ${node} went down after ${frame[5]} '${frame[6]}'.${frame[7]} was forwarded to it: it may or may not have run, and it was not sent again`));
+    }
   }
 
   #send(node: string, thread: number, frame: CallFrame): void {

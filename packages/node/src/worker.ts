@@ -308,7 +308,7 @@ const control: WorkerControl = {
   reportBucket: (bucket) => buckets.report(bucket),
   forgetNode(node, crashed) {
     cluster?.router.nodeGone(node, crashed);
-    cluster?.host.nodeGone(node);
+    cluster?.host.nodeGone(node, crashed);
     return buckets.forgetNode(node, crashed);
   },
   nodeRestarted(node, incarnation) {

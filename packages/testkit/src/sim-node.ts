@@ -636,7 +636,7 @@ export class SimNode implements NetworkEndpoint {
           this.#observer.touch();
           for (const thread of this.threads) {
             thread.router.nodeGone(node, crashed);
-            thread.host.nodeGone(node);
+            thread.host.nodeGone(node, crashed);
             thread.buckets.forgetNode(node, crashed);
           }
         });

@@ -1,9 +1,11 @@
 /**
  * Real sessions in the simulator, on hand-written schedules: a migration under a stream of calls
  * from three senders, a graceful leave under load, a join under load (no session moves), hops on
- * a settled cluster, replay, and that the session checks do catch a lost message.
+ * a settled cluster, replay, that the session checks do catch a lost message, and that an ask
+ * forwarded to a host that is then lost fails with `HostLost` well before its deadline.
  */
 import { describe, expect, it } from 'vitest';
+import { bucketOf } from '@wadi/core';
 import { checkSessions, describeFailure, runSchedule, sessionName, Simulation, type RunResult, type Schedule, type SimNode, type Step } from '../src/index.js';
 
 const formed: Step[] = [
@@ -150,6 +152,30 @@ describe('real sessions in the simulator', () => {
     const second = await run(structuredClone(schedule));
     expect(second.digest).toBe(first.digest);
     expect(second.sessions).toEqual(first.sessions);
+  });
+
+  it('an ask forwarded by the bucket owner to a host that is then lost fails with HostLost, not at its deadline', async () => {
+    const sim = new Simulation(options(21));
+    for (const step of formed) await sim.apply(step);
+    const [n1, n2, n3] = ['n1', 'n2', 'n3'].map((id) => sim.node(id)!);
+    const layout = n2!.protocol.layout!;
+    const ownerOf = (session: string): string => layout.members[layout.owners[bucketOf(session, layout.buckets)]!]!.id;
+    const session = Array.from({ length: 16 }, (_, pick) => sessionName(pick)).find((name) => ownerOf(name) === 'n2')!;
+    expect(session).toBeDefined();
+    // Placed on n3, its first caller (a member: the session goes to the caller's node).
+    sim.send(n3!, 0, session, { ask: true });
+    await sim.apply({ op: 'run', ms: 500 });
+    // n3 goes silent (what it sends is lost), then n1 calls the session for the first time: the
+    // call goes to the owner n2, which forwards it to n3, and its result never comes back.
+    await sim.apply({ op: 'cut', from: ['n3'], to: ['n1', 'n2'] });
+    const sentAt = sim.now;
+    const ask = sim.send(n1!, 0, session, { ask: true });
+    await sim.apply({ op: 'run', ms: 15_000 });
+    expect(ask.outcome).toBe('failed');
+    expect((ask.reply as Error).name).toBe('HostLost');
+    const failed = sim.trace.entries.find((entry) => entry.kind === 'call' && entry.detail.startsWith(`${ask.sender} -> ${session} #${ask.n} failed`))!;
+    // Once the cluster declared n3 down (seconds), not at the 30 s deadline.
+    expect(failed.at - sentAt).toBeLessThan(15_000);
   });
 
   it('the checks catch a lost message: a crash loses what its sessions applied (without replication)', async () => {

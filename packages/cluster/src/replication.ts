@@ -293,6 +293,8 @@ export interface ReplicationIO {
   now(): number;
   /** Runs `callback` once the current event-loop turn's work is done (a macrotask). */
   defer(callback: () => void): void;
+  /** Runs `callback` as soon as the current job is done (a microtask; none: always `defer`). */
+  soon?(callback: () => void): void;
   log(message: string): void;
   /** The thread of node `node` that serves bucket `bucket`. */
   threadFor(node: string, bucket: number): number;
@@ -422,6 +424,15 @@ export class Replication implements TurnObserver {
   /** `async` sessions changed since the last tick, to ship on the next one (coalesced). */
   readonly #asyncDirty = new Set<Hosted>();
   #flushScheduled = false;
+  /**
+   * The scheduled flush is a prompt one (`soon`): nothing else of this worker waited for an
+   * acknowledgement when it was scheduled, so a caller is likely waiting on this write alone, and
+   * its shipment goes at once with the callers' results in it. Under load (other writes unacked)
+   * shipments wait for the end of the event-loop turn and carry no results: batching then saves
+   * more than the hop (measured: pipelined sync asks about 25% slower with prompt flushes and
+   * results through the replicas).
+   */
+  #flushSoon = false;
   /** What waits for this turn's shipments to be sent first (the results that wait for them: the longer path goes first). */
   #afterShipment: (() => void)[] = [];
   /** Hosted sessions to ship whole to targets that lack them, at a bounded rate. */
@@ -577,7 +588,11 @@ export class Replication implements TurnObserver {
     this.#dirty.add(entry);
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    this.#io.defer(this.#flush);
+    const soon = this.#io.soon;
+    // `entry` itself is unacknowledged already.
+    this.#flushSoon = soon !== undefined && this.#unacked.size <= 1;
+    if (this.#flushSoon) soon!(this.#flush);
+    else this.#io.defer(this.#flush);
   }
 
   /** Ships what changed in this event-loop turn: one frame per target thread. */
@@ -783,11 +798,12 @@ export class Replication implements TurnObserver {
 
   /**
    * The caller of a remote ask waits for the write `hold` waits for: its first shipment names the
-   * caller, so that each target tells it directly once it took the write (or a later one).
-   * `afterShipment` runs once that shipment went (at once if it went already).
+   * caller, so that each target tells it directly once it took the write (or a later one), when
+   * that shipment goes promptly (see `#flushSoon`). `afterShipment` runs once that shipment went
+   * (at once if it went already, or does not name the caller).
    */
   notifyOnAck(hold: TurnHold, caller: WaitingCaller, afterShipment: () => void): void {
-    if (!(hold instanceof AckHold) || !this.#dirty.has(hold.entry)) return afterShipment();
+    if (!(hold instanceof AckHold) || !this.#dirty.has(hold.entry) || !this.#flushSoon) return afterShipment();
     hold.entry.callers.push(caller);
     this.#afterShipment.push(afterShipment);
   }

@@ -206,9 +206,9 @@ export class SessionHost {
       {
         send: (node, thread, frame) => io.send(node, thread, frame),
         now: io.now,
-        // What is shipped here is what a caller waits for (sync writes): as soon as the turns
-        // that ran together are done. (Async writes are shipped per tick, coalesced.)
-        defer: (callback) => (system.scheduler.soon === undefined ? system.scheduler.defer(callback) : system.scheduler.soon(callback)),
+        // Routed calls' turns run in separate macrotasks: a flush per turn would cost the batching.
+        defer: (callback) => system.scheduler.defer(callback),
+        ...(system.scheduler.soon === undefined ? {} : { soon: (callback: () => void) => system.scheduler.soon!(callback) }),
         log: io.log,
         threadFor: (node, bucket) => router.threadFor(node, bucket),
         versionOf: (key) => this.versionOf(key),

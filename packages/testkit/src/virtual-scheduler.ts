@@ -2,7 +2,7 @@
  * Time for the real actor systems of a simulated node: core's `Scheduler` backed by the
  * simulation's virtual clock and event queue instead of real timers. A timer fires as an event
  * of the queue; `defer` (a macrotask in a real process) is an event at the current time, after
- * every event already due then. What fires while the process is paused waits for it to resume,
+ * every event already due then, and so is `soon` (a microtask). What fires while the process is paused waits for it to resume,
  * and nothing fires once it stopped.
  */
 import type { Scheduler, TimerHandle } from '@wadi/core';
@@ -45,5 +45,10 @@ export class VirtualScheduler implements Scheduler {
 
   defer(callback: () => void): void {
     this.#queue.push(this.#host.now(), () => this.#host.whenAwake(callback));
+  }
+
+  /** Virtual time has no microtasks: as `defer`. (Given, so the code that picks it runs here too.) */
+  soon(callback: () => void): void {
+    this.defer(callback);
   }
 }

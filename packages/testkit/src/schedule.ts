@@ -78,6 +78,21 @@ export interface Schedule {
 
 const OPS = new Set(['start', 'leave', 'crash', 'pause', 'partition', 'cut', 'heal', 'create', 'move', 'destroy', 'call', 'migrate', 'run']);
 
+/**
+ * Nodes n1, n2 and n3 start half a second apart, then the simulation runs for each of `settle`
+ * (milliseconds) in turn: how the hand-written schedules start, with the cluster formed.
+ */
+export function threeNodesFormed(...settle: number[]): Step[] {
+  return [
+    { op: 'start', node: 'n1' },
+    { op: 'run', ms: 500 },
+    { op: 'start', node: 'n2' },
+    { op: 'run', ms: 500 },
+    { op: 'start', node: 'n3' },
+    ...settle.map((ms): Step => ({ op: 'run', ms })),
+  ];
+}
+
 /** Checks a schedule read from a file or the command line; throws naming what is wrong. */
 export function parseSchedule(value: unknown): Schedule {
   if (typeof value !== 'object' || value === null) throw new TypeError('a schedule is an object { options, steps }');

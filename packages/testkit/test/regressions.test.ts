@@ -6,18 +6,10 @@
  * are `it.fails` and name where the bug is; once it is fixed, the test fails until it is flipped.
  */
 import { describe, expect, it } from 'vitest';
-import { describeFailure, runSchedule, Simulation, type Schedule, type Step } from '../src/index.js';
+import { describeFailure, runSchedule, Simulation, threeNodesFormed, type Schedule, type Step } from '../src/index.js';
 
 /** Three nodes start half a second apart and form a cluster (what every property run starts with). */
-const formed: Step[] = [
-  { op: 'start', node: 'n1' },
-  { op: 'run', ms: 500 },
-  { op: 'start', node: 'n2' },
-  { op: 'run', ms: 500 },
-  { op: 'start', node: 'n3' },
-  { op: 'run', ms: 500 },
-  { op: 'run', ms: 5000 },
-];
+const formed = threeNodesFormed(500, 5000);
 
 const options = (seed: number, extra: Partial<Schedule['options']> = {}): Schedule['options'] => ({ seed, buckets: 64, seeds: ['n1', 'n2', 'n3'], ...extra });
 /** Loses, duplicates and reorders protocol messages; never breaks a connection. */

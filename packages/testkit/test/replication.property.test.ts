@@ -9,20 +9,13 @@
  */
 import fc from 'fast-check';
 import { describe, it } from 'vitest';
-import { describeFailure, runSchedule, type Schedule, type Step } from '../src/index.js';
+import { describeFailure, runSchedule, threeNodesFormed, type Schedule, type Step } from '../src/index.js';
 
 const RUNS = Math.max(1, Math.ceil(Number(process.env['WADI_SIM_RUNS'] ?? 1000) / 40));
 const SEED = process.env['WADI_SIM_SEED'] === undefined ? undefined : Number(process.env['WADI_SIM_SEED']);
 const NODES = ['n1', 'n2', 'n3'];
 
-const formed: Step[] = [
-  { op: 'start', node: 'n1' },
-  { op: 'run', ms: 500 },
-  { op: 'start', node: 'n2' },
-  { op: 'run', ms: 500 },
-  { op: 'start', node: 'n3' },
-  { op: 'run', ms: 5000 },
-];
+const formed = threeNodesFormed(5000);
 
 /** A round: calls from a few senders to a few sessions, a crash of one node amid them, time to fail over, its restart. */
 const roundArbitrary = fc.record({

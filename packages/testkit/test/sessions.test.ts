@@ -6,17 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { bucketOf } from '@wadi/core';
-import { checkSessions, describeFailure, runSchedule, sessionName, Simulation, type RunResult, type Schedule, type SimNode, type Step } from '../src/index.js';
+import { checkSessions, describeFailure, runSchedule, sessionName, Simulation, threeNodesFormed, type RunResult, type Schedule, type SimNode, type Step } from '../src/index.js';
 
-const formed: Step[] = [
-  { op: 'start', node: 'n1' },
-  { op: 'run', ms: 500 },
-  { op: 'start', node: 'n2' },
-  { op: 'run', ms: 500 },
-  { op: 'start', node: 'n3' },
-  { op: 'run', ms: 500 },
-  { op: 'run', ms: 5000 },
-];
+const formed = threeNodesFormed(500, 5000);
 
 const options = (seed: number, extra: Partial<Schedule['options']> = {}): Schedule['options'] => ({ seed, buckets: 64, seeds: ['n1', 'n2', 'n3'], ...extra });
 

@@ -13,7 +13,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CallLedger, checkSessions, describeFailure, runSchedule, sessionName, Simulation, splitBrainScheduleArbitrary, type Schedule, type SentMessage, type Step } from '../src/index.js';
+import { CallLedger, checkSessions, describeFailure, runSchedule, sessionName, Simulation, splitBrainScheduleArbitrary, threeNodesFormed, type Schedule, type SentMessage, type Step } from '../src/index.js';
 
 const RUNS = Number(process.env['WADI_SIM_RUNS'] ?? 1000);
 const SEED = process.env['WADI_SIM_SEED'] === undefined ? undefined : Number(process.env['WADI_SIM_SEED']);
@@ -24,14 +24,7 @@ async function check(schedule: Schedule): Promise<void> {
   if (result.settledAfterMs === undefined) throw new Error(`did not settle\n${describeFailure(schedule, result)}`);
 }
 
-const formed: Step[] = [
-  { op: 'start', node: 'n1' },
-  { op: 'run', ms: 500 },
-  { op: 'start', node: 'n2' },
-  { op: 'run', ms: 500 },
-  { op: 'start', node: 'n3' },
-  { op: 'run', ms: 6000 },
-];
+const formed = threeNodesFormed(6000);
 
 /** Runs `before`, notes the time, runs `after`, settles and checks the sessions; fails on any violation. */
 async function runAround(seed: number, before: Step[], after: Step[]): Promise<{ sim: Simulation; at: number }> {

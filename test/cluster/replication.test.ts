@@ -27,6 +27,7 @@ interface Replication {
   adopted: number;
   pendingSyncAcks: number;
   releasedByMain: number;
+  deliveredByReplicas: number;
 }
 
 async function replication(node: NodeProcess): Promise<Replication> {
@@ -75,12 +76,19 @@ describe('replication across a cluster of processes (R = 1, sync)', () => {
       const stats = await Promise.all(nodes.map((node) => replication(node)));
       return stats.reduce((sum, s) => sum + s.replicasHeld, 0) === SESSIONS;
     }, { timeoutMs: 15_000, intervalMs: 200, what: 'one replica per session' });
+    // One at a time, each caller waits on its write alone: its result comes from the backup that
+    // took the write, not from the host (replication.ts, the prompt path).
+    for (let i = 0; i < 8; i++) {
+      await clients[i % 2]!.ref(Ledger, sessionId(i)).apply('writer', WRITES + 1);
+      acknowledged[i]!.push(WRITES + 1);
+    }
     const stats = await Promise.all(nodes.map((node) => replication(node)));
     expect(stats.reduce((sum, s) => sum + s.pendingSyncAcks, 0)).toBe(0);
     expect(stats.reduce((sum, s) => sum + s.refused, 0)).toBe(0);
     // The clients' replies waited on the hosts' main threads, which let them go on the
     // acknowledgements (held-replies.ts) rather than after a round through the worker.
     expect(stats.reduce((sum, s) => sum + s.releasedByMain, 0)).toBeGreaterThan(0);
+    expect(stats.reduce((sum, s) => sum + s.deliveredByReplicas, 0)).toBeGreaterThan(0);
   });
 
   it('after a SIGKILL of a host, every acknowledged write is there exactly once, in order', async () => {
@@ -103,8 +111,8 @@ describe('replication across a cluster of processes (R = 1, sync)', () => {
     const [n1, n2] = nodes as [NodeProcess, NodeProcess];
     await Promise.all(
       acknowledged.map(async (seqs, i) => {
-        await clients[i % 2]!.ref(Ledger, sessionId(i)).apply('writer', WRITES + 1);
-        seqs.push(WRITES + 1);
+        await clients[i % 2]!.ref(Ledger, sessionId(i)).apply('writer', WRITES + 2);
+        seqs.push(WRITES + 2);
       }),
     );
     // Each session is held by its host and replicated on the other survivor.

@@ -60,8 +60,9 @@ export class HeldReplies {
   readonly #byId = new Map<string, Held>();
   /** `thread\0key` -> held replies of that session on that worker, oldest first. */
   readonly #byKey = new Map<string, Held[]>();
-  /** Replies let go on the acknowledgements (before the worker's word). */
+  /** Replies let go on the acknowledgements (before the worker's word), and of those, the ones every target delivered itself. */
   releasedEarly = 0;
+  deliveredByReplicas = 0;
 
   /** `incarnation`: this node's, the writer incarnation of every held write. */
   constructor(incarnation: number) {
@@ -115,7 +116,9 @@ export class HeldReplies {
         if (held.waiting.size > 0) continue;
         this.#remove(held);
         this.releasedEarly++;
-        released.push([held.toNode, held.toldBy.size === held.targets ? null : held.result, held.id]);
+        const delivered = held.toldBy.size === held.targets;
+        if (delivered) this.deliveredByReplicas++;
+        released.push([held.toNode, delivered ? null : held.result, held.id]);
       }
     }
     return released;

@@ -199,9 +199,10 @@ export interface NodeStatus {
  * `pendingSyncAcks`: sync replies waiting for acknowledgements; `catchingUp`: sessions waiting to
  * be shipped whole to new targets; `releasedByMain`: sync replies for other nodes that the main
  * thread let go on the replicas' acknowledgements alone (held-replies.ts), without waiting for the
- * worker's word.
+ * worker's word; `deliveredByReplicas`: of those, the ones the replicas delivered to their
+ * callers themselves (the host sent nothing).
  */
-export type ReplicationStatus = ReplicationStats & { releasedByMain: number };
+export type ReplicationStatus = ReplicationStats & { releasedByMain: number; deliveredByReplicas: number };
 
 /** Events: 'layout' (layout, previous), 'left', 'removed' (reason). */
 export interface ClusterHandle {

@@ -397,7 +397,7 @@ class LocalNode implements WadiNode {
       routing.held += stats.router.held;
       routing.rerouted += stats.router.rerouted;
     }
-    return { memory, disk, hops, routing: { ...routing }, store, fencing, replication: { ...replication, refused: replication.refused + (this.#routing?.fences.refused ?? 0), releasedByMain: this.#routing?.held.releasedEarly ?? 0 } };
+    return { memory, disk, hops, routing: { ...routing }, store, fencing, replication: { ...replication, refused: replication.refused + (this.#routing?.fences.refused ?? 0), releasedByMain: this.#routing?.held.releasedEarly ?? 0, deliveredByReplicas: this.#routing?.held.deliveredByReplicas ?? 0 } };
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {

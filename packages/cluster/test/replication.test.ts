@@ -12,6 +12,7 @@ import {
   type Layout,
   type ReplicaFrame,
   type ReplicaMessage,
+  type WaitingCaller,
 } from '../src/index.js';
 
 const BUCKETS = 4;
@@ -36,13 +37,14 @@ function layoutOf(owners: number[], backups: number[], options: { epoch?: number
 
 /** Replication instances of single-worker nodes joined by an in-memory network that delivers when told. */
 class Net {
-  readonly nodes = new Map<string, { replication: Replication; adopted: [string, string, Uint8Array, number][]; deferred: (() => void)[]; stale: string[] }>();
+  readonly nodes = new Map<string, { replication: Replication; adopted: [string, string, Uint8Array, number][]; deferred: (() => void)[]; soon: (() => void)[]; stale: string[] }>();
   queue: { to: string; frame: ReplicaFrame }[] = [];
   now = 0;
   down = new Set<string>();
 
-  add(id: string, incarnation = 1): Replication {
-    const self = { replication: undefined as unknown as Replication, adopted: [] as [string, string, Uint8Array, number][], deferred: [] as (() => void)[], stale: [] as string[] };
+  /** `prompt`: the node's IO has `soon` (a real node's microtask), kept apart from `defer` so a test can tell which ran. */
+  add(id: string, incarnation = 1, prompt = false): Replication {
+    const self = { replication: undefined as unknown as Replication, adopted: [] as [string, string, Uint8Array, number][], deferred: [] as (() => void)[], soon: [] as (() => void)[], stale: [] as string[] };
     self.replication = new Replication(
       { node: id, incarnation, thread: 0, buckets: BUCKETS },
       {
@@ -53,6 +55,7 @@ class Net {
         },
         now: () => this.now,
         defer: (callback) => self.deferred.push(callback),
+        ...(prompt ? { soon: (callback: () => void) => self.soon.push(callback) } : {}),
         log: () => undefined,
         threadFor: () => 0,
         versionOf: () => 1,
@@ -71,7 +74,7 @@ class Net {
   settle(): void {
     for (let round = 0; round < 100; round++) {
       for (const node of this.nodes.values()) {
-        const deferred = node.deferred.splice(0);
+        const deferred = [...node.soon.splice(0), ...node.deferred.splice(0)];
         for (const callback of deferred) callback();
       }
       if (this.queue.length === 0) return;
@@ -85,7 +88,7 @@ class Net {
   }
 
   flushOnly(): ReplicaMessage[] {
-    for (const node of this.nodes.values()) for (const callback of node.deferred.splice(0)) callback();
+    for (const node of this.nodes.values()) for (const callback of [...node.soon.splice(0), ...node.deferred.splice(0)]) callback();
     return this.queue.map(({ frame }) => frame[5]);
   }
 }
@@ -146,6 +149,34 @@ describe('Replication', () => {
     expect(host.committed(Counter, id, key, { n: 1 })).toBeUndefined();
     expect(net.flushOnly()).toEqual([]);
     expect(host.stats()).toMatchObject({ shipped: 1, acked: 1, pendingSyncAcks: 0 });
+  });
+
+  it('ships a write no other waits beside at once, naming its caller, and what waits behind others at the end of the turn, without callers', () => {
+    const net = new Net();
+    const host = net.add('n3', 1, true);
+    const backup = net.add('n2');
+    const layout = layoutOf([0, 1, 2, 3], [1, 2, 3, 0]);
+    host.setLayout(layout);
+    backup.setLayout(layout);
+    const [a, b] = Array.from({ length: 200 }, (_, i) => `s${i}`)
+      .filter((id) => bucketOfId(id) === 0)
+      .slice(0, 2);
+    const caller = (requestId: number): WaitingCaller => ['~c', 1, 0, requestId, `r${requestId}`, null, layout.epoch, ['n2']];
+    const order: string[] = [];
+    const waitingOf = (messages: ReplicaMessage[]): string[] =>
+      messages.flatMap((message) => (message.t === 'ship' ? message.items : [])).map((item) => `${item[0]} ${JSON.stringify(item[5]?.map((waiting) => waiting[3]) ?? null)}`);
+    // Nothing else unacknowledged: the prompt path (`soon`), the caller named in the shipment, its reply after it.
+    const first = host.committed(Counter, a, `Counter\u0000${a}`, { n: 1 })!;
+    host.notifyOnAck(first, caller(1), () => order.push('held 1'));
+    expect([net.nodes.get('n3')!.soon.length, net.nodes.get('n3')!.deferred.length, order]).toEqual([1, 0, []]);
+    expect(new Set(waitingOf(net.flushOnly()))).toEqual(new Set([`Counter\u0000${a} [1]`]));
+    expect(order).toEqual(['held 1']);
+    net.queue = [];
+    // Another write while the first is unacknowledged: at the end of the turn, its reply at once, no caller named.
+    const second = host.committed(Counter, b, `Counter\u0000${b}`, { n: 1 })!;
+    host.notifyOnAck(second, caller(2), () => order.push('held 2'));
+    expect([net.nodes.get('n3')!.soon.length, net.nodes.get('n3')!.deferred.length, order]).toEqual([0, 1, ['held 1', 'held 2']]);
+    expect(new Set(waitingOf(net.flushOnly()))).toEqual(new Set([`Counter\u0000${b} null`]));
   });
 
   it('ships what one event-loop turn changed in one frame per target', () => {

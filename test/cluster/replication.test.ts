@@ -7,7 +7,7 @@
  * replicated again, so R copies are restored.
  */
 import { describe, expect, it } from 'vitest';
-import { connect, type WadiClient } from 'wadi';
+import { connect, type NodeStatus, type WadiClient } from 'wadi';
 import { Ledger } from './fixtures/sessions.mjs';
 import { FAST_TIMINGS, SECRET, killNode, startNode, status, waitFor, waitForAgreement, type NodeProcess } from './helpers.js';
 
@@ -18,20 +18,10 @@ const nodeOptions = { workers: 2, extraArgs: [...FAST_TIMINGS, '--replicas', '1'
 
 const sessionId = (i: number): string => `repl-${i}/ledger`;
 
-interface Replication {
-  shipped: number;
-  acked: number;
-  refused: number;
-  replicasHeld: number;
-  bytesHeld: number;
-  adopted: number;
-  pendingSyncAcks: number;
-  releasedByMain: number;
-  deliveredByReplicas: number;
-}
+type Replication = NodeStatus['replication'];
 
 async function replication(node: NodeProcess): Promise<Replication> {
-  return ((await status(node)) as unknown as { replication: Replication }).replication;
+  return ((await status(node)) as unknown as NodeStatus).replication;
 }
 
 /** Reads a session's applied list, retrying (bounded) while the cluster settles after a crash. */

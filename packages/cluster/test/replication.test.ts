@@ -93,6 +93,17 @@ class Net {
   }
 }
 
+/** Host n3 and its backup n2 on one network, both in the usual layout (bucket 0 owned by n1, backed up by n2). */
+function hostAndBackup(promptHost = false): { net: Net; host: Replication; backup: Replication; layout: Layout } {
+  const net = new Net();
+  const host = net.add('n3', 1, promptHost);
+  const backup = net.add('n2');
+  const layout = layoutOf([0, 1, 2, 3], [1, 2, 3, 0]);
+  host.setLayout(layout);
+  backup.setLayout(layout);
+  return { net, host, backup, layout };
+}
+
 /** A session id in bucket `bucket`. */
 function idIn(bucket: number): string {
   for (let i = 0; i < 10_000; i++) {
@@ -130,12 +141,7 @@ describe('replicaTargets', () => {
 
 describe('Replication', () => {
   it('a changed turn ships its state and holds a sync reply until the target acknowledged it; an unchanged one does neither', () => {
-    const net = new Net();
-    const host = net.add('n3');
-    const backup = net.add('n2');
-    const layout = layoutOf([0, 1, 2, 3], [1, 2, 3, 0]);
-    host.setLayout(layout);
-    backup.setLayout(layout);
+    const { net, host, backup } = hostAndBackup();
     const id = idIn(0);
     const key = `Counter\u0000${id}`;
     const first = holdState(host.committed(Counter, id, key, { n: 1 }));
@@ -152,12 +158,7 @@ describe('Replication', () => {
   });
 
   it('ships a write no other waits beside at once, naming its caller, and what waits behind others at the end of the turn, without callers', () => {
-    const net = new Net();
-    const host = net.add('n3', 1, true);
-    const backup = net.add('n2');
-    const layout = layoutOf([0, 1, 2, 3], [1, 2, 3, 0]);
-    host.setLayout(layout);
-    backup.setLayout(layout);
+    const { net, host, layout } = hostAndBackup(true);
     const [a, b] = Array.from({ length: 200 }, (_, i) => `s${i}`)
       .filter((id) => bucketOfId(id) === 0)
       .slice(0, 2);
@@ -191,12 +192,7 @@ describe('Replication', () => {
   });
 
   it('an async reply goes at once, and its state follows on the next tick, changes in between shipped once', () => {
-    const net = new Net();
-    const host = net.add('n3');
-    const backup = net.add('n2');
-    const layout = layoutOf([0, 1, 2, 3], [1, 2, 3, 0]);
-    host.setLayout(layout);
-    backup.setLayout(layout);
+    const { net, host, backup } = hostAndBackup();
     const id = idIn(0);
     const key = `Loose\u0000${id}`;
     expect(host.committed(Loose, id, key, { n: 5 })).toBeUndefined();

@@ -118,15 +118,18 @@ export class HandoffTracker {
       const before = previous === null ? undefined : previous.members[previous.owners[bucket]!];
       const earlierSelf = before?.id === this.#self && this.#incarnation !== undefined && before.incarnation !== this.#incarnation;
       if (before?.id === this.#self && !earlierSelf) continue;
-      if (before === undefined) {
-        // A bucket nobody owned before (a new cluster): it starts empty.
+      // A bucket nobody owned before (a new cluster's first layout): it starts empty. A node whose
+      // first layout is a later one (it joined, or restarted, and missed the one before: paused
+      // meanwhile) does not know who owned it: it rebuilds, which also tells the owner it had,
+      // still waiting to hand it off, that nobody will pull it.
+      if (before === undefined && (previous !== null || layout.epoch <= 1)) {
         this.#io.install(bucket, layout.epoch, [], 'new');
         continue;
       }
       // Only the owner in the layout just before this one holds the current directory. If this
       // node skipped a layout, the owner it remembers may hold a stale copy: rebuild instead. So
       // does a restarted node whose earlier incarnation owned the bucket: that copy died with it.
-      const pullable = !earlierSelf && live.includes(before.id) && previous!.epoch === layout.epoch - 1;
+      const pullable = before !== undefined && !earlierSelf && live.includes(before.id) && previous!.epoch === layout.epoch - 1;
       this.#transfers.set(bucket, { bucket, epoch: layout.epoch, movedAt: layout.epoch, from: pullable ? before.id : undefined, attempts: 0, sentAt: undefined, asked: new Set(), reports: new Map() });
     }
   }

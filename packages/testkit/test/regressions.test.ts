@@ -157,6 +157,13 @@ const found: { name: string; schedule: Schedule }[] = [
       steps: [...formed, { op: 'start', node: 'n5' }, { op: 'leave', node: 'n3' }, { op: 'partition', side: ['n5', 'n2'] }, { op: 'leave', node: 'n2' }, { op: 'run', ms: 1500 }, { op: 'crash', node: 'n1' }],
     },
   },
+  {
+    name: "a joiner paused while it was admitted never saw the layout before the one that gave it buckets; it took them for a new cluster's and started them empty, losing their directories, and their old owners waited forever to hand them off (fixed: Handoffs rebuilds a bucket whose previous owner it cannot know, unless the layout is a cluster's first)",
+    schedule: {
+      options: options(1, { faults: { ...lossyProtocol, reset: 0.0005 } }),
+      steps: [...formed, { op: 'start', node: 'n6' }, { op: 'run', ms: 100 }, { op: 'pause', node: 'n6', ms: 500 }, { op: 'run', ms: 331 }],
+    },
+  },
 ];
 
 /** Schedules that call real sessions; `open` names a bug that is not fixed yet (the test is expected to fail). */

@@ -16,9 +16,13 @@
  * Durability: lmdb-js resolves a transaction when it commits (visible to every reader) and syncs
  * to disk afterwards (`overlappingSync`); `store` resolves only after `flushed`.
  *
- * Reads are synchronous (`loadSync`, `findSync`) from a read transaction that lmdb-js renews
- * every event turn; the tier resets it before each read so a record another thread or process
- * committed is seen at once. Bucket listings read a page at a time, so no read transaction stays
+ * Reads are synchronous (`loadSync`, `findSync`) from a read transaction (a snapshot) that the
+ * tier renews at the first read of each callback the event loop runs, so a record another thread
+ * or process committed is seen at once: a thread can only learn of someone else's commit through
+ * a callback (a message, a socket read, lmdb-js resolving a commit), and Node drains the
+ * microtasks between two callbacks, which is when the tier lets its snapshot go. Reads of one
+ * callback share one snapshot: renewing it per read cost as much as the read (lmdb-js arms a
+ * timer with every renewal). Bucket listings read a page at a time, so no read transaction stays
  * open while the caller awaits (a long read transaction pins old pages and grows the file).
  *
  * Disk full: lmdb-js grows the map by itself, so the limit that bites is the file system's
@@ -73,6 +77,11 @@ export class LmdbTier implements SyncReadTier {
   readonly #inFlight = new Set<Promise<unknown>>();
   #closed = false;
   #commitGuarded = false;
+  /** True from a renewal of the read snapshot until the microtasks of that callback have run. */
+  #snapshotCurrent = false;
+  readonly #snapshotDone = (): void => {
+    this.#snapshotCurrent = false;
+  };
 
   constructor(options: LmdbTierOptions) {
     this.name = options.name ?? 'lmdb';
@@ -96,8 +105,7 @@ export class LmdbTier implements SyncReadTier {
   loadSync(type: string, id: string): SessionRecord | undefined {
     this.#ensureOpen();
     checkKey(type, id);
-    // See what other threads and processes committed since this thread's snapshot.
-    this.#env.resetReadTxn();
+    this.#currentSnapshot();
     const current = this.#read(type, id, recordKey(type, id), true);
     if (current.corrupt !== undefined) {
       this.#moveAside(type, id, current.corrupt);
@@ -302,6 +310,14 @@ export class LmdbTier implements SyncReadTier {
     const committed = this.#track(this.#env.transaction(body));
     this.#guardCommit();
     return committed;
+  }
+
+  /** Renews this thread's read snapshot unless this callback already did (see the header). */
+  #currentSnapshot(): void {
+    if (this.#snapshotCurrent) return;
+    this.#env.resetReadTxn();
+    this.#snapshotCurrent = true;
+    queueMicrotask(this.#snapshotDone);
   }
 
   /** Waits for a transaction to commit and reach the disk; storage failures become store errors. */

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CorruptRecord, LmdbTier } from '../src/index.js';
+import { CorruptRecord, LmdbTier, type SessionRecord } from '../src/index.js';
 import { rewriteLmdbRecord, tempDir } from './harnesses.js';
 import { record } from './tier-suite.js';
 
@@ -71,6 +71,34 @@ describe('LmdbTier', () => {
     expect(report.seen).toEqual({ version: 5, state: [7] });
     expect(report.refused).toEqual({ code: 'WADI_STALE_WRITE', name: 'StaleWrite', storedVersion: 5 });
     expect(tier.loadSync('cart', 'from-worker')).toMatchObject({ version: 3, state: new Uint8Array([42]) });
+  });
+
+  it('a read in a later callback sees another thread\'s commit, though this thread read before it in the same event-loop turn', async () => {
+    const path = newDir();
+    const tier = openTier(path);
+    const flags = new Int32Array(new SharedArrayBuffer(8));
+    const worker = new Worker(fixture('lmdb-commit-worker.mjs'), { workerData: { path, flags: flags.buffer } });
+    try {
+      // Node hands a port's queued messages to their handlers in one event-loop callback: this
+      // thread blocks in the first handler until the worker committed and posted the second, so
+      // nothing else runs between this thread's read before the commit and its read after.
+      const seen = await new Promise<{ before: SessionRecord | undefined; after: SessionRecord | undefined }>((resolve, reject) => {
+        let before: SessionRecord | undefined;
+        worker.on('message', (message: string) => {
+          if (message === 'ready') {
+            before = tier.loadSync('cart', 'from-worker');
+            Atomics.store(flags, 0, 1);
+            Atomics.notify(flags, 0);
+            if (Atomics.wait(flags, 1, 0, 10_000) === 'timed-out') reject(new Error('the worker never committed'));
+          } else resolve({ before, after: tier.loadSync('cart', 'from-worker') });
+        });
+        worker.once('error', reject);
+      });
+      expect(seen.before).toBeUndefined();
+      expect(seen.after).toMatchObject({ version: 3, state: new Uint8Array([42]) });
+    } finally {
+      await new Promise((resolve) => worker.once('exit', resolve));
+    }
   });
 
   it('is shared by processes writing at the same time: no version regresses, nothing is lost', async () => {

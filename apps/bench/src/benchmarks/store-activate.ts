@@ -17,7 +17,7 @@ import { pack, unpack } from 'msgpackr';
 import { median, result, type Benchmark } from '../harness.js';
 
 const SESSIONS = 20_000;
-const ROUNDS = 5;
+const ROUNDS = 9;
 const WINDOW = 256;
 const BUCKETS = 1024;
 export const RAW_LMDB_GET = 'raw.lmdb.getDecode';

@@ -3,7 +3,11 @@
  * session frame between this node and another passes through here. The same code runs in a real
  * node (packages/node's main-routing.ts) and in the simulator.
  *
- * - A frame a thread of this node hands out for another node goes on over that node's connection.
+ * - A frame a thread of this node hands out for another node goes on over that node's connection,
+ *   and only if that connection is to the incarnation of the node the layout names: a node that
+ *   restarted may connect before the layout admits it, and a frame routed to its predecessor
+ *   (a call to a session that died with it) would reach it, be bounced back, and arrive behind
+ *   later calls of the same caller. Such a frame is undeliverable instead (next point).
  * - A frame from another node goes to the worker (or the main thread's own router) it names; a
  *   call's hop count goes up by one on the way in.
  * - A member of the layout this node has not been connected to yet (it just joined, or this node
@@ -33,8 +37,11 @@ import { CallFlag, Frame, MAIN_THREAD, PENDING_REPORT_MS, isCallerFrame, parseFr
 import { SessionRouter } from './session-router.js';
 
 export interface FrameRelayIO {
-  /** Sends a frame to another node over its connection; throws when not connected or overloaded. */
-  toNode(node: string, value: DeliverFrame): void;
+  /**
+   * Sends a frame to another node over its connection; throws when not connected or overloaded,
+   * and, given an `incarnation`, when the connection is to another incarnation of that node.
+   */
+  toNode(node: string, value: DeliverFrame, incarnation?: number): void;
   /** Sends the frames `toNode` queued now, rather than with whatever else this turn produces (none: nothing to do). */
   flushToNodes?(): void;
   /** Hands a frame to worker `thread` of this node. */
@@ -209,10 +216,10 @@ export class FrameRelay {
       this.#io.trace?.('held', frame, node);
       return;
     }
+    const incarnation = this.#members.get(node);
     try {
-      this.#io.toNode(node, [Frame.Deliver, thread, frame]);
+      this.#io.toNode(node, [Frame.Deliver, thread, frame], incarnation);
     } catch (error) {
-      const incarnation = this.#members.get(node);
       const key = `${node}@${incarnation}`;
       if (incarnation === undefined || this.#reached.has(key) || this.#givenUp.has(key)) throw error;
       this.#waiting.set(node, { incarnation, since: this.#io.now(), frames: [[thread, frame]] });
@@ -348,7 +355,7 @@ export class FrameRelay {
     while (waiting.frames.length > 0) {
       const [thread, frame] = waiting.frames[0]!;
       try {
-        this.#io.toNode(node, [Frame.Deliver, thread, frame]);
+        this.#io.toNode(node, [Frame.Deliver, thread, frame], waiting.incarnation);
       } catch {
         return false;
       }

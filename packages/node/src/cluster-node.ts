@@ -104,7 +104,7 @@ export interface ClusterHost {
    * This node is a member now, as `self`; `toNode` queues a value for another member's cluster
    * connection (throws when it cannot), and `flushToNodes` sends what is queued at once.
    */
-  joined(self: { node: string; incarnation: number }, toNode: (node: string, value: unknown) => void, flushToNodes: () => void): Promise<void>;
+  joined(self: { node: string; incarnation: number }, toNode: (node: string, value: unknown, incarnation?: number) => void, flushToNodes: () => void): Promise<void>;
   /** Gives every thread the committed layout. */
   applyLayout(self: string, layout: Layout): Promise<void>;
   /** A session frame (`Deliver`) from another node. */
@@ -315,7 +315,7 @@ class Membership implements ClusterHandle {
     });
     await this.#transport.start();
     const transport = this.#transport;
-    await this.#host.joined({ node: this.id, incarnation: this.incarnation }, (node, value) => transport.send(node, value),
+    await this.#host.joined({ node: this.id, incarnation: this.incarnation }, (node, value, incarnation) => transport.send(node, value, incarnation),
       () => transport.flush(),
     );
     const protocol = new NodeProtocol(

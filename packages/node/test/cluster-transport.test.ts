@@ -217,7 +217,11 @@ describe('ClusterTransport: connecting and exchanging values', () => {
     expect(a.rejected.every((rejection) => rejection.code === 4010 && rejection.peerId === 'b')).toBe(true);
 
     a.transport.send('b', 'to the new incarnation');
-    await waitFor('delivery to b2', () => valuesFrom(b2, 'a').length === 1);
+    // A value meant for the old incarnation is refused rather than handed to its successor.
+    expect(() => a.transport.send('b', 'to the old incarnation', 1)).toThrow(/connected to incarnation 2 of node 'b', not 1/);
+    a.transport.send('b', 'to incarnation 2 by name', 2);
+    await waitFor('delivery to b2', () => valuesFrom(b2, 'a').length === 2);
+    expect(valuesFrom(b2, 'a')).toEqual(['to the new incarnation', 'to incarnation 2 by name']);
     expect(valuesFrom(b1, 'a')).toEqual([]);
     await exchange(b2, a, 20, 'b2->a');
 

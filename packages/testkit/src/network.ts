@@ -137,11 +137,13 @@ export class SimNetwork {
 
   /**
    * Sends `payload` from `from` to `to`; false when they have no open connection (the transport
-   * throws then). `lossy` payloads get the loss, duplication and reordering faults.
+   * throws then), or, given an `incarnation`, when the connection is to another incarnation of
+   * `to`. `lossy` payloads get the loss, duplication and reordering faults.
    */
-  send(from: NetworkEndpoint, to: string, payload: unknown, lossy: boolean): boolean {
+  send(from: NetworkEndpoint, to: string, payload: unknown, lossy: boolean, incarnation?: number): boolean {
     const connection = this.#connections.get(pairKey(from.id, to));
     if (connection === undefined || !connection.open) return false;
+    if (incarnation !== undefined && (connection.a.id === to ? connection.a : connection.b).incarnation !== incarnation) return false;
     const key = pairKey(from.id, to);
     this.messages++;
     const faults = this.faults;

@@ -399,9 +399,9 @@ export class SimNode implements NetworkEndpoint {
     this.workers[worker]!.receive(envelope);
   }
 
-  #send(to: string, kind: 'cluster' | 'update' | 'frame', value: unknown): boolean {
+  #send(to: string, kind: 'cluster' | 'update' | 'frame', value: unknown, incarnation?: number): boolean {
     if (!this.running) return false;
-    return this.#network.send(this, to, { kind, value: kind === 'frame' ? copy(value) : structuredClone(value) }, kind === 'cluster');
+    return this.#network.send(this, to, { kind, value: kind === 'frame' ? copy(value) : structuredClone(value) }, kind === 'cluster', incarnation);
   }
 
   #worker(index: number, options: SimNodeOptions, scheduler: VirtualScheduler, askTimeoutMs: number, firstId: number): SimWorker {
@@ -502,8 +502,8 @@ export class SimNode implements NetworkEndpoint {
     const relay = new FrameRelay(
       { node: this.id, incarnation: this.incarnation, buckets: options.buckets, workers: options.workers },
       {
-        toNode: (node, value) => {
-          if (!this.#send(node, 'frame', value)) throw new Unavailable(`not connected to ${node}`);
+        toNode: (node, value, incarnation) => {
+          if (!this.#send(node, 'frame', value, incarnation)) throw new Unavailable(`not connected to ${incarnation === undefined ? node : `${node}@${incarnation}`}`);
         },
         toWorker: (thread, frame) => {
           // Across a thread: a copy, a simulated millisecond later.

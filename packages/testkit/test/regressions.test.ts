@@ -393,6 +393,27 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'run', ms: 471 },
       ],
     },
+  },  {
+    name: "a bucket owner forwarded a call to a crashed node the moment its new incarnation connected, before the layout named it; the new incarnation bounced it back after the owner had taken the session from its replica and run the caller's next call (fixed: FrameRelay delivers a frame only to the incarnation its layout names)",
+    schedule: {
+      options: options(1),
+      steps: [
+        ...formed,
+        { op: 'call', node: 'n1', thread: 0, session: 3, count: 1, everyMs: 2 },
+        { op: 'run', ms: 0 },
+        { op: 'crash', node: 'n2' },
+        { op: 'run', ms: 100 },
+        { op: 'start', node: 'n2' },
+        { op: 'run', ms: 8000 },
+        { op: 'call', node: 'n2', thread: 0, session: 3, count: 12, everyMs: 20 },
+        { op: 'call', node: 'n1', thread: 0, session: 1, count: 1, everyMs: 2 },
+        { op: 'run', ms: 0 },
+        { op: 'crash', node: 'n1' },
+        { op: 'run', ms: 100 },
+        { op: 'start', node: 'n1' },
+        { op: 'run', ms: 8000 },
+      ],
+    },
   },
 ];
 

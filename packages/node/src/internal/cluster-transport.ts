@@ -407,11 +407,16 @@ export class ClusterTransport extends EventEmitter<ClusterTransportEvents> {
    * Queue `value` for `peerId`. Values sent in one tick go out as one frame. Throws at once:
    * `Unavailable` when that peer is not connected, `Overloaded` past the high watermark,
    * `NotSerializable` for a value that cannot be encoded, `InvalidArgument` for a value whose
-   * encoding is larger than `maxPayloadBytes` (no node would accept it).
+   * encoding is larger than `maxPayloadBytes` (no node would accept it). Given an `incarnation`,
+   * also `Unavailable` when the connection is to another incarnation of that node: a value meant
+   * for a process that restarted must not reach its successor, which would take it for its own.
    */
-  send(peerId: string, value: unknown): void {
+  send(peerId: string, value: unknown, incarnation?: number): void {
     const link = this.#peers.get(peerId);
     if (!link) throw new Unavailable(`not connected to node '${peerId}'`);
+    if (incarnation !== undefined && link.identity.incarnation !== incarnation) {
+      throw new Unavailable(`connected to incarnation ${link.identity.incarnation} of node '${peerId}', not ${incarnation}`);
+    }
     const unsent = unsentBytes(link);
     if (link.overloaded) {
       if (unsent > this.#options.lowWaterMarkBytes) throw this.#overloaded(link, unsent);

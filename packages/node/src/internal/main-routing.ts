@@ -7,8 +7,8 @@ import { FrameRelay, type RoutedFrame } from '@wadi/cluster';
 import type { Envelope } from '@wadi/core';
 
 export interface MainRoutingIO {
-  /** Sends a value to another node over its cluster connection; throws when not connected or overloaded. */
-  toNode(node: string, value: unknown): void;
+  /** Sends a value to another node over its cluster connection; throws when not connected (to `incarnation` of it, if given) or overloaded. */
+  toNode(node: string, value: unknown, incarnation?: number): void;
   /** Sends what `toNode` queued now rather than at the end of the tick. */
   flushToNodes(): void;
   /** Sends a frame to a worker of this node. */

@@ -131,14 +131,16 @@ export class FrameRelay {
   }
 
   setLayout(layout: Layout): void {
-    this.router.setLayout(layout);
-    this.held.layoutChanged();
-    this.fences.setLayout(layout);
+    // The members first: the router sends the calls it held for a layout as soon as it has one,
+    // and each must go only to the incarnation this layout names (see the module comment).
     this.#members = new Map(layout.members.map((member) => [member.id, member.incarnation]));
     this.#memberKeys = new Map(layout.members.map((member) => [member.id, `${member.id}@${member.incarnation}`]));
     const current = new Set(layout.members.map((member) => `${member.id}@${member.incarnation}`));
     for (const key of [...this.#reached]) if (!current.has(key)) this.#reached.delete(key);
     for (const key of [...this.#givenUp]) if (!current.has(key)) this.#givenUp.delete(key);
+    this.router.setLayout(layout);
+    this.held.layoutChanged();
+    this.fences.setLayout(layout);
     // Frames waiting for a node that is no longer that member of the layout wait no more.
     for (const [node, waiting] of [...this.#waiting]) {
       if (this.#members.get(node) !== waiting.incarnation) this.#giveUp(node, waiting, `${node} is no longer a member`);

@@ -414,6 +414,23 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'run', ms: 8000 },
       ],
     },
+  },  {
+    name: "a joiner's first calls, held until its first layout, went to a restarted owner's new incarnation because the relay learned the layout's members only after the router had sent them; its next call, for the incarnation the layout named, waited and was rerouted, and overtook them (fixed: FrameRelay takes the layout's members before its router sends anything)",
+    schedule: {
+      options: options(1),
+      steps: [
+        { op: 'start', node: 'n1' },
+        { op: 'run', ms: 500 },
+        { op: 'start', node: 'n2' },
+        { op: 'run', ms: 500 },
+        { op: 'start', node: 'n3' },
+        { op: 'run', ms: 500 },
+        { op: 'run', ms: 5000 },
+        { op: 'start', node: 'n4' },
+        { op: 'call', node: 'n4', thread: -2, session: 0, count: 4, everyMs: 35 },
+        { op: 'crash', node: 'n1' },
+      ],
+    },
   },
 ];
 

@@ -152,6 +152,11 @@ export class QuorumGate {
     return answer === 'wait' ? undefined : answer;
   }
 
+  /** Whether calls are served now (the lease holds), without noting anything: for observers. */
+  serving(): boolean {
+    return gateState(this.#view(), this.#now()) === 'serving';
+  }
+
   /** Notes a loss or a recovery of the lease (call it regularly: the lease runs out with time alone). */
   tick(): void {
     const view = this.#view();

@@ -65,7 +65,13 @@ describe('the quorum lease', () => {
     const logged: string[] = [];
     const gate = new QuorumGate('n1', () => view, () => now, (level, message) => logged.push(`${level}: ${message}`));
     now = 999;
+    expect(gate.serving()).toBe(true);
     expect(gate.check()).toBeUndefined();
+    // serving() only looks: the loss is noted (and logged) by check, refusal, tick or status.
+    now = 2000;
+    expect(gate.serving()).toBe(false);
+    expect([gate.losses, logged]).toEqual([0, []]);
+    now = 999;
     now = 1000;
     expect(gate.check()).toBe('wait');
     // Routing on is not refused while renewing: whoever runs the call holds it.

@@ -185,6 +185,8 @@ export function convergence(simulation: Simulation): string[] {
     if (node.paused) problems.push(`${node.id} is paused`);
     if (node.protocol.member.phase !== 'member') problems.push(`${node.id} is ${node.protocol.member.phase}`);
     if (node.protocol.handoffsPending > 0) problems.push(`${node.id} has ${node.protocol.handoffsPending} handoffs pending`);
+    // A node whose quorum lease lapsed refuses every call until it hears from a majority again.
+    if (!node.protocol.quorum.serving()) problems.push(`${node.id} has not renewed its quorum lease`);
     // A running node some member declared down is on its way out (it learns so, exits, restarts).
     for (const other of running) {
       if (other !== node && node.protocol.member.isGone(other.id, other.incarnation)) problems.push(`${node.id} holds ${other.id} (incarnation ${other.incarnation}) down`);

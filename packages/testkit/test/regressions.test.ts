@@ -431,6 +431,23 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'crash', node: 'n1' },
       ],
     },
+  },  {
+    name: 'the probes went out the moment a one-way cut healed, before the node it had cut off renewed its quorum lease, and that node refused them with NoQuorum (fixed: the simulation does not count the cluster converged while a node\'s lease has lapsed)',
+    schedule: {
+      options: options(1),
+      steps: [
+        { op: 'start', node: 'n1' },
+        { op: 'run', ms: 500 },
+        { op: 'start', node: 'n2' },
+        { op: 'run', ms: 500 },
+        { op: 'start', node: 'n3' },
+        { op: 'run', ms: 500 },
+        { op: 'run', ms: 5000 },
+        { op: 'cut', from: ['n3', 'n1'], to: ['n2'] },
+        { op: 'run', ms: 1802 },
+        { op: 'migrate', node: 'n2', thread: 0, session: 0 },
+      ],
+    },
   },
 ];
 

@@ -352,8 +352,14 @@ export class SessionHost {
         return this.#resolve(frame, key, bucket);
       case 'awaiting':
         return this.#wait(frame, bucket);
-      case 'elsewhere':
+      case 'elsewhere': {
+        // Calls this node sent on to the session while it owned the bucket may still be on their
+        // way there: a later one follows them on the same link, rather than going by the new
+        // owner, whose path may be shorter and let it overtake them.
+        const sent = this.#sentOn.get(key);
+        if (sent !== undefined && sent.node !== this.node) return this.#forward(frame, sent.node, bucket, sent.version);
         return this.#bounce(frame, bucket);
+      }
     }
   }
 

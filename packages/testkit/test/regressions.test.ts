@@ -448,6 +448,24 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'migrate', node: 'n2', thread: 0, session: 0 },
       ],
     },
+  },  {
+    name: "an owner cut off from a session's node sent calls there that the cut held; after the bucket moved it passed the caller's next call to the new owner, which routed it by another path, and it overtook them (fixed: a node that lost a bucket passes a call on to where it sent that session's calls before, behind them)",
+    schedule: {
+      options: options(1),
+      steps: [
+        { op: 'start', node: 'n1' },
+        { op: 'run', ms: 500 },
+        { op: 'start', node: 'n2' },
+        { op: 'run', ms: 500 },
+        { op: 'start', node: 'n3' },
+        { op: 'run', ms: 500 },
+        { op: 'run', ms: 5000 },
+        { op: 'call', node: 'n2', thread: 0, session: 7, count: 7, everyMs: 68 },
+        { op: 'start', node: 'n6' },
+        { op: 'cut', from: ['n1'], to: ['n2'] },
+        { op: 'run', ms: 561 },
+      ],
+    },
   },
 ];
 

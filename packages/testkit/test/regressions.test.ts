@@ -393,7 +393,8 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'run', ms: 471 },
       ],
     },
-  },  {
+  },
+  {
     name: "a bucket owner forwarded a call to a crashed node the moment its new incarnation connected, before the layout named it; the new incarnation bounced it back after the owner had taken the session from its replica and run the caller's next call (fixed: FrameRelay delivers a frame only to the incarnation its layout names)",
     schedule: {
       options: options(1),
@@ -414,52 +415,37 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'run', ms: 8000 },
       ],
     },
-  },  {
+  },
+  {
     name: "a joiner's first calls, held until its first layout, went to a restarted owner's new incarnation because the relay learned the layout's members only after the router had sent them; its next call, for the incarnation the layout named, waited and was rerouted, and overtook them (fixed: FrameRelay takes the layout's members before its router sends anything)",
     schedule: {
       options: options(1),
       steps: [
-        { op: 'start', node: 'n1' },
-        { op: 'run', ms: 500 },
-        { op: 'start', node: 'n2' },
-        { op: 'run', ms: 500 },
-        { op: 'start', node: 'n3' },
-        { op: 'run', ms: 500 },
-        { op: 'run', ms: 5000 },
+        ...formed,
         { op: 'start', node: 'n4' },
         { op: 'call', node: 'n4', thread: -2, session: 0, count: 4, everyMs: 35 },
         { op: 'crash', node: 'n1' },
       ],
     },
-  },  {
+  },
+  {
     name: 'the probes went out the moment a one-way cut healed, before the node it had cut off renewed its quorum lease, and that node refused them with NoQuorum (fixed: the simulation does not count the cluster converged while a node\'s lease has lapsed)',
     schedule: {
       options: options(1),
       steps: [
-        { op: 'start', node: 'n1' },
-        { op: 'run', ms: 500 },
-        { op: 'start', node: 'n2' },
-        { op: 'run', ms: 500 },
-        { op: 'start', node: 'n3' },
-        { op: 'run', ms: 500 },
-        { op: 'run', ms: 5000 },
+        ...formed,
         { op: 'cut', from: ['n3', 'n1'], to: ['n2'] },
         { op: 'run', ms: 1802 },
         { op: 'migrate', node: 'n2', thread: 0, session: 0 },
       ],
     },
-  },  {
+  },
+  {
     name: "an owner cut off from a session's node sent calls there that the cut held; after the bucket moved it passed the caller's next call to the new owner, which routed it by another path, and it overtook them (fixed: a node that lost a bucket passes a call on to where it sent that session's calls before, behind them)",
     schedule: {
       options: options(1),
       steps: [
-        { op: 'start', node: 'n1' },
-        { op: 'run', ms: 500 },
-        { op: 'start', node: 'n2' },
-        { op: 'run', ms: 500 },
-        { op: 'start', node: 'n3' },
-        { op: 'run', ms: 500 },
-        { op: 'run', ms: 5000 },
+        ...formed,
         { op: 'call', node: 'n2', thread: 0, session: 7, count: 7, everyMs: 68 },
         { op: 'start', node: 'n6' },
         { op: 'cut', from: ['n1'], to: ['n2'] },

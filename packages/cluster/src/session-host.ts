@@ -355,9 +355,11 @@ export class SessionHost {
       case 'elsewhere': {
         // Calls this node sent on to the session while it owned the bucket may still be on their
         // way there: a later one follows them on the same link, rather than going by the new
-        // owner, whose path may be shorter and let it overtake them.
+        // owner, whose path may be shorter and let it overtake them. (Not back to a node that
+        // bounced it: that one does not have the session.)
         const sent = this.#sentOn.get(key);
-        if (sent !== undefined && sent.node !== this.node) return this.#forward(frame, sent.node, bucket, sent.version);
+        const bouncedBy = (frame[11] & CallFlag.Bounced) !== 0 ? frame[14] : undefined;
+        if (sent !== undefined && sent.node !== this.node && sent.node !== bouncedBy) return this.#forward(frame, sent.node, bucket, sent.version);
         return this.#bounce(frame, bucket);
       }
     }

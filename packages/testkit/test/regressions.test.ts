@@ -452,6 +452,21 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
         { op: 'run', ms: 561 },
       ],
     },
+  },  {
+    name: "OPEN: a leaving owner paused past its quorum lease holds a call; on resuming it learns it is out of the layout, finds itself short of a majority of the new two-member layout before hearing from it, and fails the call with NoQuorum instead of passing it on (FrameRelay's admit / QuorumGate: a node routing a call it will not run need not refuse it)",
+    open: true,
+    schedule: {
+      options: options(1),
+      steps: [
+        ...formed,
+        { op: 'start', node: 'n5' },
+        { op: 'leave', node: 'n2' },
+        { op: 'leave', node: 'n1' },
+        { op: 'pause', node: 'n1', ms: 301 },
+        { op: 'call', node: 'n3', thread: 0, session: 0, count: 1, everyMs: 1 },
+        { op: 'run', ms: 301 },
+      ],
+    },
   },
 ];
 

@@ -19,7 +19,8 @@
  * without M's vote (majorities intersect). So with a majority of echoes no older than
  * `quorumGraceMs < suspectAfterMs`, this node stops before anyone can take its sessions. This
  * holds whatever the network does one way or the other, and however long the process was stopped:
- * stale frames read after a pause carry echoes of stamps from before it.
+ * stale frames read after a pause carry echoes of stamps from before it. (A leaver the layout
+ * dropped has no vote: it needs echoes from enough members to meet every majority, `acksNeeded`.)
  *
  * `QuorumView` is what the lease is computed from. The main thread's `ClusterMember` holds it; a
  * worker thread gets a copy on an absolute clock and computes the same lease itself. `QuorumGate`
@@ -41,6 +42,12 @@ export interface QuorumView {
   reachable: boolean;
   /** Still joining (restarted with a layout, not admitted yet): it waits to find out, it is not known to be cut off. */
   joining?: boolean;
+  /**
+   * Not a member of the layout (it is leaving, and the layout dropped it while it still hands
+   * off what it owed): it has no vote of its own, and its lease needs acknowledgements from
+   * enough members that every majority of them includes one (see `acksNeeded`).
+   */
+  outside?: boolean;
 }
 
 export type GateState = 'serving' | 'renewing' | 'minority';
@@ -59,8 +66,19 @@ export function majorityOf(members: number): number {
   return Math.floor(members / 2) + 1;
 }
 
+/**
+ * How many acknowledgements (a member's own counts as one) a lease needs: enough that no majority
+ * of the layout's members can be found that did not hear from this node lately, so none can have
+ * declared it down. For a member, itself and others, that is a majority; for a node outside the
+ * layout, `members - majority + 1` others, which is one fewer when the member count is even.
+ */
+export function acksNeeded(view: QuorumView): number {
+  const majority = majorityOf(view.members);
+  return view.outside === true ? view.members - majority + 1 : majority;
+}
+
 export function leaseOf(view: QuorumView, now: number): QuorumLease {
-  const needed = majorityOf(view.members);
+  const needed = acksNeeded(view);
   const acks = [...view.acks].sort((a, b) => b - a);
   const reached = acks.filter((at) => at + view.graceMs > now).length;
   const until = acks.length >= needed ? acks[needed - 1]! + view.graceMs : -Infinity;

@@ -7,7 +7,7 @@
  */
 import { NoQuorum, Unavailable, InvalidArgument, errorToShape, shapeToError } from '@wadi/core';
 import { describe, expect, it } from 'vitest';
-import { ClusterMember, QuorumGate, UNFENCED, defaultQuorumGrace, gateState, leaseOf, parseClusterMessage, shiftView, DEFAULT_TIMINGS, type ClusterIO, type QuorumView } from '../src/index.js';
+import { ClusterMember, QuorumGate, UNFENCED, acksNeeded, defaultQuorumGrace, gateState, leaseOf, parseClusterMessage, shiftView, DEFAULT_TIMINGS, type ClusterIO, type QuorumView } from '../src/index.js';
 import { TestNetwork, type TestNode } from './network.js';
 
 const url = TestNetwork.url;
@@ -40,6 +40,25 @@ describe('the quorum lease', () => {
     expect(leaseOf({ acks: [], members: 3, graceMs: 800, reachable: false }, 0).until).toBe(-Infinity);
     expect(leaseOf(UNFENCED, 1e12).until).toBe(Infinity);
     expect(shiftView(view, 10).acks).toEqual([1010, Infinity, 510]);
+  });
+
+  it('a leaver the layout dropped has no vote: it needs acknowledgements from enough members that every majority includes one', () => {
+    // Two members: either one that heard from it lately is in every majority (both), so one suffices.
+    const two: QuorumView = { acks: [1000], members: 2, graceMs: 800, reachable: false, outside: true };
+    expect(acksNeeded(two)).toBe(1);
+    expect(leaseOf(two, 1200)).toEqual({ until: 1800, reached: 1, members: 2 });
+    expect(gateState(two, 1200)).toBe('serving');
+    // A member of two needs both (itself and the other): that is a majority of two.
+    expect(acksNeeded({ ...two, outside: false })).toBe(2);
+    expect(gateState({ ...two, acks: [Infinity, 1000], outside: false }, 1200)).toBe('serving');
+    expect(gateState({ ...two, acks: [1000], outside: false }, 1200)).toBe('minority');
+    // Odd member counts need a majority either way (three of five), even ones one fewer from outside (two of four).
+    expect(acksNeeded({ ...two, members: 5 })).toBe(3);
+    expect(acksNeeded({ ...two, members: 5, outside: false })).toBe(3);
+    expect(acksNeeded({ ...two, members: 4 })).toBe(2);
+    expect(acksNeeded({ ...two, members: 4, outside: false })).toBe(3);
+    // Nobody acknowledged it lately: no lease.
+    expect(gateState({ ...two, acks: [] }, 0)).toBe('minority');
   });
 
   it('serving under the lease; renewing (turns wait) for a grace after it lapsed while a majority is connected; then a minority', () => {

@@ -56,6 +56,16 @@ export const ASYNC_LOSS_WINDOW_MS = 1000;
  */
 export const ASYNC_BATCH_MAX = 5000;
 
+/**
+ * A write's shipment goes promptly, with its callers' results, while at most this many writes of
+ * the worker (itself included) wait for acknowledgements. Not just itself: a caller making one
+ * call at a time gets its result from the replica, and its next call often reaches the host before
+ * the replica's acknowledgement of the previous write does (both pass the host's main thread, from
+ * two sockets). Counting that one as load sent a third of such writes the long way (the result
+ * back through the host: a hop more). Under real load hundreds wait.
+ */
+export const PROMPT_FLUSH_MAX_UNACKED = 4;
+
 /** Unacknowledged shipments are sent again after this long (a frame lost with a connection). */
 export const RESHIP_AFTER_MS = 500;
 
@@ -425,12 +435,12 @@ export class Replication implements TurnObserver {
   readonly #asyncDirty = new Set<Hosted>();
   #flushScheduled = false;
   /**
-   * The scheduled flush is a prompt one (`soon`): nothing else of this worker waited for an
-   * acknowledgement when it was scheduled, so a caller is likely waiting on this write alone, and
-   * its shipment goes at once with the callers' results in it. Under load (other writes unacked)
-   * shipments wait for the end of the event-loop turn and carry no results: batching then saves
-   * more than the hop (measured: pipelined sync asks about 25% slower with prompt flushes and
-   * results through the replicas).
+   * The scheduled flush is a prompt one (`soon`): few other writes of this worker waited for an
+   * acknowledgement when it was scheduled (`PROMPT_FLUSH_MAX_UNACKED`), so a caller is likely
+   * waiting on this write alone, and its shipment goes at once with the callers' results in it.
+   * Under load (many writes unacked) shipments wait for the end of the event-loop turn and carry
+   * no results: batching then saves more than the hop (measured: pipelined sync asks about 25%
+   * slower with prompt flushes and results through the replicas).
    */
   #flushSoon = false;
   /** What waits for this turn's shipments to be sent first (the results that wait for them: the longer path goes first). */
@@ -590,7 +600,7 @@ export class Replication implements TurnObserver {
     this.#flushScheduled = true;
     const soon = this.#io.soon;
     // `entry` itself is unacknowledged already.
-    this.#flushSoon = soon !== undefined && this.#unacked.size <= 1;
+    this.#flushSoon = soon !== undefined && this.#unacked.size <= PROMPT_FLUSH_MAX_UNACKED;
     if (this.#flushSoon) soon!(this.#flush);
     else this.#io.defer(this.#flush);
   }

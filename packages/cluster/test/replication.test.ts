@@ -3,6 +3,7 @@ import { Fenced, Kind, bucketOf, decode, defineActor, encode, type TellEnvelope 
 import {
   BUCKET_ACTOR,
   BucketHost,
+  PROMPT_FLUSH_MAX_UNACKED,
   REPLICA_FRAME,
   Replication,
   parseFrame,
@@ -157,27 +158,33 @@ describe('Replication', () => {
     expect(host.stats()).toMatchObject({ shipped: 1, acked: 1, pendingSyncAcks: 0 });
   });
 
-  it('ships a write no other waits beside at once, naming its caller, and what waits behind others at the end of the turn, without callers', () => {
+  it('ships a write few others wait beside at once, naming its caller, and one behind many at the end of the turn, without callers', () => {
     const { net, host, layout } = hostAndBackup(true);
-    const [a, b] = Array.from({ length: 200 }, (_, i) => `s${i}`)
+    const ids = Array.from({ length: 400 }, (_, i) => `s${i}`)
       .filter((id) => bucketOfId(id) === 0)
-      .slice(0, 2);
+      .slice(0, PROMPT_FLUSH_MAX_UNACKED + 1);
+    expect(ids).toHaveLength(PROMPT_FLUSH_MAX_UNACKED + 1);
     const caller = (requestId: number): WaitingCaller => ['~c', 1, 0, requestId, `r${requestId}`, null, layout.epoch, ['n2']];
     const order: string[] = [];
     const waitingOf = (messages: ReplicaMessage[]): string[] =>
       messages.flatMap((message) => (message.t === 'ship' ? message.items : [])).map((item) => `${item[0]} ${JSON.stringify(item[5]?.map((waiting) => waiting[3]) ?? null)}`);
-    // Nothing else unacknowledged: the prompt path (`soon`), the caller named in the shipment, its reply after it.
-    const first = host.committed(Counter, a, `Counter\u0000${a}`, { n: 1 })!;
-    host.notifyOnAck(first, caller(1), () => order.push('held 1'));
-    expect([net.nodes.get('n3')!.soon.length, net.nodes.get('n3')!.deferred.length, order]).toEqual([1, 0, []]);
-    expect(new Set(waitingOf(net.flushOnly()))).toEqual(new Set([`Counter\u0000${a} [1]`]));
-    expect(order).toEqual(['held 1']);
-    net.queue = [];
-    // Another write while the first is unacknowledged: at the end of the turn, its reply at once, no caller named.
-    const second = host.committed(Counter, b, `Counter\u0000${b}`, { n: 1 })!;
-    host.notifyOnAck(second, caller(2), () => order.push('held 2'));
-    expect([net.nodes.get('n3')!.soon.length, net.nodes.get('n3')!.deferred.length, order]).toEqual([0, 1, ['held 1', 'held 2']]);
-    expect(new Set(waitingOf(net.flushOnly()))).toEqual(new Set([`Counter\u0000${b} null`]));
+    // Writes of other sessions unacknowledged (the previous call's, its acknowledgement still on the
+    // way): each still goes on the prompt path (`soon`), its caller named in the shipment, its reply after it.
+    for (let n = 1; n <= PROMPT_FLUSH_MAX_UNACKED; n++) {
+      const id = ids[n - 1]!;
+      const hold = host.committed(Counter, id, `Counter\u0000${id}`, { n: 1 })!;
+      host.notifyOnAck(hold, caller(n), () => order.push(`held ${n}`));
+      expect([net.nodes.get('n3')!.soon.length, net.nodes.get('n3')!.deferred.length, order.length]).toEqual([1, 0, n - 1]);
+      expect(new Set(waitingOf(net.flushOnly()))).toEqual(new Set([`Counter\u0000${id} [${n}]`]));
+      expect(order.at(-1)).toBe(`held ${n}`);
+      net.queue = [];
+    }
+    // One more while that many are unacknowledged (load): at the end of the turn, its reply at once, no caller named.
+    const last = ids.at(-1)!;
+    const hold = host.committed(Counter, last, `Counter\u0000${last}`, { n: 1 })!;
+    host.notifyOnAck(hold, caller(99), () => order.push('held 99'));
+    expect([net.nodes.get('n3')!.soon.length, net.nodes.get('n3')!.deferred.length, order.at(-1)]).toEqual([0, 1, 'held 99']);
+    expect(new Set(waitingOf(net.flushOnly()))).toEqual(new Set([`Counter\u0000${last} null`]));
   });
 
   it('ships what one event-loop turn changed in one frame per target', () => {

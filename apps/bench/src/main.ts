@@ -2,6 +2,12 @@
  * `pnpm bench`: runs the benchmarks in order, prints a table and writes `bench-results.json` at
  * the repository root.
  *
+ * Each benchmark runs in a process of its own (this file, forked with `--one <title>`), as JMH
+ * forks a JVM per benchmark: several benchmarks run wadi's code in this process, and what one
+ * leaves behind (the JIT's type feedback above all, and the heap) colors the next one's figure.
+ * Measured: `store.activate` read 0.29 after `ask.crossNode` in one process, against 0.32-0.35
+ * on its own; its raw baseline, which shares little code with the other benchmarks, did not move.
+ *
  * To add a benchmark, write a module under `benchmarks/` exporting a `Benchmark` (see
  * harness.ts; measure figures next to their raw baseline with `measureAll`, baselines live in
  * baselines.ts) and append it to `benchmarks` below.
@@ -9,6 +15,7 @@
  * Arguments, if any, are filters: only benchmarks whose title or row names contain one of them
  * run (e.g. `node apps/bench/dist/main.js memory`).
  */
+import { fork } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { askCrossNode } from './benchmarks/ask-cross-node.js';
@@ -31,7 +38,40 @@ const benchmarks: Benchmark[] = [askInThread, askCrossWorker, memoryPerActor, ra
 
 const RESULTS_FILE = new URL('../../../bench-results.json', import.meta.url);
 
+/** How a benchmark's own process reports back. */
+type ChildReport = { rows: BenchResult[] } | { error: string };
+
+/** Runs one benchmark in a fresh process (see the module comment); its results, or throws why it failed. */
+function runForked(bench: Benchmark): Promise<BenchResult[]> {
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(import.meta.url), ['--one', bench.title], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let report: ChildReport | undefined;
+    child.on('message', (message: ChildReport) => (report = message));
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      if (report !== undefined && 'rows' in report) resolve(report.rows);
+      else reject(new Error(report?.error ?? `the benchmark's process exited (${signal ?? code}) without a result`));
+    });
+  });
+}
+
+/** The `--one <title>` side: runs that benchmark here and sends its results to the parent. */
+async function runOne(title: string): Promise<void> {
+  const bench = benchmarks.find((candidate) => candidate.title === title);
+  let report: ChildReport;
+  try {
+    if (bench === undefined) throw new Error(`no benchmark is titled '${title}'`);
+    report = { rows: await bench.run() };
+  } catch (error) {
+    report = { error: error instanceof Error ? (error.stack ?? error.message) : String(error) };
+  }
+  await new Promise<void>((resolve) => process.send!(report, () => resolve()));
+  // Benchmarks close what they start; a straggling handle must not keep the run waiting.
+  process.exit(0);
+}
+
 async function main(): Promise<void> {
+  if (process.argv[2] === '--one' && process.send !== undefined) return runOne(process.argv[3] ?? '');
   const filters = process.argv.slice(2);
   const selected = benchmarks.filter(
     (bench) => filters.length === 0 || filters.some((f) => bench.title.includes(f) || bench.names.some((name) => name.includes(f))),
@@ -50,7 +90,7 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     process.stderr.write(`running ${bench.title}...`);
     try {
-      rows.push(...(await bench.run()));
+      rows.push(...(await runForked(bench)));
       process.stderr.write(` ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
     } catch (error) {
       process.stderr.write(' failed\n');

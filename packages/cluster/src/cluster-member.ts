@@ -512,15 +512,14 @@ export class ClusterMember {
     if (this.#phase === 'removed' || (this.#phase === 'left' && !this.#leftCleanly)) return { acks: [], members: layout?.members.length ?? 1, graceMs, reachable: false };
     if (layout === null || this.#phase === 'left') return UNFENCED;
     const acks: number[] = [];
-    let outside = true;
     for (const member of layout.members) {
-      if (member.id === this.id) {
-        acks.push(Infinity);
-        outside = false;
-      } else if (this.#connected.has(member.id)) acks.push(this.#acked.get(member.id) ?? -Infinity);
+      if (member.id === this.id) acks.push(Infinity);
+      else if (this.#connected.has(member.id)) acks.push(this.#acked.get(member.id) ?? -Infinity);
     }
     const view: QuorumView = { acks, members: layout.members.length, graceMs, reachable: this.hasQuorum(), joining: this.#phase === 'joining' };
-    return outside && this.#phase === 'leaving' ? { ...view, outside } : view;
+    // A leaver the layout has dropped has no vote of its own (`acksNeeded`).
+    const outside = this.#phase === 'leaving' && !layout.members.some((member) => member.id === this.id);
+    return outside ? { ...view, outside } : view;
   }
 
   /** Until when this node may serve sessions (its clock), and how many members it reaches. */

@@ -103,6 +103,18 @@ describe('encode/decode round trips', () => {
     expect(sameValue(roundTrip(shapes), shapes)).toBe(true);
   });
 
+  it('an own "__proto__" key (JSON.parse makes them) never becomes a prototype, in a copy as across a thread', () => {
+    const parsed = JSON.parse('{"__proto__": {"polluted": true}, "a": 1, "nested": {"__proto__": {"polluted": true}}}') as Record<string, unknown>;
+    for (const back of [decode(encode(parsed)), cloneValue(parsed)] as Record<string, Record<string, unknown>>[]) {
+      for (const object of [back, back.nested!]) {
+        expect(Object.getPrototypeOf(object)).toBe(Object.prototype);
+        expect(object.polluted).toBeUndefined();
+      }
+      // msgpackr renames the key so decoding cannot set a prototype; an in-thread copy does the same.
+      expect(back).toEqual({ __proto_: { polluted: true }, a: 1, nested: { __proto_: { polluted: true } } });
+    }
+  });
+
   it('writes self-contained messages that a separate, fresh decoder reads alone', () => {
     // Encode other values first, so that any state a shared encoder kept would show up.
     encode({ a: 1, b: 2 });

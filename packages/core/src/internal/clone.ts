@@ -11,6 +11,7 @@ import { decode, encode } from '../codec.js';
 import { NotSerializable, describe } from '../errors.js';
 
 const MAX_DEPTH = 512;
+const PROTO_KEY_RENAMED = '__proto_';
 
 export function cloneValue<T>(value: T): T {
   return copy(value, 0) as T;
@@ -45,7 +46,12 @@ function copy(value: unknown, depth: number): unknown {
   if (proto === Object.prototype || proto === null) {
     const source = value as Record<string, unknown>;
     const result: Record<string, unknown> = {};
-    for (const key in source) result[key] = copy(source[key], depth + 1);
+    for (const key in source) {
+      // An own "__proto__" key (JSON.parse makes them) assigned as is would set the copy's
+      // prototype; msgpackr decodes it as "__proto_", and so does a copy.
+      if (key === '__proto__') result[PROTO_KEY_RENAMED] = copy(source[key], depth + 1);
+      else result[key] = copy(source[key], depth + 1);
+    }
     return result;
   }
   if (Array.isArray(value)) {

@@ -171,6 +171,7 @@ describe('ClusterTransport: bad input before the handshake completes', () => {
     { name: 'a hello with a short nonce', send: () => [hello({ nonce: new Uint8Array(5) })], code: CloseCode.unexpectedMessage },
     { name: 'a hello with a fractional incarnation', send: () => [hello({ incarnation: 1.5 })], code: CloseCode.unexpectedMessage },
     { name: "a hello with the target's own id", send: () => [hello({ id: 'target' })], code: CloseCode.sameNodeId },
+    { name: 'a hello whose fields hide behind a "__proto__" key', send: () => [encode(new Map([['__proto__', decode(hello())]]))], code: CloseCode.unexpectedMessage },
     { name: 'a proof before any hello', send: () => [encode({ type: 'proof', proof: new Uint8Array(32) })], code: CloseCode.unexpectedMessage },
     { name: 'a second hello instead of a proof', send: () => [hello(), hello()], code: CloseCode.unexpectedMessage },
     { name: 'a proof made without the secret', send: () => [hello(), encode({ type: 'proof', proof: new Uint8Array(32).fill(1) })], code: CloseCode.authenticationFailed },

@@ -259,7 +259,8 @@ export class AcceptorHandshake {
 function asRecord(value: unknown): Record<string, unknown> | undefined {
   if (value instanceof Map) {
     const record: Record<string, unknown> = {};
-    for (const [key, entry] of value) if (typeof key === 'string') record[key] = entry;
+    // Not "__proto__": assigned, it would give the record a prototype the peer chose.
+    for (const [key, entry] of value) if (typeof key === 'string' && key !== '__proto__') record[key] = entry;
     return record;
   }
   if (value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Uint8Array)) {

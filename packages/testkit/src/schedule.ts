@@ -28,9 +28,9 @@ export type Step =
   /** Cuts one way: nothing `from` sends reaches `to`. */
   | { op: 'cut'; from: string[]; to: string[] }
   | { op: 'heal' }
-  /** Creates `count` sessions on `node`. */
+  /** Creates `count` sessions on `node` (skipped unless `node` is a member of its layout: wadi places sessions on members only). */
   | { op: 'create'; node: string; count: number }
-  /** Moves the session chosen by `pick` (an index into the sessions, modulo their number) to `to`. */
+  /** Moves the session chosen by `pick` (an index into the sessions, modulo their number) to `to` (a member, as for `create`). */
   | { op: 'move'; pick: number; to: string }
   | { op: 'destroy'; pick: number }
   /**

@@ -202,6 +202,7 @@ export class Simulation {
       case 'create': {
         const node = this.nodes.get(step.node);
         if (node === undefined || !node.running || node.paused || node.leaving) return 'not a running, active node';
+        if (!isMember(node)) return 'not a member of its layout yet';
         for (let i = 0; i < step.count; i++) this.createSession(node);
         return undefined;
       }
@@ -211,7 +212,7 @@ export class Simulation {
         if (id === undefined) return 'no sessions';
         const place = this.sessions.get(id)!;
         const source = this.nodes.get(place.node)!;
-        if (target === undefined || !target.running || target.paused || target.leaving || target.id === source.id) return 'no such target';
+        if (target === undefined || !target.running || target.paused || target.leaving || target.id === source.id || !isMember(target)) return 'no such target';
         if (source.paused) return 'the session is on a paused node';
         this.moveSession(id, target);
         return undefined;
@@ -534,4 +535,14 @@ function describeLayout(layout: Layout, previous: Layout | null): string {
   }
   const owners = [...counts].map(([id, count]) => `${id}:${count}`).join(' ');
   return `epoch ${layout.epoch} by ${layout.coordinator} [${owners}]${previous === null ? '' : ` from epoch ${previous.epoch}, ${moves} moves`}`;
+}
+
+/**
+ * Whether `node` is a member of the layout it committed. wadi places and moves sessions only onto
+ * members (a joiner's calls go to the owners, a grant or migration to a non-member is refused),
+ * and a rebuilt directory is asked of the members alone: a session the simulation put on a node
+ * not admitted yet could be lost from its directory in a way no real node can produce.
+ */
+function isMember(node: SimNode): boolean {
+  return node.protocol.layout?.members.some((member) => member.id === node.id) ?? false;
 }

@@ -112,6 +112,18 @@ describe('the simulator', () => {
     expect(sim.node('n3')!.protocol.layout!.members.map((member) => member.id)).toContain('n3');
   });
 
+  it('puts sessions only on members, as wadi does: a create on a node not admitted yet is skipped', async () => {
+    const sim = await simulation(['n1', 'n2', 'n3']);
+    await sim.apply({ op: 'start', node: 'n6' });
+    await sim.apply({ op: 'create', node: 'n6', count: 1 });
+    expect(sim.sessions.size).toBe(0);
+    expect(sim.trace.entries.some((entry) => entry.kind === 'skip' && entry.detail.includes('not a member of its layout yet'))).toBe(true);
+    await sim.settle(60_000);
+    await sim.apply({ op: 'create', node: 'n6', count: 1 });
+    expect([...sim.sessions.values()].map((place) => place.node)).toEqual(['n6']);
+    expect(sim.violations).toEqual([]);
+  });
+
   it('a crashed node restarts as a new incarnation with its disk', async () => {
     const sim = await simulation(['n1', 'n2', 'n3']);
     const epoch = sim.node('n2')!.protocol.layout!.epoch;

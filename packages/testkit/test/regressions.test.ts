@@ -468,6 +468,20 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       ],
     },
   },
+  {
+    name: "OPEN: a caller's tell went by the bucket's owner, which sent it to the node a migration was moving the session to; its next call went straight to the source, was buffered there and came with the handover, and the target ran the handed-over calls before the ones it had buffered itself (#8 before #7). Fix: Activation.thaw merges the two queues per sender by sequence, which needs the sender and sequence on a queued message (tells carry no reply target to read them from)",
+    open: true,
+    schedule: {
+      options: options(1516629546),
+      steps: [
+        ...formed,
+        { op: 'migrate', node: 'n1', thread: 0, session: 0 },
+        { op: 'call', node: 'n3', thread: 0, session: 1, count: 7, everyMs: 3 },
+        { op: 'migrate', node: 'n3', thread: 0, session: 1 },
+        { op: 'migrate', node: 'n2', thread: -2, session: 1 },
+      ],
+    },
+  },
 ];
 
 /**

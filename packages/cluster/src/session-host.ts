@@ -694,7 +694,7 @@ export class SessionHost {
       return this.#refuse(frame, error, notice);
     }
     // A call from this very thread: its router learns at once that it arrived (a direct one gets no notice).
-    if (caller === this.node && frame[3] === this.incarnation && frame[4] === this.thread && frame[10] > 0) this.#router.delivered(key, frame[10]);
+    if (caller === this.node && frame[3] === this.incarnation && frame[4] === this.thread && frame[10] > 0) this.#router.delivered(key, frame[10], notice);
     if (frame[1] === 0 && notice !== null) this.#sendNotice(frame, notice);
   }
 

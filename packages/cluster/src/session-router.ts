@@ -362,10 +362,14 @@ export class SessionRouter {
 
   /**
    * This thread's session host ran (queued) call `seq` to session `key` from this very thread: it
-   * is not in flight any more. (A call this thread sends itself is not necessarily delivered here:
-   * the host may pass it on, as the bucket's owner or along a pointer.)
+   * is not in flight any more, and, unless it came direct, `notice` says where the session is.
+   * (A call this thread sends itself is not necessarily delivered here: the host may pass it on, as
+   * the bucket's owner or along a pointer.)
    */
-  delivered(key: string, seq: number): void {
+  delivered(key: string, seq: number, notice: LocationNotice | null = null): void {
+    // Where it arrived first, then that it did: a call held behind this one must go there, not
+    // to the place the route knew before (a session arriving here by migration is not there).
+    if (notice !== null) return this.#notice(notice);
     const route = this.#routes.get(key);
     if (route === undefined || seq <= route.noticed) return;
     route.noticed = seq;

@@ -469,8 +469,7 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
     },
   },
   {
-    name: "OPEN: a caller's tell went by the bucket's owner, which sent it to the node a migration was moving the session to; its next call went straight to the source, was buffered there and came with the handover, and the target ran the handed-over calls before the ones it had buffered itself (#8 before #7). Fix: Activation.thaw merges the two queues per sender by sequence, which needs the sender and sequence on a queued message (tells carry no reply target to read them from)",
-    open: true,
+    name: "a thread's tell went by the bucket's owner to the thread itself, where a migration was bringing the session; its router released its next call on the delivery before it heard where the session now was, sent it to the source, and it came back with the handover and ran first (#8 before #7) (fixed: SessionRouter.delivered takes the location with the delivery)",
     schedule: {
       options: options(1516629546),
       steps: [

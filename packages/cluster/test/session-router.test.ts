@@ -89,6 +89,19 @@ describe('SessionRouter', () => {
     expect(sent.slice(3).map(({ node }) => node)).toEqual(['h', 'h']);
   });
 
+  it('a call delivered to this very thread says where it arrived before the calls held behind it go (a session migrating here)', () => {
+    const { router, sent, tell, notice } = harness();
+    router.setLayout(layout('b'));
+    for (let n = 1; n <= 3; n++) tell('s', n);
+    notice('s', 'h', 1, 1);
+    tell('s', 4);
+    expect(router.stats().held).toBe(1);
+    // Call 3 reached the session here, on this thread, where a migration brings it at version 2.
+    router.delivered(activationKey('T', 's'), 3, [activationKey('T', 's'), 'a', 2, 3]);
+    expect(router.stats().held).toBe(0);
+    expect([sent[3]!.node, sent[3]!.frame[12], args([sent[3]!])]).toEqual(['a', 2, [4]]);
+  });
+
   it('follows a session that moved, holding until the calls forwarded by its old host are acknowledged', () => {
     const { router, sent, tell, notice } = harness();
     router.setLayout(layout('b'));

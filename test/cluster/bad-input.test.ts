@@ -313,6 +313,20 @@ describe('the CLI refuses bad command lines', () => {
     expect(output).toMatch(/usage: wadi node/);
   });
 
+  it.each([
+    [['--seeds', ''], /--seeds needs at least one ws:\/\/ or wss:\/\/ URL/],
+    [['--seeds', ' , '], /--seeds needs at least one/],
+    [['--replicas', ''], /--replicas must be an integer/],
+    [['--workers', '0x2'], /--workers must be an integer .* got '0x2'/],
+    [['--data', ''], /--data needs a value/],
+    [['--tls-ca', '/tmp/ca.pem'], /--tls-ca goes with --tls-key and --tls-cert/],
+  ])('%j exits 2 with the usage instead of starting something else', async (flags, message) => {
+    const { code, output } = await runCli(['node', '--port', String(port), '--http-port', String(httpPort), ...(flags as string[])]);
+    expect(code).toBe(2);
+    expect(output).toMatch(message as RegExp);
+    expect(output).toMatch(/usage: wadi node/);
+  });
+
   it('a missing WADI_SECRET exits 1 and names the variable', async () => {
     const { code, output } = await runCli(['node', '--port', String(port), '--http-port', String(httpPort)], { WADI_SECRET: undefined });
     expect(code).toBe(1);

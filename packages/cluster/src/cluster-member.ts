@@ -238,11 +238,27 @@ export class ClusterMember {
     if (replicas !== undefined && (!Number.isInteger(replicas) || replicas < 0 || replicas > MAX_REPLICAS)) {
       throw new InvalidArgument(`replicas must be an integer from 0 to ${MAX_REPLICAS}, got ${String(replicas)}`);
     }
+    const maxMoves = options.maxMovesPerLayout;
+    if (maxMoves !== undefined && (typeof maxMoves !== 'number' || !Number.isInteger(maxMoves) || maxMoves < 0)) {
+      throw new InvalidArgument(`maxMovesPerLayout must be an integer >= 0, got ${JSON.stringify(maxMoves)}`);
+    }
+    if (options.election !== undefined && typeof options.election?.elect !== 'function') {
+      throw new InvalidArgument('election must be an ElectionPolicy: an object with an elect(members) method');
+    }
     this.#io = io;
     this.id = options.self.id;
     this.incarnation = options.self.incarnation;
     this.url = options.self.url;
     const timings = { ...DEFAULT_TIMINGS, ...options.timings };
+    for (const [name, value] of Object.entries(options.timings ?? {})) {
+      if (!(name in DEFAULT_TIMINGS)) throw new InvalidArgument(`timings.${name} is not a timing (known: ${Object.keys(DEFAULT_TIMINGS).join(', ')})`);
+      if (value !== undefined && !(typeof value === 'number' && value > 0 && Number.isFinite(value))) {
+        throw new InvalidArgument(`timings.${name} must be a positive number of milliseconds, got ${JSON.stringify(value)}`);
+      }
+    }
+    if (timings.heartbeatMs >= timings.suspectAfterMs) {
+      throw new InvalidArgument(`timings.heartbeatMs (${timings.heartbeatMs}) must be below suspectAfterMs (${timings.suspectAfterMs}): a member would be suspected between two heartbeats`);
+    }
     if (options.timings?.quorumGraceMs === undefined) timings.quorumGraceMs = defaultQuorumGrace(timings);
     if (!(timings.quorumGraceMs > 0 && timings.quorumGraceMs < timings.suspectAfterMs)) {
       throw new InvalidArgument(

@@ -13,6 +13,7 @@
  * previous owner keeps what it has to hand off for as long); a transfer for a bucket that a newer
  * layout moved on is dropped.
  */
+import { InvalidArgument } from '@wadi/core';
 import type { Layout } from './layout.js';
 import type { ClusterMessage, DirectoryEntry } from './messages.js';
 
@@ -80,6 +81,8 @@ export class HandoffTracker {
     this.#io = io;
     this.#maxInFlight = options.maxInFlight ?? 8;
     this.#timeoutMs = options.timeoutMs ?? 2000;
+    if (!Number.isInteger(this.#maxInFlight) || this.#maxInFlight < 1) throw new InvalidArgument(`maxHandoffs must be an integer >= 1, got ${JSON.stringify(options.maxInFlight)}`);
+    if (!(this.#timeoutMs > 0 && Number.isFinite(this.#timeoutMs))) throw new InvalidArgument(`handoffTimeoutMs must be a positive number, got ${JSON.stringify(options.timeoutMs)}`);
     this.#attempts = options.attempts ?? 3;
   }
 

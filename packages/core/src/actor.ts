@@ -11,7 +11,7 @@ import { InvalidArgument } from './errors.js';
 export const ACTOR_DEF = Symbol.for('wadi.actorDefinition');
 
 /** Names a ref uses for itself, so they cannot be handler names. */
-export const RESERVED_HANDLER_NAMES: ReadonlySet<string> = new Set(['then', 'tell', 'constructor', '__proto__']);
+export const RESERVED_HANDLER_NAMES: ReadonlySet<string> = new Set(['then', 'tell', 'toString', 'constructor', '__proto__']);
 const ACTOR_NAME = /^[A-Za-z_][\w.:-]{0,127}$/;
 
 export interface Timers {
@@ -83,6 +83,15 @@ export interface ActorOptions<S, H extends Handlers<S>> {
   routing?: RoutingPolicy;
   /** How state changes reach the replicas (default 'sync'); see `ReplicationMode`. Ignored for stateless types. */
   replication?: ReplicationMode;
+  /**
+   * When this state stops being worth keeping: wall-clock milliseconds (`Date.now()`), or
+   * undefined for never. An actor found expired when it is deactivated is dropped instead of
+   * parked, and a parked one is dropped from wherever its node parked it (memory or a store
+   * tier) by the node's sweep, with its replicas and directory entry; its next call starts it
+   * fresh. Only the keeping is decided here: a handler that must not see expired data checks
+   * the same rule when it runs (an HTTP session does). Must be quick and must not throw.
+   */
+  expiresAt?: (state: S) => number | undefined;
 }
 
 export interface ActorDef<N extends string = string, S = unknown, H extends Handlers<S> = Handlers<S>> {
@@ -95,6 +104,7 @@ export interface ActorDef<N extends string = string, S = unknown, H extends Hand
   readonly idleTimeoutMs: number | undefined;
   readonly routing: RoutingPolicy;
   readonly replication: ReplicationMode;
+  readonly expiresAt: ((state: S) => number | undefined) | undefined;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -121,6 +131,17 @@ export type Ref<H> = {
 
 export type RefOf<D> = D extends ActorDef<string, infer _S, infer H> ? Ref<H> : never;
 
+const ACTOR_OPTION_NAMES: Record<keyof Required<ActorOptions<unknown, Handlers<unknown>>>, true> = {
+  state: true,
+  handlers: true,
+  stateless: true,
+  mailboxCapacity: true,
+  idleTimeoutMs: true,
+  routing: true,
+  replication: true,
+  expiresAt: true,
+};
+
 export function defineActor<N extends string, S, H extends Handlers<S>>(
   name: N,
   options: ActorOptions<S, H>,
@@ -131,6 +152,7 @@ export function defineActor<N extends string, S, H extends Handlers<S>>(
   if (!options || typeof options.handlers !== 'object' || options.handlers === null) {
     throw new InvalidArgument(`actor '${name}' needs a handlers object`);
   }
+  checkOptionNames(`actor '${name}'`, options, ACTOR_OPTION_NAMES);
   for (const [method, handler] of Object.entries(options.handlers)) {
     if (typeof handler !== 'function') throw new InvalidArgument(`actor '${name}': handler '${method}' is not a function`);
     if (RESERVED_HANDLER_NAMES.has(method)) {
@@ -147,6 +169,9 @@ export function defineActor<N extends string, S, H extends Handlers<S>>(
   if (options.replication !== undefined && !REPLICATION_MODES.includes(options.replication)) {
     throw new InvalidArgument(`actor '${name}': replication must be one of ${REPLICATION_MODES.join(', ')}, got ${JSON.stringify(options.replication)}`);
   }
+  if (options.expiresAt !== undefined && (typeof options.expiresAt !== 'function' || stateless)) {
+    throw new InvalidArgument(`actor '${name}': expiresAt must be a function of the state${stateless ? ', and a stateless type has none' : ''}`);
+  }
   return Object.freeze({
     [ACTOR_DEF]: true as const,
     name,
@@ -157,6 +182,7 @@ export function defineActor<N extends string, S, H extends Handlers<S>>(
     idleTimeoutMs: options.idleTimeoutMs,
     routing: options.routing ?? 'proxy',
     replication: stateless ? 'none' : (options.replication ?? 'sync'),
+    expiresAt: options.expiresAt,
   });
 }
 
@@ -167,6 +193,41 @@ export function isActorDef(value: unknown): value is AnyActorDef {
 function checkPositive(name: string, option: string, value: unknown): void {
   if (value !== undefined && !(typeof value === 'number' && value > 0 && Number.isFinite(value))) {
     throw new InvalidArgument(`actor '${name}': ${option} must be a positive number, got ${String(value)}`);
+  }
+}
+
+/**
+ * Refuses option names `known` does not list: a misspelt option (`seed` for `seeds`) would
+ * otherwise be ignored and its default used, which for some options means a different cluster.
+ * `known` is typed by the caller as `Record<keyof Required<Options>, true>`, so the compiler keeps
+ * it complete.
+ */
+export function checkOptionNames(what: string, options: unknown, known: Readonly<Record<string, true>>): void {
+  if (typeof options !== 'object' || options === null) return;
+  for (const name of Object.keys(options)) {
+    if (Object.hasOwn(known, name)) continue;
+    const close = Object.keys(known).find((candidate) => editDistance(candidate.toLowerCase(), name.toLowerCase()) <= 2);
+    throw new InvalidArgument(`${what}: unknown option '${name}'${close === undefined ? '' : ` (did you mean '${close}'?)`}; known: ${Object.keys(known).join(', ')}`);
+  }
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
+/** The longest a timer can wait (Node fires a longer one at once, with a warning). */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** Refuses a deadline that is not a number of milliseconds a timer can wait (undefined: the default). */
+export function checkTimeoutMs(what: string, value: unknown): void {
+  if (value !== undefined && !(typeof value === 'number' && value > 0 && value <= MAX_TIMEOUT_MS)) {
+    throw new InvalidArgument(`${what} must be a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS}, got ${JSON.stringify(value) ?? String(value)}`);
   }
 }
 

@@ -7,7 +7,8 @@
  * - Date, Set, Uint8Array, bigint, undefined round-trip natively; errors go through our own
  *   extension that keeps name, message, code, stack and plain own fields, and rebuilds wadi's
  *   typed errors by code.
- * - Functions, symbols and cycles are refused with `NotSerializable` rather than silently dropped.
+ * - Functions, symbols and cycles are refused with `NotSerializable` rather than silently dropped,
+ *   and so are promises and weak collections, which would otherwise arrive as empty objects.
  * - Decoding refuses inputs over a byte budget and turns every failure (truncation, garbage,
  *   length bombs, deep nesting) into `DecodeError`; msgpackr >= 2.1.4 checks declared lengths
  *   against the input before allocating.
@@ -24,6 +25,27 @@ addExtension({
   write: (error: Error) => errorToShape(error),
   read: (shape: ErrorShape) => shapeToError(shape),
 });
+
+/** Extension types that are never written: their classes are refused when packed. */
+const REFUSED_EXTENSION_TYPES = [0x58, 0x59, 0x5a, 0x5b];
+const REFUSED_CLASSES: [new (...args: never[]) => object, string][] = [
+  [Promise, 'a promise (await it first)'],
+  [WeakMap, 'a WeakMap'],
+  [WeakSet, 'a WeakSet'],
+  [WeakRef, 'a WeakRef'],
+];
+for (const [index, [Class, what]] of REFUSED_CLASSES.entries()) {
+  addExtension({
+    Class,
+    type: REFUSED_EXTENSION_TYPES[index]!,
+    write: () => {
+      throw new NotSerializable(`cannot send or store ${what}`);
+    },
+    read: () => {
+      throw new DecodeError(`extension type ${REFUSED_EXTENSION_TYPES[index]} is never written`);
+    },
+  });
+}
 
 const packr = new Packr({
   useRecords: true,

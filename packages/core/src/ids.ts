@@ -59,8 +59,14 @@ export function validateId(id: unknown): string {
   if (id.startsWith(GROUP_SEPARATOR)) {
     throw new InvalidArgument(`actor id '${id}' has an empty group: it must not start with '${GROUP_SEPARATOR}'`);
   }
+  // A lone surrogate becomes U+FFFD in UTF-8 (the codec, the stores): two such ids would be one actor.
+  if (LONE_SURROGATE.test(id)) {
+    throw new InvalidArgument(`actor id ${JSON.stringify(id)} is not well-formed Unicode: it has a lone surrogate at ${id.search(LONE_SURROGATE)}`);
+  }
   return id;
 }
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 export function validateBucketCount(buckets: unknown): number {
   if (!Number.isInteger(buckets) || (buckets as number) < 1 || (buckets as number) > 1 << 20) {

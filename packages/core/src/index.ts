@@ -12,3 +12,4 @@ export * from './scheduler.js';
 export * from './system.js';
 export { refTarget } from './internal/ref.js';
 export { cloneValue, cloneArgs } from './internal/clone.js';
+export * from './expiry-sweep.js';

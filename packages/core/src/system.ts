@@ -6,7 +6,7 @@
  * LOCAL); how envelopes reach a destination is the `Transport`'s job (MessagePorts in a node,
  * the simulated network in the testkit). Time comes from the injected `Scheduler`.
  */
-import { checkRouting, type AnyActorDef, type RefOf, type RefOptions, type RoutingPolicy } from './actor.js';
+import { checkRouting, checkTimeoutMs, type AnyActorDef, type RefOf, type RefOptions, type RoutingPolicy } from './actor.js';
 import { Kind, type Envelope } from './envelope.js';
 import {
   DecodeError,
@@ -28,6 +28,7 @@ import { createRef } from './internal/ref.js';
 import { Registry } from './registry.js';
 import { realTimeScheduler, type Scheduler, type TimerHandle } from './scheduler.js';
 import { decode, encode } from './codec.js';
+import { ExpirySweep } from './expiry-sweep.js';
 
 /** The destination index that means "this thread". */
 export const LOCAL = -1;
@@ -67,7 +68,14 @@ export interface StatelessExecutor {
 export interface ParkedStateStore {
   load(type: string, id: string): Uint8Array | undefined | PromiseLike<Uint8Array | undefined>;
   has(type: string, id: string): boolean;
-  save(type: string, id: string, state: Uint8Array): void;
+  /** Parks the state; `expiresAt` (wall-clock ms) is when `dropExpired` may drop it (its type's `expiresAt`). */
+  save(type: string, id: string, state: Uint8Array, expiresAt?: number): void;
+  /**
+   * Drops parked states whose `expiresAt` is at or before `now`, looking at no more than `limit`
+   * parked states per call (a sweep that goes on where the last call stopped, so a large store
+   * costs each tick the same), and returns the (type, id) pairs it dropped.
+   */
+  dropExpired?(now: number, limit: number): [type: string, id: string][];
   /** False while the store cannot take more (a full disk): idle actors then stay active. */
   accepting?(): boolean;
   /** The actor left this thread for good (it migrated away): a copy kept for it must go. */
@@ -79,23 +87,33 @@ export interface ParkedStateStore {
 
 export class MemoryParkedStateStore implements ParkedStateStore {
   readonly #states = new Map<string, Uint8Array>();
+  /** Expiry of the parked states that have one, swept a slice at a time. */
+  readonly #expiries = new ExpirySweep<string>();
   load(type: string, id: string): Uint8Array | undefined {
-    const key = `${type}\u0000${id}`;
+    const key = activationKey(type, id);
     const state = this.#states.get(key);
     this.#states.delete(key);
+    this.#expiries.delete(key);
     return state;
   }
   has(type: string, id: string): boolean {
-    return this.#states.has(`${type}\u0000${id}`);
+    return this.#states.has(activationKey(type, id));
   }
-  save(type: string, id: string, state: Uint8Array): void {
-    this.#states.set(`${type}\u0000${id}`, state);
+  save(type: string, id: string, state: Uint8Array, expiresAt?: number): void {
+    const key = activationKey(type, id);
+    this.#states.set(key, state);
+    this.#expiries.set(key, expiresAt);
+  }
+  dropExpired(now: number, limit: number): [type: string, id: string][] {
+    const dropped: [string, string][] = [];
+    for (const key of this.#expiries.due(now, limit)) {
+      this.#states.delete(key);
+      dropped.push(splitActivationKey(key));
+    }
+    return dropped;
   }
   *keys(): Iterable<[type: string, id: string]> {
-    for (const key of this.#states.keys()) {
-      const split = key.indexOf('\u0000');
-      yield [key.slice(0, split), key.slice(split + 1)];
-    }
+    for (const key of this.#states.keys()) yield splitActivationKey(key);
   }
   get size(): number {
     return this.#states.size;
@@ -138,6 +156,14 @@ export interface ActorSystemOptions {
    * finding out. Stateless types are never asked about.
    */
   turnGate?: () => TurnGateAnswer;
+  /** Wall-clock milliseconds, the clock of actor types' `expiresAt` (default `Date.now`). */
+  wallClock?: () => number;
+  /**
+   * Called when an actor is dropped because its type's `expiresAt` passed: when it was found
+   * expired at deactivation, or when `dropExpired` dropped its parked state. Whoever keeps
+   * records of where it lives (a directory, replicas) forgets it.
+   */
+  onExpired?: (type: string, id: string) => void;
 }
 
 export interface SystemStats {
@@ -149,6 +175,8 @@ export interface SystemStats {
   failedTurns: number;
   activated: number;
   deactivated: number;
+  /** Actors dropped because their type's `expiresAt` passed (at deactivation, or while parked). */
+  expired: number;
 }
 
 
@@ -182,6 +210,8 @@ export class ActorSystem implements ActivationHost {
   readonly #onTellFailure: NonNullable<ActorSystemOptions['onTellFailure']>;
   readonly #onActivated: ActorSystemOptions['onActivated'];
   readonly #turnGate: ActorSystemOptions['turnGate'];
+  readonly #wallClock: () => number;
+  readonly #onExpired: ActorSystemOptions['onExpired'];
   /** Activations with turns that wait for the gate. */
   readonly #gateWaiters = new Set<Activation>();
   #gateTimer: TimerHandle | undefined;
@@ -200,6 +230,7 @@ export class ActorSystem implements ActivationHost {
   #failedTurns = 0;
   #activated = 0;
   #deactivated = 0;
+  #expiredCount = 0;
   /** Activations with turns to run, drained in one microtask (no closure per schedule). */
   #ready: Activation[] = [];
   readonly #runReady = (): void => {
@@ -223,6 +254,8 @@ export class ActorSystem implements ActivationHost {
     this.#onTellFailure = options.onTellFailure ?? defaultTellFailure;
     this.#onActivated = options.onActivated;
     this.#turnGate = options.turnGate;
+    this.#wallClock = options.wallClock ?? Date.now;
+    this.#onExpired = options.onExpired;
     this.#pending = new PendingAsks(this.scheduler, undefined, options.firstRequestId ?? 1);
   }
 
@@ -233,9 +266,7 @@ export class ActorSystem implements ActivationHost {
 
   refFor<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
     validateId(id);
-    if (options?.timeoutMs !== undefined && !(options.timeoutMs > 0)) {
-      throw new InvalidArgument(`timeoutMs must be a positive number, got ${options.timeoutMs}`);
-    }
+    checkTimeoutMs('timeoutMs', options?.timeoutMs);
     checkRouting('routing', options?.routing);
     return createRef(this, def, id, options?.timeoutMs ?? this.#askTimeoutMs, options?.routing) as RefOf<D>;
   }
@@ -333,8 +364,25 @@ export class ActorSystem implements ActivationHost {
   adoptParked(type: string, id: string, state: Uint8Array): boolean {
     const def = this.registry.find(type);
     if (def === undefined || def.stateless || this.hosts(activationKey(type, id), type, id)) return false;
-    this.#parked.save(type, id, state);
+    let expiresAt: number | undefined;
+    try {
+      expiresAt = def.expiresAt === undefined ? undefined : expiryOf(def, decode(state));
+    } catch {
+      // Bytes that do not decode fail the session's first call, where someone hears of it.
+    }
+    this.#parked.save(type, id, state, expiresAt);
     return true;
+  }
+
+  /**
+   * Drops parked actors whose type's `expiresAt` has passed, looking at no more than `limit`
+   * of them (see `ParkedStateStore.dropExpired`); `onExpired` hears of each. A host calls it on
+   * its tick. Returns how many were dropped.
+   */
+  dropExpired(limit: number): number {
+    const dropped = this.#parked.dropExpired?.(this.#wallClock(), limit) ?? [];
+    for (const [type, id] of dropped) this.#expired(type, id);
+    return dropped.length;
   }
 
   /** Whether (`type`, `id`) is active or parked on this thread. */
@@ -427,6 +475,7 @@ export class ActorSystem implements ActivationHost {
       failedTurns: this.#failedTurns,
       activated: this.#activated,
       deactivated: this.#deactivated,
+      expired: this.#expiredCount,
     };
   }
 
@@ -703,6 +752,16 @@ export class ActorSystem implements ActivationHost {
 
   /** False when the state cannot be encoded: the actor then stays active, its state intact. */
   #deactivate(activation: Activation): boolean {
+    const expiresAt = expiryOf(activation.def, activation.state);
+    if (expiresAt !== undefined && expiresAt <= this.#wallClock()) {
+      // Not worth parking: dropped, with any copy a store kept of it.
+      activation.stopTimers();
+      this.#activations.delete(activation.key);
+      this.#parked.forget?.(activation.type, activation.id);
+      this.#deactivated++;
+      this.#expired(activation.type, activation.id);
+      return true;
+    }
     if (this.#parked.accepting?.() === false) return false;
     let parked: Uint8Array;
     try {
@@ -712,9 +771,14 @@ export class ActorSystem implements ActivationHost {
     }
     activation.stopTimers();
     this.#activations.delete(activation.key);
-    this.#parked.save(activation.type, activation.id, parked);
+    this.#parked.save(activation.type, activation.id, parked, expiresAt);
     this.#deactivated++;
     return true;
+  }
+
+  #expired(type: string, id: string): void {
+    this.#expiredCount++;
+    this.#onExpired?.(type, id);
   }
 
   #armIdleSweep(): void {
@@ -756,6 +820,23 @@ function asError(failure: Error | ErrorShape): Error {
 
 export function activationKey(type: string, id: string): string {
   return `${type}\u0000${id}`;
+}
+
+/** When `def` says `state` expires; a hook that throws or answers nonsense counts as never. */
+function expiryOf(def: AnyActorDef, state: unknown): number | undefined {
+  if (def.expiresAt === undefined) return undefined;
+  try {
+    const at = def.expiresAt(state);
+    return typeof at === 'number' && !Number.isNaN(at) ? at : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The (type, id) an `activationKey` was made of. */
+export function splitActivationKey(key: string): [type: string, id: string] {
+  const split = key.indexOf('\u0000');
+  return [key.slice(0, split), key.slice(split + 1)];
 }
 
 const inlineStatelessExecutor: StatelessExecutor = {

@@ -99,6 +99,11 @@ describe('defineActor', () => {
     expectInvalid(() => defineActor('Opt', { state: () => ({}), handlers: {}, idleTimeoutMs: bad as number }));
   });
 
+  it('refuses an option it does not know, suggesting the one meant', () => {
+    expect(() => defineActor('Opt', { state: () => ({}), handlers: {}, idleTimeout: 5 } as never)).toThrow(/actor 'Opt': unknown option 'idleTimeout' \(did you mean 'idleTimeoutMs'\?\)/);
+    expect(() => defineActor('Opt', { state: () => ({}), handlers: {}, persistent: true } as never)).toThrow(/unknown option 'persistent'; known: state, handlers/);
+  });
+
   it('keeps valid options', () => {
     const def = defineActor('Opt', { state: () => ({}), handlers: {}, mailboxCapacity: 3, idleTimeoutMs: 1500 });
     expect(def.mailboxCapacity).toBe(3);

@@ -203,6 +203,14 @@ describe('NotSerializable', () => {
     expectNotSerializable(() => encode(new Map([['f', () => 0]])));
   });
 
+  it('refuses promises and weak collections, which would arrive as empty objects', () => {
+    expect(expectNotSerializable(() => encode(Promise.resolve(1))).message).toMatch(/a promise \(await it first\)/);
+    expect(expectNotSerializable(() => encode({ cache: new WeakMap() })).message).toMatch(/WeakMap/);
+    expectNotSerializable(() => encode([new WeakSet()]));
+    expectNotSerializable(() => encode(new Map([['ref', new WeakRef({})]])));
+    expect(expectNotSerializable(() => cloneValue({ pending: Promise.resolve(1) })).message).toMatch(/promise/);
+  });
+
   it('refuses symbols', () => {
     expectNotSerializable(() => encode(Symbol('s')));
     expectNotSerializable(() => encode([Symbol.iterator]));

@@ -206,6 +206,8 @@ describe('validateId', () => {
     expect(validateId('alice')).toBe('alice');
     expect(validateId('alice/cart')).toBe('alice/cart');
     expect(validateId('x'.repeat(MAX_ID_LENGTH))).toBe('x'.repeat(MAX_ID_LENGTH));
+    // Any script, emoji (surrogate pairs) and the replacement character itself are fine.
+    expect(validateId('ünïcødé/カート/😀/\ufffd')).toBe('ünïcødé/カート/😀/\ufffd');
   });
 
   it.each([
@@ -216,6 +218,9 @@ describe('validateId', () => {
     ['an object', { id: 'a' }],
     ['a too long id', 'x'.repeat(MAX_ID_LENGTH + 1)],
     ['an id with an empty group', '/cart'],
+    ['a lone high surrogate', 'a\ud800'],
+    ['a lone low surrogate', '\udc00b'],
+    ['swapped surrogates', '\ude00\ud83d'],
   ])('rejects %s with InvalidArgument', (_label, id) => {
     const error = thrownBy(() => validateId(id));
     expect(error).toBeInstanceOf(InvalidArgument);

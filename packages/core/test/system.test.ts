@@ -1041,3 +1041,104 @@ describe('defineActor replication option', () => {
     expect(thrownBy(() => defineActor('Bad', { state: () => ({}), replication: 'eventually' as never, handlers: { a: () => 1 } }))).toBeInstanceOf(InvalidArgument);
   });
 });
+
+describe('expiry', () => {
+  /** A session that lives until `until` (wall clock), or forever while `until` is 0. */
+  const Expiring = defineActor('Expiring', {
+    idleTimeoutMs: 100,
+    state: () => ({ until: 0, visits: 0 }),
+    expiresAt: (state) => (state.until === 0 ? undefined : state.until),
+    handlers: {
+      visit(state, until: number) {
+        state.until = until;
+        return ++state.visits;
+      },
+    },
+  });
+
+  function expiringSystem(options: Partial<ActorSystemOptions> = {}) {
+    const scheduler = new VirtualScheduler();
+    let wall = 1_000_000;
+    const expired: string[] = [];
+    const system = makeSystem({ scheduler, idleSweepMs: 25, wallClock: () => wall, onExpired: (type, id) => expired.push(`${type}/${id}`), ...options });
+    system.registry.add(Expiring);
+    return { system, scheduler, expired, setWall: (ms: number) => (wall = ms) };
+  }
+
+  it('drops an actor found expired when it goes idle, instead of parking it; its next call starts fresh', async () => {
+    const { system, scheduler, expired, setWall } = expiringSystem();
+    const ref = system.ref(Expiring, 'gone');
+    await ref.visit(1_000_050);
+    await ref.visit(1_000_050);
+    setWall(1_000_050);
+    await scheduler.advance(150);
+    expect(system.stats()).toMatchObject({ activations: 0, parked: 0, deactivated: 1, expired: 1 });
+    expect(expired).toEqual(['Expiring/gone']);
+    expect(await ref.visit(0)).toBe(1);
+  });
+
+  it('parks an actor that has not expired, and drops its parked state once it has', async () => {
+    const { system, scheduler, expired, setWall } = expiringSystem();
+    const later = system.ref(Expiring, 'later');
+    const never = system.ref(Expiring, 'never');
+    await later.visit(2_000_000);
+    await never.visit(0);
+    await scheduler.advance(150);
+    expect(system.stats()).toMatchObject({ activations: 0, parked: 2, expired: 0 });
+    expect(system.dropExpired(100)).toBe(0);
+    setWall(2_000_000);
+    expect(system.dropExpired(100)).toBe(1);
+    expect(expired).toEqual(['Expiring/later']);
+    expect(system.stats()).toMatchObject({ parked: 1, expired: 1 });
+    // The one without an expiry stays parked with its state; the dropped one starts fresh.
+    expect(await never.visit(0)).toBe(2);
+    expect(await later.visit(0)).toBe(1);
+  });
+
+  it('looks at no more parked states per call than asked, and goes on from there', async () => {
+    const { system, scheduler, setWall } = expiringSystem();
+    for (let i = 0; i < 10; i++) await system.ref(Expiring, `s${i}`).visit(1_500_000);
+    await scheduler.advance(150);
+    setWall(1_500_000);
+    const dropped = [system.dropExpired(4), system.dropExpired(4), system.dropExpired(4), system.dropExpired(4)];
+    expect(dropped).toEqual([4, 4, 2, 0]);
+    expect(system.stats()).toMatchObject({ parked: 0, expired: 10 });
+  });
+
+  it('gives an adopted parked state the expiry its type computes from it', async () => {
+    const { system, setWall } = expiringSystem();
+    expect(system.adoptParked('Expiring', 'adopted', encode({ until: 1_200_000, visits: 7 }))).toBe(true);
+    expect(system.dropExpired(10)).toBe(0);
+    setWall(1_200_000);
+    expect(system.dropExpired(10)).toBe(1);
+    expect(await system.ref(Expiring, 'adopted').visit(0)).toBe(1);
+  });
+
+  it('counts a hook that throws or answers NaN as never expiring', async () => {
+    const Odd = defineActor('Odd', {
+      idleTimeoutMs: 100,
+      state: () => ({ mode: 'ok' }),
+      expiresAt: (state) => {
+        if (state.mode === 'throw') throw new Error('hook failed');
+        return Number.NaN;
+      },
+      handlers: {
+        set(state, mode: string) {
+          state.mode = mode;
+        },
+      },
+    });
+    const { system, scheduler } = expiringSystem();
+    system.registry.add(Odd);
+    await system.ref(Odd, 'a').set('throw');
+    await system.ref(Odd, 'b').set('nan');
+    await scheduler.advance(150);
+    expect(system.dropExpired(10)).toBe(0);
+    expect(system.stats()).toMatchObject({ parked: 2, expired: 0 });
+  });
+
+  it('refuses an expiresAt that is not a function, or on a stateless type', () => {
+    expect(() => defineActor('Bad', { state: () => ({}), handlers: {}, expiresAt: 5 as never })).toThrow(InvalidArgument);
+    expect(() => defineActor('Bad', { stateless: true, handlers: {}, expiresAt: () => 1 })).toThrow(/stateless/);
+  });
+});

@@ -51,6 +51,8 @@ function sessionActor(name: string, replication: 'async' | 'sync') {
     state: fresh,
     idleTimeoutMs: PASSIVATE_AFTER_MS,
     replication,
+    // Kept until it expires; a session never saved holds nothing worth keeping once idle.
+    expiresAt: (state) => (state.version === 0 ? 0 : state.expiresAt),
     handlers: {
       /**
        * Starts a request on this session. With a `token`, the request takes the session's turn for

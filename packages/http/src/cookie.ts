@@ -41,6 +41,7 @@ export class CookieSigner {
   readonly #verified = new Map<string, Readonly<{ id: string; stale: boolean }>>();
 
   constructor(secrets: string | readonly string[]) {
+    if (typeof secrets !== 'string' && !Array.isArray(secrets)) throw new TypeError(`the cookie secret must be a string or an array of strings, got ${typeof secrets}`);
     const list = typeof secrets === 'string' ? [secrets] : [...secrets];
     if (list.length === 0) throw new TypeError('wadi sessions need at least one cookie secret');
     for (const secret of list) {
@@ -122,7 +123,27 @@ export interface CookieAttributes {
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 export function checkCookieName(name: string): void {
-  if (!COOKIE_NAME.test(name)) throw new TypeError(`cookie name ${JSON.stringify(name)} is not a valid cookie name token`);
+  if (typeof name !== 'string' || !COOKIE_NAME.test(name)) throw new TypeError(`cookie name ${JSON.stringify(name)} is not a valid cookie name token`);
+}
+
+/** RFC 6265 path-value: any character but controls and ';', starting at the root. */
+const COOKIE_PATH = /^\/[\x20-\x3a\x3c-\x7e]*$/;
+/** A host name, optionally with the leading dot browsers ignore. */
+const COOKIE_DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$/;
+/** Browsers cap a cookie's lifetime at 400 days (RFC 6265bis). */
+export const MAX_COOKIE_AGE_MS = 400 * 24 * 3600 * 1000;
+
+/** Refuses cookie attributes that would break the header or inject attributes of their own. */
+export function checkCookieAttributes(attributes: { path: unknown; domain?: unknown; maxAgeMs?: unknown }): void {
+  if (typeof attributes.path !== 'string' || !COOKIE_PATH.test(attributes.path)) {
+    throw new TypeError(`cookie.path must start with '/' and hold no control characters or ';', got ${JSON.stringify(attributes.path)}`);
+  }
+  if (attributes.domain !== undefined && (typeof attributes.domain !== 'string' || !COOKIE_DOMAIN.test(attributes.domain))) {
+    throw new TypeError(`cookie.domain must be a host name, got ${JSON.stringify(attributes.domain)}`);
+  }
+  if (attributes.maxAgeMs !== undefined && (attributes.maxAgeMs as number) > MAX_COOKIE_AGE_MS) {
+    throw new TypeError(`cookie.maxAgeMs must be at most ${MAX_COOKIE_AGE_MS} (400 days: browsers cap cookies there), got ${String(attributes.maxAgeMs)}`);
+  }
 }
 
 /** A `Set-Cookie` header value. `maxAgeMs: 0` clears the cookie. */

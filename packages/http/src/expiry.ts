@@ -1,14 +1,13 @@
 /**
- * When an HTTP session expires: the one rule, used by the session actor on every access and meant
- * for the store's evicters (packages/store) once they exist, so that an expired session is
- * dropped from any tier by the same test that makes it start fresh.
+ * When an HTTP session expires: the one rule, used by the session actor on every access and, as
+ * the type's `expiresAt`, by the store (a parked session is dropped from any tier once expired),
+ * so the test that makes a session start fresh is the one that drops it.
  *
  * The rule is an idle timeout: every request that opens or saves the session moves its expiry to
  * `now + idleTimeoutMs`. An expired session reads as a fresh, empty one with the same id.
  *
- * Memory: a session idle for `PASSIVATE_AFTER_MS` is deactivated (its state encoded and parked),
- * whatever its expiry. Until the evicters exist, an expired session's parked state is replaced
- * by an empty one only when its id is used again.
+ * Memory: a session idle for `PASSIVATE_AFTER_MS` is deactivated: parked if it has not expired,
+ * dropped if it has.
  */
 
 /** Default idle timeout of a session, as in most servlet containers: 30 minutes. */

@@ -16,10 +16,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { randomBytes } from 'node:crypto';
-import { InvalidArgument, Redirected, checkRouting, type AnyActorDef, type RefOf, type RoutingPolicy } from '@wadi/core';
+import { InvalidArgument, Redirected, checkOptionNames, checkRouting, type AnyActorDef, type RefOf, type RoutingPolicy } from '@wadi/core';
 import { DurableHttpSession, HttpSession, type HttpSessionType, type OpenResult } from './actors.js';
 import { AppDirectory, type ActorCaller } from './app-directory.js';
-import { CookieSigner, checkCookieName, newSessionId, readCookie, serializeCookie, type CookieAttributes } from './cookie.js';
+import { CookieSigner, checkCookieAttributes, checkCookieName, newSessionId, readCookie, serializeCookie, type CookieAttributes } from './cookie.js';
 import { DEFAULT_IDLE_TIMEOUT_MS } from './expiry.js';
 import { Session, changesOf, checkStorable, fill, hasChanges, snapshotOf, type Changes, type SessionControl, type Snapshot } from './session.js';
 import { TickBatch } from './tick-batch.js';
@@ -204,8 +204,38 @@ export function httpSessions(options: HttpSessionOptions): HttpSessions {
   return middleware;
 }
 
+const OPTION_NAMES: Record<keyof Required<HttpSessionOptions>, true> = {
+  node: true,
+  secret: true,
+  cookie: true,
+  idleTimeoutMs: true,
+  routing: true,
+  appUrl: true,
+  appUrlOf: true,
+  exclusive: true,
+  leaseMs: true,
+  waitMs: true,
+  callTimeoutMs: true,
+  awaitSave: true,
+  replication: true,
+  saveUninitialized: true,
+  trustProxy: true,
+};
+
+const COOKIE_OPTION_NAMES: Record<keyof Required<NonNullable<HttpSessionOptions['cookie']>>, true> = {
+  name: true,
+  path: true,
+  domain: true,
+  secure: true,
+  sameSite: true,
+  httpOnly: true,
+  maxAgeMs: true,
+};
+
 function configure(options: HttpSessionOptions): Shared {
   if (typeof options?.node?.ref !== 'function') throw new InvalidArgument('httpSessions needs `node`: a started node or a connected client');
+  checkOptionNames('httpSessions()', options, OPTION_NAMES);
+  checkOptionNames('httpSessions(): cookie', options.cookie, COOKIE_OPTION_NAMES);
   const cookie = options.cookie ?? {};
   const cookieName = cookie.name ?? 'wadi.sid';
   checkCookieName(cookieName);
@@ -217,9 +247,24 @@ function configure(options: HttpSessionOptions): Shared {
   if (sameSite === 'none' && cookie.secure === false) throw new InvalidArgument("cookie.sameSite 'none' needs a Secure cookie: browsers drop it otherwise");
   const positive = (name: string, value: number | undefined, fallback: number): number => {
     if (value === undefined) return fallback;
-    if (!(typeof value === 'number' && value > 0 && Number.isFinite(value))) throw new InvalidArgument(`httpSessions: ${name} must be a positive number, got ${String(value)}`);
+    if (!(typeof value === 'number' && value > 0 && Number.isFinite(value))) throw new InvalidArgument(`httpSessions: ${name} must be a positive number, got ${JSON.stringify(value)}`);
     return value;
   };
+  const flag = (name: string, value: unknown, fallback: boolean): boolean => {
+    if (value === undefined) return fallback;
+    if (typeof value !== 'boolean') throw new InvalidArgument(`httpSessions: ${name} must be true or false, got ${JSON.stringify(value)}`);
+    return value;
+  };
+  if (cookie.secure !== undefined && cookie.secure !== 'auto' && typeof cookie.secure !== 'boolean') {
+    throw new InvalidArgument(`cookie.secure must be true, false or 'auto', got ${JSON.stringify(cookie.secure)}`);
+  }
+  if (options.appUrl !== undefined && !isHttpUrl(options.appUrl)) throw new InvalidArgument(`httpSessions: appUrl must be an http(s) URL, got ${JSON.stringify(options.appUrl)}`);
+  if (options.appUrlOf !== undefined && typeof options.appUrlOf !== 'function') throw new InvalidArgument('httpSessions: appUrlOf must be a function');
+  try {
+    checkCookieAttributes({ path: cookie.path ?? '/', domain: cookie.domain, maxAgeMs: cookie.maxAgeMs });
+  } catch (error) {
+    throw new InvalidArgument(`httpSessions: ${(error as Error).message}`);
+  }
   return {
     caller: options.node,
     signer: new CookieSigner(options.secret),
@@ -227,21 +272,21 @@ function configure(options: HttpSessionOptions): Shared {
     cookie: {
       path: cookie.path ?? '/',
       domain: cookie.domain,
-      httpOnly: cookie.httpOnly ?? true,
+      httpOnly: flag('cookie.httpOnly', cookie.httpOnly, true),
       sameSite,
       secure: cookie.secure ?? 'auto',
       maxAgeMs: cookie.maxAgeMs === undefined ? undefined : positive('cookie.maxAgeMs', cookie.maxAgeMs, 0),
     },
     idleTimeoutMs: positive('idleTimeoutMs', options.idleTimeoutMs, DEFAULT_IDLE_TIMEOUT_MS),
     routing: options.routing ?? 'proxy',
-    exclusive: options.exclusive ?? true,
+    exclusive: flag('exclusive', options.exclusive, true),
     leaseMs: positive('leaseMs', options.leaseMs, DEFAULT_LEASE_MS),
     waitMs: positive('waitMs', options.waitMs, DEFAULT_WAIT_MS),
     callTimeoutMs: positive('callTimeoutMs', options.callTimeoutMs, DEFAULT_CALL_TIMEOUT_MS),
-    saveUninitialized: options.saveUninitialized ?? false,
-    awaitSave: options.awaitSave ?? replication === 'sync',
+    saveUninitialized: flag('saveUninitialized', options.saveUninitialized, false),
+    awaitSave: flag('awaitSave', options.awaitSave, replication === 'sync'),
     sessionType: replication === 'sync' ? DurableHttpSession : HttpSession,
-    trustProxy: options.trustProxy ?? false,
+    trustProxy: flag('trustProxy', options.trustProxy, false),
     appUrlOf: async () => undefined,
     turns: new LocalTurns(),
     batch: new TickBatch(),
@@ -476,6 +521,8 @@ class RequestSession implements SessionControl {
       ending = true;
       this.#finish().then(finishEnd, (error: unknown) => {
         this.#shared.stats.failed++;
+        // Nothing was stored: a new session gets no cookie.
+        this.#storeNew = this.#stored;
         if (res.headersSent) return finishEnd();
         // The changes are not stored: say so instead of the handler's answer.
         for (const name of res.getHeaderNames()) res.removeHeader(name);
@@ -483,7 +530,9 @@ class RequestSession implements SessionControl {
         res.setHeader('content-type', 'text/plain; charset=utf-8');
         res.setHeader('retry-after', '1');
         (end as (chunk: string) => void).call(res, `the session could not be saved: ${(error as Error)?.message ?? String(error)}\n`);
-      });
+      })
+        // Even the answer could not be written: the connection goes, the process stays up.
+        .catch((error: unknown) => res.destroy(error instanceof Error ? error : new Error(String(error))));
       return res;
     }) as typeof res.end;
     res.once('close', () => {
@@ -525,7 +574,7 @@ class RequestSession implements SessionControl {
     if (this.#destroyed) {
       if (this.#hadCookie) header = serializeCookie(shared.cookieName, '', { ...this.#attributes(), maxAgeMs: 0 });
     } else if (this.#req.session !== undefined) {
-      const storesNew = this.#storeNew ?? (this.#stored || this.#shared.saveUninitialized || this.#touched || hasChanges(changesOf(this.#req.session, this.#snapshot)));
+      const storesNew = this.#storeNew ?? (this.#stored || this.#shared.saveUninitialized || this.#touched || this.#changedSafely(this.#req.session));
       const send = this.#isNew ? storesNew : this.#staleSignature || shared.cookie.maxAgeMs !== undefined;
       if (send) header = serializeCookie(shared.cookieName, shared.signer.sign(this.#id), this.#attributes());
     }
@@ -534,6 +583,15 @@ class RequestSession implements SessionControl {
     const existing = res.getHeader('set-cookie');
     const list = existing === undefined ? [] : Array.isArray(existing) ? existing : [String(existing)];
     res.setHeader('set-cookie', [...list, header]);
+  }
+
+  /** Whether the handler changed the session so far; false for data that cannot be saved (the save says why). */
+  #changedSafely(session: Session): boolean {
+    try {
+      return hasChanges(changesOf(session, this.#snapshot));
+    } catch {
+      return false;
+    }
   }
 
   #attributes(): CookieAttributes {
@@ -578,6 +636,16 @@ function withStatus(error: unknown): Error & { status: number } {
     return Object.assign(base, { status });
   } catch {
     return Object.assign(new Error(base.message, { cause: base }), { status });
+  }
+}
+
+function isHttpUrl(value: unknown): boolean {
+  if (typeof value !== 'string') return false;
+  try {
+    const url = new URL(value);
+    return url.protocol === 'http:' || url.protocol === 'https:';
+  } catch {
+    return false;
   }
 }
 

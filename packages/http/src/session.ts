@@ -8,7 +8,7 @@
  * What a request changed is found by comparing each top-level value's encoding with its encoding
  * when the session was loaded (`Snapshot`), so only changed keys travel to the session actor.
  */
-import { NotSerializable, encode } from '@wadi/core';
+import { InvalidArgument, NotSerializable, encode } from '@wadi/core';
 
 /** What the middleware does for a session's methods; one per request. */
 export interface SessionControl {
@@ -108,7 +108,7 @@ export function changesOf(session: Session, snapshot: Snapshot): Changes {
   const unencodable: string[] = [];
   const seen = new Set<string>();
   for (const [key, value] of Object.entries(session)) {
-    if (RESERVED_KEYS.has(key)) throw new TypeError(`'${key}' is reserved and cannot be session data`);
+    if (RESERVED_KEYS.has(key)) throw new InvalidArgument(`req.session.${key} is reserved (the session's own API) and cannot be session data`);
     seen.add(key);
     const now = encodeOrEmpty(value);
     if (now.length === 0) unencodable.push(key);

@@ -66,6 +66,10 @@ function app(node: WadiNode, sessions: HttpSessions): express.Express {
     session(req)['callback'] = () => 'functions cannot be stored';
     res.json({ stored: true });
   });
+  application.post('/reserved/:key', (req, res) => {
+    session(req)[req.params.key] = 'not data';
+    res.json({ stored: true });
+  });
   application.post('/unset/:key', (req, res) => {
     delete session(req)[req.params.key];
     res.json({});

@@ -194,6 +194,40 @@ describe('http sessions', () => {
     expect((await browser.get(a!.url, '/get')).body['data']).toEqual({ kept: true });
   });
 
+  it("answers 500 to a handler that writes one of the session's own names, and stays up", async () => {
+    const [a] = await startApps(1);
+    const fresh = new Browser();
+    for (const key of ['constructor', 'save']) {
+      const reply = await fresh.post(a!.url, `/reserved/${key}`);
+      expect(reply.status).toBe(500);
+      expect(reply.body['text']).toMatch(new RegExp(`req\\.session\\.${key} is reserved`));
+      expect(reply.setCookie).toEqual([]); // nothing was stored, so no session to point to
+    }
+    const browser = new Browser();
+    await browser.post(a!.url, '/set', { kept: true });
+    expect((await browser.post(a!.url, '/reserved/touch')).status).toBe(500);
+    expect((await browser.get(a!.url, '/get')).body['data']).toEqual({ kept: true });
+    expect(a!.sessions.stats().failed).toBe(3);
+  });
+
+  it('refuses cookie attributes that would break the header, and options of the wrong type', async () => {
+    const [a] = await startApps(1);
+    const node = a!.node;
+    const secret = 'a-cookie-secret-of-some-length';
+    expect(() => httpSessions({ node, secret, cookie: { path: '/\r\nX-Injected: 1' } })).toThrow(/cookie.path must start with '\/'/);
+    expect(() => httpSessions({ node, secret, cookie: { path: 'relative' } })).toThrow(/cookie.path/);
+    expect(() => httpSessions({ node, secret, cookie: { domain: 'example.com; Domain=evil.example' } })).toThrow(/cookie.domain must be a host name/);
+    expect(() => httpSessions({ node, secret, cookie: { maxAgeMs: 1e20 } })).toThrow(/at most .*400 days/);
+    expect(() => httpSessions({ node, secret, cookie: { httpOnly: 'yes' as unknown as boolean } })).toThrow(/cookie.httpOnly must be true or false/);
+    expect(() => httpSessions({ node, secret, cookie: { secure: 'always' as 'auto' } })).toThrow(/cookie.secure must be/);
+    expect(() => httpSessions({ node, secret, exclusive: 1 as unknown as boolean })).toThrow(/exclusive must be true or false/);
+    expect(() => httpSessions({ node, secret, appUrl: 'not a url' })).toThrow(/appUrl must be an http\(s\) URL/);
+    expect(() => httpSessions({ node, secret: 12345678901234567 as unknown as string })).toThrow(/cookie secret must be a string or an array of strings/);
+    expect(() => httpSessions({ node, secret, idleTimeoutMS: 1000 } as never)).toThrow(/unknown option 'idleTimeoutMS' \(did you mean 'idleTimeoutMs'\?\)/);
+    expect(() => httpSessions({ node, secret, cookie: { sameSite: 'lax', samesite: 'strict' } as never })).toThrow(/cookie: unknown option 'samesite'/);
+    expect(() => httpSessions({ node, secret, cookie: { path: '/app', domain: '.example.com', maxAgeMs: 86_400_000 } })).not.toThrow();
+  });
+
   it('ref() reaches other sessions of the same client group', async () => {
     const [a] = await startApps(1);
     const browser = new Browser();

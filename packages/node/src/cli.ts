@@ -27,8 +27,8 @@ const USAGE = `usage: wadi node [options]
   --heartbeat-ms N --suspect-after-ms N --down-after-ms N --probe-interval-ms N
                          failure detection timings (defaults 500, 2000, 1000, 500)
   --quorum-grace-ms N    serve sessions only while a majority of the layout acknowledged this
-                         node within N ms (default: suspect-after-ms minus heartbeat-ms; below
-                         suspect-after-ms)
+                         node within N ms (default: suspect-after-ms minus heartbeat-ms, at least
+                         half of suspect-after-ms; below suspect-after-ms)
   --max-payload-bytes N  largest frame accepted from a peer (default 16 MiB)
   --shared DIR|URL       shared session store: a directory every node on this host opens
                          (LMDB), or postgres://user@host/db
@@ -107,12 +107,19 @@ function parseNodeOptions(args: string[]): NodeOptions {
   const integer = (name: string, min: number, max: number): number | undefined => {
     const text = (values as Record<string, string | undefined>)[name];
     if (text === undefined) return undefined;
-    const value = Number(text);
+    // Plain decimal digits only: Number() would read '' as 0 and '0x10' as 16.
+    const value = /^\d{1,16}$/.test(text.trim()) ? Number(text) : Number.NaN;
     if (!Number.isInteger(value) || value < min || value > max) throw new Error(`--${name} must be an integer from ${min} to ${max}, got '${text}'`);
     return value;
   };
   if ((values['tls-key'] === undefined) !== (values['tls-cert'] === undefined)) throw new Error('--tls-key and --tls-cert go together');
+  if (values['tls-ca'] !== undefined && values['tls-key'] === undefined) throw new Error('--tls-ca goes with --tls-key and --tls-cert');
   const seeds = values.seeds?.split(',').map((seed) => seed.trim()).filter((seed) => seed.length > 0) ?? [];
+  // Given but empty would start a new cluster of one instead of joining: refuse it.
+  if (values.seeds !== undefined && seeds.length === 0) throw new Error(`--seeds needs at least one ws:// or wss:// URL, got '${values.seeds}' (leave it out to start a new cluster)`);
+  for (const name of ['data', 'id', 'host', 'advertised-url'] as const) {
+    if (values[name] !== undefined && values[name].trim() === '') throw new Error(`--${name} needs a value`);
+  }
   for (const seed of seeds) {
     if (!/^wss?:\/\/[^/\s]+/.test(seed)) throw new Error(`--seeds: '${seed}' is not a ws:// or wss:// URL`);
   }

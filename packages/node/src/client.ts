@@ -25,6 +25,8 @@ import {
   DEFAULT_ASK_TIMEOUT_MS,
   DEFAULT_BUCKETS,
   InvalidArgument,
+  checkOptionNames,
+  checkTimeoutMs,
   ROUTED,
   Unavailable,
   type AnyActorDef,
@@ -69,10 +71,26 @@ export interface WadiClient {
 
 const CLIENT_THREAD = 0;
 
+const CONNECT_OPTION_NAMES: Record<keyof Required<ConnectOptions>, true> = {
+  seeds: true,
+  secret: true,
+  clusterName: true,
+  askTimeoutMs: true,
+  connectTimeoutMs: true,
+  departedGraceMs: true,
+  tls: true,
+  log: true,
+};
+
 export async function connect(options: ConnectOptions): Promise<WadiClient> {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgument('connect() needs options: { seeds, secret }');
+  checkOptionNames('connect()', options, CONNECT_OPTION_NAMES);
   if (!Array.isArray(options.seeds) || options.seeds.length === 0) throw new InvalidArgument('connect() needs at least one seed url');
   const secret = options.secret ?? process.env['WADI_SECRET'];
   if (secret === undefined || secret.length === 0) throw new InvalidArgument('connect() needs the cluster secret: set WADI_SECRET (or the `secret` option)');
+  checkTimeoutMs('connect(): askTimeoutMs', options.askTimeoutMs);
+  checkTimeoutMs('connect(): connectTimeoutMs', options.connectTimeoutMs);
+  if (options.tls !== undefined && typeof options.tls?.caFile !== 'string') throw new InvalidArgument('connect(): tls must be { caFile: string }');
   const client = new Client(options, secret);
   try {
     await client.start();
@@ -115,6 +133,7 @@ class Client implements WadiClient {
       clusterName: options.clusterName ?? 'wadi',
       secret,
       self: { id: this.id, incarnation },
+      ...(options.tls === undefined ? {} : { tls: { caFile: options.tls.caFile } }),
       log: this.#log,
     });
     this.#router = new SessionRouter(

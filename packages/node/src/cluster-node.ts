@@ -89,6 +89,7 @@ export interface ClusterHost {
   sessionCounts(): Promise<{
     memory: number;
     disk: number;
+    expired: number;
     hops: Record<string, number>;
     routing: Record<string, number>;
     store: StoreStatus | null;
@@ -162,6 +163,8 @@ export interface StoreStatus {
   failedWrites: number;
   /** Copies on this node's disk dropped because their bucket actor knew a newer one elsewhere (after a restart). */
   droppedStale: number;
+  /** Expired sessions this node removed from the shared tier (the buckets it owns). */
+  expiredFromShared: number;
   /** True while the disk refuses writes for lack of space: demotion has stopped, sessions stay in memory. */
   diskFull: boolean;
   /** Sessions in the shared tier: cluster-wide, not this node's (refreshed every few seconds); null without a shared tier or before its first count. */
@@ -181,7 +184,8 @@ export interface NodeStatus {
   members: { id: string; url: string; state: string; incarnation: number }[];
   buckets: { total: number; owned: number; byMember: Record<string, number>; handoffsPending: number; handoffsCompleted: number; rebuilt: number };
   directory: DirectoryStats & { droppedUpdates: number };
-  sessions: { memory: number; disk: number };
+  /** `expired`: sessions dropped since the start because their type's `expiresAt` passed (parked or going idle). */
+  sessions: { memory: number; disk: number; expired: number };
   /** `hops`: calls that sessions here received, by node-to-node hops taken; the rest are routing counters. */
   routing: { hops: Record<string, number> } & Record<string, unknown>;
   /** 'idle', or this leaving node's progress moving its sessions away. */
@@ -293,6 +297,11 @@ class Membership implements ClusterHandle {
 
   async start(): Promise<void> {
     const options = this.#options;
+    if (options.advertisedUrl !== undefined && !(typeof options.advertisedUrl === 'string' && /^wss?:\/\/[^/\s]+/.test(options.advertisedUrl))) {
+      throw new InvalidArgument(`cluster.advertisedUrl must be a ws:// or wss:// URL other nodes can dial, got ${JSON.stringify(options.advertisedUrl)}`);
+    }
+    const tickMs = options.tickMs ?? 100;
+    if (!(typeof tickMs === 'number' && tickMs > 0 && Number.isFinite(tickMs))) throw new InvalidArgument(`cluster.tickMs must be a positive number, got ${JSON.stringify(options.tickMs)}`);
     let port = options.port ?? DEFAULT_PORT;
     if (port === 0) {
       // The default id names the port, so pick a free one now rather than let the server choose.
@@ -363,7 +372,7 @@ class Membership implements ClusterHandle {
     this.#ticker = setInterval(() => {
       protocol.tick(now());
       this.#publishQuorum();
-    }, options.tickMs ?? 100);
+    }, tickMs);
   }
 
   layout(): Layout | null {
@@ -419,7 +428,7 @@ class Membership implements ClusterHandle {
         rebuilt: protocol.handoffs.rebuilt,
       },
       directory: { ...directory, droppedUpdates: protocol.droppedUpdates },
-      sessions: { memory: sessions.memory, disk: sessions.disk },
+      sessions: { memory: sessions.memory, disk: sessions.disk, expired: sessions.expired },
       routing: { hops: sessions.hops, ...sessions.routing },
       evacuation: protocol.evacuation,
       store: sessions.store,

@@ -19,6 +19,7 @@ import {
   DEFAULT_BUCKETS,
   DEFAULT_MAILBOX_CAPACITY,
   InvalidArgument,
+  checkOptionNames,
   Kind,
   LOCAL,
   ROUTED,
@@ -215,6 +216,15 @@ class LocalNode implements WadiNode {
   #quorumRefusal: (() => Error | undefined) | undefined;
 
   constructor(options: NodeOptions) {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgument('startNode() needs options: { actors, ... }');
+    checkOptionNames('startNode()', options, NODE_OPTION_NAMES);
+    checkOptionNames('startNode(): store', options.store, STORE_OPTION_NAMES);
+    checkOptionNames('startNode(): cluster', options.cluster, CLUSTER_OPTION_NAMES);
+    if (options.actors !== undefined && !Array.isArray(options.actors)) throw new InvalidArgument('startNode(): actors must be an array of module paths or URLs');
+    if (options.cluster !== undefined && (typeof options.cluster !== 'object' || options.cluster === null)) throw new InvalidArgument('startNode(): cluster must be an object');
+    for (const [name, path] of [['cluster.dataDir', options.cluster?.dataDir], ['store.disk', options.store?.disk], ['store.shared', options.store?.shared]] as const) {
+      if (path !== undefined && !(typeof path === 'string' && path.trim() !== '')) throw new InvalidArgument(`startNode(): ${name} must be a path, got ${JSON.stringify(path)}`);
+    }
     this.workers = options.workers ?? availableParallelism();
     if (!Number.isInteger(this.workers) || this.workers < 1 || this.workers > 256) {
       throw new InvalidArgument(`workers must be an integer from 1 to 256, got ${String(options.workers)}`);
@@ -355,6 +365,7 @@ class LocalNode implements WadiNode {
   async #sessionCounts(): Promise<{
     memory: number;
     disk: number;
+    expired: number;
     hops: Record<string, number>;
     routing: Record<string, number>;
     store: StoreStatus | null;
@@ -367,9 +378,13 @@ class LocalNode implements WadiNode {
     const stores = await Promise.all(up.map((slot) => this.#control(slot, (c) => c.storeStats()).catch(() => undefined)));
     let memory = 0;
     let disk = 0;
-    // Without a disk tier, parked sessions stay in their worker's memory.
-    for (const worker of workers) memory += worker.activations + (this.#store === undefined ? worker.parked : 0);
-    const store: StoreStatus | null = this.#store === undefined ? null : { demoted: 0, promoted: 0, fromShared: 0, writing: 0, failedWrites: 0, droppedStale: 0, diskFull: false, shared: null };
+    let expired = 0;
+    for (const worker of workers) {
+      // Without a disk tier, parked sessions stay in their worker's memory.
+      memory += worker.activations + (this.#store === undefined ? worker.parked : 0);
+      expired += worker.expired;
+    }
+    const store: StoreStatus | null = this.#store === undefined ? null : { demoted: 0, promoted: 0, fromShared: 0, writing: 0, failedWrites: 0, droppedStale: 0, expiredFromShared: 0, diskFull: false, shared: null };
     for (const worker of stores) {
       if (worker === undefined || store === null) continue;
       disk += worker.disk;
@@ -379,6 +394,7 @@ class LocalNode implements WadiNode {
       store.writing += worker.writing;
       store.failedWrites += worker.failedWrites;
       store.droppedStale += worker.dropped;
+      store.expiredFromShared += worker.expiredFromShared;
       store.diskFull ||= worker.full;
       if (worker.shared !== null) store.shared = Math.max(store.shared ?? 0, worker.shared);
     }
@@ -397,7 +413,7 @@ class LocalNode implements WadiNode {
       routing.held += stats.router.held;
       routing.rerouted += stats.router.rerouted;
     }
-    return { memory, disk, hops, routing: { ...routing }, store, fencing, replication: { ...replication, refused: replication.refused + (this.#routing?.fences.refused ?? 0), releasedByMain: this.#routing?.held.releasedEarly ?? 0, deliveredByReplicas: this.#routing?.held.deliveredByReplicas ?? 0 } };
+    return { memory, disk, expired, hops, routing: { ...routing }, store, fencing, replication: { ...replication, refused: replication.refused + (this.#routing?.fences.refused ?? 0), releasedByMain: this.#routing?.held.releasedEarly ?? 0, deliveredByReplicas: this.#routing?.held.deliveredByReplicas ?? 0 } };
   }
 
   ref<D extends AnyActorDef>(def: D, id: string, options?: RefOptions): RefOf<D> {
@@ -622,8 +638,59 @@ function positive(name: string, value: number): number {
   return value;
 }
 
+const NODE_OPTION_NAMES: Record<keyof Required<NodeOptions>, true> = {
+  actors: true,
+  workers: true,
+  buckets: true,
+  askTimeoutMs: true,
+  mailboxCapacity: true,
+  statelessThreads: true,
+  maxHeldBytes: true,
+  maxRestartsPerMinute: true,
+  cluster: true,
+  store: true,
+};
+
+const STORE_OPTION_NAMES: Record<keyof Required<StoreOptions>, true> = {
+  disk: true,
+  diskMapBytes: true,
+  shared: true,
+  idleMs: true,
+  maxActivePerWorker: true,
+  maxHeapBytesPerWorker: true,
+  demotionsPerSecond: true,
+  promotionsPerSecond: true,
+  diskIdleMs: true,
+  maxOnDiskPerWorker: true,
+  evicters: true,
+};
+
+const CLUSTER_OPTION_NAMES: Record<keyof Required<ClusterOptions>, true> = {
+  id: true,
+  host: true,
+  port: true,
+  advertisedUrl: true,
+  httpPort: true,
+  seeds: true,
+  dataDir: true,
+  secret: true,
+  clusterName: true,
+  tls: true,
+  timings: true,
+  election: true,
+  maxPayloadBytes: true,
+  highWaterMarkBytes: true,
+  lowWaterMarkBytes: true,
+  tickMs: true,
+  maxMovesPerLayout: true,
+  replicas: true,
+  maxHandoffs: true,
+  handoffTimeoutMs: true,
+  log: true,
+};
+
 function emptyStats(): SystemStats {
-  return { activations: 0, parked: 0, queued: 0, pendingAsks: 0, turns: 0, failedTurns: 0, activated: 0, deactivated: 0 };
+  return { activations: 0, parked: 0, queued: 0, pendingAsks: 0, turns: 0, failedTurns: 0, activated: 0, deactivated: 0, expired: 0 };
 }
 
 const DEFAULT_DEMOTIONS_PER_SECOND = 2_000;

@@ -100,13 +100,9 @@ const states =
         // The bucket directory keeps each session's tier as well as its node.
         onDemoted: (type, id, version) => buckets.sessionTier(type, id, version, true),
         onPromoted: (type, id, version) => buckets.sessionTier(type, id, version, false),
-        onLeft: (type, id, version) => {
-          // Gone to the shared tier: nobody hosts it now, and its next call activates it from there.
-          // Its replicas go too: the shared tier holds it now.
-          cluster?.host.replication.left(activationKey(type, id));
-          cluster?.host.unregister(type, id, version);
-          cluster?.host.moveAborted(activationKey(type, id), id);
-        },
+        // Gone to the shared tier: nobody hosts it now, and its next call activates it from there.
+        // Its replicas go too: the shared tier holds it now.
+        onLeft: (type, id, version) => sessionGone(type, id, version),
         promotions: new RateLimiter({ perSecond: data.store.promotionsPerSecond, burst: Math.max(1, Math.round(data.store.promotionsPerSecond / 10)) }),
         diskEvicters: diskEvicterList,
         diskDemotions: new RateLimiter({ perSecond: data.store.demotionsPerSecond, burst: data.store.demotionsPerSecond }),
@@ -156,9 +152,53 @@ const system = new ActorSystem({
   ...(states === undefined ? {} : { parkedStates: states }),
   trackLastUse: data.store?.maxActive !== undefined || data.store?.maxHeapBytes !== undefined || data.store?.idleMs !== undefined,
   onActivated: (type, id) => (cluster === undefined ? buckets.sessionActivated(type, id) : cluster.host.activated(type, id)),
+  onExpired: (type, id) => sessionGone(type, id, cluster?.host.versionOf(activationKey(type, id)) ?? 0),
   turnGate: () => cluster?.quorum.check(),
 });
 
+/**
+ * A session no longer hosted on this node and kept nowhere here (it went to the shared tier, or
+ * expired): its bucket actor forgets its location, and its replicas are dropped.
+ */
+function sessionGone(type: string, id: string, version: number): void {
+  const key = activationKey(type, id);
+  if (cluster === undefined) return buckets.sessionRemoved(type, id, version);
+  cluster.host.replication.left(key);
+  cluster.host.unregister(type, id, version);
+  cluster.host.moveAborted(key, id);
+}
+
+/** Parked sessions looked at per tick for expiry (`ActorSystem.dropExpired`): 100,000 are swept in under 15 s. */
+const EXPIRY_CHECKS_PER_TICK = 2_000;
+/** Expired sessions removed from the shared tier per tick, at most (one bucket a tick). */
+const SHARED_EXPIRIES_PER_TICK = 500;
+let sharedSweepBucket = data.index;
+let sweepingShared = false;
+
+/**
+ * Removes the expired sessions of the next bucket this worker serves from the shared tier: in a
+ * cluster only the buckets this node owns, so each bucket is swept by one node.
+ */
+function sweepSharedTier(): void {
+  if (states === undefined || sweepingShared) return;
+  for (let looked = 0; looked < data.buckets; looked += data.workers) {
+    const bucket = sharedSweepBucket;
+    sharedSweepBucket += data.workers;
+    if (sharedSweepBucket >= data.buckets) sharedSweepBucket = data.index;
+    if (cluster !== undefined && buckets.ownership(bucket) !== 'serving') continue;
+    sweepingShared = true;
+    states
+      .sweepShared(bucket, Date.now(), SHARED_EXPIRIES_PER_TICK)
+      .catch((error: unknown) => log(`removing expired sessions from the shared tier failed: ${(error as Error).message}`))
+      .finally(() => (sweepingShared = false));
+    return;
+  }
+}
+
+setInterval(() => {
+  system.dropExpired(EXPIRY_CHECKS_PER_TICK);
+  sweepSharedTier();
+}, TICK_MS).unref();
 
 const deliver = (message: ThreadMessage): void => {
   switch (message[0]) {

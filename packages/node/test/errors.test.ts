@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { pathToFileURL } from 'node:url';
 import { startNode, type WadiNode } from '@wadi/node';
 import {
+  ActorSystem,
   InvalidArgument,
   NotSerializable,
   Overloaded,
@@ -230,5 +231,42 @@ describe('startNode with bad actor modules', () => {
     expect(await rejection(startNode({ workers: 1, buckets: 0, actors: [ACTORS] }))).toBeInstanceOf(InvalidArgument);
     expect(await rejection(startNode({ workers: 1, askTimeoutMs: -1, actors: [ACTORS] }))).toBeInstanceOf(InvalidArgument);
     expect(await rejection(startNode({ workers: 1, actors: [''] }))).toBeInstanceOf(InvalidArgument);
+    expect((await rejection(startNode({ worker: 1, actors: [ACTORS] } as never))).message).toMatch(/unknown option 'worker' \(did you mean 'workers'\?\)/);
+    expect((await rejection(startNode({ workers: 1, actors: [ACTORS], store: { idleMS: 5 } } as never))).message).toMatch(/store: unknown option 'idleMS'/);
+    expect((await rejection(startNode({ workers: 1, actors: 'actors.mjs' } as never))).message).toMatch(/actors must be an array/);
+    expect((await rejection(startNode(null as never))).message).toMatch(/startNode\(\) needs options/);
+    expect((await rejection(startNode({ workers: 1, actors: [ACTORS], store: { disk: '' } }))).message).toMatch(/store.disk must be a path, got ""/);
+    expect((await rejection(startNode({ workers: 1, actors: [ACTORS], cluster: { dataDir: ' ', secret: 'x' } }))).message).toMatch(/cluster.dataDir must be a path/);
+  });
+
+  test('bad cluster options reject at start, naming the option', async () => {
+    const cluster = (extra: object) => startNode({ workers: 1, actors: [ACTORS], cluster: { port: 0, seeds: [], secret: 'bad-cluster-options', log: () => undefined, ...extra } });
+    const cases: [object, RegExp][] = [
+      [{ maxMovesPerLayout: -1 }, /maxMovesPerLayout must be an integer >= 0/],
+      [{ maxMovesPerLayout: 1.5 }, /maxMovesPerLayout/],
+      [{ tickMs: 0 }, /cluster.tickMs must be a positive number/],
+      [{ maxHandoffs: 0 }, /maxHandoffs must be an integer >= 1/],
+      [{ handoffTimeoutMs: Number.NaN }, /handoffTimeoutMs must be a positive number/],
+      [{ timings: { downAfterMs: -5 } }, /timings.downAfterMs must be a positive number/],
+      [{ timings: { heartbeatMs: 3000 } }, /heartbeatMs \(3000\) must be below suspectAfterMs/],
+      [{ timings: { hearbeatMs: 100 } }, /timings.hearbeatMs is not a timing/],
+      [{ election: 'oldest' }, /election must be an ElectionPolicy/],
+      [{ seed: ['ws://127.0.0.1:1'] }, /cluster: unknown option 'seed' \(did you mean 'seeds'\?\)/],
+      [{ advertisedUrl: 'garbage' }, /advertisedUrl must be a ws:\/\/ or wss:\/\/ URL/],
+    ];
+    for (const [extra, message] of cases) {
+      const error = await rejection(cluster(extra));
+      expect(error, JSON.stringify(extra)).toBeInstanceOf(InvalidArgument);
+      expect(error.message).toMatch(message);
+    }
+  });
+
+  test('deadlines that a timer cannot wait are refused when the ref is made', () => {
+    const system = new ActorSystem();
+    system.registry.add(Counter);
+    for (const timeoutMs of ['5000', -1, 0, Number.NaN, Infinity, 2 ** 31]) {
+      expect(() => system.ref(Counter, 'x', { timeoutMs: timeoutMs as number })).toThrow(/timeoutMs must be a number of milliseconds/);
+    }
+    expect(() => system.ref(Counter, 'x', { timeoutMs: 2 ** 31 - 1 })).not.toThrow();
   });
 });

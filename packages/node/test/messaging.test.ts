@@ -21,7 +21,7 @@ afterEach(async () => {
 describe('cross-worker calls', () => {
   test('the node loads the fixture types and places ids on both workers', () => {
     expect(node.workers).toBe(2);
-    expect([...node.actorTypes].sort()).toEqual(['Compute', 'Counter', 'Crash', 'Gate', 'Relay', 'Sleepy', 'Slow', 'Ticker']);
+    expect([...node.actorTypes].sort()).toEqual(['Compute', 'Counter', 'Crash', 'Expiring', 'Gate', 'Relay', 'Sleepy', 'Slow', 'Ticker']);
     const placements = new Set(Array.from({ length: 50 }, (_, i) => node.locate(Counter, `p-${i}`)));
     expect(placements).toEqual(new Set([0, 1]));
   });
@@ -115,6 +115,18 @@ describe('cross-worker calls', () => {
     await Promise.all(asks);
     const totals = await Promise.all(targets.map((t) => node.ref(Counter, t).get()));
     expect(totals).toEqual(targets.map(() => 100));
+  });
+});
+
+describe('messages too large for a thread link', () => {
+  test('fail their own call at once, clearly, and nothing sent beside them is lost', async () => {
+    const ref = node.ref(Counter, idOn(node, Counter, 0, 'big'), { timeoutMs: 20_000 });
+    const beside = ref.add(1);
+    await expect(ref.echo('y'.repeat(65 * 1024 * 1024))).rejects.toMatchObject({ code: 'WADI_INVALID_ARGUMENT', message: expect.stringMatching(/larger than a thread link carries/) });
+    expect(await beside).toBe(1);
+    // A reply too large fails its caller the same way.
+    await expect(ref.big(70)).rejects.toMatchObject({ code: 'WADI_INVALID_ARGUMENT' });
+    expect(await ref.add(1)).toBe(2);
   });
 });
 

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CallFlag, Frame, parseFrame, type CallFrame, type ResultFrame } from '@wadi/cluster';
 import { Redirected, activationKey } from '@wadi/core';
 import { connect, startNode, type WadiClient, type WadiNode } from '@wadi/node';
-import { Counter } from './fixtures/actors.mjs';
+import { Counter, Expiring } from './fixtures/actors.mjs';
 import { ClusterTransport } from '../src/internal/cluster-transport.js';
 import { ACTORS as FIXTURES, rejection, waitFor } from './helpers.js';
 
@@ -168,5 +168,22 @@ describe('sessions across a cluster', () => {
     started.splice(started.indexOf(leaver), 1);
     await settled(nodes.slice(0, 2));
     for (const [i, id] of sessions.entries()) expect(await nodes[0]!.ref(Counter, id).get()).toBe(i);
+  });
+});
+
+describe('expiry across a cluster', () => {
+  it('an expired session leaves its node, its replicas and its bucket directory; the others stay', async () => {
+    const nodes = await cluster(2);
+    const soon = Date.now() + 2_500;
+    const sessions = ids('expiring', 20);
+    for (const [i, id] of sessions.entries()) await nodes[i % 2]!.ref(Expiring, id).keepUntil(soon);
+    await nodes[0]!.ref(Expiring, 'lasting').keepUntil(0);
+    const statuses = () => Promise.all(nodes.map((node) => node.cluster!.status()));
+    const total = async (pick: (status: Awaited<ReturnType<typeof statuses>>[number]) => number) => (await statuses()).reduce((sum, status) => sum + pick(status), 0);
+    await until('every session replicated and in its directory', async () => (await total((s) => s.replication.replicasHeld)) === 21 && (await total((s) => s.directory.entries)) === 21);
+    await until('the expired sessions dropped', async () => (await total((s) => s.sessions.expired)) === 20);
+    await until('their replicas and directory entries gone', async () => (await total((s) => s.replication.replicasHeld)) === 1 && (await total((s) => s.directory.entries)) === 1);
+    expect(await nodes[1]!.ref(Expiring, 'expiring-4').keepUntil(0)).toBe(1);
+    expect(await nodes[1]!.ref(Expiring, 'lasting').keepUntil(0)).toBe(2);
   });
 });

@@ -63,6 +63,18 @@ function setup(options: { disk?: TestDisk; shared?: MemoryTier; versions?: Map<s
   return { disk, states, system, demoted, left, logs, clock };
 }
 
+/** Lives until `until` on the wall clock (0: for ever). */
+const Lease = defineActor('Lease', {
+  state: () => ({ until: 0, count: 0 }),
+  expiresAt: (state) => (state.until === 0 ? undefined : state.until),
+  handlers: {
+    renew(state, until: number) {
+      state.until = until;
+      return ++state.count;
+    },
+  },
+});
+
 describe('SessionStates', () => {
   it('reports a demotion only once the disk holds it, and a call meanwhile gets the state back', async () => {
     const { disk, states, system, demoted } = setup();
@@ -217,5 +229,105 @@ describe('SessionStates', () => {
     // Its next call finds it in the shared tier.
     expect(await system.ref(Counter, 'old/counter').add(1)).toBe(8);
     expect(states.stats()).toMatchObject({ fromShared: 1 });
+  });
+
+  describe('expiry', () => {
+    function expiringSetup(disk = new TestDisk({ name: 'disk' })) {
+      const wall = { now: 5_000_000 };
+      const expired: string[] = [];
+      const base = setup({ disk });
+      const system = new ActorSystem({ parkedStates: base.states, wallClock: () => wall.now, onExpired: (type, id) => expired.push(`${type}/${id}`) });
+      system.registry.add(Lease);
+      return { ...base, system, wall, expired };
+    }
+
+    it('parks a session with its expiry, keeps it on disk until then, and then takes it off the disk', async () => {
+      const { disk, states, system, wall, expired } = expiringSetup();
+      await system.ref(Lease, 'exp-a/lease').renew(6_000_000);
+      await system.ref(Lease, 'keep-a/lease').renew(0);
+      system.deactivate('Lease', 'exp-a/lease');
+      system.deactivate('Lease', 'keep-a/lease');
+      await states.flush();
+      expect(disk.findSync('Lease', 'exp-a/lease')).toMatchObject({ expiresAt: 6_000_000 });
+      expect(disk.findSync('Lease', 'keep-a/lease')).not.toHaveProperty('expiresAt');
+      expect(system.dropExpired(100)).toBe(0);
+      wall.now = 6_000_000;
+      expect(system.dropExpired(100)).toBe(1);
+      expect(expired).toEqual(['Lease/exp-a/lease']);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(disk.findSync('Lease', 'exp-a/lease')).toBeUndefined();
+      expect(states.stats()).toMatchObject({ disk: 1 });
+      expect(system.stats()).toMatchObject({ expired: 1 });
+      // Its next call starts it fresh; the other one kept its state.
+      expect(await system.ref(Lease, 'exp-a/lease').renew(0)).toBe(1);
+      expect(await system.ref(Lease, 'keep-a/lease').renew(0)).toBe(2);
+    });
+
+    it('knows the expiry of what the disk holds after a restart', async () => {
+      const storage = new MemoryStorage();
+      const first = expiringSetup(new TestDisk({ name: 'disk', storage }));
+      await first.system.ref(Lease, 'exp-b/lease').renew(5_500_000);
+      first.system.deactivate('Lease', 'exp-b/lease');
+      await first.states.flush();
+
+      const second = expiringSetup(new TestDisk({ name: 'disk', storage }));
+      expect(await second.states.index(Array.from({ length: BUCKETS }, (_, bucket) => bucket))).toBe(1);
+      expect(second.system.dropExpired(100)).toBe(0);
+      second.wall.now = 5_500_001;
+      expect(second.system.dropExpired(100)).toBe(1);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(await second.disk.count()).toBe(0);
+    });
+
+    it('a session promoted and renewed is not dropped at its old expiry', async () => {
+      const { states, system, wall } = expiringSetup();
+      const ref = system.ref(Lease, 'exp-c/lease');
+      await ref.renew(5_100_000);
+      system.deactivate('Lease', 'exp-c/lease');
+      await states.flush();
+      expect(await ref.renew(9_000_000)).toBe(2);
+      system.deactivate('Lease', 'exp-c/lease');
+      await states.flush();
+      wall.now = 5_100_000;
+      expect(system.dropExpired(100)).toBe(0);
+      expect(await ref.renew(0)).toBe(3);
+    });
+
+    it("removes a bucket's expired sessions from the shared tier, and only those", async () => {
+      const shared = new MemoryTier({ name: 'shared' });
+      const { states } = setup({ shared });
+      const bucket = bucketOf('x-1/lease', BUCKETS);
+      const ids = Array.from({ length: 2000 }, (_, i) => `x-${i}/lease`).filter((id) => bucketOf(id, BUCKETS) === bucket);
+      const other = Array.from({ length: 200 }, (_, i) => `y-${i}/lease`).find((id) => bucketOf(id, BUCKETS) !== bucket)!;
+      const write = (id: string, expiresAt?: number) =>
+        shared.store({ type: 'Lease', id, bucket: bucketOf(id, BUCKETS), version: 3, epoch: 2, state: encode({ until: expiresAt ?? 0, count: 1 }), updatedAt: 1, ...(expiresAt === undefined ? {} : { expiresAt }) });
+      await write(ids[0]!, 100);
+      await write(ids[1]!, 200);
+      await write(ids[2]!);
+      await write(other, 100);
+      expect(await states.sweepShared(bucket, 150, 10)).toBe(1);
+      expect(await shared.find('Lease', ids[0]!)).toBeUndefined();
+      expect(await shared.find('Lease', ids[1]!)).toBeDefined();
+      expect(await states.sweepShared(bucket, 1e15, 10)).toBe(1);
+      expect(await shared.find('Lease', ids[2]!)).toBeDefined(); // never expires
+      expect(await shared.find('Lease', other)).toBeDefined(); // another bucket
+      expect(states.stats()).toMatchObject({ expiredFromShared: 2 });
+    });
+
+    it('a session found expired when it goes idle takes its shadow off the disk', async () => {
+      const { disk, states, system, wall, expired } = expiringSetup();
+      const ref = system.ref(Lease, 'exp-d/lease');
+      await ref.renew(5_200_000);
+      system.deactivate('Lease', 'exp-d/lease');
+      await states.flush();
+      expect(await ref.renew(5_300_000)).toBe(2); // promoted: its record stays as the shadow
+      expect(disk.findSync('Lease', 'exp-d/lease')).toBeDefined();
+      wall.now = 5_300_000;
+      expect(system.deactivate('Lease', 'exp-d/lease')).toBe(true);
+      expect(expired).toEqual(['Lease/exp-d/lease']);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(disk.findSync('Lease', 'exp-d/lease')).toBeUndefined();
+      expect(states.stats()).toMatchObject({ disk: 0, writing: 0 });
+    });
   });
 });

@@ -56,6 +56,13 @@ interface RecordRow {
   state: Buffer;
   updated_at: number;
   checksum: number;
+  expires_at: number | null;
+}
+
+/** A row's `expires_at` on a record or meta: absent when null (never expires). */
+function withExpiry<T extends SessionMeta | SessionRecord>(value: T, expiresAt: number | null): T {
+  if (expiresAt !== null) value.expiresAt = expiresAt;
+  return value;
 }
 
 export class PostgresTier implements Tier {
@@ -107,10 +114,10 @@ export class PostgresTier implements Tier {
   async find(type: string, id: string): Promise<SessionMeta | undefined> {
     this.#ensureOpen();
     checkKey(type, id);
-    const { rows } = await this.#query<{ bucket: number; version: number; epoch: number; bytes: number; updated_at: number }>(this.#sql.find, [type, id]);
+    const { rows } = await this.#query<{ bucket: number; version: number; epoch: number; bytes: number; updated_at: number; expires_at: number | null }>(this.#sql.find, [type, id]);
     const row = rows[0];
     if (row === undefined) return undefined;
-    return { type, id, bucket: row.bucket, version: row.version, epoch: row.epoch, updatedAt: row.updated_at, bytes: row.bytes };
+    return withExpiry({ type, id, bucket: row.bucket, version: row.version, epoch: row.epoch, updatedAt: row.updated_at, bytes: row.bytes }, row.expires_at);
   }
 
   async load(type: string, id: string): Promise<SessionRecord | undefined> {
@@ -126,7 +133,7 @@ export class PostgresTier implements Tier {
       await this.#query(this.#sql.quarantine, [type, id, row.version, row.epoch, row.checksum, row.updated_at, reason, Date.now()]);
       throw new CorruptRecord(type, id, this.name, reason);
     }
-    return { type, id, bucket: row.bucket, version: row.version, epoch: row.epoch, updatedAt: row.updated_at, state };
+    return withExpiry({ type, id, bucket: row.bucket, version: row.version, epoch: row.epoch, updatedAt: row.updated_at, state }, row.expires_at);
   }
 
   async *listBucket(bucket: number): AsyncIterable<SessionMeta> {
@@ -135,12 +142,12 @@ export class PostgresTier implements Tier {
     // Keyset pages: each page is its own short statement, no cursor or transaction stays open.
     let after: [string, string] = ['', ''];
     for (;;) {
-      const { rows } = await this.#query<{ type: string; id: string; version: number; epoch: number; updated_at: number; bytes: number }>(
+      const { rows } = await this.#query<{ type: string; id: string; version: number; epoch: number; updated_at: number; expires_at: number | null; bytes: number }>(
         this.#sql.listBucket,
         [bucket, after[0], after[1], LIST_PAGE],
       );
       for (const row of rows) {
-        yield { type: row.type, id: row.id, bucket, version: row.version, epoch: row.epoch, updatedAt: row.updated_at, bytes: row.bytes };
+        yield withExpiry({ type: row.type, id: row.id, bucket, version: row.version, epoch: row.epoch, updatedAt: row.updated_at, bytes: row.bytes }, row.expires_at);
       }
       const last = rows[rows.length - 1];
       if (last === undefined || rows.length < LIST_PAGE) return;
@@ -231,7 +238,7 @@ export class PostgresTier implements Tier {
     for (const i of indexes) {
       const r = records[i]!;
       const state = Buffer.from(r.state.buffer, r.state.byteOffset, r.state.byteLength);
-      params.push(r.type, r.id, r.bucket, r.version, r.epoch, state, r.updatedAt, crc32(r.state) | 0);
+      params.push(r.type, r.id, r.bucket, r.version, r.epoch, state, r.updatedAt, crc32(r.state) | 0, r.expiresAt ?? null);
     }
     let written: Set<string>;
     try {

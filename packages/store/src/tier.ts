@@ -33,6 +33,12 @@ export interface SessionRecord {
   state: Uint8Array;
   /** Wall-clock milliseconds of the write. */
   updatedAt: number;
+  /**
+   * Wall-clock milliseconds after which the session is not worth keeping (its type's
+   * `expiresAt`); absent: never. Tiers only keep it: the node that parks a session drops it once
+   * expired, with a remove fenced like any other.
+   */
+  expiresAt?: number;
 }
 
 /** A record without its state, plus the state's size in bytes. */

@@ -6,7 +6,7 @@
 import { decode, encode } from '@wadi/core';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CorruptRecord, StaleWrite, type SessionRecord, type Tier } from '../src/index.js';
+import { CorruptRecord, StaleWrite, type SessionMeta, type SessionRecord, type Tier } from '../src/index.js';
 
 export interface TierHarness {
   /** Opens a tier over the harness's data; every call opens another handle on the same data. */
@@ -93,6 +93,21 @@ export function tierSuite(name: string, makeHarness: () => Promise<TierHarness>)
       expect(await tier.find('cart', 'alice/profile')).toBeUndefined();
       expect(await tier.count()).toBe(1);
       expect(tier.durability.length).toBeGreaterThan(0);
+    });
+
+    it('keeps an expiry with the record, in its metadata and listings, and replaces or drops it with the next write', async () => {
+      await tier.store(record({ type: 'cart', id: 'exp/cart', bucket: 3, version: 1, expiresAt: 1_700_000_600_000.5 }));
+      expect((await tier.load('cart', 'exp/cart'))?.expiresAt).toBe(1_700_000_600_000.5);
+      expect((await tier.find('cart', 'exp/cart'))?.expiresAt).toBe(1_700_000_600_000.5);
+      const listed: SessionMeta[] = [];
+      for await (const meta of tier.listBucket(3)) listed.push(meta);
+      expect(listed.map((meta) => meta.expiresAt)).toEqual([1_700_000_600_000.5]);
+      await tier.store(record({ type: 'cart', id: 'exp/cart', bucket: 3, version: 2, expiresAt: 1_700_000_900_000 }));
+      expect((await tier.find('cart', 'exp/cart'))?.expiresAt).toBe(1_700_000_900_000);
+      await tier.store(record({ type: 'cart', id: 'exp/cart', bucket: 3, version: 3 }));
+      expect(await tier.find('cart', 'exp/cart')).not.toHaveProperty('expiresAt');
+      expect(await tier.load('cart', 'exp/cart')).not.toHaveProperty('expiresAt');
+      await expect(tier.store(record({ expiresAt: Number.NaN }))).rejects.toMatchObject({ code: 'WADI_INVALID_ARGUMENT' });
     });
 
     it('keeps its own copy of the state', async () => {

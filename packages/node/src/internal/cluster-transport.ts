@@ -67,8 +67,11 @@ export interface ClusterTransportOptions {
   self: { id: string; incarnation: number };
   /** The url other nodes should dial, when it differs from ws(s)://host:port (NAT, 0.0.0.0, a proxy). */
   advertisedUrl?: string;
-  /** Serve wss with this key and certificate; when dialling wss, trust `caFile` (or else `certFile`). */
-  tls?: { keyFile: string; certFile: string; caFile?: string };
+  /**
+   * Serve wss with this key and certificate; when dialling wss, trust `caFile` (or else
+   * `certFile`). A transport that does not listen (a client) needs only `caFile`.
+   */
+  tls?: { keyFile: string; certFile: string; caFile?: string } | { caFile: string };
   /** Largest frame accepted (ws maxPayload, default 16 MiB); a larger one closes the connection with 1009. */
   maxPayloadBytes?: number;
   /** Unsent bytes for one peer (socket buffer plus unsent batch) past which `send()` throws `Overloaded` (default 8 MiB)... */
@@ -276,6 +279,7 @@ export class ClusterTransport extends EventEmitter<ClusterTransportEvents> {
     this.#state = 'starting';
     try {
       if (this.#options.listen !== false) await this.#listen();
+      else if (this.#options.tls?.caFile !== undefined) this.#ca = await readFile(this.#options.tls.caFile);
     } catch (error) {
       this.#state = 'closed';
       throw error;
@@ -297,6 +301,7 @@ export class ClusterTransport extends EventEmitter<ClusterTransportEvents> {
     const httpLimits = { headersTimeout: Math.max(handshakeTimeoutMs, 1000), requestTimeout: Math.max(handshakeTimeoutMs, 1000) };
     let server: http.Server;
     if (tls) {
+      if (!('keyFile' in tls)) throw new InvalidArgument('tls needs keyFile and certFile to serve wss (caFile alone is for a client)');
       const [key, cert, ca] = await Promise.all([
         readFile(tls.keyFile),
         readFile(tls.certFile),

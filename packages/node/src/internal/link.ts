@@ -7,7 +7,7 @@
  * replaced the link holds batches, up to a byte budget past which sends fail with `Overloaded`.
  */
 import type { MessagePort, Worker } from 'node:worker_threads';
-import { Overloaded, Unavailable, decodeMany, encodeView } from '@wadi/core';
+import { DEFAULT_MAX_DECODE_BYTES, InvalidArgument, Overloaded, Unavailable, decodeMany, encodeView } from '@wadi/core';
 import type { ThreadMessage } from './protocol.js';
 
 export type PortLike = Pick<MessagePort, 'postMessage'> | Pick<Worker, 'postMessage'>;
@@ -21,6 +21,13 @@ const FLUSH_AT_BYTES = 1024 * 1024;
  * working while this one is still producing (measured: pipelined asks from about 1.1 to 1.9 M/s).
  */
 const FLUSH_AT_ENVELOPES = 64;
+
+/**
+ * The largest envelope a link sends: its batch (at most this plus a batch just under
+ * `FLUSH_AT_BYTES`) must stay within what the far thread decodes, or the whole batch, other
+ * callers' messages included, would be refused there.
+ */
+export const MAX_ENVELOPE_BYTES = DEFAULT_MAX_DECODE_BYTES - FLUSH_AT_BYTES;
 
 const resolved = Promise.resolve();
 
@@ -54,6 +61,9 @@ export class PortLink {
       throw new Overloaded(`${this.name} is restarting and already holds ${this.#heldBytes} bytes`);
     }
     const bytes = encodeView(envelope);
+    if (bytes.length > MAX_ENVELOPE_BYTES) {
+      throw new InvalidArgument(`a message of ${bytes.length} bytes is larger than a thread link carries (${MAX_ENVELOPE_BYTES} bytes)`);
+    }
     const end = this.#offset + bytes.length;
     if (end > this.#batch.length) this.#grow(end);
     this.#batch.set(bytes, this.#offset);

@@ -25,8 +25,8 @@
  * them reads them over several ticks, not in one stall), and the disk tier's own evicters move
  * sessions on to the shared tier, a batch per tick, so a session is never on both.
  */
-import { activationKey, type ParkedStateStore } from '@wadi/core';
-import type { Evicter, RateLimiter, SessionRecord, SyncReadTier, Tier } from '@wadi/store';
+import { ExpirySweep, activationKey, type ParkedStateStore } from '@wadi/core';
+import type { Evicter, RateLimiter, SessionMeta, SessionRecord, SyncReadTier, Tier } from '@wadi/store';
 
 /** While the disk is full, one demotion is let through this often to find out whether it has room again. */
 export const FULL_RETRY_MS = 5_000;
@@ -67,6 +67,7 @@ interface Pending {
   state: Uint8Array;
   version: number;
   epoch: number;
+  expiresAt: number | undefined;
 }
 
 /** A demotion on its way to the disk. */
@@ -82,6 +83,8 @@ interface Parked {
   version: number;
   epoch: number;
   bytes: number;
+  /** When its type says it is not worth keeping (wall clock); undefined: never. */
+  expiresAt: number | undefined;
 }
 
 export interface SessionStatesStats {
@@ -95,6 +98,8 @@ export interface SessionStatesStats {
   fromShared: number;
   /** Sessions moved from this disk to the shared tier by the disk's evicters. */
   toShared: number;
+  /** Expired sessions this worker removed from the shared tier (`sweepShared`). */
+  expiredFromShared: number;
   /** Promotions waiting for the rate limit. */
   promotionsWaiting: number;
   /** Stale copies dropped because a newer one lives elsewhere. */
@@ -112,6 +117,8 @@ export const SHARED_COUNT_MS = 2_000;
 export class SessionStates implements ParkedStateStore {
   readonly #options: SessionStatesOptions;
   readonly #parked = new Map<string, Parked>();
+  /** When the parked sessions that can expire do (a session no longer parked is skipped when its time comes). */
+  readonly #expiries = new ExpirySweep<string>();
   /** Sessions active here whose last durable state is still on the disk, with the fence to remove it. */
   readonly #shadows = new Map<string, Shadow>();
   readonly #writing = new Map<string, Pending>();
@@ -128,6 +135,7 @@ export class SessionStates implements ParkedStateStore {
   #promoted = 0;
   #fromShared = 0;
   #toShared = 0;
+  #expiredFromShared = 0;
   #dropped = 0;
   #failedWrites = 0;
   /** Promotions over the rate, in arrival order. */
@@ -154,7 +162,7 @@ export class SessionStates implements ParkedStateStore {
     for (const bucket of buckets) {
       for await (const meta of this.#options.disk.listBucket(bucket)) {
         const key = activationKey(meta.type, meta.id);
-        this.#parked.set(key, { type: meta.type, id: meta.id, version: meta.version, epoch: meta.epoch, bytes: meta.bytes });
+        this.#setParked(key, { type: meta.type, id: meta.id, version: meta.version, epoch: meta.epoch, bytes: meta.bytes, expiresAt: meta.expiresAt });
         for (const evicter of this.#options.diskEvicters ?? []) evicter.touched(key, meta.bytes, meta.updatedAt);
         count++;
       }
@@ -208,9 +216,7 @@ export class SessionStates implements ParkedStateStore {
   /** A parked session's state for its activation; its record stays as the shadow (throws `CorruptRecord`). */
   #promote(key: string, type: string, id: string): Uint8Array | undefined {
     const record = this.#options.disk.loadSync(type, id);
-    this.#parked.delete(key);
-    const evicters = this.#options.diskEvicters;
-    if (evicters !== undefined) for (const evicter of evicters) evicter.removed(key);
+    this.#unpark(key);
     this.#promoted++;
     if (record === undefined) return undefined;
     // The shadow's version is also the floor of the session's next write.
@@ -228,12 +234,65 @@ export class SessionStates implements ParkedStateStore {
     const key = activationKey(type, id);
     const parked = this.#parked.get(key);
     if (parked === undefined) return false;
-    this.#parked.delete(key);
-    const evicters = this.#options.diskEvicters;
-    if (evicters !== undefined) for (const evicter of evicters) evicter.removed(key);
+    this.#unpark(key);
     this.#dropped++;
     this.#remove(parked);
     return true;
+  }
+
+  /**
+   * Drops the sessions parked on this disk whose `expiresAt` is at or before `now`, looking at
+   * no more than `limit` per call (`ParkedStateStore.dropExpired`): each record is removed with
+   * the version and epoch it was parked with, so a newer copy written meanwhile stays.
+   */
+  dropExpired(now: number, limit: number): [type: string, id: string][] {
+    const dropped: [string, string][] = [];
+    for (const key of this.#expiries.due(now, limit)) {
+      const parked = this.#parked.get(key);
+      // Promoted or moved on since: not parked here any more (a later parking set a new expiry).
+      if (parked === undefined || parked.expiresAt === undefined || parked.expiresAt > now) continue;
+      this.#unpark(key);
+      this.#remove(parked);
+      dropped.push([parked.type, parked.id]);
+    }
+    return dropped;
+  }
+
+  /**
+   * Removes from the shared tier the sessions of `bucket` whose `expiresAt` is at or before
+   * `now`, at most `limit` of them: nobody hosts them, so the tier is the only place they are
+   * kept. Each remove carries the listed version and epoch, so a copy written since stays. One
+   * node sweeps a bucket (its owner), a bucket per tick. Resolves with how many went.
+   */
+  async sweepShared(bucket: number, now: number, limit: number): Promise<number> {
+    const shared = this.#shared;
+    if (shared === undefined) return 0;
+    const expired: SessionMeta[] = [];
+    for await (const meta of shared.listBucket(bucket)) {
+      if (meta.expiresAt !== undefined && meta.expiresAt <= now) expired.push(meta);
+      if (expired.length >= limit) break;
+    }
+    let removed = 0;
+    for (const meta of expired) {
+      try {
+        if (await shared.remove(meta.type, meta.id, { version: meta.version, epoch: meta.epoch })) removed++;
+      } catch {
+        // A newer copy was written meanwhile (it was used again): it stays.
+      }
+    }
+    this.#expiredFromShared += removed;
+    return removed;
+  }
+
+  #setParked(key: string, parked: Parked): void {
+    this.#parked.set(key, parked);
+    this.#expiries.set(key, parked.expiresAt);
+  }
+
+  #unpark(key: string): void {
+    this.#parked.delete(key);
+    this.#expiries.delete(key);
+    for (const evicter of this.#options.diskEvicters ?? []) evicter.removed(key);
   }
 
   /** The session left this node (it migrated): its shadow on the disk goes too. */
@@ -281,16 +340,18 @@ export class SessionStates implements ParkedStateStore {
     }
   }
 
-  save(type: string, id: string, state: Uint8Array): void {
+  save(type: string, id: string, state: Uint8Array, expiresAt?: number): void {
     const key = activationKey(type, id);
     const { bucketOf, versionOf, epoch, now } = this.#options;
     const bucket = bucketOf(id);
     const version = Math.max(versionOf(key), this.#shadows.get(key)?.version ?? 0, this.#loadedVersions.get(key) ?? 0);
     this.#loadedVersions.delete(key);
-    const pending: Pending = { state, version, epoch: epoch(bucket) };
+    const pending: Pending = { state, version, epoch: epoch(bucket), expiresAt };
     this.#writing.set(key, pending);
+    const record: SessionRecord = { type, id, bucket, version, epoch: pending.epoch, state, updatedAt: now() };
+    if (expiresAt !== undefined) record.expiresAt = expiresAt;
     // Demotions of one turn of the event loop (an evicter's tick, a stop) go to the disk as one batch.
-    this.#batch.push({ key, pending, record: { type, id, bucket, version, epoch: pending.epoch, state, updatedAt: now() } });
+    this.#batch.push({ key, pending, record });
     if (this.#batch.length === 1) queueMicrotask(this.#writeBatch);
   }
 
@@ -327,7 +388,7 @@ export class SessionStates implements ParkedStateStore {
     }
     this.#writing.delete(key);
     this.#shadows.delete(key);
-    this.#parked.set(key, { type: record.type, id: record.id, version: record.version, epoch: record.epoch, bytes: record.state.byteLength });
+    this.#setParked(key, { type: record.type, id: record.id, version: record.version, epoch: record.epoch, bytes: record.state.byteLength, expiresAt: record.expiresAt });
     const evicters = this.#options.diskEvicters;
     if (evicters !== undefined) for (const evicter of evicters) evicter.touched(key, record.state.byteLength, record.updatedAt);
     this.#demoted++;
@@ -403,8 +464,7 @@ export class SessionStates implements ParkedStateStore {
         // Promoted while the batch was on its way (and maybe parked again since, newer): what is
         // in memory or on disk now is the current state; the shared copy is only the archive.
         if (this.#parked.get(key) !== taken.get(key)) return;
-        this.#parked.delete(key);
-        for (const evicter of this.#options.diskEvicters ?? []) evicter.removed(key);
+        this.#unpark(key);
         moved++;
         this.#shadows.delete(key);
         this.#options.onLeft?.(record.type, record.id, record.version);
@@ -440,7 +500,7 @@ export class SessionStates implements ParkedStateStore {
       this.#writing.delete(key);
       const split = key.indexOf('\u0000');
       this.#loadedVersions.set(key, pending.version);
-      this.save(key.slice(0, split), key.slice(split + 1), pending.state);
+      this.save(key.slice(0, split), key.slice(split + 1), pending.state, pending.expiresAt);
     }
   }
 
@@ -471,6 +531,7 @@ export class SessionStates implements ParkedStateStore {
       promoted: this.#promoted,
       fromShared: this.#fromShared,
       toShared: this.#toShared,
+      expiredFromShared: this.#expiredFromShared,
       promotionsWaiting: this.#promotionQueue.length,
       dropped: this.#dropped,
       failedWrites: this.#failedWrites,

@@ -30,7 +30,7 @@ export interface PgSql {
   count: string;
 }
 
-export const UPSERT_PARAMS_PER_ROW = 8;
+export const UPSERT_PARAMS_PER_ROW = 9;
 
 /** The statements for tables in `schema` (a validated identifier). */
 export function pgSql(schema: string): PgSql {
@@ -47,7 +47,10 @@ export function pgSql(schema: string): PgSql {
          state bytea NOT NULL,
          updated_at double precision NOT NULL,
          checksum integer NOT NULL,
+         expires_at double precision,
          PRIMARY KEY (type, id))`,
+      // Tables made before sessions could expire.
+      `ALTER TABLE ${s}.sessions ADD COLUMN IF NOT EXISTS expires_at double precision`,
       `CREATE INDEX IF NOT EXISTS sessions_by_bucket ON ${s}.sessions (bucket, type, id)`,
       `CREATE TABLE IF NOT EXISTS ${s}.fences (
          bucket integer PRIMARY KEY,
@@ -71,20 +74,21 @@ export function pgSql(schema: string): PgSql {
         // The first row's casts type the whole VALUES list.
         values.push(
           r === 0
-            ? `($1::text, $2::text, $3::integer, $4::bigint, $5::bigint, $6::bytea, $7::float8, $8::integer)`
-            : `($${p + 1}, $${p + 2}, $${p + 3}, $${p + 4}, $${p + 5}, $${p + 6}, $${p + 7}, $${p + 8})`,
+            ? `($1::text, $2::text, $3::integer, $4::bigint, $5::bigint, $6::bytea, $7::float8, $8::integer, $9::float8)`
+            : `($${p + 1}, $${p + 2}, $${p + 3}, $${p + 4}, $${p + 5}, $${p + 6}, $${p + 7}, $${p + 8}, $${p + 9})`,
         );
       }
-      return `WITH input (type, id, bucket, version, epoch, state, updated_at, checksum) AS (VALUES ${values.join(', ')})
-        INSERT INTO ${s}.sessions AS stored (type, id, bucket, version, epoch, state, updated_at, checksum)
-        SELECT i.type, i.id, i.bucket, i.version, i.epoch, i.state, i.updated_at, i.checksum
+      return `WITH input (type, id, bucket, version, epoch, state, updated_at, checksum, expires_at) AS (VALUES ${values.join(', ')})
+        INSERT INTO ${s}.sessions AS stored (type, id, bucket, version, epoch, state, updated_at, checksum, expires_at)
+        SELECT i.type, i.id, i.bucket, i.version, i.epoch, i.state, i.updated_at, i.checksum, i.expires_at
           FROM input i JOIN ${s}.fences f ON f.bucket = i.bucket
          WHERE i.epoch >= f.epoch
          ORDER BY i.type, i.id
            FOR SHARE OF f
         ON CONFLICT (type, id) DO UPDATE
            SET bucket = excluded.bucket, version = excluded.version, epoch = excluded.epoch,
-               state = excluded.state, updated_at = excluded.updated_at, checksum = excluded.checksum
+               state = excluded.state, updated_at = excluded.updated_at, checksum = excluded.checksum,
+               expires_at = excluded.expires_at
          WHERE stored.version <= excluded.version AND stored.epoch <= excluded.epoch
         RETURNING stored.type, stored.id`;
     },
@@ -92,9 +96,9 @@ export function pgSql(schema: string): PgSql {
         FROM unnest($1::text[], $2::text[], $3::integer[]) AS i (type, id, bucket)
         LEFT JOIN ${s}.sessions s ON s.type = i.type AND s.id = i.id
         LEFT JOIN ${s}.fences f ON f.bucket = i.bucket`,
-    load: `SELECT bucket, version::float8 AS version, epoch::float8 AS epoch, state, updated_at, checksum
+    load: `SELECT bucket, version::float8 AS version, epoch::float8 AS epoch, state, updated_at, checksum, expires_at
         FROM ${s}.sessions WHERE type = $1 AND id = $2`,
-    find: `SELECT bucket, version::float8 AS version, epoch::float8 AS epoch, length(state) AS bytes, updated_at
+    find: `SELECT bucket, version::float8 AS version, epoch::float8 AS epoch, length(state) AS bytes, updated_at, expires_at
         FROM ${s}.sessions WHERE type = $1 AND id = $2`,
     // Moves a row whose state failed its checksum, only if it is still the row that was read.
     quarantine: `WITH moved AS (
@@ -116,7 +120,7 @@ export function pgSql(schema: string): PgSql {
           FROM (SELECT 1) one LEFT JOIN target t ON true`,
     raiseFence: `INSERT INTO ${s}.fences (bucket, epoch) VALUES ($1, $2)
         ON CONFLICT (bucket) DO UPDATE SET epoch = GREATEST(${s}.fences.epoch, excluded.epoch)`,
-    listBucket: `SELECT type, id, version::float8 AS version, epoch::float8 AS epoch, updated_at, length(state) AS bytes
+    listBucket: `SELECT type, id, version::float8 AS version, epoch::float8 AS epoch, updated_at, expires_at, length(state) AS bytes
         FROM ${s}.sessions WHERE bucket = $1 AND (type, id) > ($2, $3) ORDER BY type, id LIMIT $4`,
     listQuarantine: `SELECT seq::float8 AS seq, type, id, reason, at, raw FROM ${s}.quarantine WHERE seq > $1 ORDER BY seq LIMIT $2`,
     count: `SELECT count(*)::float8 AS count FROM ${s}.sessions`,

@@ -1,7 +1,7 @@
 /**
  * How a session record is laid out at rest in the byte-oriented tiers (memory, LMDB):
  *
- *   u32 header length | msgpack [FORMAT, type, id, bucket, version, epoch, updatedAt] | state | u32 crc32
+ *   u32 header length | msgpack [FORMAT, type, id, bucket, version, epoch, updatedAt, expiresAt?] | state | u32 crc32
  *
  * (big-endian). The header is msgpackr (core's codec: any process decodes it alone); the state
  * is already encoded bytes, opaque to the store, so it is appended as is instead of being
@@ -39,7 +39,9 @@ export function encodeRecord(record: SessionRecord): Buffer {
  */
 export function encodeRecords(records: readonly SessionRecord[]): Buffer[] {
   // encodeView returns msgpackr's reused buffer: each header is copied before the next encode.
-  const headers = records.map((r) => Buffer.from(encodeView([FORMAT, r.type, r.id, r.bucket, r.version, r.epoch, r.updatedAt])));
+  const headers = records.map((r) =>
+    Buffer.from(encodeView(r.expiresAt === undefined ? [FORMAT, r.type, r.id, r.bucket, r.version, r.epoch, r.updatedAt] : [FORMAT, r.type, r.id, r.bucket, r.version, r.epoch, r.updatedAt, r.expiresAt])),
+  );
   let total = 0;
   for (let i = 0; i < records.length; i++) total += LENGTH_BYTES + headers[i]!.length + records[i]!.state.length + CHECKSUM_BYTES;
   const pool = Buffer.allocUnsafe(total);
@@ -81,17 +83,20 @@ export function decodeRecord(bytes: Uint8Array, type: string, id: string, copySt
   } catch (error) {
     throw new RecordDecodeFailure(error instanceof DecodeError ? error.message : String(error));
   }
-  if (!Array.isArray(header) || header.length !== 7) throw new RecordDecodeFailure('not a record header');
-  const [format, storedType, storedId, bucket, version, epoch, updatedAt] = header as unknown[];
+  // Records written before sessions could expire have no eighth field.
+  if (!Array.isArray(header) || (header.length !== 7 && header.length !== 8)) throw new RecordDecodeFailure('not a record header');
+  const [format, storedType, storedId, bucket, version, epoch, updatedAt, expiresAt] = header as unknown[];
   if (format !== FORMAT) throw new RecordDecodeFailure(`unknown record format ${String(format)}`);
   if (storedType !== type || storedId !== id) {
     throw new RecordDecodeFailure(`record of ${String(storedType)}/${String(storedId)} found under the key of ${type}/${id}`);
   }
-  if (!isCount(bucket) || !isCount(version) || !isCount(epoch) || typeof updatedAt !== 'number') {
+  if (!isCount(bucket) || !isCount(version) || !isCount(epoch) || typeof updatedAt !== 'number' || (expiresAt !== undefined && typeof expiresAt !== 'number')) {
     throw new RecordDecodeFailure('record fields have the wrong types');
   }
   const state = bytes.subarray(stateAt, crcAt);
-  return { type, id, bucket, version, epoch, updatedAt, state: copyState ? pooledCopy(state) : state };
+  const record: SessionRecord = { type, id, bucket, version, epoch, updatedAt, state: copyState ? pooledCopy(state) : state };
+  if (expiresAt !== undefined) record.expiresAt = expiresAt;
+  return record;
 }
 
 /**
@@ -109,7 +114,7 @@ export function metaOf(record: SessionRecord): SessionMeta;
 export function metaOf(record: SessionRecord | undefined): SessionMeta | undefined;
 export function metaOf(record: SessionRecord | undefined): SessionMeta | undefined {
   if (record === undefined) return undefined;
-  return {
+  const meta: SessionMeta = {
     type: record.type,
     id: record.id,
     bucket: record.bucket,
@@ -118,6 +123,8 @@ export function metaOf(record: SessionRecord | undefined): SessionMeta | undefin
     updatedAt: record.updatedAt,
     bytes: record.state.byteLength,
   };
+  if (record.expiresAt !== undefined) meta.expiresAt = record.expiresAt;
+  return meta;
 }
 
 function isCount(value: unknown): value is number {

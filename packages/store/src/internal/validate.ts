@@ -15,6 +15,7 @@ export function recordProblem(record: SessionRecord): string | undefined {
   if (!isCount(record.epoch)) return `epoch must be a non-negative safe integer, got ${String(record.epoch)}`;
   if (!(record.state instanceof Uint8Array)) return 'state must be a Uint8Array';
   if (typeof record.updatedAt !== 'number' || !Number.isFinite(record.updatedAt)) return 'updatedAt must be a finite number';
+  if (record.expiresAt !== undefined && (typeof record.expiresAt !== 'number' || !Number.isFinite(record.expiresAt))) return 'expiresAt must be a finite number when given';
   return undefined;
 }
 

@@ -29,7 +29,7 @@
  *   the results that wait for its writes go from here straight to their callers
  *   (`ReplicatedResult`), and what it took goes on to the holding worker to keep.
  */
-import { Unavailable, activationKey, bucketOf, errorToShape, type Envelope } from '@wadi/core';
+import { InvalidArgument, Unavailable, activationKey, bucketOf, errorToShape, type Envelope } from '@wadi/core';
 import { HeldReplies } from './held-replies.js';
 import type { Layout } from './layout.js';
 import { REPLICA_FRAME, ReplicaFences, type AckedWrite, type ReplicaFrame } from './replication.js';
@@ -376,6 +376,17 @@ export class FrameRelay {
   /** A frame could not reach `node` (see the module comment). */
   #undeliverable(node: string, frame: RoutedFrame, error: unknown): void {
     this.#io.trace?.('undeliverable', frame, `to ${node} (${(error as Error).message})`);
+    if (frame[0] === Frame.Result && frame[4] && error instanceof InvalidArgument) {
+      // The reply itself cannot travel (larger than a frame may be): its caller hears why now,
+      // rather than at its deadline.
+      const failed: RoutedFrame = [Frame.Result, frame[1], frame[2], frame[3], false, errorToShape(new InvalidArgument(`the reply could not be sent: ${error.message}`)), frame[6]];
+      try {
+        this.send(node, frame[1], failed);
+      } catch {
+        // The caller is out of reach too.
+      }
+      return;
+    }
     if (frame[0] !== Frame.Call) return;
     const bucket = bucketOf(frame[6], this.#buckets);
     const owner = this.router.ownerOf(bucket);

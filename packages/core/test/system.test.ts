@@ -957,6 +957,7 @@ describe('an actor whose state can no longer be copied', () => {
     const [fromBad, fromGood] = await results;
     expect(fromBad.status).toBe('rejected');
     expect((fromBad as PromiseRejectedResult).reason).toBeInstanceOf(NotSerializable);
+    expect((fromBad as PromiseRejectedResult).reason.message).toMatch(/the state of Poison 'bad' can no longer be copied.*an earlier turn stored something.*function/);
     expect(fromGood).toEqual({ status: 'fulfilled', value: 1 });
     expect(await good.inc()).toBe(2);
   });

@@ -171,6 +171,20 @@ describe('sessions across a cluster', () => {
   });
 });
 
+describe('replies too large for the network', () => {
+  it('fail their caller at once with why, and the session goes on', async () => {
+    const nodes = await cluster(2);
+    const client = await connect({ seeds: [nodes[0]!.cluster!.url], secret: SECRET });
+    clients.push(client);
+    const ref = client.ref(Counter, 'big-reply', { timeoutMs: 20_000 });
+    expect(await ref.add(1)).toBe(1);
+    // 20 MiB: over the default 16 MiB a frame between processes may carry. The error says why:
+    // not a Timeout at the deadline.
+    await expect(ref.big(20)).rejects.toMatchObject({ code: 'WADI_INVALID_ARGUMENT', message: expect.stringMatching(/the reply could not be sent: .*exceeds maxPayloadBytes/) });
+    expect(await ref.add(1)).toBe(2);
+  });
+});
+
 describe('expiry across a cluster', () => {
   it('an expired session leaves its node, its replicas and its bucket directory; the others stay', async () => {
     const nodes = await cluster(2);

@@ -8,7 +8,7 @@
  */
 import type { ActorContext, AnyActorDef, RefOf, RefOptions, TimerId, Timers } from '../actor.js';
 import { decode } from '../codec.js';
-import { InvalidArgument, UnknownMethod } from '../errors.js';
+import { InvalidArgument, NotSerializable, UnknownMethod } from '../errors.js';
 import type { TimerHandle } from '../scheduler.js';
 import { cloneValue } from './clone.js';
 import type { PendingAsk } from './pending.js';
@@ -151,7 +151,8 @@ export class Activation implements ActorContext {
       } catch (error) {
         // The state can no longer be copied (a handler stored a function or a cycle in it): refuse
         // the turn here rather than throw out of the drain and stall every actor scheduled with us.
-        this.host.turnFinished(this, message, false, error);
+        const reason = error instanceof Error ? error.message : String(error);
+        this.host.turnFinished(this, message, false, new NotSerializable(`the state of ${this.def.name} '${this.id}' can no longer be copied, so no turn can run: an earlier turn stored something that cannot be stored in it (${reason})`));
         continue;
       }
       let result: unknown;

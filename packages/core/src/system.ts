@@ -538,7 +538,7 @@ export class ActorSystem implements ActivationHost {
   /** Deactivates one actor now if it is idle: its state is parked, its timers stop. */
   deactivate(type: string, id: string): boolean {
     const activation = this.#activations.get(activationKey(type, id));
-    if (activation === undefined || activation.active || activation.loading || activation.frozen) return false;
+    if (activation === undefined || activation.active || activation.loading || activation.frozen || activation.queued > 0) return false;
     return this.#deactivate(activation);
   }
 
@@ -634,7 +634,7 @@ export class ActorSystem implements ActivationHost {
   requestDeactivation(activation: Activation): void {
     // After the current microtask, so a reply being resolved is not held up by encoding.
     this.scheduler.defer(() => {
-      if (this.#activations.get(activation.key) === activation && !activation.active && !activation.loading && !activation.frozen) {
+      if (this.#activations.get(activation.key) === activation && !activation.active && !activation.loading && !activation.frozen && activation.queued === 0) {
         this.#deactivate(activation);
       }
     });
@@ -790,7 +790,8 @@ export class ActorSystem implements ActivationHost {
       for (const activation of [...this.#activations.values()]) {
         const idleMs = activation.def.idleTimeoutMs;
         if (idleMs === undefined) continue;
-        const idle = !activation.active && !activation.loading && !activation.frozen && now - activation.lastUsed >= idleMs;
+        // Not with messages waiting (for a closed turn gate, say): they would go with it.
+        const idle = !activation.active && !activation.loading && !activation.frozen && activation.queued === 0 && now - activation.lastUsed >= idleMs;
         if (!idle || !this.#deactivate(activation)) watching = true;
       }
       if (watching) this.#armIdleSweep();
@@ -827,7 +828,9 @@ function expiryOf(def: AnyActorDef, state: unknown): number | undefined {
   if (def.expiresAt === undefined) return undefined;
   try {
     const at = def.expiresAt(state);
-    return typeof at === 'number' && !Number.isNaN(at) ? at : undefined;
+    // Infinity means never; -Infinity, already (stores keep finite times only).
+    if (typeof at !== 'number' || Number.isNaN(at) || at === Infinity) return undefined;
+    return at === -Infinity ? 0 : at;
   } catch {
     return undefined;
   }

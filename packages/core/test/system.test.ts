@@ -1138,6 +1138,28 @@ describe('expiry', () => {
     expect(system.stats()).toMatchObject({ parked: 2, expired: 0 });
   });
 
+  it('takes an expiry of Infinity for never, and -Infinity for already', async () => {
+    const Extreme = defineActor('Extreme', {
+      idleTimeoutMs: 100,
+      state: () => ({ at: 0 }),
+      expiresAt: (state) => state.at,
+      handlers: {
+        set(state, at: number) {
+          state.at = at;
+        },
+      },
+    });
+    const { system, scheduler, expired, setWall } = expiringSystem();
+    system.registry.add(Extreme);
+    await system.ref(Extreme, 'never').set(Infinity);
+    await system.ref(Extreme, 'already').set(-Infinity);
+    await scheduler.advance(150);
+    expect(expired).toEqual(['Extreme/already']);
+    setWall(Number.MAX_SAFE_INTEGER);
+    expect(system.dropExpired(10)).toBe(0);
+    expect(system.stats()).toMatchObject({ parked: 1 });
+  });
+
   it('refuses an expiresAt that is not a function, or on a stateless type', () => {
     expect(() => defineActor('Bad', { state: () => ({}), handlers: {}, expiresAt: 5 as never })).toThrow(InvalidArgument);
     expect(() => defineActor('Bad', { stateless: true, handlers: {}, expiresAt: () => 1 })).toThrow(/stateless/);

@@ -151,4 +151,32 @@ describe('the turn gate', () => {
     open();
     expect((await ref.read()).count).toBe(1);
   });
+
+  it('an idle actor whose messages wait for the gate is not deactivated with them', async () => {
+    const Idle = defineActor('IdleCounter', {
+      idleTimeoutMs: 50,
+      state: () => ({ count: 0 }),
+      handlers: {
+        add(state, n: number) {
+          state.count += n;
+          return state.count;
+        },
+      },
+    });
+    const scheduler = new VirtualScheduler();
+    let gate: TurnGateAnswer;
+    const system = new ActorSystem({ scheduler, idleSweepMs: 10, turnGate: () => gate });
+    system.registry.add(Idle);
+    const ref = system.ref(Idle, 'a');
+    expect(await ref.add(1)).toBe(1);
+    gate = 'wait';
+    const waiting = ref.add(2);
+    await scheduler.advance(500); // many idle sweeps, long past its idle timeout
+    expect(system.stats()).toMatchObject({ activations: 1, queued: 1, deactivated: 0 });
+    expect(system.deactivate('IdleCounter', 'a')).toBe(false);
+    gate = undefined;
+    await scheduler.advance(GATE_POLL_MS);
+    expect(await waiting).toBe(3);
+  });
 });
+

@@ -232,10 +232,10 @@ describe('SessionStates', () => {
   });
 
   describe('expiry', () => {
-    function expiringSetup(disk = new TestDisk({ name: 'disk' })) {
+    function expiringSetup(disk = new TestDisk({ name: 'disk' }), promotionsPerSecond?: number) {
       const wall = { now: 5_000_000 };
       const expired: string[] = [];
-      const base = setup({ disk });
+      const base = setup({ disk, ...(promotionsPerSecond === undefined ? {} : { promotionsPerSecond }) });
       const system = new ActorSystem({ parkedStates: base.states, wallClock: () => wall.now, onExpired: (type, id) => expired.push(`${type}/${id}`) });
       system.registry.add(Lease);
       return { ...base, system, wall, expired };
@@ -261,6 +261,23 @@ describe('SessionStates', () => {
       // Its next call starts it fresh; the other one kept its state.
       expect(await system.ref(Lease, 'exp-a/lease').renew(0)).toBe(1);
       expect(await system.ref(Lease, 'keep-a/lease').renew(0)).toBe(2);
+    });
+
+    it('does not drop a session whose activation waits for the promotion rate', async () => {
+      const { states, system, wall, expired } = expiringSetup(undefined, 5);
+      for (const id of ['exp-q1/lease', 'exp-q2/lease']) {
+        await system.ref(Lease, id).renew(5_050_000);
+        system.deactivate('Lease', id);
+      }
+      await states.flush();
+      wall.now = 5_050_000;
+      // The first takes the one promotion the rate has now; the second waits in the queue.
+      const first = system.ref(Lease, 'exp-q1/lease').renew(0);
+      const second = system.ref(Lease, 'exp-q2/lease').renew(0);
+      expect(system.dropExpired(100)).toBe(0);
+      expect(expired).toEqual([]);
+      expect(await first).toBe(2);
+      expect(await second).toBe(2);
     });
 
     it('knows the expiry of what the disk holds after a restart', async () => {

@@ -12,7 +12,9 @@ export type StaleReason =
   /** The stored copy was written under a higher epoch. */
   | 'epoch'
   /** The bucket's fence is above the writer's epoch. */
-  | 'fence';
+  | 'fence'
+  /** A remove of an expired copy (`RemoveFence.expiredBy`) found one that does not expire by then: it was renewed. */
+  | 'renewed';
 
 export interface StaleWriteDetails {
   type: string;

@@ -46,6 +46,7 @@ const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 interface ExplainRow {
   version: number | null;
   epoch: number | null;
+  expires_at: number | null;
   fence: number;
 }
 
@@ -207,14 +208,14 @@ export class PostgresTier implements Tier {
     this.#ensureOpen();
     checkKey(type, id);
     checkRemoveFence(fence);
-    const { rows } = await this.#query<{ deleted: number; bucket: number | null }>(this.#sql.remove, [type, id, fence.version, fence.epoch]);
+    const { rows } = await this.#query<{ deleted: number; bucket: number | null }>(this.#sql.remove, [type, id, fence.version, fence.epoch, fence.expiredBy ?? null]);
     const row = rows[0]!;
     if (row.deleted > 0) return true;
     if (row.bucket === null) return false;
     // Refused (or removed by someone else meanwhile): say why from what is stored now.
     const now = (await this.#query<ExplainRow>(this.#sql.explain, [[type], [id], [row.bucket]])).rows[0]!;
     if (now.version === null || now.epoch === null) return false;
-    const stored = { version: now.version, epoch: now.epoch };
+    const stored = { version: now.version, epoch: now.epoch, expiresAt: now.expires_at ?? undefined };
     throw removeRefusal(type, id, fence, stored, now.fence) ?? raced(type, id, fence, stored, now.fence, 'remove');
   }
 

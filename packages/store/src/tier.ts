@@ -48,6 +48,11 @@ export type SessionMeta = Omit<SessionRecord, 'state'> & { bytes: number };
 export interface RemoveFence {
   version: number;
   epoch: number;
+  /**
+   * Remove only a copy that expires at or before this (wall-clock ms): an expiry sweep's remove,
+   * which must leave a copy written since with a later expiry, even under the same version.
+   */
+  expiredBy?: number;
 }
 
 /** Bytes that failed to decode, moved aside by the tier that found them. Never deleted. */

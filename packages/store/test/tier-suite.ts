@@ -110,6 +110,20 @@ export function tierSuite(name: string, makeHarness: () => Promise<TierHarness>)
       await expect(tier.store(record({ expiresAt: Number.NaN }))).rejects.toMatchObject({ code: 'WADI_INVALID_ARGUMENT' });
     });
 
+    it('a remove with expiredBy takes only a copy expired by then, whatever its version', async () => {
+      await tier.store(record({ id: 'sweep/a', version: 4, epoch: 2, expiresAt: 100 }));
+      await tier.store(record({ id: 'sweep/b', version: 4, epoch: 2, expiresAt: 100 }));
+      await tier.store(record({ id: 'sweep/c', version: 4, epoch: 2 }));
+      // Renewed under the same version and epoch (the same placement): a later expiry.
+      await tier.store(record({ id: 'sweep/b', version: 4, epoch: 2, expiresAt: 300 }));
+      expect(await tier.remove('cart', 'sweep/a', { version: 4, epoch: 2, expiredBy: 150 })).toBe(true);
+      await expect(tier.remove('cart', 'sweep/b', { version: 4, epoch: 2, expiredBy: 150 })).rejects.toMatchObject({ code: 'WADI_STALE_WRITE', reason: 'renewed' });
+      await expect(tier.remove('cart', 'sweep/c', { version: 4, epoch: 2, expiredBy: 150 })).rejects.toMatchObject({ reason: 'renewed' });
+      expect(await tier.find('cart', 'sweep/b')).toMatchObject({ expiresAt: 300 });
+      expect(await tier.find('cart', 'sweep/c')).toBeDefined();
+      await expect(tier.remove('cart', 'sweep/c', { version: 4, epoch: 2, expiredBy: Number.NaN })).rejects.toMatchObject({ code: 'WADI_INVALID_ARGUMENT' });
+    });
+
     it('keeps its own copy of the state', async () => {
       const r = record({ state: new Uint8Array([1, 2, 3]) });
       await tier.store(r);

@@ -140,6 +140,8 @@ export class SessionStates implements ParkedStateStore {
   #failedWrites = 0;
   /** Promotions over the rate, in arrival order. */
   readonly #promotionQueue: Array<() => void> = [];
+  /** The parked sessions whose promotion waits in the queue: their activations exist already. */
+  readonly #promoting = new Set<string>();
   #promotionTimer: ReturnType<typeof setTimeout> | undefined;
   #movingToShared = false;
   #sharedCount: number | null = null;
@@ -192,8 +194,10 @@ export class SessionStates implements ParkedStateStore {
     if (this.#parked.has(key)) {
       const limiter = this.#options.promotions;
       if (limiter === undefined || (this.#promotionQueue.length === 0 && limiter.take(performance.now(), 1) === 1)) return this.#promote(key, type, id);
+      this.#promoting.add(key);
       return new Promise<Uint8Array | undefined>((resolve, reject) => {
         this.#promotionQueue.push(() => {
+          this.#promoting.delete(key);
           try {
             resolve(this.#promote(key, type, id));
           } catch (error) {
@@ -251,8 +255,11 @@ export class SessionStates implements ParkedStateStore {
       const parked = this.#parked.get(key);
       // Promoted or moved on since: not parked here any more (a later parking set a new expiry).
       if (parked === undefined || parked.expiresAt === undefined || parked.expiresAt > now) continue;
+      // Its activation is waiting for the promotion rate: it is in use, not dropped. (It comes
+      // up expired, and its own handlers treat it so; its next parking sets a new expiry.)
+      if (this.#promoting.has(key)) continue;
       this.#unpark(key);
-      this.#remove(parked);
+      this.#remove(parked, now);
       dropped.push([parked.type, parked.id]);
     }
     return dropped;
@@ -261,8 +268,9 @@ export class SessionStates implements ParkedStateStore {
   /**
    * Removes from the shared tier the sessions of `bucket` whose `expiresAt` is at or before
    * `now`, at most `limit` of them: nobody hosts them, so the tier is the only place they are
-   * kept. Each remove carries the listed version and epoch, so a copy written since stays. One
-   * node sweeps a bucket (its owner), a bucket per tick. Resolves with how many went.
+   * kept. Each remove carries the listed version and epoch and requires the stored copy to be
+   * expired by `now` (`expiredBy`), so a copy written since stays, even under the same version.
+   * One node sweeps a bucket (its owner), a bucket per tick. Resolves with how many went.
    */
   async sweepShared(bucket: number, now: number, limit: number): Promise<number> {
     const shared = this.#shared;
@@ -275,9 +283,9 @@ export class SessionStates implements ParkedStateStore {
     let removed = 0;
     for (const meta of expired) {
       try {
-        if (await shared.remove(meta.type, meta.id, { version: meta.version, epoch: meta.epoch })) removed++;
+        if (await shared.remove(meta.type, meta.id, { version: meta.version, epoch: meta.epoch, expiredBy: now })) removed++;
       } catch {
-        // A newer copy was written meanwhile (it was used again): it stays.
+        // Written again meanwhile (used, renewed; maybe under the same version): it stays.
       }
     }
     this.#expiredFromShared += removed;
@@ -504,9 +512,10 @@ export class SessionStates implements ParkedStateStore {
     }
   }
 
-  /** Takes a session's record off the disk (it moved away); refused if the disk holds a newer one. */
-  #remove(record: { type: string; id: string; version: number; epoch: number }): void {
-    this.#options.disk.remove(record.type, record.id, { version: record.version, epoch: record.epoch }).catch((error: unknown) => {
+  /** Takes a session's record off the disk (it moved away, or expired by `expiredBy`); refused if the disk holds a newer one. */
+  #remove(record: { type: string; id: string; version: number; epoch: number }, expiredBy?: number): void {
+    const fence = expiredBy === undefined ? { version: record.version, epoch: record.epoch } : { version: record.version, epoch: record.epoch, expiredBy };
+    this.#options.disk.remove(record.type, record.id, fence).catch((error: unknown) => {
       this.#options.log(`could not take ${record.type} '${record.id}' off the disk: ${(error as Error).message}`);
     });
   }

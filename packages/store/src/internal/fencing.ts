@@ -9,6 +9,7 @@ import type { RemoveFence } from '../tier.js';
 export interface Stamp {
   version: number;
   epoch: number;
+  expiresAt?: number | undefined;
 }
 
 /** Why storing `write` over `stored` under bucket fence `fence` is refused, or undefined. */
@@ -21,8 +22,9 @@ export function writeRefusal(type: string, id: string, write: Stamp, stored: Sta
 
 /** Why removing the stored copy with claim `claim` is refused, or undefined. */
 export function removeRefusal(type: string, id: string, claim: RemoveFence, stored: Stamp, fence: number): StaleWrite | undefined {
+  const renewed = claim.expiredBy !== undefined && !(stored.expiresAt !== undefined && stored.expiresAt <= claim.expiredBy);
   const reason =
-    claim.epoch < fence ? 'fence' : stored.epoch > claim.epoch ? 'epoch' : stored.version > claim.version ? 'version' : undefined;
+    claim.epoch < fence ? 'fence' : stored.epoch > claim.epoch ? 'epoch' : stored.version > claim.version ? 'version' : renewed ? 'renewed' : undefined;
   if (reason === undefined) return undefined;
   return new StaleWrite({ type, id, ...pick(claim), ...storedFields(stored), fence, reason }, 'remove');
 }

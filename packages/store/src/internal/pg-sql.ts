@@ -92,7 +92,7 @@ export function pgSql(schema: string): PgSql {
          WHERE stored.version <= excluded.version AND stored.epoch <= excluded.epoch
         RETURNING stored.type, stored.id`;
     },
-    explain: `SELECT i.type, i.id, s.version::float8 AS version, s.epoch::float8 AS epoch, COALESCE(f.epoch, 0)::float8 AS fence
+    explain: `SELECT i.type, i.id, s.version::float8 AS version, s.epoch::float8 AS epoch, s.expires_at, COALESCE(f.epoch, 0)::float8 AS fence
         FROM unnest($1::text[], $2::text[], $3::integer[]) AS i (type, id, bucket)
         LEFT JOIN ${s}.sessions s ON s.type = i.type AND s.id = i.id
         LEFT JOIN ${s}.fences f ON f.bucket = i.bucket`,
@@ -114,6 +114,7 @@ export function pgSql(schema: string): PgSql {
         deleted AS (
           DELETE FROM ${s}.sessions stored
            WHERE stored.type = $1 AND stored.id = $2 AND stored.version <= $3 AND stored.epoch <= $4
+             AND ($5::float8 IS NULL OR stored.expires_at <= $5::float8)
              AND $4 >= (SELECT f.epoch FROM ${s}.fences f WHERE f.bucket = stored.bucket FOR SHARE)
           RETURNING 1)
         SELECT (SELECT count(*) FROM deleted)::integer AS deleted, t.bucket

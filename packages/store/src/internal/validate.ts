@@ -50,6 +50,9 @@ export function checkRemoveFence(fence: RemoveFence): void {
   if (typeof fence !== 'object' || fence === null || !isCount(fence.version) || !isCount(fence.epoch)) {
     throw new InvalidArgument('a remove needs { version, epoch }, non-negative safe integers');
   }
+  if (fence.expiredBy !== undefined && !(typeof fence.expiredBy === 'number' && Number.isFinite(fence.expiredBy))) {
+    throw new InvalidArgument('a remove\'s expiredBy must be a finite number when given');
+  }
 }
 
 export function checkBucket(bucket: number): void {

@@ -171,6 +171,9 @@ export interface StoreStatus {
   shared: number | null;
 }
 
+/** Below this many characters a cluster secret is reported as weak at start (cookie secrets are refused below it). */
+const MIN_STRONG_SECRET = 16;
+
 export interface NodeStatus {
   id: string;
   incarnation: number;
@@ -287,6 +290,9 @@ class Membership implements ClusterHandle {
     if (secret === undefined || secret.length === 0) {
       throw new InvalidArgument('a cluster needs a secret: set WADI_SECRET (or the `secret` option)');
     }
+    if (typeof secret !== 'string') throw new InvalidArgument(`the cluster secret must be a string, got ${typeof secret}`);
+    // Not refused (clusters run with shorter ones), but anyone who guesses it can join and read every session.
+    if (secret.length < MIN_STRONG_SECRET) this.#log('warn', `the cluster secret has ${secret.length} characters: use at least ${MIN_STRONG_SECRET} random ones (anyone who guesses it can join the cluster)`);
     this.id = options.id ?? `${options.host ?? '127.0.0.1'}:${options.port ?? DEFAULT_PORT}`;
     if (!/^[\w.:@-]{1,128}$/.test(this.id)) throw new InvalidArgument(`node id '${this.id}' must be 1-128 characters of letters, digits, '.', ':', '@', '_' or '-'`);
   }

@@ -261,6 +261,17 @@ describe('startNode with bad actor modules', () => {
     }
   });
 
+  test('a short cluster secret is reported as weak when the node starts', async () => {
+    const logs: string[] = [];
+    const node = await startNode({ workers: 1, actors: [ACTORS], cluster: { port: 0, seeds: [], secret: 'short', log: (level, message) => logs.push(`${level}: ${message}`) } });
+    try {
+      expect(logs).toContainEqual(expect.stringMatching(/^warn: the cluster secret has 5 characters: use at least 16/));
+    } finally {
+      await node.cluster!.close();
+      await node.stop();
+    }
+  });
+
   test('deadlines that a timer cannot wait are refused when the ref is made', () => {
     const system = new ActorSystem();
     system.registry.add(Counter);

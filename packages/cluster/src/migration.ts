@@ -178,6 +178,11 @@ export class SessionMigrations {
     }
   }
 
+  /** The session is no longer on this thread: what was noted of it goes (a session that could not move, say). */
+  forget(key: string): void {
+    this.#stuck.delete(key);
+  }
+
   /** A node left, crashed or restarted: moves to it cannot finish, and moves from it will never be handed over. */
   nodeGone(node: string): void {
     for (const batch of [...this.#outgoing.values()]) {

@@ -632,8 +632,9 @@ export class SessionHost {
     });
   }
 
-  /** An incoming move was aborted: the session is not here any more. */
+  /** An incoming move was aborted, or the session left otherwise (expired, went to the shared tier): it is not here any more. */
   moveAborted(key: string, id: string): void {
+    this.migrations.forget(key);
     this.replication.abandon(key);
     this.#versions.delete(key);
     this.#indexGroup(key, id, false);

@@ -130,6 +130,21 @@ describe('sessions across a cluster', () => {
     expect(statuses[1]!.routing['migratedIn']).toBe(2);
   });
 
+  it('a session too large to move stays where it is under migrate, and its call runs there', async () => {
+    const [a, b] = await cluster(2);
+    await a!.ref(Counter, 'heavy/cart').add(7);
+    // Over the 4 MiB one migration offer may carry.
+    await a!.ref(Counter, 'heavy/cart').append('x'.repeat(5 * 1024 * 1024));
+    const before = await a!.ref(Counter, 'heavy/cart').thread();
+    expect(await b!.ref(Counter, 'heavy/cart', { routing: 'migrate' }).add(1)).toBe(8);
+    expect(await b!.ref(Counter, 'heavy/cart', { routing: 'migrate' }).add(1)).toBe(9);
+    expect(await a!.ref(Counter, 'heavy/cart').thread()).toBe(before);
+    const statuses = await Promise.all([a!, b!].map((node) => node.cluster!.status()));
+    expect(statuses[0]!.routing['migratedOut']).toBe(0);
+    expect(statuses[0]!.sessions.memory).toBe(1);
+    expect(statuses[1]!.sessions.memory).toBe(0);
+  });
+
   it('a client cannot forge a member\'s grant: its call is routed like any other, and other frames are refused', async () => {
     const [a, b] = await cluster(2);
     const id = 'forged/one';

@@ -23,6 +23,8 @@ export interface SessionRecord {
   /** Token of the request that holds the session's turn, '' when none does. */
   lease: string;
   leaseUntil: number;
+  /** Token of the request the turn was granted to last (kept after it is released): its saves are taken, an earlier holder's are not. */
+  holder?: string;
 }
 
 export type OpenResult =
@@ -66,6 +68,7 @@ function sessionActor(name: string, replication: 'async' | 'sync') {
         if (token !== '') {
           state.lease = token;
           state.leaseUntil = now + leaseMs;
+          state.holder = token;
         }
         if (state.version > 0) state.expiresAt = nextExpiry(now, idleTimeoutMs);
         return { busy: false, data: state.data, isNew: state.version === 0, expired };
@@ -73,7 +76,15 @@ function sessionActor(name: string, replication: 'async' | 'sync') {
       /** Applies a request's changes (whole top-level values); `release` also ends its turn. */
       save(state, token: string, set: [string, unknown][], unset: string[], idleTimeoutMs: number, release: boolean): number {
         const now = Date.now();
-        expire(state, now);
+        if (token !== '' && state.holder !== undefined && state.holder !== token) {
+          // This request held the turn longer than its lease, and another request took it since:
+          // writing now could undo that request's changes.
+          throw Object.assign(new Error('the session was taken by a later request while this one ran longer than its lease (leaseMs): its changes are not saved'), {
+            code: 'WADI_SESSION_TAKEN',
+          });
+        }
+        // A request holding the turn keeps the session alive: it does not expire under it.
+        if (token === '' || state.lease !== token) expire(state, now);
         for (const [key, value] of set) state.data.set(key, value);
         for (const key of unset) state.data.delete(key);
         state.version++;

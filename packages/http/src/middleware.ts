@@ -313,6 +313,12 @@ class RequestSession implements SessionControl {
   #touched = false;
   #destroyed = false;
   #releaseLocal: (() => void) | undefined;
+  /** Destroys this request sent, which its response waits for. */
+  #controls: Promise<void> | undefined;
+  /** `res.end` was called: the session's methods are refused from then on. */
+  #ending = false;
+  /** When this request's lease was granted (`performance.now()`). */
+  #leasedAt = 0;
   /** Set when the response ends: whether a new session is stored (and so gets a cookie). */
   #storeNew: boolean | undefined;
   #cookieSent = false;
@@ -338,6 +344,13 @@ class RequestSession implements SessionControl {
       this.#hook();
       const opened = await this.#open(verified.id);
       if (opened === 'redirected') return false;
+      if (this.#done) {
+        // The client went away while this request waited for its turn or its session: give both
+        // back now (the close handler found nothing to give back then), and run no handler.
+        this.#releaseLease();
+        this.#finishLocal();
+        return false;
+      }
       if (opened.isNew) {
         // Expired, or never stored: a fresh session under a fresh id, so the old group's other
         // sessions (and anyone who learned the old id) do not carry over.
@@ -368,26 +381,45 @@ class RequestSession implements SessionControl {
     if (this.#isNew && !this.#stored) return this.#install(new Map());
     const opened = await this.#call().open(this.#token, this.#shared.idleTimeoutMs, this.#shared.leaseMs);
     if (opened.busy) throw new InvalidArgument('the session was taken by another request (its lease ran out)');
+    if (this.#token !== '') this.#leasedAt = performance.now();
     this.#install(opened.isNew ? new Map() : opened.data);
   }
 
-  async destroy(session: Session): Promise<void> {
+  destroy(session: Session): Promise<void> {
     this.#check(session);
-    await this.#call().destroy();
+    // At once, as express-session does: a handler that does not wait (`destroy(); res.end()`)
+    // must not save the old session back. The destroy clears its lease with everything else.
+    const ref = this.#call();
     this.#destroyed = true;
     this.#token = '';
     this.#req.session = undefined;
+    return this.#control(() => ref.destroy());
   }
 
-  async regenerate(session: Session): Promise<void> {
+  regenerate(session: Session): Promise<void> {
     this.#check(session);
-    if (!this.#isNew || this.#stored) await this.#call().destroy();
-    this.#token = '';
+    // The new session is `req.session` at once, so what a handler writes next (`regenerate();
+    // req.session.user = ...`) never lands in the old, possibly fixated, id.
+    const old = !this.#isNew || this.#stored ? this.#call() : undefined;
+    this.#releaseLease();
     this.#id = newSessionId();
     this.#isNew = true;
     this.#stored = false;
     this.#destroyed = false;
     this.#install(new Map());
+    return old === undefined ? Promise.resolve() : this.#control(() => old.destroy());
+  }
+
+  /**
+   * Sends a destroy behind whatever this request queued before (the tick batch keeps order), and
+   * has the response wait for it: if it fails, the response says so rather than the handler's answer.
+   */
+  #control(call: () => Promise<void>): Promise<void> {
+    const sent = this.#shared.batch.ask(call);
+    const previous = this.#controls;
+    this.#controls = previous === undefined ? sent : Promise.all([previous, sent]).then(() => undefined);
+    this.#controls.catch(() => undefined); // observed by #finish; a response that never ends must not crash the process
+    return sent;
   }
 
   touch(session: Session): void {
@@ -436,7 +468,9 @@ class RequestSession implements SessionControl {
       }
     };
     try {
-      return await withBackoff(attempt, shared.waitMs, () => shared.stats.busyRetries++);
+      const opened = await withBackoff(attempt, shared.waitMs, () => shared.stats.busyRetries++);
+      this.#leasedAt = performance.now();
+      return opened;
     } catch (error) {
       this.#token = '';
       this.#finishLocal();
@@ -467,7 +501,7 @@ class RequestSession implements SessionControl {
   }
 
   #check(session: Session): void {
-    if (this.#done) throw new InvalidArgument('the response has ended: this session can no longer be used');
+    if (this.#done || this.#ending) throw new InvalidArgument('the response has ended: this session can no longer be used');
     if (this.#destroyed || this.#req.session !== session) throw new InvalidArgument('this session was destroyed or replaced');
   }
 
@@ -487,7 +521,10 @@ class RequestSession implements SessionControl {
     const ref = this.#call();
     const token = this.#token;
     const { set, unset } = changes;
-    if (release && token !== '' && !shared.awaitSave) {
+    // Past half its lease another request may take the turn, and the save would be refused: it
+    // is awaited then, so the response can say so.
+    const mayHaveLost = token !== '' && performance.now() - this.#leasedAt > shared.leaseMs / 2;
+    if (release && token !== '' && !shared.awaitSave && !mayHaveLost) {
       // Pipelined: the response need not wait. The save also ends this request's lease, so any
       // later request for the session, from any node, waits until it has been applied (and this
       // process's next one is sent after it, on the same ordered path).
@@ -511,14 +548,13 @@ class RequestSession implements SessionControl {
       this.#setCookie();
       return (writeHead as (...a: unknown[]) => ServerResponse).apply(res, args);
     }) as typeof res.writeHead;
-    let ending = false;
     res.end = ((...args: unknown[]) => {
       const finishEnd = (): void => void (end as (...a: unknown[]) => ServerResponse).apply(res, args);
-      if (ending || this.#done) {
+      if (this.#ending || this.#done) {
         finishEnd();
         return res;
       }
-      ending = true;
+      this.#ending = true;
       this.#finish().then(finishEnd, (error: unknown) => {
         this.#shared.stats.failed++;
         // Nothing was stored: a new session gets no cookie.
@@ -537,7 +573,7 @@ class RequestSession implements SessionControl {
     }) as typeof res.end;
     res.once('close', () => {
       // The client went away before the response ended: give the turn back, store nothing.
-      if (!ending && !this.#done) {
+      if (!this.#ending && !this.#done) {
         this.#done = true;
         this.#releaseLease();
         this.#finishLocal();
@@ -547,6 +583,8 @@ class RequestSession implements SessionControl {
 
   async #finish(): Promise<void> {
     try {
+      // A destroy (or regenerate) the handler did not wait for: its outcome is the response's too.
+      if (this.#controls !== undefined) await this.#controls;
       if (this.#destroyed) return;
       const session = this.#req.session;
       if (session === undefined) return;

@@ -71,6 +71,9 @@ for (const name of ['save', 'reload', 'destroy', 'regenerate', 'touch'] as const
 }
 
 function settle(promise: Promise<void>, callback: Callback | undefined): Promise<void> {
+  // Not awaited (`req.session.destroy(); res.end()`, common with express-session): a failure
+  // must not crash the process as an unhandled rejection; the response reports it instead.
+  promise.catch(() => undefined);
   if (callback === undefined) return promise;
   // With a callback, the error goes there and the returned promise never rejects unobserved.
   return promise.then(

@@ -62,6 +62,25 @@ function app(node: WadiNode, sessions: HttpSessions): express.Express {
     session(req)['count'] = count + 1;
     res.json({ count: count + 1 });
   });
+  // Like /increment, but takes `ms` between the read and the write.
+  application.post('/slow-increment', async (req, res) => {
+    const count = Number(session(req)['count'] ?? 0);
+    await sleep(Number((req.body as { ms?: number }).ms ?? 0));
+    session(req)['count'] = count + 1;
+    res.json({ count: count + 1 });
+  });
+  // Logout and login as handlers often write them, without waiting.
+  application.post('/destroy-nowait', (req, res) => {
+    session(req)['flash'] = 'bye';
+    void session(req).destroy();
+    res.json({});
+  });
+  application.post('/login-nowait', (req, res) => {
+    const before = session(req).id;
+    void session(req).regenerate();
+    session(req)['user'] = 'bob';
+    res.json({ before, after: session(req).id });
+  });
   application.post('/unsavable', (req, res) => {
     session(req)['callback'] = () => 'functions cannot be stored';
     res.json({ stored: true });
@@ -148,7 +167,7 @@ export interface Reply {
 export class Browser {
   cookie: string | undefined;
 
-  async request(url: string, path: string, init: { method?: string; body?: unknown; cookie?: string } = {}): Promise<Reply> {
+  async request(url: string, path: string, init: { method?: string; body?: unknown; cookie?: string; signal?: AbortSignal } = {}): Promise<Reply> {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     const cookie = init.cookie ?? this.cookie;
     if (cookie !== undefined) headers['cookie'] = cookie;
@@ -157,6 +176,7 @@ export class Browser {
       headers,
       redirect: 'manual',
       ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+      ...(init.signal === undefined ? {} : { signal: init.signal }),
     });
     const setCookie = response.headers.getSetCookie();
     for (const line of setCookie) {

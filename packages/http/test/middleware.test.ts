@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { CookieSigner, DurableHttpSession, HttpSession, httpSessions, sessionOf, type SessionRequest } from '@wadi/http';
 import { Browser, startApps, stopAll, until } from './helpers.js';
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 afterEach(stopAll);
 
@@ -192,6 +193,68 @@ describe('http sessions', () => {
     expect(reply.body['text']).toMatch(/could not be saved/);
     expect(a!.sessions.stats().failed).toBe(1);
     expect((await browser.get(a!.url, '/get')).body['data']).toEqual({ kept: true });
+  });
+
+  it('a request aborted while it waits for its turn gives the turn back: the session keeps working on that node', async () => {
+    const [a] = await startApps(1, { waitMs: 3000 });
+    const browser = new Browser();
+    await browser.post(a!.url, '/set', { count: 0 });
+    const slow = browser.post(a!.url, '/slow-increment', { ms: 500 });
+    await sleep(100);
+    const abort = new AbortController();
+    const waiting = browser.request(a!.url, '/increment', { method: 'POST', signal: abort.signal }).catch((error: unknown) => error);
+    await sleep(100);
+    abort.abort();
+    await waiting;
+    expect((await slow).status).toBe(200);
+    const next = await browser.post(a!.url, '/increment');
+    expect(next.status).toBe(200);
+    expect(next.body['count']).toBe(2);
+  });
+
+  it('destroy() and regenerate() take effect at once, also when the handler does not wait for them', async () => {
+    const [a] = await startApps(1);
+    const loggingOut = new Browser();
+    await loggingOut.post(a!.url, '/set', { user: 'alice' });
+    const oldId = String((await loggingOut.get(a!.url, '/get')).body['id']);
+    const cookie = loggingOut.cookie;
+    expect((await loggingOut.post(a!.url, '/destroy-nowait')).status).toBe(200);
+    // The old cookie, replayed, finds nothing: the old session was not saved back.
+    const replay = await new Browser().request(a!.url, '/get', { cookie });
+    expect(replay.body['data']).toEqual({});
+    expect((await a!.node.ref(HttpSession, `${oldId}/session`).peek()).version).toBe(0);
+
+    const loggingIn = new Browser();
+    await loggingIn.post(a!.url, '/set', { cart: ['apple'] });
+    const login = await loggingIn.post(a!.url, '/login-nowait');
+    expect(login.status).toBe(200);
+    const { before, after } = login.body as { before: string; after: string };
+    expect(after).not.toBe(before);
+    // What the handler wrote after regenerate() is in the new session only, never under the old id.
+    expect((await a!.node.ref(HttpSession, `${before}/session`).peek()).data.get('user')).toBeUndefined();
+    expect((await loggingIn.get(a!.url, '/get')).body).toMatchObject({ id: after, data: { user: 'bob' } });
+  });
+
+  it('a request that outlives its lease does not undo the changes of the request that took the session over', async () => {
+    const [a, b] = await startApps(2, { leaseMs: 300 });
+    const browser = new Browser();
+    await browser.post(a!.url, '/set', { count: 0 });
+    const slow = browser.post(a!.url, '/slow-increment', { ms: 700 });
+    await sleep(450); // past the slow request's lease
+    const other = await browser.post(b!.url, '/increment');
+    expect(other.body['count']).toBe(1);
+    const late = await slow;
+    expect(late.status).toBe(503);
+    expect(String(late.body['text'])).toMatch(/taken by a later request/);
+    expect((await browser.get(b!.url, '/get')).body['data']).toEqual({ count: 1 });
+  });
+
+  it('a session does not expire under a request that holds its turn', async () => {
+    const [a] = await startApps(1, { idleTimeoutMs: 300 });
+    const browser = new Browser();
+    await browser.post(a!.url, '/set', { user: 'alice', count: 0 });
+    expect((await browser.post(a!.url, '/slow-increment', { ms: 500 })).status).toBe(200);
+    expect((await browser.get(a!.url, '/get')).body['data']).toEqual({ user: 'alice', count: 1 });
   });
 
   it("answers 500 to a handler that writes one of the session's own names, and stays up", async () => {

@@ -121,6 +121,13 @@ export interface HttpSessions {
    */
   ref<D extends AnyActorDef>(req: IncomingMessage, def: D, name: string): RefOf<D>;
   stats(): HttpSessionStats;
+  /**
+   * Saves the request's session now and ends its turn, as ending the response would: for
+   * frameworks that write the headers before they end the response (Fastify's `onSend`), so a
+   * save that fails can still become the response. Rejects with the save's error (with the HTTP
+   * `status` to answer). Resolves at once for a request that did not go through the middleware.
+   */
+  finish(req: IncomingMessage): Promise<void>;
   /** Stops announcing this node's app URL. */
   close(): void;
 }
@@ -200,6 +207,7 @@ export function httpSessions(options: HttpSessionOptions): HttpSessions {
     return options.node.ref(def, `${id}/${name}`);
   };
   middleware.stats = () => ({ ...shared.stats });
+  middleware.finish = async (req) => controls.get(req)?.finishNow();
   middleware.close = () => directory.close();
   return middleware;
 }
@@ -545,7 +553,9 @@ class RequestSession implements SessionControl {
     const writeHead = res.writeHead;
     const end = res.end;
     res.writeHead = ((...args: unknown[]) => {
-      this.#setCookie();
+      const cookie = this.#setCookie();
+      // Headers given to writeHead replace those set before: keep the session's cookie in them.
+      if (cookie !== undefined) withCookieIn(args, cookie);
       return (writeHead as (...a: unknown[]) => ServerResponse).apply(res, args);
     }) as typeof res.writeHead;
     res.end = ((...args: unknown[]) => {
@@ -554,11 +564,7 @@ class RequestSession implements SessionControl {
         finishEnd();
         return res;
       }
-      this.#ending = true;
-      this.#finish().then(finishEnd, (error: unknown) => {
-        this.#shared.stats.failed++;
-        // Nothing was stored: a new session gets no cookie.
-        this.#storeNew = this.#stored;
+      this.finishNow().then(finishEnd, (error: unknown) => {
         if (res.headersSent) return finishEnd();
         // The changes are not stored: say so instead of the handler's answer.
         for (const name of res.getHeaderNames()) res.removeHeader(name);
@@ -579,6 +585,20 @@ class RequestSession implements SessionControl {
         this.#finishLocal();
       }
     });
+  }
+
+  /** Saves and ends the turn (once), before the response is written; see `HttpSessions.finish`. */
+  async finishNow(): Promise<void> {
+    if (this.#ending || this.#done) return;
+    this.#ending = true;
+    try {
+      await this.#finish();
+    } catch (error) {
+      this.#shared.stats.failed++;
+      // Nothing was stored: a new session gets no cookie.
+      this.#storeNew = this.#stored;
+      throw withStatus(error);
+    }
   }
 
   async #finish(): Promise<void> {
@@ -605,7 +625,8 @@ class RequestSession implements SessionControl {
     }
   }
 
-  #setCookie(): void {
+  /** Sets the session's cookie on the response if it needs one; returns it. */
+  #setCookie(): string | undefined {
     const res = this.#res;
     const shared = this.#shared;
     let header: string | undefined;
@@ -616,11 +637,12 @@ class RequestSession implements SessionControl {
       const send = this.#isNew ? storesNew : this.#staleSignature || shared.cookie.maxAgeMs !== undefined;
       if (send) header = serializeCookie(shared.cookieName, shared.signer.sign(this.#id), this.#attributes());
     }
-    if (header === undefined) return;
+    if (header === undefined) return undefined;
     this.#cookieSent = true;
     const existing = res.getHeader('set-cookie');
     const list = existing === undefined ? [] : Array.isArray(existing) ? existing : [String(existing)];
     res.setHeader('set-cookie', [...list, header]);
+    return header;
   }
 
   /** Whether the handler changed the session so far; false for data that cannot be saved (the save says why). */
@@ -674,6 +696,30 @@ function withStatus(error: unknown): Error & { status: number } {
     return Object.assign(base, { status });
   } catch {
     return Object.assign(new Error(base.message, { cause: base }), { status });
+  }
+}
+
+/**
+ * Adds `cookie` to a `Set-Cookie` given in `writeHead`'s headers argument (an object, or a flat
+ * array of names and values), which would otherwise replace the one set on the response.
+ */
+function withCookieIn(args: unknown[], cookie: string): void {
+  const headers = args[args.length - 1];
+  if (Array.isArray(headers)) {
+    const flat = headers as unknown[];
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      if (typeof flat[i] === 'string' && (flat[i] as string).toLowerCase() === 'set-cookie') {
+        flat.push(flat[i], cookie);
+        return;
+      }
+    }
+  } else if (typeof headers === 'object' && headers !== null) {
+    const record = headers as Record<string, unknown>;
+    const name = Object.keys(record).find((key) => key.toLowerCase() === 'set-cookie');
+    if (name === undefined) return;
+    const value = record[name];
+    const list = value === undefined ? [] : Array.isArray(value) ? value.map(String) : [String(value)];
+    if (!list.includes(cookie)) record[name] = [...list, cookie];
   }
 }
 

@@ -32,6 +32,15 @@ async function fastifyApps(count: number): Promise<string[]> {
       return { count: count + 1, node: app.id };
     });
     server.get('/count', async (request) => ({ count: (request as unknown as { session: Counted }).session.count ?? 0 }));
+    server.post('/theme', async (request, reply) => {
+      (request as unknown as { session: Counted }).session.count = 1;
+      void reply.header('set-cookie', 'theme=dark; Path=/');
+      return { ok: true };
+    });
+    server.post('/unsavable', async (request) => {
+      (request as unknown as { session: Session & Record<string, unknown> }).session['callback'] = () => 'functions cannot be stored';
+      return { stored: true };
+    });
     await server.listen({ port: 0, host: '127.0.0.1' });
     servers.push(server);
     urls.push(`http://127.0.0.1:${(server.server.address() as AddressInfo).port}`);
@@ -53,6 +62,19 @@ describe('the Fastify adapter', () => {
     forged.cookie = `${name}=${value.slice(0, -2)}xx`;
     expect((await forged.get(second!, '/count')).body).toEqual({ count: 0 });
     expect((await browser.get(second!, '/count')).body).toEqual({ count: 2 });
+  });
+
+  it("keeps the session cookie beside a route's own cookie, and turns a failed save into an error", async () => {
+    const [first] = await fastifyApps(1);
+    const themed = await new Browser().post(first!, '/theme');
+    expect(themed.status).toBe(200);
+    expect(themed.setCookie.some((line) => line.startsWith('theme=dark'))).toBe(true);
+    expect(themed.setCookie.some((line) => line.startsWith('wadi.sid='))).toBe(true);
+
+    const failed = await new Browser().post(first!, '/unsavable');
+    expect(failed.status).toBe(500);
+    expect(JSON.stringify(failed.body)).toMatch(/cannot be stored/);
+    expect(failed.setCookie.some((line) => line.startsWith('wadi.sid='))).toBe(false);
   });
 
   it("serializes one client's concurrent requests", async () => {

@@ -453,7 +453,7 @@ class RequestSession implements SessionControl {
   async #open(id: string): Promise<Exclude<OpenResult, { busy: true }> | 'redirected'> {
     const shared = this.#shared;
     if (shared.exclusive) {
-      this.#releaseLocal = await shared.turns.acquire(id, shared.waitMs);
+      this.#releaseLocal = await shared.turns.acquire(id, shared.waitMs, shared.leaseMs);
       this.#token = nextToken();
     }
     let routing = shared.routing;
@@ -480,7 +480,8 @@ class RequestSession implements SessionControl {
       this.#leasedAt = performance.now();
       return opened;
     } catch (error) {
-      this.#token = '';
+      // An open that timed out may still have taken the lease: give it back.
+      this.#releaseLease();
       this.#finishLocal();
       throw error;
     }

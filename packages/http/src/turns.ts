@@ -24,12 +24,19 @@ export class LocalTurns {
   /**
    * Waits until every earlier request for `key` in this process has released its turn, then
    * resolves with this request's release (idempotent). Rejects with `SessionBusy` after
-   * `timeoutMs`; later requests still wait for the earlier ones, never for this one.
+   * `timeoutMs`; later requests still wait for the earlier ones, never for this one. A turn held
+   * for `leaseMs` is given up by itself, as the session actor's lease is (a streaming response,
+   * a handler that never ends): the next request goes on, and the late one's save is refused.
    */
-  async acquire(key: string, timeoutMs: number): Promise<() => void> {
+  async acquire(key: string, timeoutMs: number, leaseMs = Infinity): Promise<() => void> {
     const previous = this.#tails.get(key);
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
+    let resolveMine!: () => void;
+    const mine = new Promise<void>((resolve) => (resolveMine = resolve));
+    let expiry: NodeJS.Timeout | undefined;
+    const release = (): void => {
+      clearTimeout(expiry);
+      resolveMine();
+    };
     const tail = previous === undefined ? mine : previous.then(() => mine);
     this.#tails.set(key, tail);
     void tail.then(() => {
@@ -46,6 +53,10 @@ export class LocalTurns {
         release();
         throw new SessionBusy(`the session's earlier requests did not finish within ${timeoutMs} ms`);
       }
+    }
+    if (Number.isFinite(leaseMs)) {
+      expiry = setTimeout(release, leaseMs);
+      expiry.unref();
     }
     return release;
   }

@@ -69,6 +69,13 @@ function app(node: WadiNode, sessions: HttpSessions): express.Express {
     session(req)['count'] = count + 1;
     res.json({ count: count + 1 });
   });
+  // A streaming response: headers now, the end after `ms`.
+  application.post('/stream', async (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('started\n');
+    await sleep(Number((req.body as { ms?: number }).ms ?? 0));
+    res.end('done\n');
+  });
   // Logout and login as handlers often write them, without waiting.
   application.post('/destroy-nowait', (req, res) => {
     session(req)['flash'] = 'bye';

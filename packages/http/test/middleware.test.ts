@@ -249,6 +249,18 @@ describe('http sessions', () => {
     expect((await browser.get(b!.url, '/get')).body['data']).toEqual({ count: 1 });
   });
 
+  it('a streaming response holds its session for leaseMs at most, on its own node as elsewhere', async () => {
+    const [a] = await startApps(1, { leaseMs: 300, waitMs: 1000 }); // the stream takes longer than a request may wait
+    const browser = new Browser();
+    await browser.post(a!.url, '/set', { count: 0 });
+    const stream = browser.post(a!.url, '/stream', { ms: 1500 });
+    await sleep(50);
+    const next = await browser.post(a!.url, '/increment');
+    expect(next.status).toBe(200);
+    expect(next.body['count']).toBe(1);
+    expect((await stream).status).toBe(200);
+  });
+
   it('a session does not expire under a request that holds its turn', async () => {
     const [a] = await startApps(1, { idleTimeoutMs: 300 });
     const browser = new Browser();

@@ -37,6 +37,24 @@ describe('local turns', () => {
     expect(thirdRan).toBe(true);
   });
 
+  it('a turn held for its lease is given up by itself; its late release changes nothing', async () => {
+    const turns = new LocalTurns();
+    const holder = await turns.acquire('s', 1000, 30);
+    const next = await turns.acquire('s', 5000, 30);
+    holder(); // late: the turn is the next one's now
+    let thirdRan = false;
+    const third = turns.acquire('s', 5000, 10_000).then((release) => {
+      thirdRan = true;
+      release();
+    });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(thirdRan).toBe(false); // still the next one's turn
+    next();
+    await third;
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(turns.size).toBe(0);
+  });
+
   it('backs off while busy and gives up with SessionBusy', async () => {
     let calls = 0;
     let retries = 0;

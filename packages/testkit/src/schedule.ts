@@ -164,7 +164,28 @@ export function keepsAcknowledged(schedule: Schedule): boolean {
   return true;
 }
 
+/**
+ * Whether calls of this schedule may fail or be lost: a crash, a partition, a cut, a connection
+ * reset, a long pause, or pauses of several nodes at once (a majority of the layout may be
+ * unreachable then, and the nodes that see so refuse calls with `NoQuorum`, as they must).
+ */
 export function losesCalls(schedule: Schedule): boolean {
   if ((schedule.options.faults?.reset ?? 0) > 0) return true;
-  return schedule.steps.some((step) => step.op === 'crash' || step.op === 'partition' || step.op === 'cut' || (step.op === 'pause' && step.ms >= 1500));
+  if (schedule.steps.some((step) => step.op === 'crash' || step.op === 'partition' || step.op === 'cut' || (step.op === 'pause' && step.ms >= 1500))) return true;
+  return pausesOverlap(schedule);
+}
+
+/** Whether two nodes are paused at the same time (steps take no time but `run`). */
+function pausesOverlap(schedule: Schedule): boolean {
+  const pauses: { node: string; from: number; to: number }[] = [];
+  let now = 0;
+  for (const step of schedule.steps) {
+    if (step.op === 'run') now += step.ms;
+    else if (step.op === 'pause') {
+      const pause = { node: step.node, from: now, to: now + step.ms };
+      if (pauses.some((other) => other.node !== pause.node && other.from < pause.to && pause.from < other.to)) return true;
+      pauses.push(pause);
+    }
+  }
+  return false;
 }

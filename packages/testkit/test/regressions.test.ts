@@ -481,6 +481,20 @@ const sessions: { name: string; schedule: Schedule; open?: true }[] = [
       ],
     },
   },
+  {
+    name: 'two nodes paused at once left a joining node short of a majority, which refused a tell with NoQuorum as it must; the checker took the refused tell for lost (fixed in the model: pauses that overlap may lose calls, `losesCalls`)',
+    schedule: {
+      options: options(1),
+      steps: [
+        ...formed,
+        { op: 'start', node: 'n5' },
+        { op: 'call', node: 'n5', thread: 0, session: 0, count: 8, everyMs: 59 },
+        { op: 'pause', node: 'n3', ms: 401 },
+        { op: 'pause', node: 'n2', ms: 401 },
+        { op: 'run', ms: 400 },
+      ],
+    },
+  },
 ];
 
 /**

@@ -306,8 +306,9 @@ function backupsComplete(view: LayoutView | null): boolean {
   return view.backups.length === view.buckets && view.backups.every((member) => member >= 0) && incoming.length === 0;
 }
 
-async function startCluster(): Promise<Cluster> {
-  const options = { workers: 2, extraArgs: [...FAST_TIMINGS, '--replicas', '1', '--actors', ACTORS] };
+/** `workers`: worker threads per node; 0 puts each node's sessions on its main thread. */
+async function startCluster(workers = 2): Promise<Cluster> {
+  const options = { workers, extraArgs: [...FAST_TIMINGS, '--replicas', '1', '--actors', ACTORS] };
   const n1 = await startNode({ name: 'n1', ...options });
   // One at a time, so n1 is the oldest member (the coordinator) and n2 the next oldest.
   const n2 = await startNode({ name: 'n2', seeds: [n1], ...options });
@@ -489,6 +490,18 @@ describe('failover: a crashed or paused node loses no acknowledged write (3 node
       const run = await runFailover(cluster, SyncAppender, 'member', 'kill');
       expectNothingLost(run, 'SIGKILL');
       expectSafe(run, 'SIGKILL');
+    } finally {
+      await stopCluster(cluster);
+    }
+  });
+
+  it('sync, sessions on each node\'s main thread (--workers 0): SIGKILL of a node that is not the coordinator, mid-load', { timeout: TEST_TIMEOUT_MS }, async () => {
+    let cluster: Cluster | undefined;
+    try {
+      cluster = await startCluster(0);
+      const run = await runFailover(cluster, SyncAppender, 'member', 'kill');
+      expectNothingLost(run, 'SIGKILL (--workers 0)');
+      expectSafe(run, 'SIGKILL (--workers 0)');
     } finally {
       await stopCluster(cluster);
     }

@@ -4,7 +4,8 @@
  * a third of them is SIGKILLed; once the two survivors agree on a layout without it, every
  * acknowledged value is in its session, exactly once and in order, and the sessions the dead node
  * hosted were adopted from their replicas (not created afresh). Writes after the failover are
- * replicated again, so R copies are restored.
+ * replicated again, so R copies are restored. Run with sessions on worker threads and with
+ * sessions on each node's main thread (`--workers 0`).
  */
 import { describe, expect, it } from 'vitest';
 import { connect, type NodeStatus, type WadiClient } from 'wadi';
@@ -14,7 +15,6 @@ import { FAST_TIMINGS, SECRET, killNode, startNode, status, waitFor, waitForAgre
 const ACTORS = new URL('./fixtures/sessions.mjs', import.meta.url).pathname;
 const SESSIONS = 150;
 const WRITES = 4;
-const nodeOptions = { workers: 2, extraArgs: [...FAST_TIMINGS, '--replicas', '1', '--actors', ACTORS] };
 
 const sessionId = (i: number): string => `repl-${i}/ledger`;
 
@@ -38,7 +38,9 @@ async function appliedOf(client: WadiClient, id: string): Promise<[string, numbe
   throw new Error(`${id} did not answer: ${String(last)}`);
 }
 
-describe('replication across a cluster of processes (R = 1, sync)', () => {
+// Sessions on worker threads, and on each node's main thread beside its sockets (`--workers 0`).
+describe.each([2, 0])('replication across a cluster of processes (R = 1, sync), %i worker threads per node', (workers) => {
+  const nodeOptions = { workers, extraArgs: [...FAST_TIMINGS, '--replicas', '1', '--actors', ACTORS] };
   const nodes: NodeProcess[] = [];
   const clients: WadiClient[] = [];
   /** Per session, the seqs whose `apply` was acknowledged, in order. */

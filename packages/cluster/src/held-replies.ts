@@ -111,7 +111,7 @@ export class HeldReplies {
       if (list === undefined) continue;
       for (const held of [...list]) {
         if (held.workerDecides || held.version !== version || held.seq > seq || !held.waiting.delete(from)) continue;
-        const [, toThread, toIncarnation, requestId] = held.result;
+        const [, toThread, , requestId] = held.result;
         if (epoch === held.epoch && told?.has(`${held.toNode}\u0000${toThread}\u0000${requestId}`) === true) held.toldBy.add(from);
         if (held.waiting.size > 0) continue;
         this.#remove(held);

@@ -17,7 +17,7 @@ const USAGE = `usage: wadi node [options]
   --seeds URL,URL        nodes to join through (default: none, form a new cluster)
   --data DIR             data directory: identity, incarnation, committed layout
   --actors MODULE        actor module to load (repeatable, or comma-separated)
-  --workers N            worker threads (default: CPU count)
+  --workers N            worker threads (default: CPU count; 0: sessions on the main thread)
   --buckets N            buckets of the id space (default 1024; the same on every node)
   --replicas N           backups per bucket on other nodes (default 1; 0 to 8; the coordinator's counts)
   --id ID                node id (default host:port)
@@ -131,7 +131,7 @@ function parseNodeOptions(args: string[]): NodeOptions {
     quorumGraceMs: integer('quorum-grace-ms', 1, 600_000),
   };
   const actors = values.actors?.flatMap((list) => list.split(',')).map((module) => module.trim()).filter((module) => module.length > 0);
-  const workers = integer('workers', 1, 256);
+  const workers = integer('workers', 0, 256);
   const buckets = integer('buckets', 1, 65_536);
   const replicas = integer('replicas', 0, MAX_REPLICAS);
   const httpPort = integer('http-port', 0, 65_535);

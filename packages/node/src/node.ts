@@ -1,6 +1,7 @@
 /**
- * One wadi node (one OS process): W worker threads hosting actors by bucket, a pool for stateless
- * work, and the main thread's own actor system through which `node.ref()` calls go.
+ * One wadi node (one OS process): W worker threads hosting actors by bucket (or, with `workers: 0`,
+ * one session runtime on the main thread itself), a pool for stateless work, and the main thread's
+ * own actor system through which `node.ref()` calls go.
  *
  * Responsibilities here: starting and meshing the workers (every pair gets a direct
  * MessageChannel), replacing a worker that dies (waiting asks fail with `WorkerCrashed`; its
@@ -10,7 +11,7 @@
 import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { MessageChannel, Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import * as Comlink from 'comlink';
 import { Piscina } from 'piscina';
 import {
@@ -44,7 +45,9 @@ import { Frame } from '@wadi/cluster';
 import { MainRouting } from './internal/main-routing.js';
 import { startCluster, type ClusterHandle, type ClusterHost, type ClusterOptions, type ReplicationStatus, type StoreStatus } from './cluster-node.js';
 import { BUCKET_ACTOR, mergeLags, type DirectoryEntry, type DirectoryStats, type ReplicaLag, type ReplicationStats } from '@wadi/cluster';
-import { PortLink, receiveBatch } from './internal/link.js';
+import { InlineEnd } from './internal/inline-channel.js';
+import { PortLink, receiveBatch, type PortLike } from './internal/link.js';
+import { runWorker } from './internal/worker-runtime.js';
 import { loadActorModules, toModuleUrl } from './internal/modules.js';
 import { MAIN_THREAD, type WorkerStoreData, type StatelessPoolData, type StatelessTask, type ThreadMessage, type WorkerControl, type WorkerData } from './internal/protocol.js';
 import { BucketRouter, roundRobinTable } from './internal/router.js';
@@ -52,7 +55,13 @@ import { BucketRouter, roundRobinTable } from './internal/router.js';
 export interface NodeOptions {
   /** Actor modules (paths or URLs): every export that is an actor definition is loaded. */
   actors?: readonly (string | URL)[];
-  /** Worker threads hosting actors (default: the number of CPUs). */
+  /**
+   * Worker threads hosting actors (default: the number of CPUs). 0 runs them on the main thread,
+   * beside the sockets: no thread hop per call, for nodes that get one core each (several nodes
+   * on a small machine, one-CPU containers), at the price that a long turn delays the node's
+   * networking too, heartbeats included. The node then has one session runtime (`node.workers`
+   * is 1), which cannot crash apart from the process.
+   */
   workers?: number;
   /** Buckets of the id space (default 1024). */
   buckets?: number;
@@ -174,10 +183,16 @@ export async function startNode(options: NodeOptions = {}): Promise<WadiNode> {
   return node;
 }
 
+/** Where a slot's runtime runs: the port the main thread's link posts to, and how to end it. */
+interface RuntimeThread {
+  readonly port: PortLike;
+  terminate(): Promise<unknown>;
+}
+
 class WorkerSlot {
   state: WorkerState = 'starting';
   incarnation = 0;
-  worker: Worker | undefined;
+  thread: RuntimeThread | undefined;
   control: Comlink.Remote<WorkerControl> | undefined;
   restartTimes: number[] = [];
   restarts = 0;
@@ -192,6 +207,8 @@ class WorkerSlot {
 
 class LocalNode implements WadiNode {
   readonly workers: number;
+  /** `workers: 0`: the one session runtime runs on this (the main) thread. */
+  readonly #inline: boolean;
   readonly buckets: number;
   readonly events = new EventEmitter();
   actorTypes: readonly string[] = [];
@@ -225,10 +242,12 @@ class LocalNode implements WadiNode {
     for (const [name, path] of [['cluster.dataDir', options.cluster?.dataDir], ['store.disk', options.store?.disk], ['store.shared', options.store?.shared]] as const) {
       if (path !== undefined && !(typeof path === 'string' && path.trim() !== '')) throw new InvalidArgument(`startNode(): ${name} must be a path, got ${JSON.stringify(path)}`);
     }
-    this.workers = options.workers ?? availableParallelism();
-    if (!Number.isInteger(this.workers) || this.workers < 1 || this.workers > 256) {
-      throw new InvalidArgument(`workers must be an integer from 1 to 256, got ${String(options.workers)}`);
+    const workers = options.workers ?? availableParallelism();
+    if (!Number.isInteger(workers) || workers < 0 || workers > 256) {
+      throw new InvalidArgument(`workers must be an integer from 0 (sessions on the main thread) to 256, got ${String(options.workers)}`);
     }
+    this.#inline = workers === 0;
+    this.workers = Math.max(1, workers);
     this.buckets = validateBucketCount(options.buckets ?? DEFAULT_BUCKETS);
     this.#modules = (options.actors ?? []).map((module) => toModuleUrl(module));
     this.#clusterOptions = options.cluster;
@@ -464,14 +483,14 @@ class LocalNode implements WadiNode {
     }
     await Promise.all(
       this.#slots.map(async (slot) => {
-        const worker = slot.worker;
+        const thread = slot.thread;
         const wasUp = slot.state === 'up';
         slot.state = 'stopped';
         slot.link.close();
-        if (worker === undefined) return;
+        if (thread === undefined) return;
         if (wasUp) await this.#control(slot, (c) => c.stop(), 1000).catch(() => undefined);
         slot.control?.[Comlink.releaseProxy]();
-        await worker.terminate();
+        await thread.terminate();
       }),
     );
     await this.#pool?.destroy();
@@ -501,12 +520,7 @@ class LocalNode implements WadiNode {
       controlPort: port2,
       ...(this.#store === undefined ? {} : { store: this.#store }),
     };
-    const worker = new Worker(WORKER_URL, { workerData: data, transferList: [port2], name: `wadi-worker-${slot.index}` });
-    slot.worker = worker;
     slot.control = Comlink.wrap<WorkerControl>(port1 as unknown as Comlink.Endpoint);
-    let signalExit!: (error: Error) => void;
-    slot.exited = new Promise<never>((_, reject) => (signalExit = reject));
-    slot.exited.catch(() => undefined);
     const deliver = (message: ThreadMessage): void => {
       switch (message[0]) {
         case Frame.Out:
@@ -526,28 +540,54 @@ class LocalNode implements WadiNode {
           else this.#system.receive(message as Envelope);
       }
     };
-    worker.on('message', (batch) => {
+    const receive = (batch: unknown): void => {
       receiveBatch(batch, deliver, (error) => console.error(`wadi: undecodable batch from worker ${slot.index}:`, error));
       // What the batch sends other nodes (replies, replica shipments) leaves before this thread does anything else.
       this.#flushToNodes();
-    });
-    worker.on('error', (error) => console.error(`wadi: worker ${slot.index} threw:`, error));
-    worker.once('exit', (exitCode) => {
-      signalExit(new WorkerCrashed(`worker ${slot.index} exited with code ${exitCode}`));
-      port1.close();
-      if (slot.worker === worker) {
-        this.#routing?.workerGone(slot.index);
-        void this.#onWorkerExit(slot, exitCode);
-      }
-    });
+    };
+    if (this.#inline) {
+      const [mainEnd, runtimeEnd] = InlineEnd.pair();
+      mainEnd.on('message', receive);
+      runWorker(data, runtimeEnd);
+      slot.thread = {
+        port: mainEnd,
+        terminate: async () => {
+          mainEnd.close();
+          port1.close();
+          port2.close();
+        },
+      };
+    } else {
+      this.#startWorker(slot, data, port1, receive);
+    }
     await this.#control(slot, (c) => c.start());
     const member = this.#member;
     if (member !== undefined) await this.#control(slot, (c) => c.joinCluster(member.node, member.incarnation));
   }
 
+  /** Starts `slot`'s runtime in a worker thread, restarted by `#onWorkerExit` when it dies. */
+  #startWorker(slot: WorkerSlot, data: WorkerData, controlPort: MessagePort, receive: (batch: unknown) => void): void {
+    const worker = new Worker(WORKER_URL, { workerData: data, transferList: [data.controlPort], name: `wadi-worker-${slot.index}` });
+    const thread: RuntimeThread = { port: worker, terminate: () => worker.terminate() };
+    slot.thread = thread;
+    let signalExit!: (error: Error) => void;
+    slot.exited = new Promise<never>((_, reject) => (signalExit = reject));
+    slot.exited.catch(() => undefined);
+    worker.on('message', receive);
+    worker.on('error', (error) => console.error(`wadi: worker ${slot.index} threw:`, error));
+    worker.once('exit', (exitCode) => {
+      signalExit(new WorkerCrashed(`worker ${slot.index} exited with code ${exitCode}`));
+      controlPort.close();
+      if (slot.thread === thread) {
+        this.#routing?.workerGone(slot.index);
+        void this.#onWorkerExit(slot, exitCode);
+      }
+    });
+  }
+
   /** Lets the main thread's messages (held meanwhile) reach a worker once it is meshed with its peers. */
   #attach(slot: WorkerSlot): void {
-    if (slot.worker !== undefined) slot.link.attach(slot.worker);
+    if (slot.thread !== undefined) slot.link.attach(slot.thread.port);
   }
 
   async #connect(a: WorkerSlot, b: WorkerSlot): Promise<void> {
@@ -583,7 +623,7 @@ class LocalNode implements WadiNode {
       }
       if (this.#stopping) {
         // stop() may have passed this slot while it was restarting: end the new worker here.
-        await slot.worker?.terminate();
+        await slot.thread?.terminate();
         return;
       }
       this.#attach(slot);

@@ -226,8 +226,9 @@ describe('startNode with bad actor modules', () => {
   });
 
   test('bad options reject with InvalidArgument', async () => {
-    expect(await rejection(startNode({ workers: 0, actors: [ACTORS] }))).toBeInstanceOf(InvalidArgument);
+    expect(await rejection(startNode({ workers: -1, actors: [ACTORS] }))).toBeInstanceOf(InvalidArgument);
     expect(await rejection(startNode({ workers: 1.5, actors: [ACTORS] }))).toBeInstanceOf(InvalidArgument);
+    expect(await rejection(startNode({ workers: 257, actors: [ACTORS] }))).toBeInstanceOf(InvalidArgument);
     expect(await rejection(startNode({ workers: 1, buckets: 0, actors: [ACTORS] }))).toBeInstanceOf(InvalidArgument);
     expect(await rejection(startNode({ workers: 1, askTimeoutMs: -1, actors: [ACTORS] }))).toBeInstanceOf(InvalidArgument);
     expect(await rejection(startNode({ workers: 1, actors: [''] }))).toBeInstanceOf(InvalidArgument);

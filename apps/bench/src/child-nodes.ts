@@ -14,6 +14,24 @@ const CHILD = new URL('./children/cluster-node.js', import.meta.url);
 /** Upper bound for any one wait or request; longer fails the benchmark. */
 export const WAIT_MS = 60_000;
 
+/**
+ * Worker threads per node in the benchmarks that run a cluster: none (`workers: 0`), so each
+ * node's sessions run on its main thread, beside its sockets. Every such benchmark runs two to
+ * six nodes and the bench process on this machine's two cores, so a node gets a core's share at
+ * most, and a worker thread would only add a hop and two thread wake-ups to every call. That is
+ * the configuration wadi recommends for nodes of one core or less (several nodes on a small
+ * machine, one-CPU containers); nodes with more cores keep the default, a worker per CPU.
+ * The figures the issues set targets on are measured with a worker thread per node as well
+ * (`NODE_WORKERS_THREADED`), and reported beside them as `<name>.workerThread`, without a target.
+ */
+export const NODE_WORKERS = 0;
+
+/** Worker threads per node of the `<name>.workerThread` figures. */
+export const NODE_WORKERS_THREADED = 1;
+
+/** The name of the figure `name` measured with `NODE_WORKERS_THREADED` worker threads per node. */
+export const workerThreadFigure = (name: string): string => `${name}.workerThread`;
+
 /** What a benchmark needs of a member, wherever it runs. */
 export interface Member {
   readonly name: string;

@@ -1,6 +1,6 @@
 /**
  * `wadi node` processes for the membership, replication and failover benchmarks: spawn the CLI
- * with a replica count and an actor module (one worker, 1024 buckets, default failure-detection timings), read
+ * with a replica count, worker threads and an actor module (1024 buckets, default failure-detection timings), read
  * `/status` and `/layout`, wait until a set of nodes agree on a layout whose backups are all in
  * place, and SIGKILL every node at the end.
  *
@@ -40,6 +40,8 @@ export interface ClusterSpec {
   /** Distinct per cluster, so two clusters running side by side never mix. */
   clusterName: string;
   replicas: number;
+  /** Worker threads per node (`--workers`; 0: sessions on each node's main thread). */
+  workers: number;
   /** Path of the actor module every node loads (none: the nodes only host bucket directories). */
   actors?: string;
 }
@@ -77,7 +79,7 @@ async function freePort(): Promise<number> {
 export async function spawnCliNode(spec: ClusterSpec, name: string, seeds: readonly CliNode[]): Promise<CliNode> {
   const port = await freePort();
   const httpPort = await freePort();
-  const args = [CLI, 'node', '--port', String(port), '--http-port', String(httpPort), '--workers', '1', '--buckets', String(BUCKETS)];
+  const args = [CLI, 'node', '--port', String(port), '--http-port', String(httpPort), '--workers', String(spec.workers), '--buckets', String(BUCKETS)];
   args.push('--replicas', String(spec.replicas), '--cluster-name', spec.clusterName);
   if (spec.actors !== undefined) args.push('--actors', spec.actors);
   if (seeds.length > 0) args.push('--seeds', seeds.map((seed) => seed.url).join(','));

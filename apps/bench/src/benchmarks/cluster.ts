@@ -1,6 +1,6 @@
 /**
- * cluster.*: membership over real node processes on loopback (the `wadi node` CLI, one worker
- * each, 1024 buckets, default failure-detection timings). No raw baseline: these are absolute
+ * cluster.*: membership over real node processes on loopback (the `wadi node` CLI,
+ * `NODE_WORKERS` worker threads each, 1024 buckets, default failure-detection timings). No raw baseline: these are absolute
  * figures (the rows have no baseline, like memory.perActor).
  *
  * - cluster.join.seconds: three nodes agree on a layout; a fourth is spawned; time from its spawn
@@ -16,11 +16,12 @@
 // @wadi/cluster is not a dependency of the bench: use its build (built before the bench by turbo).
 import { minimumMoves } from '@wadi/cluster';
 import { BUCKETS, killCliNodes, spawnCliNode, status, layout, waitForNodes, type CliNode, type ClusterSpec, type LayoutView } from '../cli-nodes.js';
+import { NODE_WORKERS } from '../child-nodes.js';
 import { median, result, type Benchmark } from '../harness.js';
 
 const ROUNDS = 3;
 /** The CLI's defaults (one backup per bucket), no actor module: membership only. */
-const SPEC: ClusterSpec = { name: 'c', secret: 'wadi-bench-cluster-secret', clusterName: 'wadi-bench-cluster', replicas: 1 };
+const SPEC: ClusterSpec = { name: 'c', secret: 'wadi-bench-cluster-secret', clusterName: 'wadi-bench-cluster', replicas: 1, workers: NODE_WORKERS };
 
 function spawnNode(name: string, seeds: readonly CliNode[]): Promise<CliNode> {
   return spawnCliNode(SPEC, name, seeds);

@@ -2,8 +2,8 @@
  * failover.*: a node SIGKILLed under load, with R = 1 and `sync` sessions. No raw baseline: these
  * are absolute figures.
  *
- * Each round starts a fresh cluster of three `wadi node` processes on loopback (cli-nodes.ts: one
- * worker each, default failure-detection timings, `--replicas 1`) and three clients in this
+ * Each round starts a fresh cluster of three `wadi node` processes on loopback (cli-nodes.ts:
+ * `NODE_WORKERS` worker threads each, default failure-detection timings, `--replicas 1`) and three clients in this
  * process, each seeded with a different node. Every client appends its own increasing values to
  * SESSIONS `AppendLog` sessions (`replication: 'sync'`), LANES calls in flight, one call at a time
  * per session per client; a failed call is not retried. Once every session holds acknowledged
@@ -23,7 +23,7 @@
  */
 import { connect, type WadiClient } from '@wadi/node';
 import { formThree, killCliNodes, tail, waitForAgreement, type CliNode } from '../cli-nodes.js';
-import { sleep, waitFor } from '../child-nodes.js';
+import { NODE_WORKERS, sleep, waitFor } from '../child-nodes.js';
 import { median, result, type Benchmark } from '../harness.js';
 import { AppendLog, REPLICATED_ACTORS } from './replicated-actors.js';
 
@@ -146,7 +146,7 @@ async function round(index: number): Promise<{ seconds: number; lost: number }> 
   let load: Load | undefined;
   let nodes: CliNode[] = [];
   try {
-    const formed = await formThree({ name: `f${index}`, secret: SECRET, clusterName: 'bench-failover', replicas: 1, actors: REPLICATED_ACTORS });
+    const formed = await formThree({ name: `f${index}`, secret: SECRET, clusterName: 'bench-failover', replicas: 1, workers: NODE_WORKERS, actors: REPLICATED_ACTORS });
     nodes = formed.nodes;
     for (const node of nodes) clients.push(await connect({ seeds: [node.url], secret: SECRET, clusterName: 'bench-failover', askTimeoutMs: ASK_TIMEOUT_MS, log: () => undefined }));
     load = new Load(clients);

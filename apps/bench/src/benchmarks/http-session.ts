@@ -15,6 +15,10 @@
  * Every browser makes one request before measuring, so measured requests find their session.
  * Rounds alternate (wadi, Redis, wadi, ...) so both see the same machine; each figure is the
  * median of its rounds: requests/s over the round, and the p99 of the round's latencies.
+ * Measured twice, each time in 3 fresh processes with the baseline beside it: with no worker
+ * threads (`NODE_WORKERS`, child-nodes.ts: sessions on each node's main thread; these figures
+ * carry the issue's targets) and with one worker thread per node (`<name>.workerThread`, reported
+ * without a target).
  * At the end every browser's counter must equal the number of requests it made: no update lost.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -23,7 +27,7 @@ import { Agent } from 'node:http';
 import type { NodeStatus } from '@wadi/node';
 import { Histogram } from '@wadi/demo/histogram';
 import { HttpUser } from '@wadi/demo/http-user';
-import { settled, type Member } from '../child-nodes.js';
+import { NODE_WORKERS, NODE_WORKERS_THREADED, settled, workerThreadFigure, type Member } from '../child-nodes.js';
 import { median, result, type BenchResult, type Benchmark } from '../harness.js';
 import type { HttpNodeConfig, HttpNodeMessage } from '../children/http-node.js';
 import { startRedis } from '../redis-server.js';
@@ -31,7 +35,6 @@ import { startRedis } from '../redis-server.js';
 const CHILD = new URL('../children/http-node.js', import.meta.url);
 const NODES = 3;
 const USERS = 48;
-const WORKERS = 1;
 const BUCKETS = 1024;
 const WARMUP_MS = 2_000;
 const ROUND_MS = 2_000;
@@ -119,12 +122,16 @@ function browsersFor(urls: string[], agent: Agent): Browser[] {
   });
 }
 
-async function run(): Promise<BenchResult[]> {
+/**
+ * Both figures with `workers` worker threads per node, against the baseline run in the same
+ * processes: with the issue's targets, or (a worker thread per node) without, named by `name`.
+ */
+async function measureWith(workers: number, name: (figure: string) => string, withTargets: boolean): Promise<BenchResult[]> {
   const redis = await startRedis();
   const children: Child[] = [];
   const agents = [new Agent({ keepAlive: true, maxSockets: USERS }), new Agent({ keepAlive: true, maxSockets: USERS })];
   try {
-    const base = { secret: randomBytes(16).toString('hex'), cookieSecret: randomBytes(16).toString('hex'), workers: WORKERS, buckets: BUCKETS, redisUrl: redis.url };
+    const base = { secret: randomBytes(16).toString('hex'), cookieSecret: randomBytes(16).toString('hex'), workers, buckets: BUCKETS, redisUrl: redis.url };
     children.push(await spawnChild('h1', { ...base, seeds: [] }));
     for (let i = 1; i < NODES; i++) children.push(await spawnChild(`h${i + 1}`, { ...base, seeds: [children[0]!.url] }));
     await settled(children);
@@ -160,21 +167,21 @@ async function run(): Promise<BenchResult[]> {
     const p99 = median(samples.wadi.p99);
     return [
       result({
-        name: 'http.session.throughput',
+        name: name('http.session.throughput'),
         value: throughput,
         unit: 'requests/s',
         better: 'higher',
         baseline: { name: `${HTTP_BASELINE}.throughput`, value: median(samples.redis.perSec) },
-        target: { on: 'ratio', op: '>=', threshold: 1.0 },
+        ...(withTargets ? { target: { on: 'ratio', op: '>=', threshold: 1.0 } as const } : {}),
         samples: samples.wadi.perSec,
       }),
       result({
-        name: 'http.session.p99',
+        name: name('http.session.p99'),
         value: p99,
         unit: 'ms',
         better: 'lower',
         baseline: { name: `${HTTP_BASELINE}.p99`, value: median(samples.redis.p99) },
-        target: { on: 'ratio', op: '<=', threshold: 1.0 },
+        ...(withTargets ? { target: { on: 'ratio', op: '<=', threshold: 1.0 } as const } : {}),
         samples: samples.wadi.p99,
       }),
     ];
@@ -186,8 +193,12 @@ async function run(): Promise<BenchResult[]> {
   }
 }
 
+async function run(): Promise<BenchResult[]> {
+  return [...(await measureWith(NODE_WORKERS, (name) => name, true)), ...(await measureWith(NODE_WORKERS_THREADED, workerThreadFigure, false))];
+}
+
 export const httpSession: Benchmark = {
   title: 'http sessions',
-  names: ['http.session.throughput', 'http.session.p99'],
+  names: ['http.session.throughput', 'http.session.p99', workerThreadFigure('http.session.throughput'), workerThreadFigure('http.session.p99')],
   run,
 };

@@ -1,7 +1,7 @@
 /**
  * session.evacuate.seconds: how long a node holding SESSIONS small sessions takes from SIGTERM to
- * exit, when it leaves a cluster of three (every node a child process on loopback, one worker
- * each; SIGTERM is the graceful leave of the `wadi node` CLI: move every session to the other
+ * exit, when it leaves a cluster of three (every node a child process on loopback, sessions on
+ * each node's main thread as in every cluster benchmark, `NODE_WORKERS`; SIGTERM is the graceful leave of the `wadi node` CLI: move every session to the other
  * nodes, hand the buckets off, stop). No raw baseline. Issue target: <= 10 s.
  *
  * Each round starts a fresh cluster of three; the leaver (not the coordinator, so the figure is
@@ -13,7 +13,7 @@
  * The median over ROUNDS rounds is reported. Every process is SIGKILLed after each round, also
  * on error.
  */
-import { ChildNode, killChildNodes, settled } from '../child-nodes.js';
+import { ChildNode, NODE_WORKERS, killChildNodes, settled } from '../child-nodes.js';
 import { median, result, type Benchmark } from '../harness.js';
 
 const SECRET = 'wadi-bench-evacuate-secret';
@@ -25,7 +25,7 @@ const LEAVE_MS = 120_000;
 
 async function round(index: number): Promise<number> {
   try {
-    const config = { secret: SECRET, workers: 1, buckets: BUCKETS };
+    const config = { secret: SECRET, workers: NODE_WORKERS, buckets: BUCKETS };
     const first = await ChildNode.spawn('n1', { ...config, seeds: [] });
     const others = await Promise.all([ChildNode.spawn('n2', { ...config, seeds: [first.url] }), ChildNode.spawn('n3', { ...config, seeds: [first.url] })]);
     const nodes = [first, ...others];

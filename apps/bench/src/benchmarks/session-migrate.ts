@@ -1,7 +1,7 @@
 /**
  * session.migrate.perSecond: sessions with 1 KiB of state moved from node B to node A per second
- * by `routing: 'migrate'` calls, two cluster members in two OS processes on loopback, one worker
- * each (as ask.crossNode.*). No raw baseline: an absolute figure, reported without a target.
+ * by `routing: 'migrate'` calls, two cluster members in two OS processes on loopback, sessions on
+ * each node's main thread (`NODE_WORKERS`, as ask.crossNode.*). No raw baseline: an absolute figure, reported without a target.
  *
  * Each round, B creates SESSIONS fresh sessions by calling them itself (so they live on B) and
  * fills each with 1 KiB; then A calls every one of them with `migrate`, WINDOW calls in flight,
@@ -11,14 +11,14 @@
  * size, which must be the 1 KiB B put there, and at the end A's and B's migration counters and
  * session counts must say that every session moved, once.
  *
- * WINDOW is a capacity setting: each migration is a few round trips between the nodes' workers,
+ * WINDOW is a capacity setting: each migration is a few round trips between the nodes,
  * so with few in flight the figure measures latency (about 2,000/s with one at a time on the
  * 2-core machine the figures were first taken on) rather than how many sessions the nodes can
  * move. The first round only warms up (it runs at about half speed while the code compiles); the
  * median over the ROUNDS after it is reported.
  */
 import { startNode, type WadiNode } from '@wadi/node';
-import { ChildNode, inProcess, killChildNodes, pipelined, settled } from '../child-nodes.js';
+import { ChildNode, NODE_WORKERS, inProcess, killChildNodes, pipelined, settled } from '../child-nodes.js';
 import { median, result, type BenchResult, type Benchmark } from '../harness.js';
 import { SESSION_MODULE, Session } from './session.js';
 
@@ -33,8 +33,8 @@ const ROUNDS = 5;
 async function run(): Promise<BenchResult[]> {
   let a: WadiNode | undefined;
   try {
-    const b = await ChildNode.spawn('B', { seeds: [], secret: SECRET, workers: 1, buckets: BUCKETS });
-    a = await startNode({ actors: [SESSION_MODULE], workers: 1, buckets: BUCKETS, cluster: { port: 0, seeds: [b.url], secret: SECRET, log: () => undefined } });
+    const b = await ChildNode.spawn('B', { seeds: [], secret: SECRET, workers: NODE_WORKERS, buckets: BUCKETS });
+    a = await startNode({ actors: [SESSION_MODULE], workers: NODE_WORKERS, buckets: BUCKETS, cluster: { port: 0, seeds: [b.url], secret: SECRET, log: () => undefined } });
     const node = a;
     await settled([inProcess('A', node), b]);
     const perSecond: number[] = [];

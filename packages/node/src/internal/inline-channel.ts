@@ -39,7 +39,7 @@ export class InlineEnd {
     this.#queue.push(message);
     if (this.#scheduled) return;
     this.#scheduled = true;
-    setImmediate(this.#deliver);
+    queueMicrotask(this.#deliver);
   }
 
   readonly #deliver = (): void => {

@@ -8,6 +8,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import type { NodeStatus, WadiNode } from '@wadi/node';
+import type { BenchResult } from './harness.js';
 import type { ChildMessage, ChildNodeConfig, ChildRequest, ChildRequestBody } from './children/cluster-node.js';
 
 const CHILD = new URL('./children/cluster-node.js', import.meta.url);
@@ -31,6 +32,16 @@ export const NODE_WORKERS_THREADED = 1;
 
 /** The name of the figure `name` measured with `NODE_WORKERS_THREADED` worker threads per node. */
 export const workerThreadFigure = (name: string): string => `${name}.workerThread`;
+
+/**
+ * The rows `measure` gives with `NODE_WORKERS` worker threads per node, then those it gives with
+ * `NODE_WORKERS_THREADED`, renamed (`workerThreadFigure`) and without their targets.
+ */
+export async function withAndWithoutWorkers(measure: (workers: number) => Promise<BenchResult[]>): Promise<BenchResult[]> {
+  const inline = await measure(NODE_WORKERS);
+  const threaded = await measure(NODE_WORKERS_THREADED);
+  return [...inline, ...threaded.map((row) => ({ ...row, name: workerThreadFigure(row.name), target: null }))];
+}
 
 /** What a benchmark needs of a member, wherever it runs. */
 export interface Member {

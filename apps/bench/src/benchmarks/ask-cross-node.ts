@@ -38,7 +38,7 @@
  */
 import { startNode, type WadiNode } from '@wadi/node';
 import { DEFAULT_ECHO_WINDOW, RAW_WS_LATENCY, RAW_WS_PIPELINED, withWsEcho } from '../baselines.js';
-import { ChildNode, NODE_WORKERS, NODE_WORKERS_THREADED, inProcess, killChildNodes, pipelined, settled, workerThreadFigure } from '../child-nodes.js';
+import { ChildNode, inProcess, killChildNodes, pipelined, settled, withAndWithoutWorkers, workerThreadFigure } from '../child-nodes.js';
 import { measureAll, result, type BenchResult, type Benchmark, type Op, type Timing } from '../harness.js';
 import { SESSION_MODULE, Session } from './session.js';
 
@@ -93,34 +93,31 @@ async function measure(workers: number): Promise<Figures> {
   }
 }
 
-/** The rows of one configuration: with the targets, or (a worker thread per node) without. */
-function rows({ throughput, latency }: Figures, name: (figure: string) => string, withTargets: boolean): BenchResult[] {
+function rows({ throughput, latency }: Figures): BenchResult[] {
   return [
     result({
-      name: name('ask.crossNode.pipelined'),
+      name: 'ask.crossNode.pipelined',
       value: throughput.asks.opsPerSec,
       unit: 'calls/s',
       better: 'higher',
       baseline: { name: RAW_WS_PIPELINED, value: throughput.echo.opsPerSec },
-      ...(withTargets ? { target: { on: 'ratio', op: '>=', threshold: 1.0 } as const } : {}),
+      target: { on: 'ratio', op: '>=', threshold: 1.0 },
       samples: throughput.asks.samples,
     }),
     result({
-      name: name('ask.crossNode.latency'),
+      name: 'ask.crossNode.latency',
       value: latency.asks.usPerOp,
       unit: 'us',
       better: 'lower',
       baseline: { name: RAW_WS_LATENCY, value: latency.echo.usPerOp },
-      ...(withTargets ? { target: { on: 'ratio', op: '<=', threshold: 2.0 } as const } : {}),
+      target: { on: 'ratio', op: '<=', threshold: 2.0 },
       samples: latency.asks.samples.map((perSec) => 1e6 / perSec),
     }),
   ];
 }
 
-async function run(): Promise<BenchResult[]> {
-  const inline = await measure(NODE_WORKERS);
-  const threaded = await measure(NODE_WORKERS_THREADED);
-  return [...rows(inline, (name) => name, true), ...rows(threaded, workerThreadFigure, false)];
+function run(): Promise<BenchResult[]> {
+  return withAndWithoutWorkers(async (workers) => rows(await measure(workers)));
 }
 
 export const askCrossNode: Benchmark = {

@@ -27,7 +27,7 @@ import { Agent } from 'node:http';
 import type { NodeStatus } from '@wadi/node';
 import { Histogram } from '@wadi/demo/histogram';
 import { HttpUser } from '@wadi/demo/http-user';
-import { NODE_WORKERS, NODE_WORKERS_THREADED, settled, workerThreadFigure, type Member } from '../child-nodes.js';
+import { settled, withAndWithoutWorkers, workerThreadFigure, type Member } from '../child-nodes.js';
 import { median, result, type BenchResult, type Benchmark } from '../harness.js';
 import type { HttpNodeConfig, HttpNodeMessage } from '../children/http-node.js';
 import { startRedis } from '../redis-server.js';
@@ -122,11 +122,8 @@ function browsersFor(urls: string[], agent: Agent): Browser[] {
   });
 }
 
-/**
- * Both figures with `workers` worker threads per node, against the baseline run in the same
- * processes: with the issue's targets, or (a worker thread per node) without, named by `name`.
- */
-async function measureWith(workers: number, name: (figure: string) => string, withTargets: boolean): Promise<BenchResult[]> {
+/** Both figures, with the issue's targets, on 3 processes whose nodes have `workers` worker threads (the baseline in the same processes). */
+async function measureWith(workers: number): Promise<BenchResult[]> {
   const redis = await startRedis();
   const children: Child[] = [];
   const agents = [new Agent({ keepAlive: true, maxSockets: USERS }), new Agent({ keepAlive: true, maxSockets: USERS })];
@@ -167,21 +164,21 @@ async function measureWith(workers: number, name: (figure: string) => string, wi
     const p99 = median(samples.wadi.p99);
     return [
       result({
-        name: name('http.session.throughput'),
+        name: 'http.session.throughput',
         value: throughput,
         unit: 'requests/s',
         better: 'higher',
         baseline: { name: `${HTTP_BASELINE}.throughput`, value: median(samples.redis.perSec) },
-        ...(withTargets ? { target: { on: 'ratio', op: '>=', threshold: 1.0 } as const } : {}),
+        target: { on: 'ratio', op: '>=', threshold: 1.0 },
         samples: samples.wadi.perSec,
       }),
       result({
-        name: name('http.session.p99'),
+        name: 'http.session.p99',
         value: p99,
         unit: 'ms',
         better: 'lower',
         baseline: { name: `${HTTP_BASELINE}.p99`, value: median(samples.redis.p99) },
-        ...(withTargets ? { target: { on: 'ratio', op: '<=', threshold: 1.0 } as const } : {}),
+        target: { on: 'ratio', op: '<=', threshold: 1.0 },
         samples: samples.wadi.p99,
       }),
     ];
@@ -193,8 +190,8 @@ async function measureWith(workers: number, name: (figure: string) => string, wi
   }
 }
 
-async function run(): Promise<BenchResult[]> {
-  return [...(await measureWith(NODE_WORKERS, (name) => name, true)), ...(await measureWith(NODE_WORKERS_THREADED, workerThreadFigure, false))];
+function run(): Promise<BenchResult[]> {
+  return withAndWithoutWorkers(measureWith);
 }
 
 export const httpSession: Benchmark = {

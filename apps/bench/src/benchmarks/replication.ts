@@ -29,7 +29,7 @@
 import { connect, type WadiClient } from '@wadi/node';
 import { bucketOf } from '@wadi/core';
 import { killCliNodes, formThree, status, type CliNode, type ClusterSpec, type LayoutView } from '../cli-nodes.js';
-import { NODE_WORKERS, NODE_WORKERS_THREADED, pipelined, workerThreadFigure } from '../child-nodes.js';
+import { pipelined, withAndWithoutWorkers, workerThreadFigure } from '../child-nodes.js';
 import { measureAll, result, type BenchResult, type Benchmark, type Op } from '../harness.js';
 import { AsyncCounter, REPLICATED_ACTORS, SyncCounter } from './replicated-actors.js';
 
@@ -111,11 +111,8 @@ async function checkCounters(side: Side, label: string): Promise<void> {
   }
 }
 
-/**
- * The three figures with `workers` worker threads per node: with the issue's targets, or (a
- * worker thread per node) without, named by `name`.
- */
-async function measureWith(workers: number, name: (figure: string) => string, withTargets: boolean): Promise<BenchResult[]> {
+/** The three figures, with the issue's targets, on clusters of nodes with `workers` worker threads. */
+async function measureWith(workers: number): Promise<BenchResult[]> {
   const clients: WadiClient[] = [];
   try {
     const replicated = await prepare({ name: 'r1', secret: SECRET, clusterName: 'bench-r1', replicas: 1, workers, actors: REPLICATED_ACTORS });
@@ -152,25 +149,25 @@ async function measureWith(workers: number, name: (figure: string) => string, wi
     }
     return [
       result({
-        name: name('replication.sync.latency'),
+        name: 'replication.sync.latency',
         value: latency.replicated.usPerOp,
         unit: 'us',
         better: 'lower',
         baseline: { name: BASELINE_LATENCY, value: latency.baseline.usPerOp },
-        ...(withTargets ? { target: { on: 'ratio', op: '<=', threshold: 2.0 } as const } : {}),
+        target: { on: 'ratio', op: '<=', threshold: 2.0 },
         samples: latency.replicated.samples.map((perSec) => 1e6 / perSec),
       }),
       result({
-        name: name('replication.async.throughput'),
+        name: 'replication.async.throughput',
         value: throughput.replicated.opsPerSec,
         unit: 'calls/s',
         better: 'higher',
         baseline: { name: BASELINE_THROUGHPUT, value: throughput.baseline.opsPerSec },
-        ...(withTargets ? { target: { on: 'ratio', op: '>=', threshold: 0.7 } as const } : {}),
+        target: { on: 'ratio', op: '>=', threshold: 0.7 },
         samples: throughput.replicated.samples,
       }),
       result({
-        name: name('replication.sync.throughput'),
+        name: 'replication.sync.throughput',
         value: syncThroughput.replicated.opsPerSec,
         unit: 'calls/s',
         better: 'higher',
@@ -184,8 +181,8 @@ async function measureWith(workers: number, name: (figure: string) => string, wi
   }
 }
 
-async function run(): Promise<BenchResult[]> {
-  return [...(await measureWith(NODE_WORKERS, (name) => name, true)), ...(await measureWith(NODE_WORKERS_THREADED, workerThreadFigure, false))];
+function run(): Promise<BenchResult[]> {
+  return withAndWithoutWorkers(measureWith);
 }
 
 export const replication: Benchmark = {

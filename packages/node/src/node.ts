@@ -286,7 +286,7 @@ class LocalNode implements WadiNode {
   async start(): Promise<void> {
     this.actorTypes = await loadActorModules(this.#registry, this.#modules);
     for (let index = 0; index < this.workers; index++) {
-      this.#slots.push(new WorkerSlot(index, new PortLink(`link from main to worker ${index}`, undefined, this.#options.maxHeldBytes)));
+      this.#slots.push(new WorkerSlot(index, new PortLink(`link from main to worker ${index}`, undefined, this.#options.maxHeldBytes, this.#inline)));
     }
     await Promise.all(this.#slots.map((slot) => this.#spawn(slot)));
     for (let a = 0; a < this.workers; a++) {
@@ -512,6 +512,7 @@ class LocalNode implements WadiNode {
       index: slot.index,
       incarnation: slot.incarnation++,
       workers: this.workers,
+      sameThread: this.#inline,
       buckets: this.buckets,
       modules: this.#modules,
       askTimeoutMs: this.#options.askTimeoutMs,

@@ -1,6 +1,7 @@
 /**
  * A node with no worker threads (`workers: 0`): its one session runtime runs on the main thread,
- * beside the sockets, and behaves like a worker's: calls, calls between actors, per-sender order,
+ * beside the sockets, and behaves like a worker's: calls whose values are copies (cloned, not
+ * encoded, yet refused and rebuilt as across a thread), calls between actors, per-sender order,
  * timers, idle deactivation, the disk tier, the stateless pool, a graceful stop that drains, and a
  * process that ends by itself once the node stopped (the runtime leaves no timer or port behind).
  * Clusters of such nodes run the cluster routing suite (session-routing.test.ts).
@@ -11,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { threadId } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Stopped } from '@wadi/core';
+import { NotSerializable, Stopped } from '@wadi/core';
 import { startNode, type WadiNode } from '@wadi/node';
 import { Compute, Counter, Relay, Sleepy, Slow, Ticker } from './fixtures/actors.mjs';
 import { ACTORS, eventually, rejection } from './helpers.js';
@@ -35,6 +36,32 @@ describe('a node with workers: 0', () => {
     const stats = await n.stats();
     expect(stats.workers).toHaveLength(1);
     expect(stats.workers[0]).toMatchObject({ state: 'up', activations: 51, restarts: 0 });
+  });
+
+  it('copies what passes between the main thread and the runtime, refusing what a thread could not carry', async () => {
+    const n = (node = await startNode({ workers: 0, actors: [ACTORS] }));
+    const ref = n.ref(Counter, 'copies');
+    // Arguments and replies are copies: neither side sees the other's later changes.
+    const item = { tags: ['a'] };
+    await ref.append(item);
+    item.tags.push('changed by the caller');
+    const items = (await ref.items()) as { tags: string[] }[];
+    expect(items).toEqual([{ tags: ['a'] }]);
+    items[0]!.tags.push('changed by the caller too');
+    expect(await ref.items()).toEqual([{ tags: ['a'] }]);
+    // The same values round-trip as across a thread, and the same ones are refused, at once.
+    const rich = new Map<unknown, unknown>([[1, new Set([new Date(0), 2n])], ['bytes', new Uint8Array([1, 2])], ['u', undefined]]);
+    expect(await ref.echo(rich)).toEqual({ id: 'copies', x: rich });
+    expect(await rejection(ref.echo({ callback: () => 1 }))).toBeInstanceOf(NotSerializable);
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(await rejection(ref.echo(cyclic))).toBeInstanceOf(NotSerializable);
+    expect(() => ref.tell.echo(Symbol('s'))).toThrow(NotSerializable);
+    expect(await rejection(ref.returnFunction())).toBeInstanceOf(NotSerializable);
+    // An application error keeps its name, code and fields; the state rolls back.
+    const error = await rejection(ref.addThenFail(5));
+    expect(error).toMatchObject({ name: 'PaymentError', message: 'card declined for 5', code: 'E_DECLINED', amount: 5 });
+    expect(await ref.get()).toBe(0);
   });
 
   it('carries calls between actors, keeps per-sender order, and reaches the stateless pool', async () => {

@@ -1,13 +1,17 @@
 /**
- * A link carries envelopes from this thread to one other thread over a MessagePort.
+ * A link carries envelopes from this thread to one other runtime over a MessagePort (another
+ * thread) or an inline channel (a runtime on this thread, `workers: 0`).
  *
- * Envelopes are encoded one by one as they are sent (so an unencodable argument fails its own
- * ask, at once) and appended to a batch; the batch goes out as one transferred buffer when the
- * current microtask queue drains, or sooner when it is large. While the far thread is being
- * replaced the link holds batches, up to a byte budget past which sends fail with `Overloaded`.
+ * Envelopes are copied one by one as they are sent (so an unencodable argument fails its own
+ * ask, at once) and appended to a batch; the batch goes out when the current microtask queue
+ * drains, or sooner when it is large. Across threads the copy is the envelope's encoding and the
+ * batch one transferred buffer. On the same thread (`sameThread`) the copy is a clone, which
+ * refuses and rebuilds exactly what the codec does (core's clone.ts) without the trip through
+ * bytes, and the batch an array. While the far thread is being replaced the link holds batches,
+ * up to a byte budget past which sends fail with `Overloaded`.
  */
 import type { MessagePort, Worker } from 'node:worker_threads';
-import { DEFAULT_MAX_DECODE_BYTES, InvalidArgument, Overloaded, Unavailable, decodeMany, encodeView } from '@wadi/core';
+import { DEFAULT_MAX_DECODE_BYTES, InvalidArgument, Overloaded, Unavailable, cloneValue, decodeMany, encodeView } from '@wadi/core';
 import type { ThreadMessage } from './protocol.js';
 
 export type PortLike = Pick<MessagePort, 'postMessage'> | Pick<Worker, 'postMessage'>;
@@ -35,8 +39,10 @@ export class PortLink {
   #port: PortLike | undefined;
   #batch = new Uint8Array(INITIAL_BATCH_BYTES);
   #offset = 0;
+  /** The batch of a same-thread link: cloned envelopes. */
+  #clones: ThreadMessage[] = [];
   #scheduled = false;
-  #held: Uint8Array[] = [];
+  #held: (Uint8Array | ThreadMessage[])[] = [];
   #heldBytes = 0;
   #closed = false;
   sentBatches = 0;
@@ -47,6 +53,8 @@ export class PortLink {
     readonly name: string,
     port: PortLike | undefined,
     private readonly maxHeldBytes: number,
+    /** The far runtime runs on this thread: envelopes are cloned, not encoded. */
+    readonly sameThread = false,
   ) {
     this.#port = port;
   }
@@ -57,6 +65,7 @@ export class PortLink {
 
   send(envelope: ThreadMessage): void {
     if (this.#closed) throw new Unavailable(`${this.name} is closed`);
+    if (this.sameThread) return this.#sendClone(envelope);
     if (this.#port === undefined && this.#heldBytes + this.#offset > this.maxHeldBytes) {
       throw new Overloaded(`${this.name} is restarting and already holds ${this.#heldBytes} bytes`);
     }
@@ -69,14 +78,28 @@ export class PortLink {
     this.#batch.set(bytes, this.#offset);
     this.#offset = end;
     if (++this.#batchEnvelopes >= FLUSH_AT_ENVELOPES || end >= FLUSH_AT_BYTES) this.flush();
-    else if (!this.#scheduled) {
-      this.#scheduled = true;
-      void resolved.then(this.flush);
-    }
+    else this.#flushSoon();
+  }
+
+  /**
+   * No byte budget and no size limit: a same-thread runtime is never replaced (it goes only with
+   * this thread), and no decoder reads the batch.
+   */
+  #sendClone(envelope: ThreadMessage): void {
+    this.#clones.push(cloneValue(envelope));
+    if (++this.#batchEnvelopes >= FLUSH_AT_ENVELOPES) this.flush();
+    else this.#flushSoon();
+  }
+
+  #flushSoon(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    void resolved.then(this.flush);
   }
 
   readonly flush = (): void => {
     this.#scheduled = false;
+    if (this.sameThread) return this.#flushClones();
     if (this.#offset === 0) return;
     const batch = this.#batch.slice(0, this.#offset);
     this.#offset = 0;
@@ -88,8 +111,22 @@ export class PortLink {
       return;
     }
     this.sentBatches++;
-    this.#port.postMessage(batch, [batch.buffer as ArrayBuffer]);
+    post(this.#port, batch);
   };
+
+  #flushClones(): void {
+    if (this.#clones.length === 0) return;
+    const batch = this.#clones;
+    this.#clones = [];
+    this.sentEnvelopes += this.#batchEnvelopes;
+    this.#batchEnvelopes = 0;
+    if (this.#port === undefined) {
+      this.#held.push(batch);
+      return;
+    }
+    this.sentBatches++;
+    post(this.#port, batch);
+  }
 
   /** The far thread is gone: hold what is sent until `attach`. */
   detach(): void {
@@ -100,7 +137,7 @@ export class PortLink {
   /** The far thread is (back) up: deliver what was held, in order. */
   attach(port: PortLike): void {
     this.#port = port;
-    for (const batch of this.#held) port.postMessage(batch, [batch.buffer as ArrayBuffer]);
+    for (const batch of this.#held) post(port, batch);
     this.#held = [];
     this.#heldBytes = 0;
   }
@@ -110,6 +147,7 @@ export class PortLink {
     this.#closed = true;
     this.#port = undefined;
     this.#held = [];
+    this.#clones = [];
   }
 
   #grow(needed: number): void {
@@ -121,11 +159,19 @@ export class PortLink {
   }
 }
 
-/** Decodes one received batch into envelopes; a batch that does not decode is reported, not thrown. */
+function post(port: PortLike, batch: Uint8Array | ThreadMessage[]): void {
+  if (batch instanceof Uint8Array) port.postMessage(batch, [batch.buffer as ArrayBuffer]);
+  else port.postMessage(batch);
+}
+
+/**
+ * Decodes one received batch into envelopes (a same-thread link's batch is its envelopes
+ * already); a batch that does not decode is reported, not thrown.
+ */
 export function receiveBatch(batch: unknown, deliver: (message: ThreadMessage) => void, onError: (error: unknown) => void): void {
   let envelopes: unknown[];
   try {
-    envelopes = decodeMany(batch as Uint8Array);
+    envelopes = Array.isArray(batch) ? batch : decodeMany(batch as Uint8Array);
   } catch (error) {
     onError(error);
     return;

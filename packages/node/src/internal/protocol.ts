@@ -28,6 +28,8 @@ export interface WorkerData {
   /** Counts up each time worker `index` is (re)started; its asks get ids of their own range. */
   incarnation: number;
   workers: number;
+  /** The runtime runs on the node's main thread (`workers: 0`): its link there clones envelopes instead of encoding them. */
+  sameThread: boolean;
   buckets: number;
   /** Actor modules to import, as URLs. */
   modules: string[];

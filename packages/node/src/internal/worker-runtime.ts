@@ -22,8 +22,7 @@ import {
   WorkerCrashed,
   activationKey,
   bucketOf,
-  decode,
-  encode,
+  cloneValue,
   type AnyActorDef,
   type AskEnvelope,
   type Envelope,
@@ -258,13 +257,13 @@ export function runWorker(data: WorkerData, toMain: MainEndpoint): void {
     } else if (thread === data.index) {
       // As if it had crossed a thread (the receiver must not share objects with the sender), but at
       // once: the router counts on it (a later call delivered locally must not overtake it).
-      deliver(decode(encode(frame)) as RoutedFrame);
+      deliver(cloneValue(frame));
     } else {
       send(thread, frame);
     }
   }
 
-  links.set(MAIN_THREAD, new PortLink(`link from worker ${data.index} to main`, toMain, data.maxHeldBytes));
+  links.set(MAIN_THREAD, new PortLink(`link from worker ${data.index} to main`, toMain, data.maxHeldBytes, data.sameThread));
   toMain.on('message', (batch) => receiveBatch(batch, deliver, reportBadBatch));
 
   const peerPorts = new Map<number, MessagePort>();

@@ -337,6 +337,7 @@ class RequestSession implements SessionControl {
   /** Set when the response ends: whether a new session is stored (and so gets a cookie). */
   #storeNew: boolean | undefined;
   #cookieSent = false;
+  #headersHooked = false;
   #done = false;
 
   constructor(shared: Shared, req: SessionRequest, res: ServerResponse) {
@@ -406,6 +407,7 @@ class RequestSession implements SessionControl {
     // must not save the old session back. The destroy clears its lease with everything else.
     const ref = this.#call();
     this.#destroyed = true;
+    if (this.#hadCookie) this.#hookHeaders(); // to clear the cookie
     this.#token = '';
     this.#req.session = undefined;
     return this.#control(() => ref.destroy());
@@ -507,6 +509,7 @@ class RequestSession implements SessionControl {
   }
 
   #install(data: ReadonlyMap<string, unknown>): void {
+    if (this.#isNew || this.#staleSignature || this.#shared.cookie.maxAgeMs !== undefined) this.#hookHeaders();
     const session = this.#req.session;
     if (session !== undefined && session.id === this.#id) fill(session, data);
     else {
@@ -555,17 +558,10 @@ class RequestSession implements SessionControl {
     else this.#snapshot = snapshotOf(session);
   }
 
-  /** Wraps `res.writeHead` (the cookie) and `res.end` (saving first); releases on an aborted response. */
+  /** Wraps `res.end` (saving first); gives the turn back if the client goes away first. */
   #hook(): void {
     const res = this.#res;
-    const writeHead = res.writeHead;
     const end = res.end;
-    res.writeHead = ((...args: unknown[]) => {
-      const cookie = this.#setCookie();
-      // Headers given to writeHead replace those set before: keep the session's cookie in them.
-      if (cookie !== undefined) withCookieIn(args, cookie);
-      return (writeHead as (...a: unknown[]) => ServerResponse).apply(res, args);
-    }) as typeof res.writeHead;
     res.end = ((...args: unknown[]) => {
       const finishEnd = (): void => void (end as (...a: unknown[]) => ServerResponse).apply(res, args);
       if (this.#ending || this.#done) {
@@ -585,7 +581,8 @@ class RequestSession implements SessionControl {
         .catch((error: unknown) => res.destroy(error instanceof Error ? error : new Error(String(error))));
       return res;
     }) as typeof res.end;
-    res.once('close', () => {
+    // 'close' comes once: `on` spares the wrapper `once` allocates.
+    res.on('close', () => {
       // The client went away before the response ended: give the turn back, store nothing.
       if (!this.#ending && !this.#done) {
         this.#done = true;
@@ -593,6 +590,24 @@ class RequestSession implements SessionControl {
         this.#finishLocal();
       }
     });
+  }
+
+  /**
+   * Wraps `res.writeHead` to add the session's cookie, for a response that may need one: a new
+   * session, a cookie an older secret signed or that has a lifetime to refresh, a destroy. Most
+   * requests (of a session whose cookie the client holds) need none and leave `writeHead` alone.
+   */
+  #hookHeaders(): void {
+    if (this.#headersHooked) return;
+    this.#headersHooked = true;
+    const res = this.#res;
+    const writeHead = res.writeHead;
+    res.writeHead = ((...args: unknown[]) => {
+      const cookie = this.#setCookie();
+      // Headers given to writeHead replace those set before: keep the session's cookie in them.
+      if (cookie !== undefined) withCookieIn(args, cookie);
+      return (writeHead as (...a: unknown[]) => ServerResponse).apply(res, args);
+    }) as typeof res.writeHead;
   }
 
   /** Saves and ends the turn (once), before the response is written; see `HttpSessions.finish`. */

@@ -5,8 +5,9 @@
  * methods (`save`, `reload`, `destroy`, `regenerate`, `touch`) are not data. Each method takes an
  * optional node-style callback and also returns a promise.
  *
- * What a request changed is found by comparing each top-level value's encoding with its encoding
- * when the session was loaded (`Snapshot`), so only changed keys travel to the session actor.
+ * What a request changed is found by comparing each top-level value with what it was when the
+ * session was loaded (`Snapshot`: primitives as themselves, objects by their encoding), so only
+ * changed keys travel to the session actor.
  */
 import { InvalidArgument, NotSerializable, encode } from '@wadi/core';
 
@@ -22,52 +23,50 @@ export interface SessionControl {
 /** Names that are a session's API, so they cannot be data keys. */
 export const RESERVED_KEYS: ReadonlySet<string> = new Set(['id', 'save', 'reload', 'destroy', 'regenerate', 'touch', '__proto__', 'constructor']);
 
-const CONTROL = Symbol('wadi.http.sessionControl');
-
 type Callback = (error?: unknown) => void;
 
 export class Session {
-  /** The session id: also the group of this client's sessions (`<id>/cart` ...). */
-  declare readonly id: string;
-  declare readonly [CONTROL]: SessionControl;
+  // Private fields, not own properties: no per-session property descriptors, and never data.
+  readonly #id: string;
+  readonly #control: SessionControl;
   [key: string]: unknown;
 
   constructor(id: string, control: SessionControl, data: ReadonlyMap<string, unknown>) {
-    Object.defineProperty(this, 'id', { value: id, enumerable: false });
-    Object.defineProperty(this, CONTROL, { value: control, enumerable: false });
+    this.#id = id;
+    this.#control = control;
     fill(this, data);
+  }
+
+  /** The session id: also the group of this client's sessions (`<id>/cart` ...). */
+  get id(): string {
+    return this.#id;
   }
 
   /** Stores the changes made so far now (they are also stored when the response ends). */
   save(callback?: Callback): Promise<void> {
-    return settle(this[CONTROL].save(this), callback);
+    return settle(this.#control.save(this), callback);
   }
 
   /** Reads the stored data again, dropping unsaved changes. */
   reload(callback?: Callback): Promise<void> {
-    return settle(this[CONTROL].reload(this), callback);
+    return settle(this.#control.reload(this), callback);
   }
 
   /** Deletes the session and its cookie; `req.session` is undefined afterwards. */
   destroy(callback?: Callback): Promise<void> {
-    return settle(this[CONTROL].destroy(this), callback);
+    return settle(this.#control.destroy(this), callback);
   }
 
   /** Replaces the session with a new, empty one under a new id (after a login, against fixation). */
   regenerate(callback?: Callback): Promise<void> {
-    return settle(this[CONTROL].regenerate(this), callback);
+    return settle(this.#control.regenerate(this), callback);
   }
 
   /** Counts as a change: the session's expiry moves on even if nothing else changed. */
   touch(): this {
-    this[CONTROL].touch(this);
+    this.#control.touch(this);
     return this;
   }
-}
-
-// Methods are the API, not data: keep them off enumeration like the id.
-for (const name of ['save', 'reload', 'destroy', 'regenerate', 'touch'] as const) {
-  Object.defineProperty(Session.prototype, name, { enumerable: false });
 }
 
 function settle(promise: Promise<void>, callback: Callback | undefined): Promise<void> {
@@ -88,13 +87,18 @@ export function fill(session: Session, data: ReadonlyMap<string, unknown>): void
   for (const [key, value] of data) if (!RESERVED_KEYS.has(key)) session[key] = value;
 }
 
-/** The encodings of a session's values, as loaded or last saved. */
-export type Snapshot = Map<string, Uint8Array>;
+/**
+ * A session's values as loaded or last saved: each primitive as itself, anything else as its
+ * encoding (an object is compared byte for byte: the handler may have changed it in place).
+ * Most session values are primitives (counters, ids, flags), which so cost no encoding.
+ */
+export type Snapshot = Map<string, Recorded>;
+type Recorded = string | number | boolean | bigint | null | undefined | Uint8Array;
 
 export function snapshotOf(data: ReadonlyMap<string, unknown> | Session): Snapshot {
   const snapshot: Snapshot = new Map();
   const entries = data instanceof Session ? Object.entries(data) : data;
-  for (const [key, value] of entries) snapshot.set(key, encodeOrEmpty(value));
+  for (const [key, value] of entries) snapshot.set(key, record(value));
   return snapshot;
 }
 
@@ -109,16 +113,18 @@ export interface Changes {
 export function changesOf(session: Session, snapshot: Snapshot): Changes {
   const set: [string, unknown][] = [];
   const unencodable: string[] = [];
-  const seen = new Set<string>();
-  for (const [key, value] of Object.entries(session)) {
+  let seen = 0;
+  for (const key in session) {
+    if (!Object.hasOwn(session, key)) continue;
     if (RESERVED_KEYS.has(key)) throw new InvalidArgument(`req.session.${key} is reserved (the session's own API) and cannot be session data`);
-    seen.add(key);
-    const now = encodeOrEmpty(value);
-    if (now.length === 0) unencodable.push(key);
-    const before = snapshot.get(key);
-    if (before === undefined || !sameBytes(before, now)) set.push([key, value]);
+    const value = session[key];
+    const now = record(value);
+    if (now === EMPTY) unencodable.push(key);
+    const had = snapshot.has(key);
+    if (had) seen++;
+    if (!had || !same(snapshot.get(key), now)) set.push([key, value]);
   }
-  const unset = [...snapshot.keys()].filter((key) => !seen.has(key));
+  const unset = seen === snapshot.size ? [] : [...snapshot.keys()].filter((key) => !Object.hasOwn(session, key));
   return { set, unset, unencodable };
 }
 
@@ -133,8 +139,13 @@ export function hasChanges(changes: Changes): boolean {
 
 const EMPTY = new Uint8Array(0);
 
-/** An unencodable value encodes as nothing: it compares as changed, and `unencodable` lists it. */
-function encodeOrEmpty(value: unknown): Uint8Array {
+function isPrimitive(value: unknown): value is Exclude<Recorded, Uint8Array> {
+  return value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol');
+}
+
+/** A primitive as itself; anything else its encoding, or `EMPTY` if it cannot be encoded (it then compares as changed, and `unencodable` lists it). */
+function record(value: unknown): Recorded {
+  if (isPrimitive(value)) return value;
   try {
     return encode(value);
   } catch {
@@ -142,6 +153,7 @@ function encodeOrEmpty(value: unknown): Uint8Array {
   }
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length > 0 && a.length === b.length && Buffer.compare(a, b) === 0;
+function same(before: Recorded, now: Recorded): boolean {
+  if (!(before instanceof Uint8Array) || !(now instanceof Uint8Array)) return Object.is(before, now);
+  return before.length > 0 && before.length === now.length && Buffer.compare(before, now) === 0;
 }

@@ -75,10 +75,16 @@ describe('http sessions', () => {
     expect((await fresh.request(rotated!.url, '/get', { cookie: browser.cookie! })).body['data']).toEqual({ kept: 2 });
   });
 
-  it('sets Secure when asked to, and when a trusted proxy says the request came over https', async () => {
+  it('sets Secure when asked to, and when a trusted proxy says the request came over https; refreshes a cookie with a lifetime', async () => {
     const [a] = await startApps(1, { cookie: { secure: true, sameSite: 'strict', maxAgeMs: 60_000 } });
-    const reply = await new Browser().post(a!.url, '/set', { x: 1 });
+    const browser = new Browser();
+    const reply = await browser.post(a!.url, '/set', { x: 1 });
     expect(reply.setCookie[0]).toMatch(/; Max-Age=60; Expires=[^;]+; HttpOnly; Secure; SameSite=Strict$/);
+    // A cookie with a lifetime is sent again with every response, so it runs from the last request.
+    const again = await browser.get(a!.url, '/get');
+    expect(again.body['data']).toEqual({ x: 1 });
+    expect(again.setCookie).toHaveLength(1);
+    expect(again.setCookie[0]!.split(';')[0]).toBe(reply.setCookie[0]!.split(';')[0]);
     await stopAll();
     const [b] = await startApps(1, { trustProxy: true });
     const viaProxy = await fetch(`${b!.url}/set`, { method: 'POST', headers: { 'x-forwarded-proto': 'https', 'content-type': 'application/json' }, body: '{"x":1}' });

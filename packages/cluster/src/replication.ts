@@ -373,8 +373,17 @@ interface Hosted {
   waiters: Waiter[];
   /** Callers of remote asks whose results wait for the write about to be shipped, with those results: the targets deliver them. */
   callers: WaitingCaller[];
-  /** When the oldest shipment not acknowledged by every target went out (Infinity: none). */
+  /** When the oldest change not acknowledged by every target was made (Infinity: none). */
   unackedSince: number;
+  /** When the oldest change not shipped yet was made (Infinity: none). */
+  dirtySince: number;
+  /**
+   * The shipments that carried new changes and are not acknowledged by every target yet, oldest
+   * first: the write they shipped, and when the oldest change they were the first to carry was
+   * made. An acknowledgement of a write moves `unackedSince` on to the first change after it, so
+   * a session changed without pause is not taken for one whose replicas fell behind.
+   */
+  unackedShipments: [seq: number, since: number][];
   lastShippedAt: number;
   /** Left this worker (moved, removed): kept only until its waiting replies are released. */
   gone: boolean;
@@ -489,6 +498,7 @@ export class Replication implements TurnObserver {
     if (entry.targets.length === 0) return undefined;
     const now = this.#io.now();
     if (entry.unackedSince === Infinity) entry.unackedSince = now;
+    if (entry.dirtySince === Infinity) entry.dirtySince = now;
     this.#unacked.add(entry);
     if (mode === 'async' && now - entry.unackedSince <= ASYNC_LOSS_WINDOW_MS / 2) {
       this.#asyncDirty.add(entry);
@@ -566,6 +576,8 @@ export class Replication implements TurnObserver {
       waiters: old?.waiters ?? [],
       callers: [],
       unackedSince: Infinity,
+      dirtySince: Infinity,
+      unackedShipments: [],
       lastShippedAt: -Infinity,
       gone: false,
     };
@@ -640,6 +652,10 @@ export class Replication implements TurnObserver {
         batch.items.push(entry.callers.length === 0 ? [entry.key, entry.version, this.incarnation, entry.seq, entry.bytes] : [entry.key, entry.version, this.incarnation, entry.seq, entry.bytes, entry.callers]);
       }
       if (entry.callers.length > 0) entry.callers = [];
+      if (entry.dirtySince !== Infinity) {
+        entry.unackedShipments.push([entry.seq, entry.dirtySince]);
+        entry.dirtySince = Infinity;
+      }
       entry.lastShippedAt = now;
       if (entry.unackedSince === Infinity && entry.targets.some((target) => (entry.acked.get(target) ?? 0) < entry.seq)) {
         entry.unackedSince = now;
@@ -689,9 +705,16 @@ export class Replication implements TurnObserver {
   #settle(entry: Hosted): void {
     let low = entry.seq;
     for (const target of entry.targets) low = Math.min(low, entry.acked.get(target) ?? 0);
+    const shipments = entry.unackedShipments;
+    let acked = 0;
+    while (acked < shipments.length && shipments[acked]![0] <= low) acked++;
+    if (acked > 0) shipments.splice(0, acked);
     if (low >= entry.seq) {
       entry.unackedSince = Infinity;
       this.#unacked.delete(entry);
+    } else if (acked > 0) {
+      // What is still unacknowledged started with the first change after the acknowledged write.
+      entry.unackedSince = shipments[0]?.[1] ?? entry.dirtySince;
     }
     if (entry.waiters.length > 0 && entry.waiters[0]!.seq <= low) {
       const released = entry.waiters.filter((waiter) => waiter.seq <= low);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Fenced, Kind, bucketOf, decode, defineActor, encode, type TellEnvelope } from '@wadi/core';
 import {
+  ASYNC_LOSS_WINDOW_MS,
   BUCKET_ACTOR,
   BucketHost,
   PROMPT_FLUSH_MAX_UNACKED,
@@ -210,6 +211,35 @@ describe('Replication', () => {
     net.settle();
     expect(decode(backup.replicaOf(key)!.state)).toEqual({ n: 6 });
     expect(host.stats().shipped).toBe(1);
+  });
+
+  it('an async session changed without pause never waits while its replica keeps up, and waits like a sync one once it falls behind', () => {
+    const { net, host, backup } = hostAndBackup();
+    const id = idIn(0);
+    const key = `Loose\u0000${id}`;
+    let n = 0;
+    // Three seconds of a change every 10 ms, the replica acknowledging each tick's shipment when
+    // the next change has been made already: some change is always unacknowledged, none for long.
+    for (net.now = 0; net.now < 3000; net.now += 10) {
+      expect(host.committed(Loose, id, key, { n: ++n })).toBeUndefined();
+      if (net.now % 250 === 0) host.tick();
+      if (net.now % 250 === 10) net.settle();
+    }
+    expect(decode(backup.replicaOf(key)!.state)).toMatchObject({ n: expect.any(Number) });
+    // The replica stops answering: once the oldest unacknowledged change is older than half the
+    // loss window, replies wait for the replica, and go as soon as it has caught up.
+    net.down.add('n2');
+    host.tick();
+    net.now += ASYNC_LOSS_WINDOW_MS / 2 + 10;
+    const held = holdState(host.committed(Loose, id, key, { n: ++n }));
+    expect(held.released).toBe(false);
+    net.down.delete('n2');
+    net.now += 600;
+    host.tick(); // ships again what the replica has not acknowledged
+    net.settle();
+    expect(held).toEqual({ released: true, error: undefined });
+    expect(decode(backup.replicaOf(key)!.state)).toEqual({ n });
+    expect(host.committed(Loose, id, key, { n: ++n })).toBeUndefined();
   });
 
   it('with no target (R = 0, or no other member) a sync reply goes at once', () => {

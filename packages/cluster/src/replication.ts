@@ -41,9 +41,9 @@ import type { DirectoryEntry } from './messages.js';
 /**
  * Bounds how long before a crash of its host an acknowledged write of an `async` session may be
  * lost. An `async` turn's state is shipped on the worker's next tick (at most 250 ms later), so
- * in practice the window is a tick and a network round trip; when the replicas fall behind (their oldest
- * unacknowledged shipment is older than half this window), later `async` replies wait for the
- * replicas like `sync` ones until they catch up, so the window holds under load too.
+ * in practice the window is a tick and a network round trip; when the replicas fall behind (the
+ * oldest change they have not acknowledged is older than half this window), later `async` replies
+ * wait for the replicas like `sync` ones until they catch up, so the window holds under load too.
  */
 export const ASYNC_LOSS_WINDOW_MS = 1000;
 

@@ -13,8 +13,11 @@
  * to process i mod 3), as behind a load balancer with sticky sessions; with wadi the session then
  * lives where its requests arrive (a new session is placed on the node that first calls it).
  * Every browser makes one request before measuring, so measured requests find their session.
- * Rounds alternate (wadi, Redis, wadi, ...) so both see the same machine; each figure is the
- * median of its rounds: requests/s over the round, and the p99 of the round's latencies.
+ * Rounds alternate between the stacks, which take turns going first (wadi then Redis, then Redis
+ * then wadi, ...), so both see the same machine and neither always follows the other's garbage;
+ * each figure is the median of its rounds: requests/s over the round, and the p99 of the round's
+ * latencies. A round's p99 rests on a few garbage collections in the node processes: with 7
+ * rounds the p99 ratio swung by 10% between runs of the same code, hence 11.
  * Measured twice, each time in 3 fresh processes with the baseline beside it: with no worker
  * threads (`NODE_WORKERS`, child-nodes.ts: sessions on each node's main thread; these figures
  * carry the issue's targets) and with one worker thread per node (`<name>.workerThread`, reported
@@ -38,7 +41,7 @@ const USERS = 48;
 const BUCKETS = 1024;
 const WARMUP_MS = 2_000;
 const ROUND_MS = 2_000;
-const ROUNDS = 7;
+const ROUNDS = 11;
 const START_TIMEOUT_MS = 60_000;
 
 export const HTTP_BASELINE = 'express-session+connect-redis';
@@ -150,7 +153,7 @@ async function measureWith(workers: number): Promise<BenchResult[]> {
     for (const browsers of Object.values(stacks)) await drive(browsers, WARMUP_MS);
     const samples = { wadi: { perSec: [] as number[], p99: [] as number[] }, redis: { perSec: [] as number[], p99: [] as number[] } };
     for (let round = 0; round < ROUNDS; round++) {
-      for (const stack of ['wadi', 'redis'] as const) {
+      for (const stack of round % 2 === 0 ? (['wadi', 'redis'] as const) : (['redis', 'wadi'] as const)) {
         const figure = await drive(stacks[stack], ROUND_MS);
         samples[stack].perSec.push(figure.perSec);
         samples[stack].p99.push(figure.p99);

@@ -22,7 +22,7 @@ import {
 } from './errors.js';
 import { validateId } from './ids.js';
 import { Activation, type ActivationHost, type Message, type ReplyTarget, type TurnHold } from './internal/activation.js';
-import { cloneArgs, cloneValue } from './internal/clone.js';
+import { cloneArgs, cloneValue, inCallContext } from './internal/clone.js';
 import { PendingAsks, type PendingAsk } from './internal/pending.js';
 import { createRef } from './internal/ref.js';
 import { Registry } from './registry.js';
@@ -287,7 +287,7 @@ export class ActorSystem implements ActivationHost {
         this.#deliverLocal(def.name, id, method, cloneArgs(args), ask, LOCAL, 0, key);
       }
     } catch (error) {
-      this.#pending.settle(ask, false, error);
+      this.#pending.settle(ask, false, inCallContext(error, def.name, id, method, args));
     }
     return ask.promise;
   }
@@ -297,12 +297,16 @@ export class ActorSystem implements ActivationHost {
     if (this.#closedReason !== undefined) throw new Stopped(`${this.#closedReason}: ${def.name}.${method} was not sent`);
     if (!Object.hasOwn(def.handlers, method)) throw new UnknownMethod(def.name, method);
     const destination = this.#router === undefined ? LOCAL : this.#router.route(def, id, activationKey(def.name, id));
-    if (destination !== LOCAL) {
-      const envelope: Envelope = [Kind.Tell, def.name, id, method, args];
-      if (routing !== undefined) envelope.push(routing);
-      this.#transportFor(destination).send(destination, envelope);
-    } else {
-      this.#deliverLocal(def.name, id, method, cloneArgs(args), undefined, LOCAL, 0);
+    try {
+      if (destination !== LOCAL) {
+        const envelope: Envelope = [Kind.Tell, def.name, id, method, args];
+        if (routing !== undefined) envelope.push(routing);
+        this.#transportFor(destination).send(destination, envelope);
+      } else {
+        this.#deliverLocal(def.name, id, method, cloneArgs(args), undefined, LOCAL, 0);
+      }
+    } catch (error) {
+      throw inCallContext(error, def.name, id, method, args);
     }
   }
 

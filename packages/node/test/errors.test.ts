@@ -150,12 +150,14 @@ describe('with a running node', () => {
       const error = await rejection(ref.echo({ callback: () => 1 }));
       expect(error).toBeInstanceOf(NotSerializable);
       expect(error.code).toBe('WADI_NOT_SERIALIZABLE');
+      // The error names the call and the argument, in the same words whatever crossed the thread.
+      expect(error.message).toBe(`Counter.echo on '${id}', argument 1: cannot send or store function callback`);
       const bare = await rejection(ref.add((() => 2) as unknown as number));
       expect(bare).toBeInstanceOf(NotSerializable);
       const cyclic: Record<string, unknown> = {};
       cyclic.self = cyclic;
-      expect(await rejection(ref.echo(cyclic))).toBeInstanceOf(NotSerializable);
-      expect(() => ref.tell.echo(Symbol('s'))).toThrow(NotSerializable);
+      expect((await rejection(ref.echo(cyclic))).message).toBe(`Counter.echo on '${id}', argument 1: value is cyclic or nested too deeply to send or store`);
+      expect(() => ref.tell.echo(Symbol('s'))).toThrow(`Counter.echo on '${id}', argument 1: cannot send or store Symbol(s)`);
 
       // Nothing half-encoded was sent: the actor saw none of these and the link still works.
       expect(await ref.get()).toBe(0);

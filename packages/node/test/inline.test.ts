@@ -52,7 +52,9 @@ describe('a node with workers: 0', () => {
     // The same values round-trip as across a thread, and the same ones are refused, at once.
     const rich = new Map<unknown, unknown>([[1, new Set([new Date(0), 2n])], ['bytes', new Uint8Array([1, 2])], ['u', undefined]]);
     expect(await ref.echo(rich)).toEqual({ id: 'copies', x: rich });
-    expect(await rejection(ref.echo({ callback: () => 1 }))).toBeInstanceOf(NotSerializable);
+    const refused = await rejection(ref.echo({ callback: () => 1 }));
+    expect(refused).toBeInstanceOf(NotSerializable);
+    expect(refused.message).toBe("Counter.echo on 'copies', argument 1: cannot send or store function callback");
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;
     expect(await rejection(ref.echo(cyclic))).toBeInstanceOf(NotSerializable);

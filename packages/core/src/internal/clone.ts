@@ -28,6 +28,25 @@ export function cloneArgs(args: readonly unknown[]): unknown[] {
   return args as unknown[];
 }
 
+/**
+ * `error`, thrown while sending `type.method(...args)` to `id`, as the caller should read it: a
+ * `NotSerializable` names the call and the first argument that cannot be sent, the same words
+ * whether the message was to cross a thread (encoded) or not (cloned). Anything else is returned
+ * as it is; so is a `NotSerializable` no single argument explains.
+ */
+export function inCallContext(error: unknown, type: string, id: string, method: string, args: readonly unknown[]): unknown {
+  if (!(error instanceof NotSerializable)) return error;
+  for (let i = 0; i < args.length; i++) {
+    try {
+      copy(args[i], 0);
+    } catch (argumentError) {
+      if (!(argumentError instanceof NotSerializable)) break;
+      return new NotSerializable(`${type}.${method} on '${id}', argument ${i + 1}: ${argumentError.message}`, { cause: error });
+    }
+  }
+  return error;
+}
+
 function copy(value: unknown, depth: number): unknown {
   switch (typeof value) {
     case 'string':
